@@ -1,0 +1,117 @@
+/// Why a point cannot be written as line protocol.
+public struct EncodeError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Writes points as InfluxDB line protocol, escaping each part by its own rules.
+///
+/// Escaping: measurement `,` and space; tag keys, tag values and field keys `,`, `=` and space (field keys also
+/// `"`); string values `"` and `\`. Floats are written in the shortest form that reads back to the same bits.
+///
+/// Some values cannot be expressed in line protocol at all and are rejected with ``EncodeError``: empty names,
+/// a newline anywhere, a name that ends in a backslash (it would escape the delimiter after it), a measurement
+/// that starts with `#`, tab or NUL, a field key that starts with tab or NUL, non-finite floats, and timestamps outside InfluxDB's range.
+public enum LineEncoder {
+    /// Appends `point` and a trailing `\n` to `out`.
+    public static func append(_ point: Point, to out: inout [UInt8]) throws(EncodeError) {
+        try check(point.measurement, "measurement")
+        if let first = point.measurement.utf8.first, first == 0x23 || first == 0x09 || first == 0x00 {
+            throw EncodeError("a measurement cannot start with '#', tab or NUL")
+        }
+        guard !point.fields.isEmpty else { throw EncodeError("a point needs at least one field") }
+        appendEscaped(point.measurement, to: &out, escaping: .measurement)
+        for tag in point.tags {
+            try check(tag.key, "tag key")
+            try check(tag.value, "tag value")
+            out.append(0x2C)
+            appendEscaped(tag.key, to: &out, escaping: .tag)
+            out.append(0x3D)
+            appendEscaped(tag.value, to: &out, escaping: .tag)
+        }
+        out.append(0x20)
+        for (index, field) in point.fields.enumerated() {
+            try check(field.key, "field key")
+            if let first = field.key.utf8.first, first == 0x09 || first == 0x00 {
+                throw EncodeError("a field key cannot start with tab or NUL")
+            }
+            if index > 0 { out.append(0x2C) }
+            appendEscaped(field.key, to: &out, escaping: .fieldKey)
+            out.append(0x3D)
+            try appendValue(field.value, to: &out)
+        }
+        if let t = point.timestamp {
+            guard t >= TimeRange.minNanoseconds && t <= TimeRange.maxNanoseconds else {
+                throw EncodeError("timestamp \(t) is outside InfluxDB's range")
+            }
+            out.append(0x20)
+            appendDecimal(t, to: &out)
+        }
+        out.append(0x0A)
+    }
+
+    /// Appends one field value (`1.5`, `3i`, `7u`, `true`, `"text"`).
+    public static func appendValue(_ value: Value, to out: inout [UInt8]) throws(EncodeError) {
+        switch value {
+        case .float(let v):
+            guard v.isFinite else { throw EncodeError("NaN and Inf cannot be written in line protocol") }
+            out.append(contentsOf: v.description.utf8)
+        case .integer(let v):
+            appendDecimal(v, to: &out)
+            out.append(0x69)
+        case .unsigned(let v):
+            out.append(contentsOf: String(v).utf8)
+            out.append(0x75)
+        case .boolean(let v):
+            out.append(contentsOf: (v ? "true" : "false").utf8)
+        case .string(let s):
+            guard !s.utf8.contains(0x0A) else { throw EncodeError("a string value cannot contain a newline") }
+            out.append(0x22)
+            for b in s.utf8 {
+                if b == 0x22 || b == 0x5C { out.append(0x5C) }
+                out.append(b)
+            }
+            out.append(0x22)
+        }
+    }
+
+    /// Appends a signed decimal integer without going through `String`.
+    public static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(0x2D) }
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes of room for 20 digits
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { raw in
+            repeat {
+                raw[23 - n] = UInt8(truncatingIfNeeded: magnitude % 10) &+ 0x30
+                magnitude /= 10
+                n += 1
+            } while magnitude > 0
+            out.append(contentsOf: raw[(24 - n)...])
+        }
+    }
+
+    enum Part {
+        case measurement, tag, fieldKey
+    }
+
+    static func appendEscaped(_ s: String, to out: inout [UInt8], escaping part: Part) {
+        for b in s.utf8 {
+            let escape: Bool =
+                switch part {
+                case .measurement: b == 0x2C || b == 0x20
+                case .tag: b == 0x2C || b == 0x20 || b == 0x3D
+                case .fieldKey: b == 0x2C || b == 0x20 || b == 0x3D || b == 0x22
+                }
+            if escape { out.append(0x5C) }
+            out.append(b)
+        }
+    }
+
+    private static func check(_ name: String, _ what: String) throws(EncodeError) {
+        guard let last = name.utf8.last else { throw EncodeError("the \(what) is empty") }
+        if last == 0x5C { throw EncodeError("the \(what) \"\(name)\" ends with a backslash") }
+        if name.utf8.contains(0x0A) { throw EncodeError("the \(what) contains a newline") }
+    }
+}

@@ -1,0 +1,85 @@
+/// The mergeable summary of the numeric values of one (series, field, bucket).
+///
+/// Every part merges exactly: counts and sums add, min and max combine, and first and last are chosen by
+/// timestamp (ties keep the earlier-seen value for `first` and the later-seen value for `last`, so merging in
+/// arrival order equals folding the points in arrival order). Two partial aggregates of the same key therefore
+/// merge into exactly the aggregate of the union — the property the whole pipeline relies on.
+///
+/// `stddev` is the sample standard deviation, as InfluxDB's `stddev()`. It is computed from the count, the sum
+/// and the sum of squares; to keep that numerically sound the sums are kept relative to a per-aggregate shift
+/// (the first value seen), the classic "shifted data" variance algorithm.
+public struct NumericAggregate: Sendable, Hashable {
+    public private(set) var count: Int64 = 0
+    /// Sum of `value - shift`.
+    private var shiftedSum: Double = 0
+    /// Sum of `(value - shift)²`.
+    private var shiftedSquares: Double = 0
+    private var shift: Double = 0
+    public private(set) var min: Double = .infinity
+    public private(set) var max: Double = -.infinity
+    public private(set) var first: Double = 0
+    public private(set) var firstTime: Int64 = .max
+    public private(set) var last: Double = 0
+    public private(set) var lastTime: Int64 = .min
+    /// The plain sum of the values, kept separately so it is exact for integer-valued data.
+    public private(set) var sum: Double = 0
+
+    public init() {}
+
+    /// Adds one value observed at `time` (nanoseconds).
+    public mutating func add(_ value: Double, at time: Int64) {
+        if count == 0 { shift = value }
+        count &+= 1
+        sum += value
+        let d = value - shift
+        shiftedSum += d
+        shiftedSquares += d * d
+        if value < min { min = value }
+        if value > max { max = value }
+        if time < firstTime {
+            firstTime = time
+            first = value
+        }
+        if time >= lastTime {
+            lastTime = time
+            last = value
+        }
+    }
+
+    /// Merges `other` into `self`; `other` is unchanged. Merging with an empty aggregate is a no-op.
+    public mutating func merge(_ other: NumericAggregate) {
+        guard other.count > 0 else { return }
+        guard count > 0 else {
+            self = other
+            return
+        }
+        // Re-express other's shifted sums relative to our shift: x - s = (x - s') + (s' - s).
+        let delta = other.shift - shift
+        let n = Double(other.count)
+        shiftedSquares += other.shiftedSquares + 2 * delta * other.shiftedSum + n * delta * delta
+        shiftedSum += other.shiftedSum + n * delta
+        count &+= other.count
+        sum += other.sum
+        if other.min < min { min = other.min }
+        if other.max > max { max = other.max }
+        if other.firstTime < firstTime {
+            firstTime = other.firstTime
+            first = other.first
+        }
+        if other.lastTime >= lastTime {
+            lastTime = other.lastTime
+            last = other.last
+        }
+    }
+
+    /// The arithmetic mean, or `nil` when empty.
+    public var mean: Double? { count > 0 ? sum / Double(count) : nil }
+
+    /// The sample standard deviation (n − 1 in the denominator), or `nil` with fewer than two values.
+    public var stddev: Double? {
+        guard count > 1 else { return nil }
+        let n = Double(count)
+        let variance = (shiftedSquares - shiftedSum * shiftedSum / n) / (n - 1)
+        return variance > 0 ? variance.squareRoot() : 0
+    }
+}
