@@ -172,7 +172,7 @@ public final class LineDecoder {
             i &+= 1
         }
         if i == end { throw LineError(.missingFields, column: i + 1, found: nil) }
-        measurement = escaped ? unescape(p + keyStart, i &- keyStart, .measurement) : span(p + keyStart, i &- keyStart)
+        measurement = escaped ? unescape(p + keyStart, i &- keyStart, .name) : span(p + keyStart, i &- keyStart)
 
         if b == comma {
             i &+= 1
@@ -285,14 +285,14 @@ public final class LineDecoder {
             var escaped = b == backslash
             i &+= 1
             while true {
-                guard i < end else { throw LineError(.missingFieldValue, column: i + 1, found: nil) }
+                guard i < end else { throw LineError(.missingFieldEquals, column: i + 1, found: nil) }
                 b = p[i]
                 if isNameSpecial(b) {
                     if b == backslash {
                         escaped = true
                     } else if p[i &- 1] != backslash {
                         if b == equals { break }
-                        throw LineError(.missingFieldValue, column: i + 1, found: b)
+                        throw LineError(.missingFieldEquals, column: i + 1, found: b)
                     }
                 }
                 i &+= 1
@@ -312,6 +312,8 @@ public final class LineDecoder {
                 value = try decodeString(p, end, &i)
             } else if b == comma || b == space {
                 throw LineError(.missingFieldValue, column: i + 1, found: b)
+            } else if b == 0x4E || b == 0x6E || b == 0x49 {  // N n I: NaN, nan, Inf are numbers we do not support
+                throw LineError(.invalidNumber, column: i + 1, found: b)
             } else {
                 value = try decodeBoolean(p, end, &i)
             }
@@ -321,7 +323,7 @@ public final class LineDecoder {
                 if b != comma && b != space { throw LineError(.expectedFieldSeparator, column: i + 1, found: b) }
             }
 
-            let key = escaped ? unescape(p + keyStart, keyEnd &- keyStart, .fieldKey) : span(p + keyStart, keyEnd &- keyStart)
+            let key = escaped ? unescape(p + keyStart, keyEnd &- keyStart, .name) : span(p + keyStart, keyEnd &- keyStart)
             let bit: UInt64 = 1 << UInt64((key.count &+ Int(key[0]) &* 7) & 63)
             if seenKeys & bit != 0, let index = fieldIndex(of: key) {
                 fieldStorage[index].value = value  // last value wins, as in InfluxDB's Fields()
@@ -560,17 +562,15 @@ public final class LineDecoder {
     }
 
     private enum EscapeSet {
-        case measurement  // \, and \␠
-        case tag  // \, \␠ and \=
-        case fieldKey  // \, \␠ \= and \"
+        case tag  // tag keys and values: \, \␠ and \=
+        case name  // measurement and field keys: \, \␠ \= and \" (InfluxDB's escape.Unescape)
         case stringValue  // \" and \\
 
         @inline(__always)
         func isEscapable(_ b: UInt8) -> Bool {
             switch self {
-            case .measurement: b == comma || b == space
             case .tag: b == comma || b == space || b == equals
-            case .fieldKey: b == comma || b == space || b == equals || b == quote
+            case .name: b == comma || b == space || b == equals || b == quote
             case .stringValue: b == quote || b == backslash
             }
         }

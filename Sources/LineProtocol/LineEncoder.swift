@@ -7,8 +7,8 @@ public struct EncodeError: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// Writes points as InfluxDB line protocol, escaping each part by its own rules.
 ///
-/// Escaping: measurement `,` and space; tag keys, tag values and field keys `,`, `=` and space (field keys also
-/// `"`); string values `"` and `\`. Floats are written in the shortest form that reads back to the same bits.
+/// Escaping: tag keys and values `,`, `=` and space; measurement and field keys also `"` (InfluxDB unescapes
+/// `\"` there); string values `"` and `\`. Floats are written in the shortest form that reads back to the same bits.
 ///
 /// Some values cannot be expressed in line protocol at all and are rejected with ``EncodeError``: empty names,
 /// a newline anywhere, a name that ends in a backslash (it would escape the delimiter after it), a measurement
@@ -21,7 +21,7 @@ public enum LineEncoder {
             throw EncodeError("a measurement cannot start with '#', tab or NUL")
         }
         guard !point.fields.isEmpty else { throw EncodeError("a point needs at least one field") }
-        appendEscaped(point.measurement, to: &out, escaping: .measurement)
+        appendEscaped(point.measurement, to: &out, escaping: .name)
         for tag in point.tags {
             try check(tag.key, "tag key")
             try check(tag.value, "tag value")
@@ -37,7 +37,7 @@ public enum LineEncoder {
                 throw EncodeError("a field key cannot start with tab or NUL")
             }
             if index > 0 { out.append(0x2C) }
-            appendEscaped(field.key, to: &out, escaping: .fieldKey)
+            appendEscaped(field.key, to: &out, escaping: .name)
             out.append(0x3D)
             try appendValue(field.value, to: &out)
         }
@@ -92,17 +92,19 @@ public enum LineEncoder {
         }
     }
 
+    /// The escape sets match the decoder's unescape sets exactly, which is what makes encode → decode lossless:
+    /// every escapable byte gets a backslash, so a literal backslash before it reads back as itself.
     enum Part {
-        case measurement, tag, fieldKey
+        case name  // measurement and field keys
+        case tag  // tag keys and values
     }
 
     static func appendEscaped(_ s: String, to out: inout [UInt8], escaping part: Part) {
         for b in s.utf8 {
             let escape: Bool =
                 switch part {
-                case .measurement: b == 0x2C || b == 0x20
                 case .tag: b == 0x2C || b == 0x20 || b == 0x3D
-                case .fieldKey: b == 0x2C || b == 0x20 || b == 0x3D || b == 0x22
+                case .name: b == 0x2C || b == 0x20 || b == 0x3D || b == 0x22
                 }
             if escape { out.append(0x5C) }
             out.append(b)

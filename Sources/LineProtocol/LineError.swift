@@ -12,6 +12,7 @@ public struct LineError: Error, Sendable, Hashable, CustomStringConvertible {
         case unescapedEqualsInTagValue
         case duplicateTag
         case missingFieldKey
+        case missingFieldEquals
         case missingFieldValue
         case invalidNumber
         case integerOutOfRange
@@ -49,6 +50,7 @@ public struct LineError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unescapedEqualsInTagValue: "',' or ' ' (an '=' in a tag value must be escaped as '\\=')"
         case .duplicateTag: "each tag key at most once"
         case .missingFieldKey: "a field key"
+        case .missingFieldEquals: "'=' and a value after the field key"
         case .missingFieldValue: "a field value after '='"
         case .invalidNumber:
             "a number: float (1.5, -2e3), integer (42i) or unsigned (42u); NaN and Inf are not supported"

@@ -29,27 +29,9 @@ struct ParseCommand: ParsableCommand {
     }
 
     func run() throws {
-        let decoder = LineDecoder(precision: Precision(precision)!)
-        var framer = LineFramer(maxLineLength: Int(Int32.max))
-        var out: [UInt8] = []
-        out.reserveCapacity(1 << 20)
+        var renderer = ParseRenderer(precision: Precision(precision)!)
         let input = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { input.deallocate() }
-
-        var number = 0
-        func handle(_ framed: FramedLine) {
-            number += 1  // every framed line, blank or not, counts toward the 1-based line number
-            guard case .line(let line) = framed else { return }
-            do {
-                if try decoder.decode(line) {
-                    CanonicalJSON.appendPoint(of: decoder, line: number, to: &out)
-                }
-            } catch {
-                CanonicalJSON.appendError(error, line: number, to: &out)
-            }
-            if out.count >= 1 << 20 { flush(&out) }
-        }
-
         while true {
             let n = read(0, input.baseAddress, input.count)
             if n < 0 {
@@ -57,13 +39,14 @@ struct ParseCommand: ParsableCommand {
                 throw ValidationError("reading stdin failed: \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
-            framer.feed(UnsafeRawBufferPointer(rebasing: input[0..<n]), handle)
+            renderer.feed(UnsafeRawBufferPointer(rebasing: input[0..<n]))
+            if renderer.output.count >= 1 << 20 { writeOut(renderer.takeOutput()) }
         }
-        framer.finish(handle)
-        flush(&out)
+        renderer.finish()
+        writeOut(renderer.takeOutput())
     }
 
-    private func flush(_ out: inout [UInt8]) {
+    private func writeOut(_ out: [UInt8]) {
         out.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
@@ -75,6 +58,5 @@ struct ParseCommand: ParsableCommand {
                 offset += w
             }
         }
-        out.removeAll(keepingCapacity: true)
     }
 }

@@ -1,0 +1,110 @@
+# metricsd — the two commands a new user needs are `make run` and `make test`; both install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SWIFT        ?= swift
+PREFIX       ?= /usr/local
+BUILD_FLAGS  ?=
+FUZZ_TIME    ?= 20
+FUZZ_SCRATCH := .build-fuzz
+BENCH_SCRATCH:= .build-bench
+ORACLE_DIR   := .build-oracle
+GO_ENV       := GOPATH=/usr/share/gocode GO111MODULE=off GOCACHE=$(CURDIR)/$(ORACLE_DIR)/gocache GOFLAGS=-mod=mod
+DIFF_DIR     := Tests/LineProtocolTests/Fixtures/differential
+INFLUX_TEST_GO := /usr/share/gocode/src/github.com/influxdata/influxdb/models/points_test.go
+
+# System packages: what the daemon links against, and what the tests use (the InfluxDB parser as an oracle,
+# a real influxd, Go to build the oracle and the peer benchmarks).
+APT_RUN  := libcurl4-openssl-dev libsqlite3-dev zlib1g-dev
+APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb influxdb-client python3
+APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev victoria-metrics gcc
+
+.PHONY: help deps deps-test deps-bench build run test lint swift-test oracle oracle-check oracle-update \
+        fuzz fuzz-build fuzz-replay bench bench-parse clean
+
+help:
+	@echo "make run      build (release) and start metricsd in the foreground"
+	@echo "make test     install test dependencies, build, run every test"
+	@echo "make fuzz     fuzz every parser for FUZZ_TIME seconds each (default $(FUZZ_TIME))"
+	@echo "make bench    run the benchmarks and rewrite docs/PERFORMANCE.md"
+
+deps:
+	@scripts/apt-ensure.sh $(APT_RUN)
+
+deps-test:
+	@scripts/apt-ensure.sh $(APT_TEST)
+
+deps-bench:
+	@scripts/apt-ensure.sh $(APT_BENCH)
+
+build: deps
+	$(SWIFT) build -c release $(BUILD_FLAGS)
+
+run: build
+	@mkdir -p var
+	.build/release/metricsd --help
+
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests FuzzTesting Benchmarks Package.swift
+
+# ---- tests -----------------------------------------------------------------------------------------------
+
+test: deps-test lint oracle-check swift-test fuzz-replay
+	@echo "make test: all green"
+
+swift-test:
+	$(SWIFT) build --build-tests $(BUILD_FLAGS)
+	$(SWIFT) test --skip-build --disable-xctest $(BUILD_FLAGS)
+
+# The differential oracle: InfluxDB 1.6's own parser, built from Debian's Go sources.
+oracle: $(ORACLE_DIR)/lporacle
+$(ORACLE_DIR)/lporacle: tools/lporacle/main.go
+	@mkdir -p $(ORACLE_DIR)
+	cd tools/lporacle && $(GO_ENV) go build -o $(CURDIR)/$(ORACLE_DIR)/lporacle .
+
+# The committed oracle answers must still be what InfluxDB's parser says.
+oracle-check: deps-test oracle
+	@set -e; \
+	$(ORACLE_DIR)/lporacle < $(DIFF_DIR)/corpus.lp | cmp -s - $(DIFF_DIR)/corpus.influx.jsonl || \
+	  { echo "oracle output differs from $(DIFF_DIR)/corpus.influx.jsonl (run make oracle-update)"; exit 1; }; \
+	for p in ns us ms s m h; do \
+	  $(ORACLE_DIR)/lporacle -precision $$p < $(DIFF_DIR)/timestamps.lp | cmp -s - $(DIFF_DIR)/timestamps.$$p.influx.jsonl || \
+	  { echo "oracle output differs for precision $$p"; exit 1; }; \
+	done; echo "oracle: committed InfluxDB answers verified ($$(wc -l < $(DIFF_DIR)/corpus.lp) + $$(wc -l < $(DIFF_DIR)/timestamps.lp) cases)"
+
+oracle-update: deps-test oracle
+	python3 tools/lpcorpus.py $(INFLUX_TEST_GO) $(DIFF_DIR)/corpus.lp --timestamps $(DIFF_DIR)/timestamps.lp
+	$(ORACLE_DIR)/lporacle < $(DIFF_DIR)/corpus.lp > $(DIFF_DIR)/corpus.influx.jsonl
+	for p in ns us ms s m h; do $(ORACLE_DIR)/lporacle -precision $$p < $(DIFF_DIR)/timestamps.lp > $(DIFF_DIR)/timestamps.$$p.influx.jsonl; done
+
+# ---- fuzzing (libFuzzer; recipe in docs/fuzzing.md) ------------------------------------------------------
+
+FUZZERS := FuzzLineProtocol
+
+fuzz-build:
+	METRICSD_FUZZ=1 $(SWIFT) build -c debug --scratch-path $(FUZZ_SCRATCH) --product FuzzLineProtocol \
+	  --sanitize fuzzer -Xswiftc -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" || true
+	@test -x $(FUZZ_SCRATCH)/debug/FuzzLineProtocol
+
+# Replays every saved crasher, then fuzzes briefly from the seed corpus.
+fuzz-replay: fuzz-build
+	@set -e; for f in $(FUZZERS); do \
+	  if ls FuzzTesting/FailCases/$$f/* >/dev/null 2>&1; then \
+	    $(FUZZ_SCRATCH)/debug/$$f FuzzTesting/FailCases/$$f/* ; fi; \
+	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$f; \
+	  $(FUZZ_SCRATCH)/debug/$$f $(FUZZ_SCRATCH)/corpus/$$f FuzzTesting/Corpus/$$f -dict=FuzzTesting/$$f.dict \
+	    -max_total_time=$(FUZZ_TIME) -max_len=512 -print_final_stats=1 -artifact_prefix=$(FUZZ_SCRATCH)/ 2>&1 | tail -4; \
+	done
+
+fuzz: FUZZ_TIME=300
+fuzz: fuzz-replay
+
+# ---- benchmarks -------------------------------------------------------------------------------------------
+
+bench: bench-parse
+
+bench-parse: deps-bench
+	scripts/bench-parse.sh
+
+clean:
+	rm -rf .build .build-* var
