@@ -90,9 +90,9 @@ fuzz-build:
 fuzz-replay: fuzz-build
 	@set -e; for f in $(FUZZERS); do \
 	  if ls FuzzTesting/FailCases/$$f/* >/dev/null 2>&1; then \
-	    $(FUZZ_SCRATCH)/debug/$$f FuzzTesting/FailCases/$$f/* ; fi; \
+	    SWIFT_BACKTRACE=enable=no $(FUZZ_SCRATCH)/debug/$$f FuzzTesting/FailCases/$$f/* ; fi; \
 	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$f; \
-	  $(FUZZ_SCRATCH)/debug/$$f $(FUZZ_SCRATCH)/corpus/$$f FuzzTesting/Corpus/$$f -dict=FuzzTesting/$$f.dict \
+	  SWIFT_BACKTRACE=enable=no $(FUZZ_SCRATCH)/debug/$$f $(FUZZ_SCRATCH)/corpus/$$f FuzzTesting/Corpus/$$f -dict=FuzzTesting/$$f.dict \
 	    -max_total_time=$(FUZZ_TIME) -max_len=512 -print_final_stats=1 -artifact_prefix=$(FUZZ_SCRATCH)/ 2>&1 | tail -4; \
 	done
 

@@ -52,3 +52,24 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzzers and benchmarks stay out of the normal build: `make fuzz` and `make bench` set these variables and build
+// into their own scratch folders.
+if Context.environment["METRICSD_FUZZ"] != nil {
+    package.targets.append(
+        .executableTarget(
+            name: "FuzzLineProtocol",
+            dependencies: ["LineProtocol"],
+            path: "FuzzTesting/Sources/FuzzLineProtocol"
+        )
+    )
+}
+if Context.environment["METRICSD_BENCH"] != nil {
+    package.targets.append(
+        .executableTarget(
+            name: "ParseBench",
+            dependencies: ["LineProtocol"],
+            path: "Benchmarks/ParseBench"
+        )
+    )
+}

@@ -81,7 +81,9 @@ public enum CanonicalJSON {
     static func validSequenceLength(_ s: UnsafeBufferPointer<UInt8>, at i: Int) -> Int {
         let b0 = s[i]
         let n = s.count - i
-        func cont(_ k: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool { k < n && s[i + k] >= lo && s[i + k] <= hi }
+        func cont(_ k: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool {
+            k < n && s[i + k] >= lo && s[i + k] <= hi
+        }
         switch b0 {
         case 0xC2...0xDF: return cont(1) ? 2 : 0
         case 0xE0: return cont(1, 0xA0) && cont(2) ? 3 : 0

@@ -3,9 +3,9 @@
 // InfluxDB's own `models.ParsePoints`.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 private let backslash: UInt8 = 0x5C
@@ -37,8 +37,11 @@ private func isWhitespace(_ b: UInt8) -> Bool {
 }
 
 /// Exact powers of ten for the float fast path (10^0 ... 10^22 are exactly representable as Double).
-private let exactPowersOfTen: (Double, Double, Double, Double, Double, Double, Double, Double, Double, Double,
-    Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double) = (
+private let exactPowersOfTen:
+    (
+        Double, Double, Double, Double, Double, Double, Double, Double, Double, Double,
+        Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double
+    ) = (
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
         1e19, 1e20, 1e21, 1e22
     )
@@ -241,7 +244,8 @@ public final class LineDecoder {
                 }
                 i &+= 1
             }
-            let key = escaped ? unescape(p + keyStart, keyEnd &- keyStart, .tag) : span(p + keyStart, keyEnd &- keyStart)
+            let key =
+                escaped ? unescape(p + keyStart, keyEnd &- keyStart, .tag) : span(p + keyStart, keyEnd &- keyStart)
             let value =
                 valueEscaped ? unescape(p + valueStart, i &- valueStart, .tag) : span(p + valueStart, i &- valueStart)
             try insertTag(Tag(key: key, value: value), column: keyStart + 1)
@@ -271,8 +275,7 @@ public final class LineDecoder {
         tagCount &+= 1
     }
 
-    private func decodeFields(_ p: UnsafePointer<UInt8>, _ end: Int, _ i: inout Int, keyLength: Int) throws(LineError)
-    {
+    private func decodeFields(_ p: UnsafePointer<UInt8>, _ end: Int, _ i: inout Int, keyLength: Int) throws(LineError) {
         var seenKeys: UInt64 = 0  // a tiny Bloom filter over (length, first byte) to find repeated keys cheaply
         while true {
             // Field key: non-empty, up to an unescaped '='.
@@ -323,7 +326,8 @@ public final class LineDecoder {
                 if b != comma && b != space { throw LineError(.expectedFieldSeparator, column: i + 1, found: b) }
             }
 
-            let key = escaped ? unescape(p + keyStart, keyEnd &- keyStart, .name) : span(p + keyStart, keyEnd &- keyStart)
+            let key =
+                escaped ? unescape(p + keyStart, keyEnd &- keyStart, .name) : span(p + keyStart, keyEnd &- keyStart)
             let bit: UInt64 = 1 << UInt64((key.count &+ Int(key[0]) &* 7) & 63)
             if seenKeys & bit != 0, let index = fieldIndex(of: key) {
                 fieldStorage[index].value = value  // last value wins, as in InfluxDB's Fields()
@@ -397,8 +401,7 @@ public final class LineDecoder {
 
     /// Numbers: `-?digits[.digits][(e|E)[+-]digits]` as a float, or `-?digits` followed by `i` (integer) or
     /// `digits` followed by `u` (unsigned). At least one mantissa digit; `1.`, `.5` and `1.e5` are floats.
-    private func decodeNumber(_ p: UnsafePointer<UInt8>, _ end: Int, _ i: inout Int) throws(LineError) -> FieldValue
-    {
+    private func decodeNumber(_ p: UnsafePointer<UInt8>, _ end: Int, _ i: inout Int) throws(LineError) -> FieldValue {
         let start = i
         let negative = p[i] == minus
         if negative { i &+= 1 }

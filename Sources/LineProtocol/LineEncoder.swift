@@ -12,7 +12,7 @@ public struct EncodeError: Error, Sendable, Hashable, CustomStringConvertible {
 ///
 /// Some values cannot be expressed in line protocol at all and are rejected with ``EncodeError``: empty names,
 /// a newline anywhere, a name that ends in a backslash (it would escape the delimiter after it), a measurement
-/// that starts with `#`, tab or NUL, a field key that starts with tab or NUL, non-finite floats, and timestamps outside InfluxDB's range.
+/// that starts with `#`, tab or NUL, a point whose field keys all start with tab or NUL, non-finite floats, and timestamps outside InfluxDB's range.
 public enum LineEncoder {
     /// Appends `point` and a trailing `\n` to `out`.
     public static func append(_ point: Point, to out: inout [UInt8]) throws(EncodeError) {
@@ -31,12 +31,18 @@ public enum LineEncoder {
             appendEscaped(tag.value, to: &out, escaping: .tag)
         }
         out.append(0x20)
-        for (index, field) in point.fields.enumerated() {
+        // Whitespace after the tag set is skipped, so the first field key must not start with tab or NUL; write a
+        // field whose key does not first (field order carries no meaning).
+        var order = Array(point.fields.indices)
+        if let first = point.fields.firstIndex(where: { !startsWithWhitespace($0.key) }) {
+            order.swapAt(0, first)
+        } else {
+            throw EncodeError("no field key can come first: every key starts with tab or NUL")
+        }
+        for (position, index) in order.enumerated() {
+            let field = point.fields[index]
             try check(field.key, "field key")
-            if let first = field.key.utf8.first, first == 0x09 || first == 0x00 {
-                throw EncodeError("a field key cannot start with tab or NUL")
-            }
-            if index > 0 { out.append(0x2C) }
+            if position > 0 { out.append(0x2C) }
             appendEscaped(field.key, to: &out, escaping: .name)
             out.append(0x3D)
             try appendValue(field.value, to: &out)
@@ -109,6 +115,11 @@ public enum LineEncoder {
             if escape { out.append(0x5C) }
             out.append(b)
         }
+    }
+
+    private static func startsWithWhitespace(_ s: String) -> Bool {
+        guard let first = s.utf8.first else { return false }
+        return first == 0x09 || first == 0x00
     }
 
     private static func check(_ name: String, _ what: String) throws(EncodeError) {

@@ -61,7 +61,8 @@ public struct LineError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unterminatedString: "a closing '\"' for the string field value"
         case .expectedFieldSeparator: "',' or ' ' after the field value"
         case .invalidTimestamp: "an integer timestamp"
-        case .timestampOutOfRange: "a timestamp between 1677-09-21T00:12:43.145224194Z and 2262-04-11T23:47:16.854775806Z"
+        case .timestampOutOfRange:
+            "a timestamp between 1677-09-21T00:12:43.145224194Z and 2262-04-11T23:47:16.854775806Z"
         case .trailingCharacters: "the end of the line after the timestamp"
         case .keyTooLong: "a series key (measurement, tags and field key) of at most 65535 bytes"
         }

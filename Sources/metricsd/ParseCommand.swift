@@ -2,9 +2,9 @@ import ArgumentParser
 import LineProtocol
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// `metricsd parse`: line protocol on stdin, one canonical JSON object per non-blank, non-comment line on stdout.

@@ -62,7 +62,9 @@ import Testing
         let outcome = try Self.compare(corpus: "corpus.lp", oracle: "corpus.influx.jsonl", precision: .nanoseconds)
         #expect(outcome.cases >= 3_000, "the corpus must hold at least 3,000 cases")
         #expect(outcome.accepted > 1_000 && outcome.accepted < outcome.cases - 1_000, "both outcomes well covered")
-        #expect(outcome.mismatches.isEmpty, "\(outcome.mismatches.count) disagreements:\n\(outcome.mismatches.prefix(20).joined(separator: "\n"))")
+        #expect(
+            outcome.mismatches.isEmpty,
+            "\(outcome.mismatches.count) disagreements:\n\(outcome.mismatches.prefix(20).joined(separator: "\n"))")
         // Keep the documented deviation rare: a surge means the classifier is hiding something.
         #expect(outcome.deviations.count <= 50, "deviations on lines \(outcome.deviations)")
     }

@@ -27,7 +27,10 @@ import Testing
         case 3: return .integer(Int64(bitPattern: rng.next()))
         case 4: return .unsigned(rng.next())
         case 5: return .boolean(Bool.random(using: &rng))
-        case 6: return .float([0.0, -0.0, 1, 0.1, .leastNonzeroMagnitude, .greatestFiniteMagnitude, -.leastNormalMagnitude].randomElement(using: &rng)!)
+        case 6:
+            return .float(
+                [0.0, -0.0, 1, 0.1, .leastNonzeroMagnitude, .greatestFiniteMagnitude, -.leastNormalMagnitude]
+                    .randomElement(using: &rng)!)
         default:
             var s = ""
             for _ in 0..<Int.random(in: 0...10, using: &rng) {
@@ -89,7 +92,8 @@ import Testing
             case 0: bytes += Array("# comment\n".utf8)
             case 1: bytes += Array("\r\n".utf8)
             case 2: bytes += Array("cpu,host=a v=oops\n".utf8)
-            case 3: bytes += (0..<Int.random(in: 0...30, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            case 3:
+                bytes += (0..<Int.random(in: 0...30, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             default:
                 try LineEncoder.append(Self.randomPoint(&rng), to: &bytes)
                 if Bool.random(using: &rng) { bytes.insert(0x0D, at: bytes.count - 1) }  // CRLF
@@ -132,8 +136,12 @@ import Testing
         let reused = LineDecoder()
         for line in lines + lines.reversed() {
             let fresh = LineDecoder()
-            let a = line.withUnsafeBufferPointer { l in Result { () throws(LineError) in try reused.decode(l) ? reused.makePoint() : nil } }
-            let b = line.withUnsafeBufferPointer { l in Result { () throws(LineError) in try fresh.decode(l) ? fresh.makePoint() : nil } }
+            let a = line.withUnsafeBufferPointer { l in
+                Result { () throws(LineError) in try reused.decode(l) ? reused.makePoint() : nil }
+            }
+            let b = line.withUnsafeBufferPointer { l in
+                Result { () throws(LineError) in try fresh.decode(l) ? fresh.makePoint() : nil }
+            }
             switch (a, b) {
             case (.success(let x), .success(let y)): #expect(x == y)
             case (.failure(let x), .failure(let y)): #expect(x == y)

@@ -58,7 +58,8 @@ func runMetricsd(_ arguments: [String], input: [UInt8]) throws -> (Int32, String
 
     @Test(arguments: [("s", "1700000000", "1700000000000000000"), ("ms", "1", "1000000"), ("h", "1", "3600000000000")])
     func appliesPrecision(precision: String, stamp: String, nanoseconds: String) throws {
-        let (status, out, _) = try runMetricsd(["parse", "--precision", precision], input: Array("m v=1 \(stamp)\n".utf8))
+        let (status, out, _) = try runMetricsd(
+            ["parse", "--precision", precision], input: Array("m v=1 \(stamp)\n".utf8))
         #expect(status == 0)
         #expect(out.contains("\"time\":\(nanoseconds)}"))
     }
