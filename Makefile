@@ -17,7 +17,8 @@ INFLUX_TEST_GO := /usr/share/gocode/src/github.com/influxdata/influxdb/models/po
 # a real influxd, Go to build the oracle and the peer benchmarks).
 APT_RUN  := libcurl4-openssl-dev libsqlite3-dev zlib1g-dev
 APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb influxdb-client python3
-APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev victoria-metrics gcc
+APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang-github-valyala-fastjson-dev \
+            golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
 
 .PHONY: help deps deps-test deps-bench build run test lint swift-test oracle oracle-check oracle-update \
         fuzz fuzz-build fuzz-replay bench bench-parse clean

@@ -30,6 +30,62 @@ private func isNameSpecial(_ b: UInt8) -> Bool {
     b < 64 ? (nameDelimiters >> UInt64(b)) & 1 != 0 : b == backslash
 }
 
+/// Bytes with the high bit set in each lane of `v` that was zero (exact for the lowest such lane, which is all
+/// ``nextNameSpecial`` needs: borrows only propagate upwards).
+@inline(__always)
+private func zeroLanes(_ v: UInt64) -> UInt64 {
+    (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080
+}
+
+/// The index of the first space, comma, equals sign or backslash at or after `start`, or `end`.
+///
+/// Eight bytes at a time (SWAR): names and tag values are mostly ordinary bytes, so the loop usually finds the
+/// delimiter in one or two words instead of testing every byte.
+@inline(__always)
+private func nextNameSpecial(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+    var i = start
+    let raw = UnsafeRawPointer(p)
+    while i &+ 8 <= end {
+        let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        let found =
+            zeroLanes(w ^ 0x2020_2020_2020_2020) | zeroLanes(w ^ 0x2C2C_2C2C_2C2C_2C2C)
+            | zeroLanes(w ^ 0x3D3D_3D3D_3D3D_3D3D) | zeroLanes(w ^ 0x5C5C_5C5C_5C5C_5C5C)
+        if found != 0 { return i &+ (found.trailingZeroBitCount &>> 3) }
+        i &+= 8
+    }
+    while i < end && !isNameSpecial(p[i]) { i &+= 1 }
+    return i
+}
+
+/// Accumulates the decimal digits at `p[i...]` into `value` (wrapping on overflow; callers check the digit count)
+/// and returns how many there were. Eight digits at a time when it can (the SWAR method of simdjson's
+/// `parse_eight_digits_unrolled`), one at a time for the rest.
+@inline(__always)
+private func accumulateDigits(_ p: UnsafePointer<UInt8>, _ i: inout Int, _ end: Int, _ value: inout UInt64) -> Int {
+    let start = i
+    let raw = UnsafeRawPointer(p)
+    while i &+ 8 <= end {
+        let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+        // All eight bytes in '0'...'9'?
+        let check = (w & 0xF0F0_F0F0_F0F0_F0F0) | (((w &+ 0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4)
+        if check != 0x3333_3333_3333_3333 { break }
+        var v = w &- 0x3030_3030_3030_3030
+        v = (v &* 10) &+ (v >> 8)  // pairs of digits
+        v =
+            (((v & 0x0000_00FF_0000_00FF) &* 0x000F_4240_0000_0064)
+                &+ (((v >> 16) & 0x0000_00FF_0000_00FF) &* 0x0000_2710_0000_0001)) >> 32
+        value = value &* 100_000_000 &+ v
+        i &+= 8
+    }
+    while i < end {
+        let d = p[i] &- 0x30
+        if d >= 10 { break }
+        value = value &* 10 &+ UInt64(d)
+        i &+= 1
+    }
+    return i &- start
+}
+
 @inline(__always)
 private func isWhitespace(_ b: UInt8) -> Bool {
     // InfluxDB's skipWhitespace treats space, tab and NUL as whitespace.
@@ -77,20 +133,30 @@ public final class LineDecoder {
     /// Precision applied to explicit timestamps.
     public var precision: Precision
 
+    /// The per-line results and counters. They live behind a pointer rather than in stored properties: the hot
+    /// path writes them for every line, and stored class properties would cost a dynamic exclusivity check
+    /// (swift_beginAccess) on each write.
+    private struct LineState {
+        var measurement = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
+        var timestamp: Int64 = 0
+        var hasTimestamp = false
+        var tagCount = 0
+        var fieldCount = 0
+        var scratchUsed = 0
+    }
+    private let state: UnsafeMutablePointer<LineState>
+
     /// The unescaped measurement of the last decoded line.
-    public private(set) var measurement = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
+    public var measurement: UnsafeBufferPointer<UInt8> { state.pointee.measurement }
     /// The timestamp of the last decoded line in nanoseconds since the epoch, or `nil` when the line had none.
-    public private(set) var timestamp: Int64?
+    public var timestamp: Int64? { state.pointee.hasTimestamp ? state.pointee.timestamp : nil }
 
     private var tagStorage: UnsafeMutablePointer<Tag>
     private var tagCapacity: Int
-    private var tagCount = 0
     private var fieldStorage: UnsafeMutablePointer<Field>
     private var fieldCapacity: Int
-    private var fieldCount = 0
     private var scratch: UnsafeMutablePointer<UInt8>
     private var scratchCapacity: Int
-    private var scratchUsed = 0
 
     /// InfluxDB's limit on the series key (measurement, tags, and `#!~#` plus a field key).
     public static let maxKeyLength = 65_535
@@ -103,18 +169,23 @@ public final class LineDecoder {
         fieldStorage = .allocate(capacity: fieldCapacity)
         scratchCapacity = 1024
         scratch = .allocate(capacity: scratchCapacity)
+        state = .allocate(capacity: 1)
+        state.initialize(to: LineState())
     }
 
     deinit {
+        state.deallocate()
         tagStorage.deallocate()
         fieldStorage.deallocate()
         scratch.deallocate()
     }
 
     /// The tags of the last decoded line, sorted by key.
-    public var tags: UnsafeBufferPointer<Tag> { UnsafeBufferPointer(start: tagStorage, count: tagCount) }
+    public var tags: UnsafeBufferPointer<Tag> { UnsafeBufferPointer(start: tagStorage, count: state.pointee.tagCount) }
     /// The fields of the last decoded line, in input order (a repeated key keeps its first position, last value).
-    public var fields: UnsafeBufferPointer<Field> { UnsafeBufferPointer(start: fieldStorage, count: fieldCount) }
+    public var fields: UnsafeBufferPointer<Field> {
+        UnsafeBufferPointer(start: fieldStorage, count: state.pointee.fieldCount)
+    }
 
     /// Decodes one line.
     ///
@@ -139,10 +210,10 @@ public final class LineDecoder {
 
     @inline(__always)
     private func reset(lineLength: Int) {
-        tagCount = 0
-        fieldCount = 0
-        scratchUsed = 0
-        timestamp = nil
+        state.pointee.tagCount = 0
+        state.pointee.fieldCount = 0
+        state.pointee.scratchUsed = 0
+        state.pointee.hasTimestamp = false
         // Unescaped copies never exceed the input; float fallbacks copy each number once more plus a NUL.
         let needed = 2 &* lineLength &+ 64
         if needed > scratchCapacity {
@@ -165,17 +236,19 @@ public final class LineDecoder {
         var escaped = p[i] == backslash
         i &+= 1
         var b: UInt8 = 0
-        while i < end {
+        while true {
+            i = nextNameSpecial(p, i, end)
+            if i == end { throw LineError(.missingFields, column: i + 1, found: nil) }
             b = p[i]
-            if b == comma || b == space {
-                if p[i &- 1] != backslash { break }
-            } else if b == backslash {
+            if b == backslash {
                 escaped = true
+            } else if b != equals && p[i &- 1] != backslash {
+                break
             }
             i &+= 1
         }
-        if i == end { throw LineError(.missingFields, column: i + 1, found: nil) }
-        measurement = escaped ? unescape(p + keyStart, i &- keyStart, .name) : span(p + keyStart, i &- keyStart)
+        state.pointee.measurement =
+            escaped ? unescape(p + keyStart, i &- keyStart, .name) : span(p + keyStart, i &- keyStart)
 
         if b == comma {
             i &+= 1
@@ -208,15 +281,14 @@ public final class LineDecoder {
             var escaped = b == backslash
             i &+= 1
             while true {
+                i = nextNameSpecial(p, i, end)
                 guard i < end else { throw LineError(.missingTagValue, column: i + 1, found: nil) }
                 b = p[i]
-                if isNameSpecial(b) {
-                    if b == backslash {
-                        escaped = true
-                    } else if p[i &- 1] != backslash {
-                        if b == equals { break }
-                        throw LineError(.missingTagValue, column: i + 1, found: b)
-                    }
+                if b == backslash {
+                    escaped = true
+                } else if p[i &- 1] != backslash {
+                    if b == equals { break }
+                    throw LineError(.missingTagValue, column: i + 1, found: b)
                 }
                 i &+= 1
             }
@@ -232,15 +304,14 @@ public final class LineDecoder {
             var valueEscaped = b == backslash
             i &+= 1
             while true {
+                i = nextNameSpecial(p, i, end)
                 guard i < end else { throw LineError(.missingFields, column: i + 1, found: nil) }
                 b = p[i]
-                if isNameSpecial(b) {
-                    if b == backslash {
-                        valueEscaped = true
-                    } else if p[i &- 1] != backslash {
-                        if b == equals { throw LineError(.unescapedEqualsInTagValue, column: i + 1, found: b) }
-                        break
-                    }
+                if b == backslash {
+                    valueEscaped = true
+                } else if p[i &- 1] != backslash {
+                    if b == equals { throw LineError(.unescapedEqualsInTagValue, column: i + 1, found: b) }
+                    break
                 }
                 i &+= 1
             }
@@ -257,8 +328,8 @@ public final class LineDecoder {
     /// Inserts keeping the tags sorted; a key seen before is an error (InfluxDB: "duplicate tags").
     @inline(__always)
     private func insertTag(_ tag: Tag, column: Int) throws(LineError) {
-        if tagCount == tagCapacity { growTags() }
-        var j = tagCount
+        if state.pointee.tagCount == tagCapacity { growTags() }
+        var j = state.pointee.tagCount
         while j > 0 {
             let prev = tagStorage[j &- 1].key
             if tag.key.bytesLess(prev) {
@@ -272,7 +343,7 @@ public final class LineDecoder {
             }
         }
         tagStorage[j] = tag
-        tagCount &+= 1
+        state.pointee.tagCount &+= 1
     }
 
     private func decodeFields(_ p: UnsafePointer<UInt8>, _ end: Int, _ i: inout Int, keyLength: Int) throws(LineError) {
@@ -288,15 +359,14 @@ public final class LineDecoder {
             var escaped = b == backslash
             i &+= 1
             while true {
+                i = nextNameSpecial(p, i, end)
                 guard i < end else { throw LineError(.missingFieldEquals, column: i + 1, found: nil) }
                 b = p[i]
-                if isNameSpecial(b) {
-                    if b == backslash {
-                        escaped = true
-                    } else if p[i &- 1] != backslash {
-                        if b == equals { break }
-                        throw LineError(.missingFieldEquals, column: i + 1, found: b)
-                    }
+                if b == backslash {
+                    escaped = true
+                } else if p[i &- 1] != backslash {
+                    if b == equals { break }
+                    throw LineError(.missingFieldEquals, column: i + 1, found: b)
                 }
                 i &+= 1
             }
@@ -328,14 +398,14 @@ public final class LineDecoder {
 
             let key =
                 escaped ? unescape(p + keyStart, keyEnd &- keyStart, .name) : span(p + keyStart, keyEnd &- keyStart)
-            let bit: UInt64 = 1 << UInt64((key.count &+ Int(key[0]) &* 7) & 63)
+            let bit: UInt64 = 1 << UInt64((key.count &* 31 &+ Int(key[0]) &* 7 &+ Int(key[key.count &- 1]) &* 13) & 63)
             if seenKeys & bit != 0, let index = fieldIndex(of: key) {
                 fieldStorage[index].value = value  // last value wins, as in InfluxDB's Fields()
             } else {
                 seenKeys |= bit
-                if fieldCount == fieldCapacity { growFields() }
-                fieldStorage[fieldCount] = Field(key: key, value: value)
-                fieldCount &+= 1
+                if state.pointee.fieldCount == fieldCapacity { growFields() }
+                fieldStorage[state.pointee.fieldCount] = Field(key: key, value: value)
+                state.pointee.fieldCount &+= 1
             }
             if i == end || p[i] == space { return }
             i &+= 1  // past ','
@@ -343,7 +413,7 @@ public final class LineDecoder {
     }
 
     private func fieldIndex(of key: UnsafeBufferPointer<UInt8>) -> Int? {
-        for k in 0..<fieldCount where fieldStorage[k].key.bytesEqual(key) { return k }
+        for k in 0..<state.pointee.fieldCount where fieldStorage[k].key.bytesEqual(key) { return k }
         return nil
     }
 
@@ -401,41 +471,26 @@ public final class LineDecoder {
 
     /// Numbers: `-?digits[.digits][(e|E)[+-]digits]` as a float, or `-?digits` followed by `i` (integer) or
     /// `digits` followed by `u` (unsigned). At least one mantissa digit; `1.`, `.5` and `1.e5` are floats.
+    ///
+    /// One pass accumulates all mantissa digits into a UInt64; with at most 19 digits that value is exact, which
+    /// covers every integer and nearly every float on the wire. Longer numbers take the checked slow paths.
     private func decodeNumber(_ p: UnsafePointer<UInt8>, _ end: Int, _ i: inout Int) throws(LineError) -> FieldValue {
         let start = i
         let negative = p[i] == minus
         if negative { i &+= 1 }
         var mantissa: UInt64 = 0
-        var significant = 0  // digits accumulated into mantissa (leading zeros excluded)
-        var decimalExponent = 0
-        var digits = 0
-        var truncated = false
+        let integerDigits = accumulateDigits(p, &i, end, &mantissa)
+        var fractionDigits = 0
         var sawDot = false
-        var sawExponent = false
-        while i < end {
-            let b = p[i]
-            let d = b &- 0x30
-            if d < 10 {
-                digits &+= 1
-                if significant < 19 {
-                    if mantissa != 0 || d != 0 {
-                        mantissa = mantissa &* 10 &+ UInt64(d)
-                        significant &+= 1
-                    }
-                    if sawDot { decimalExponent &-= 1 }
-                } else {
-                    if d != 0 { truncated = true }
-                    if !sawDot { decimalExponent &+= 1 }
-                }
-            } else if b == dot && !sawDot {
-                sawDot = true
-            } else {
-                break
-            }
+        if i < end && p[i] == dot {
+            sawDot = true
             i &+= 1
+            fractionDigits = accumulateDigits(p, &i, end, &mantissa)
         }
+        let digits = integerDigits &+ fractionDigits
         if digits == 0 { throw LineError(.invalidNumber, column: start + 1, found: p[start]) }
         var exponent = 0
+        var sawExponent = false
         if i < end && (p[i] == 0x65 || p[i] == 0x45) {  // e E
             sawExponent = true
             i &+= 1
@@ -463,32 +518,35 @@ public final class LineDecoder {
                     throw LineError(.invalidNumber, column: i + 1, found: p[i])
                 }
                 if b == 0x69 {
+                    if digits <= 18 { return .integer(negative ? -Int64(mantissa) : Int64(mantissa)) }
                     return .integer(try integerValue(p, start, i &- 1, negative: negative))
                 }
                 if negative { throw LineError(.invalidNumber, column: start + 1, found: minus) }
+                if digits <= 19 { return .unsigned(mantissa) }
                 return .unsigned(try unsignedValue(p, start, i &- 1))
             }
             if b != comma && b != space { throw LineError(.invalidNumber, column: i + 1, found: b) }
         }
-        // Float. Fast path (Clinger): an exact mantissa ≤ 2^53 scaled by an exact power of ten ≤ 10^22 rounds
-        // correctly with one multiplication or division. Everything else goes through strtod.
-        let e = decimalExponent &+ exponent
-        var value: Double
-        if mantissa == 0 && !truncated {
-            value = 0
-        } else if !truncated && mantissa <= (1 << 53) && e >= -22 && e <= 22 {
-            value = Double(mantissa)
-            value = e < 0 ? value / powerOfTen(-e) : value * powerOfTen(e)
-        } else {
-            value = slowFloat(p + start, i &- start)
-            if !value.isFinite { throw LineError(.floatOutOfRange, column: start + 1, found: p[start]) }
-            return .float(value)
+        // Float, correctly rounded. With at most 19 digits the mantissa is exact: first Clinger's fast path (an
+        // exact mantissa ≤ 2^53 times an exact power of ten ≤ 10^22 rounds correctly in one operation), then
+        // Eisel-Lemire. Longer mantissas and the rare undecidable cases go through strtod.
+        if digits <= 19 {
+            if mantissa == 0 { return .float(negative ? -0.0 : 0.0) }
+            let e = exponent &- fractionDigits
+            if mantissa <= (1 << 53) && e >= -22 && e <= 22 {
+                var value = Double(mantissa)
+                value = e < 0 ? value / powerOfTen(-e) : value * powerOfTen(e)
+                return .float(negative ? -value : value)
+            }
+            if let value = eiselLemire(mantissa: mantissa, exponent: e) { return .float(negative ? -value : value) }
         }
-        return .float(negative ? -value : value)
+        let value = slowFloat(p + start, i &- start)
+        if !value.isFinite { throw LineError(.floatOutOfRange, column: start + 1, found: p[start]) }
+        return .float(value)
     }
 
     private func slowFloat(_ p: UnsafePointer<UInt8>, _ n: Int) -> Double {
-        let buffer = scratch + scratchUsed
+        let buffer = scratch + state.pointee.scratchUsed
         buffer.update(from: p, count: n)
         buffer[n] = 0
         return buffer.withMemoryRebound(to: CChar.self, capacity: n &+ 1) { strtod($0, nil) }
@@ -527,22 +585,25 @@ public final class LineDecoder {
         let start = i
         let negative = p[i] == minus
         if negative { i &+= 1 }
-        var v: Int64 = 0
-        var overflow = false
         let digitsStart = i
-        while i < end {
-            let b = p[i]
-            if b == space { break }
-            let d = b &- 0x30
-            if d >= 10 { throw LineError(.invalidTimestamp, column: i + 1, found: b) }
-            let (m, o1) = v.multipliedReportingOverflow(by: 10)
-            let (s, o2) = negative ? m.subtractingReportingOverflow(Int64(d)) : m.addingReportingOverflow(Int64(d))
-            overflow = overflow || o1 || o2
-            v = s
-            i &+= 1
+        var magnitude: UInt64 = 0
+        let digits = accumulateDigits(p, &i, end, &magnitude)
+        if i < end && p[i] != space { throw LineError(.invalidTimestamp, column: i + 1, found: p[i]) }
+        if digits == 0 { throw LineError(.invalidTimestamp, column: i + 1, found: i < end ? p[i] : nil) }
+        var v: Int64
+        if digits <= 19 && magnitude <= UInt64(Int64.max) &+ (negative ? 1 : 0) {
+            v = negative ? Int64(truncatingIfNeeded: 0 &- magnitude) : Int64(magnitude)
+        } else {
+            // More than 19 digits (leading zeros) or out of range: redo it with overflow checks.
+            v = 0
+            for k in digitsStart..<i {
+                let d = Int64(p[k] &- 0x30)
+                let (m, o1) = v.multipliedReportingOverflow(by: 10)
+                let (r, o2) = negative ? m.subtractingReportingOverflow(d) : m.addingReportingOverflow(d)
+                if o1 || o2 { throw LineError(.timestampOutOfRange, column: start + 1, found: p[start]) }
+                v = r
+            }
         }
-        if i == digitsStart { throw LineError(.invalidTimestamp, column: i + 1, found: i < end ? p[i] : nil) }
-        if overflow { throw LineError(.timestampOutOfRange, column: start + 1, found: p[start]) }
         // Only spaces may follow the timestamp.
         var k = i
         while k < end {
@@ -553,7 +614,8 @@ public final class LineDecoder {
         if o || ns < TimeRange.minNanoseconds || ns > TimeRange.maxNanoseconds {
             throw LineError(.timestampOutOfRange, column: start + 1, found: p[start])
         }
-        timestamp = ns
+        state.pointee.timestamp = ns
+        state.pointee.hasTimestamp = true
         i = end
     }
 
@@ -582,7 +644,7 @@ public final class LineDecoder {
     /// Copies `n` bytes into the scratch buffer, dropping the backslash of each escape sequence in `set`. Any other
     /// backslash is kept as a literal byte (InfluxDB's rule).
     private func unescape(_ p: UnsafePointer<UInt8>, _ n: Int, _ set: EscapeSet) -> UnsafeBufferPointer<UInt8> {
-        let out = scratch + scratchUsed
+        let out = scratch + state.pointee.scratchUsed
         var k = 0
         var o = 0
         while k < n {
@@ -596,13 +658,13 @@ public final class LineDecoder {
             }
             o &+= 1
         }
-        scratchUsed &+= o
+        state.pointee.scratchUsed &+= o
         return UnsafeBufferPointer(start: out, count: o)
     }
 
     private func growTags() {
         let bigger = UnsafeMutablePointer<Tag>.allocate(capacity: tagCapacity * 2)
-        bigger.moveInitialize(from: tagStorage, count: tagCount)
+        bigger.moveInitialize(from: tagStorage, count: state.pointee.tagCount)
         tagStorage.deallocate()
         tagStorage = bigger
         tagCapacity *= 2
@@ -610,7 +672,7 @@ public final class LineDecoder {
 
     private func growFields() {
         let bigger = UnsafeMutablePointer<Field>.allocate(capacity: fieldCapacity * 2)
-        bigger.moveInitialize(from: fieldStorage, count: fieldCount)
+        bigger.moveInitialize(from: fieldStorage, count: state.pointee.fieldCount)
         fieldStorage.deallocate()
         fieldStorage = bigger
         fieldCapacity *= 2
