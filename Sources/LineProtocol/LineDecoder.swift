@@ -93,19 +93,10 @@ private func isWhitespace(_ b: UInt8) -> Bool {
 }
 
 /// Exact powers of ten for the float fast path (10^0 ... 10^22 are exactly representable as Double).
-private let exactPowersOfTen:
-    (
-        Double, Double, Double, Double, Double, Double, Double, Double, Double, Double,
-        Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double, Double
-    ) = (
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18,
-        1e19, 1e20, 1e21, 1e22
-    )
-
-@inline(__always)
-private func powerOfTen(_ e: Int) -> Double {
-    withUnsafeBytes(of: exactPowersOfTen) { $0.load(fromByteOffset: e &* 8, as: Double.self) }
-}
+private let exactPowersOfTen: [Double] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+    1e20, 1e21, 1e22,
+]
 
 /// A reusable, zero-copy decoder for one line of InfluxDB line protocol at a time.
 ///
@@ -398,7 +389,9 @@ public final class LineDecoder {
 
             let key =
                 escaped ? unescape(p + keyStart, keyEnd &- keyStart, .name) : span(p + keyStart, keyEnd &- keyStart)
-            let bit: UInt64 = 1 << UInt64((key.count &* 31 &+ Int(key[0]) &* 7 &+ Int(key[key.count &- 1]) &* 13) & 63)
+            let n = key.count
+            let mix = n &* 0x9E37 ^ Int(key[n &- 1]) &* 0x2F ^ Int(key[n &>> 1]) &* 0x1B ^ Int(key[0])
+            let bit: UInt64 = 1 << UInt64(truncatingIfNeeded: (mix ^ (mix &>> 6)) & 63)
             if seenKeys & bit != 0, let index = fieldIndex(of: key) {
                 fieldStorage[index].value = value  // last value wins, as in InfluxDB's Fields()
             } else {
@@ -474,6 +467,7 @@ public final class LineDecoder {
     ///
     /// One pass accumulates all mantissa digits into a UInt64; with at most 19 digits that value is exact, which
     /// covers every integer and nearly every float on the wire. Longer numbers take the checked slow paths.
+    @inline(__always)
     private func decodeNumber(_ p: UnsafePointer<UInt8>, _ end: Int, _ i: inout Int) throws(LineError) -> FieldValue {
         let start = i
         let negative = p[i] == minus
@@ -533,9 +527,9 @@ public final class LineDecoder {
         if digits <= 19 {
             if mantissa == 0 { return .float(negative ? -0.0 : 0.0) }
             let e = exponent &- fractionDigits
-            if mantissa <= (1 << 53) && e >= -22 && e <= 22 {
-                var value = Double(mantissa)
-                value = e < 0 ? value / powerOfTen(-e) : value * powerOfTen(e)
+            // Only for e ≥ 0: a division (needed for exactness when e < 0) costs more than Eisel-Lemire's multiply.
+            if mantissa <= (1 << 53) && e >= 0 && e <= 22 {
+                let value = Double(mantissa) * exactPowersOfTen.withUnsafeBufferPointer { $0[e] }
                 return .float(negative ? -value : value)
             }
             if let value = eiselLemire(mantissa: mantissa, exponent: e) { return .float(negative ? -value : value) }
