@@ -21,33 +21,60 @@ let package = Package(
         .library(name: "Export", targets: ["Export"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Wire formats, no I/O: line-protocol decoder and encoder.
-        .target(name: "LineProtocol", swiftSettings: strictSettings),
+        .target(name: "LineProtocol", exclude: ["README.md"], swiftSettings: strictSettings),
         // Aggregation, no I/O: mergeable per-bucket aggregates and sketches.
-        .target(name: "Rollups", dependencies: ["LineProtocol"], swiftSettings: strictSettings),
+        .target(name: "Rollups", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
         // Where closed rollups go.
-        .target(name: "Export", dependencies: ["Rollups", "LineProtocol"], swiftSettings: strictSettings),
+        .target(
+            name: "Export",
+            dependencies: ["Rollups", "LineProtocol"],
+            exclude: ["README.md"],
+            swiftSettings: strictSettings
+        ),
+        // zlib (gzip request bodies, and later gzip to InfluxDB) as a system library.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .executableTarget(
             name: "metricsd",
             dependencies: [
-                "LineProtocol", "Rollups", "Export",
+                "LineProtocol", "Rollups", "Export", "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            swiftSettings: strictSettings
+            exclude: ["README.md"],
+            // MemberImportVisibility is left off here only: Foundation and Glibc both vend `timespec`, and with the
+            // feature on the executable would have to import Dispatch's C module by name.
+            swiftSettings: [
+                .enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("InternalImportsByDefault"),
+            ]
         ),
         .testTarget(
             name: "LineProtocolTests",
             dependencies: ["LineProtocol"],
-            resources: [.copy("Fixtures")],
+            exclude: ["Fixtures"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",
-            dependencies: ["LineProtocol"],
+            dependencies: ["LineProtocol", "metricsd"],
             swiftSettings: strictSettings
         ),
     ]

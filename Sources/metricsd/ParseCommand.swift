@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import LineProtocol
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc

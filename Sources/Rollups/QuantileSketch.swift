@@ -1,0 +1,177 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A mergeable quantile sketch with a relative-error guarantee: DDSketch (Masson, Rim, Lee, "DDSketch: A Fast and
+/// Fully-Mergeable Quantile Sketch with Relative-Error Guarantees", VLDB 2019).
+///
+/// Values are counted in logarithmic bins: a positive `x` goes to bin `ceil(log_γ(x))` with
+/// `γ = (1 + α) / (1 − α)`, and a bin is reported as `2γ^i / (γ + 1)`, which is within a relative error α of every
+/// value in it. Negative values use a mirrored set of bins; values with `|x| < 1e-9` count as zero.
+///
+/// - Error bound: any quantile is within **α = 1 %** relative error of the exact rank-`⌊q·(n−1)⌋` value, for any
+///   data, and the bound survives any number of merges (merging adds bin counts exactly).
+/// - Memory: one 8-byte entry per non-empty bin. At most ``maxBins`` bins per sign; beyond that the lowest bins
+///   are collapsed into one (the error bound then no longer holds for the lowest quantiles only — it takes values
+///   spanning more than 10^17 to get there with α = 1 %).
+/// - Merge: exact and order-independent; merging does not change its argument.
+public struct QuantileSketch: Sendable, Hashable {
+    public static let relativeAccuracy = 0.01
+    public static let maxBins = 2048
+    static let gamma = (1 + relativeAccuracy) / (1 - relativeAccuracy)
+    static let logGamma = log(gamma)
+    static let minIndexable = 1e-9
+
+    /// Non-empty bins as sorted `(index << 32) | count` words (index biased to stay positive).
+    private var positive: [UInt64] = []
+    private var negative: [UInt64] = []
+    public private(set) var zeroCount: UInt64 = 0
+    public private(set) var count: UInt64 = 0
+
+    public init() {}
+
+    private static let bias: Int64 = 1 << 31
+
+    @inline(__always)
+    static func binIndex(_ magnitude: Double) -> Int64 {
+        Int64((log(magnitude) / logGamma).rounded(.up))
+    }
+
+    @inline(__always)
+    static func binValue(_ index: Int64) -> Double {
+        2 * pow(gamma, Double(index)) / (gamma + 1)
+    }
+
+    /// Adds one value. NaN and infinities are ignored (line protocol cannot carry them).
+    public mutating func add(_ value: Double) {
+        guard value.isFinite else { return }
+        count &+= 1
+        if value > Self.minIndexable {
+            Self.increment(&positive, Self.binIndex(value), by: 1)
+        } else if value < -Self.minIndexable {
+            Self.increment(&negative, Self.binIndex(-value), by: 1)
+        } else {
+            zeroCount &+= 1
+        }
+    }
+
+    /// Adds every bin of `other` into `self`. `other` is unchanged.
+    public mutating func merge(_ other: QuantileSketch) {
+        guard other.count > 0 else { return }
+        count &+= other.count
+        zeroCount &+= other.zeroCount
+        Self.mergeBins(&positive, other.positive)
+        Self.mergeBins(&negative, other.negative)
+    }
+
+    /// The value at quantile `q` (0...1), i.e. the estimate of the element of rank `⌊q·(n−1)⌋`, or `nil` when empty.
+    public func quantile(_ q: Double) -> Double? {
+        guard count > 0, q >= 0, q <= 1 else { return nil }
+        let rank = UInt64((q * Double(count - 1)).rounded(.down))
+        var seen: UInt64 = 0
+        // Most negative first: negative bins with the highest index hold the largest magnitudes.
+        for word in negative.reversed() {
+            seen &+= word & 0xFFFF_FFFF
+            if seen > rank { return -Self.binValue(Int64(word >> 32) - Self.bias) }
+        }
+        seen &+= zeroCount
+        if seen > rank { return 0 }
+        for word in positive {
+            seen &+= word & 0xFFFF_FFFF
+            if seen > rank { return Self.binValue(Int64(word >> 32) - Self.bias) }
+        }
+        return positive.last.map { Self.binValue(Int64($0 >> 32) - Self.bias) }
+    }
+
+    /// Number of non-empty bins (for memory accounting).
+    public var binCount: Int { positive.count + negative.count }
+
+    // MARK: - Serialization (compact, for storage)
+
+    /// A compact binary form: count, zero count, then each bin set as (n, [index, count]...), little-endian.
+    public func serialized() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(24 + 8 * binCount)
+        func put(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+        put(count)
+        put(zeroCount)
+        put(UInt64(positive.count))
+        for w in positive { put(w) }
+        put(UInt64(negative.count))
+        for w in negative { put(w) }
+        return out
+    }
+
+    /// Reads ``serialized()`` output; `nil` if the bytes are not a valid sketch.
+    public init?(serialized bytes: [UInt8]) {
+        var offset = 0
+        func get() -> UInt64? {
+            guard offset + 8 <= bytes.count else { return nil }
+            var v: UInt64 = 0
+            for k in 0..<8 { v |= UInt64(bytes[offset + k]) << (8 * UInt64(k)) }
+            offset += 8
+            return v
+        }
+        guard let count = get(), let zero = get(), let np = get(), np <= UInt64(Self.maxBins) else { return nil }
+        var positive: [UInt64] = []
+        for _ in 0..<np {
+            guard let w = get() else { return nil }
+            positive.append(w)
+        }
+        guard let nn = get(), nn <= UInt64(Self.maxBins) else { return nil }
+        var negative: [UInt64] = []
+        for _ in 0..<nn {
+            guard let w = get() else { return nil }
+            negative.append(w)
+        }
+        self.count = count
+        self.zeroCount = zero
+        self.positive = positive
+        self.negative = negative
+    }
+
+    // MARK: - Bins
+
+    private static func increment(_ bins: inout [UInt64], _ index: Int64, by n: UInt64) {
+        let key = UInt64(index + bias) << 32
+        // Binary search for the bin.
+        var lo = 0
+        var hi = bins.count
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            if bins[mid] & 0xFFFF_FFFF_0000_0000 < key { lo = mid + 1 } else { hi = mid }
+        }
+        if lo < bins.count && bins[lo] & 0xFFFF_FFFF_0000_0000 == key {
+            let c = (bins[lo] & 0xFFFF_FFFF) &+ n
+            if c <= 0xFFFF_FFFF {
+                bins[lo] = key | c
+            } else {
+                // A bin holding over 4 billion values: split the count across the neighbouring index.
+                bins[lo] = key | 0xFFFF_FFFF
+                increment(&bins, index + 1, by: c - 0xFFFF_FFFF)
+            }
+            return
+        }
+        bins.insert(key | min(n, 0xFFFF_FFFF), at: lo)
+        if bins.count > maxBins { collapseLowest(&bins) }
+    }
+
+    private static func mergeBins(_ bins: inout [UInt64], _ other: [UInt64]) {
+        guard !other.isEmpty else { return }
+        if bins.isEmpty {
+            bins = other
+            return
+        }
+        for w in other { increment(&bins, Int64(w >> 32) - bias, by: w & 0xFFFF_FFFF) }
+    }
+
+    private static func collapseLowest(_ bins: inout [UInt64]) {
+        // Fold the two lowest bins into the second lowest.
+        let a = bins[0] & 0xFFFF_FFFF
+        let b = bins[1] & 0xFFFF_FFFF
+        bins[1] = (bins[1] & 0xFFFF_FFFF_0000_0000) | min(a + b, 0xFFFF_FFFF)
+        bins.removeFirst()
+    }
+}

@@ -1,0 +1,420 @@
+public import LineProtocol
+import Synchronization
+
+/// Settings of the in-memory rollups (`[rollup]` in the configuration).
+public struct RollupConfiguration: Sendable, Hashable {
+    /// Bucket width in nanoseconds (default one minute).
+    public var interval: Int64 = 60_000_000_000
+    /// How long a finished bucket stays open for late points, in nanoseconds (default two minutes).
+    public var lateness: Int64 = 120_000_000_000
+    /// Series beyond this count are rejected and counted.
+    public var maxSeries = 1_000_000
+    /// Points more than this far ahead of the server clock are rejected (clock skew guard), in nanoseconds.
+    public var maxFuture: Int64 = 3_600_000_000_000
+    /// Points older than this are rejected (`[storage] retention_1m`), in nanoseconds.
+    public var maxAge: Int64 = 7 * 86_400_000_000_000
+    /// Independent shards; ingestion on different cores rarely contends.
+    public var shards = 16
+
+    public init() {}
+}
+
+/// One field of one series in one closed (or late) bucket.
+public struct ClosedCell: Sendable {
+    public var series: SeriesInfo
+    public var field: String
+    public var rollup: FieldRollup
+
+    public init(series: SeriesInfo, field: String, rollup: FieldRollup) {
+        self.series = series
+        self.field = field
+        self.rollup = rollup
+    }
+}
+
+/// A bucket handed to the sink: every cell of one bucket start, or (for late points) a few cells to merge into an
+/// already stored bucket.
+public struct ClosedBucket: Sendable {
+    public var start: Int64
+    public var cells: [ClosedCell]
+    /// True when these cells are late data that must merge into a stored bucket.
+    public var isLate: Bool
+
+    public init(start: Int64, cells: [ClosedCell], isLate: Bool = false) {
+        self.start = start
+        self.cells = cells
+        self.isLate = isLate
+    }
+}
+
+/// What happened to the points of one line.
+public struct IngestResult: Sendable, Equatable {
+    public var applied = 0
+    public var late = 0
+    /// Rejected: the series would exceed `max_series`.
+    public var rejectedSeries = 0
+    /// Rejected: a field's value kind differs from the kind first seen for it.
+    public var typeConflicts = 0
+    /// Rejected: timestamp too far in the future or older than retention.
+    public var outOfRange = 0
+
+    public init() {}
+
+    public static func += (a: inout IngestResult, b: IngestResult) {
+        a.applied += b.applied
+        a.late += b.late
+        a.rejectedSeries += b.rejectedSeries
+        a.typeConflicts += b.typeConflicts
+        a.outOfRange += b.outOfRange
+    }
+
+    public var rejected: Int { rejectedSeries + typeConflicts + outOfRange }
+}
+
+/// Per-minute rollups in memory, sharded by series.
+///
+/// Hot path: ``ingest(_:now:lateCells:)`` hashes the decoded line's series key, locks one shard, finds the
+/// series (interned once: measurement plus sorted tags), and for each field finds its cell in the open bucket of
+/// the point's timestamp and adds the value. For a known series in an open bucket nothing is allocated.
+///
+/// Buckets close `lateness` after they end (``closeFinished(now:)``); closed buckets go to a sink. Points for
+/// buckets already closed are returned as late cells for the sink to merge into what it stored.
+public final class RollupEngine: Sendable {
+    public let configuration: RollupConfiguration
+    private let shards: [Shard]
+    private let seriesCount = Atomic<Int>(0)
+
+    public init(configuration: RollupConfiguration = RollupConfiguration()) {
+        self.configuration = configuration
+        shards = (0..<max(1, configuration.shards)).map { _ in Shard() }
+    }
+
+    /// Number of series known.
+    public var activeSeries: Int { seriesCount.load(ordering: .relaxed) }
+
+    @inline(__always)
+    func bucketStart(_ t: Int64) -> Int64 {
+        let i = configuration.interval
+        let q = t / i
+        return (t % i < 0 ? q - 1 : q) * i
+    }
+
+    /// Adds the last line decoded by `decoder`.
+    ///
+    /// - Parameters:
+    ///   - now: the server clock in nanoseconds; also the point's time when the line has no timestamp.
+    ///   - lateCells: receives the cells of a point whose bucket is already closed (for the sink).
+    public func ingest(_ decoder: LineDecoder, now: Int64, lateCells: inout [ClosedCell]) -> IngestResult {
+        var result = IngestResult()
+        let time = decoder.timestamp ?? now
+        if time > now &+ configuration.maxFuture || time < now &- configuration.maxAge {
+            result.outOfRange = decoder.fields.count
+            return result
+        }
+        let start = bucketStart(time)
+        let isLate = start &+ configuration.interval &+ configuration.lateness <= now
+        let hash = decoder.seriesHash()
+        let shard = shards[Int(truncatingIfNeeded: hash % UInt64(shards.count))]
+        let config = configuration
+        shard.state.withLock { state in
+            guard let seriesIndex = state.intern(decoder, hash: hash, limit: config.maxSeries, count: seriesCount)
+            else {
+                result.rejectedSeries = decoder.fields.count
+                return
+            }
+            for field in decoder.fields {
+                let kind: FieldKind
+                switch field.value {
+                case .float, .integer, .unsigned: kind = .numeric
+                case .boolean: kind = .boolean
+                case .string: kind = .string
+                }
+                let slot = state.slot(series: seriesIndex, key: field.key, kind: kind)
+                guard state.slots[Int(slot)].kind == kind else {
+                    result.typeConflicts += 1
+                    continue
+                }
+                if isLate {
+                    var rollup = FieldRollup(kind: kind)
+                    Self.add(field.value, at: time, to: &rollup)
+                    lateCells.append(
+                        ClosedCell(
+                            series: state.series[Int(seriesIndex)].info,
+                            field: state.slots[Int(slot)].field,
+                            rollup: rollup
+                        )
+                    )
+                    result.late += 1
+                } else {
+                    state.withCell(bucket: start, slot: slot, kind: kind) { Self.add(field.value, at: time, to: &$0) }
+                    result.applied += 1
+                }
+            }
+        }
+        return result
+    }
+
+    @inline(__always)
+    static func add(_ value: FieldValue, at time: Int64, to rollup: inout FieldRollup) {
+        switch value {
+        case .float(let v): rollup.add(v, at: time)
+        case .integer(let v): rollup.add(Double(v), at: time)
+        case .unsigned(let v): rollup.add(Double(v), at: time)
+        case .boolean(let v): rollup.add(v, at: time)
+        case .string(let s): rollup.add(s, at: time)
+        }
+    }
+
+    /// Removes and returns every bucket that ended at least `lateness` before `now`.
+    public func closeFinished(now: Int64) -> [ClosedBucket] {
+        let horizon = now &- configuration.interval &- configuration.lateness
+        return close { $0 <= horizon }
+    }
+
+    /// Removes and returns every open bucket, including the current partial one (shutdown, explicit flush).
+    public func closeAll() -> [ClosedBucket] { close { _ in true } }
+
+    /// Removes and returns the buckets that ended before `now` (they may still get late points, which then go to
+    /// the sink as late cells): what `POST /api/v1/flush` stores.
+    public func closeEnded(now: Int64) -> [ClosedBucket] {
+        let interval = configuration.interval
+        return close { $0 &+ interval <= now }
+    }
+
+    private func close(where shouldClose: (Int64) -> Bool) -> [ClosedBucket] {
+        var byStart: [Int64: [ClosedCell]] = [:]
+        for shard in shards {
+            shard.state.withLock { state in
+                for start in state.buckets.keys where shouldClose(start) {
+                    guard let bucket = state.buckets.removeValue(forKey: start) else { continue }
+                    var cells = byStart[start, default: []]
+                    cells.reserveCapacity(cells.count + bucket.cells.count)
+                    for (k, rollup) in bucket.cells.enumerated() {
+                        let slot = state.slots[Int(bucket.cellSlots[k])]
+                        cells.append(
+                            ClosedCell(series: state.series[Int(slot.series)].info, field: slot.field, rollup: rollup)
+                        )
+                    }
+                    byStart[start] = cells
+                }
+                if state.current.map(shouldClose) == true { state.current = nil }
+            }
+        }
+        return byStart.keys.sorted().map { ClosedBucket(start: $0, cells: byStart[$0]!) }
+    }
+
+    /// Copies the open cells of `measurement`/`field` whose bucket starts in `[from, to)`.
+    public func openCells(measurement: String, field: String?, from: Int64, to: Int64) -> [(
+        start: Int64, cell: ClosedCell
+    )] {
+        var out: [(start: Int64, cell: ClosedCell)] = []
+        for shard in shards {
+            shard.state.withLock { state in
+                guard let slots = state.slotsByMeasurement[measurement] else { return }
+                for (start, bucket) in state.buckets where start >= from && start < to {
+                    for slot in slots {
+                        let meta = state.slots[Int(slot)]
+                        if let field, meta.field != field { continue }
+                        guard Int(slot) < bucket.cellIndex.count else { continue }
+                        let index = bucket.cellIndex[Int(slot)]
+                        guard index >= 0 else { continue }
+                        out.append(
+                            (
+                                start,
+                                ClosedCell(
+                                    series: state.series[Int(meta.series)].info,
+                                    field: meta.field,
+                                    rollup: bucket.cells[Int(index)]
+                                )
+                            )
+                        )
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Every known series with its fields and their kinds.
+    public func allSeries() -> [(series: SeriesInfo, fields: [(name: String, kind: FieldKind)])] {
+        var out: [(series: SeriesInfo, fields: [(name: String, kind: FieldKind)])] = []
+        for shard in shards {
+            shard.state.withLock { state in
+                for entry in state.series {
+                    out.append(
+                        (entry.info, entry.slots.map { (state.slots[Int($0)].field, state.slots[Int($0)].kind) })
+                    )
+                }
+            }
+        }
+        return out
+    }
+
+    /// Number of open buckets (summed over shards) and open cells.
+    public func openStatistics() -> (buckets: Int, cells: Int) {
+        var buckets = Set<Int64>()
+        var cells = 0
+        for shard in shards {
+            shard.state.withLock { state in
+                for (start, bucket) in state.buckets {
+                    buckets.insert(start)
+                    cells += bucket.cells.count
+                }
+            }
+        }
+        return (buckets.count, cells)
+    }
+}
+
+// MARK: - Shard state
+
+private final class Shard: Sendable {
+    let state = Mutex(ShardState())
+}
+
+private struct SeriesEntry {
+    let info: SeriesInfo
+    /// Canonical key bytes (measurement, then tag key/value pairs, with separators) to verify hash hits.
+    let key: [UInt8]
+    /// Slots of this series' fields, and their names as bytes for lookup without building Strings.
+    var slots: [Int32] = []
+    var fieldNames: [[UInt8]] = []
+}
+
+private struct SlotInfo {
+    var series: Int32
+    var field: String
+    var kind: FieldKind
+}
+
+private struct OpenBucket {
+    /// Cell index per slot (-1: no cell yet); grows with the slot count.
+    var cellIndex: [Int32] = []
+    var cells: [FieldRollup] = []
+    var cellSlots: [Int32] = []
+}
+
+private struct ShardState: ~Copyable {
+    var table: [UInt64: Int32] = [:]
+    var series: [SeriesEntry] = []
+    var slots: [SlotInfo] = []
+    var slotsByMeasurement: [String: [Int32]] = [:]
+    var buckets: [Int64: OpenBucket] = [:]
+    /// The most recent bucket start used, to skip the dictionary lookup in the common case.
+    var current: Int64?
+
+    /// Finds or creates the series of the decoded line; `nil` when a new series would exceed the limit.
+    mutating func intern(_ d: LineDecoder, hash: UInt64, limit: Int, count: borrowing Atomic<Int>) -> Int32? {
+        var h = hash
+        while let index = table[h] {
+            if Self.matches(series[Int(index)].key, d) { return index }
+            h = h &+ 0x9E37_79B9_7F4A_7C15  // a true hash collision: probe on
+        }
+        // New series.
+        let total = count.wrappingAdd(1, ordering: .relaxed).newValue
+        if total > limit {
+            count.wrappingSubtract(1, ordering: .relaxed)
+            return nil
+        }
+        let info = SeriesInfo(
+            id: hash,
+            measurement: String(decoding: d.measurement, as: UTF8.self),
+            tags: d.tags.map {
+                TagPair(String(decoding: $0.key, as: UTF8.self), String(decoding: $0.value, as: UTF8.self))
+            }
+        )
+        let index = Int32(series.count)
+        series.append(SeriesEntry(info: info, key: Self.canonicalKey(d)))
+        table[h] = index
+        return index
+    }
+
+    static func canonicalKey(_ d: LineDecoder) -> [UInt8] {
+        var key: [UInt8] = []
+        key.append(contentsOf: d.measurement)
+        for tag in d.tags {
+            key.append(0)
+            key.append(contentsOf: tag.key)
+            key.append(1)
+            key.append(contentsOf: tag.value)
+        }
+        return key
+    }
+
+    /// Compares stored canonical key bytes with the decoder's series without building anything.
+    static func matches(_ key: [UInt8], _ d: LineDecoder) -> Bool {
+        key.withUnsafeBufferPointer { k in
+            var o = 0
+            func take(_ span: UnsafeBufferPointer<UInt8>) -> Bool {
+                guard o + span.count <= k.count else { return false }
+                for i in 0..<span.count where k[o + i] != span[i] { return false }
+                o += span.count
+                return true
+            }
+            func sep(_ b: UInt8) -> Bool {
+                guard o < k.count, k[o] == b else { return false }
+                o += 1
+                return true
+            }
+            guard take(d.measurement) else { return false }
+            for tag in d.tags {
+                guard sep(0), take(tag.key), sep(1), take(tag.value) else { return false }
+            }
+            return o == k.count
+        }
+    }
+
+    /// Finds or creates the slot of field `key` of a series. The kind of a new slot is `kind`.
+    mutating func slot(series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind) -> Int32 {
+        let entry = series[Int(index)]
+        for (k, name) in entry.fieldNames.enumerated() {
+            if name.count == key.count && name.withUnsafeBufferPointer({ Self.equal($0, key) }) {
+                return entry.slots[k]
+            }
+        }
+        let slot = Int32(slots.count)
+        let field = String(decoding: key, as: UTF8.self)
+        slots.append(SlotInfo(series: index, field: field, kind: kind))
+        series[Int(index)].slots.append(slot)
+        series[Int(index)].fieldNames.append(Array(key))
+        slotsByMeasurement[entry.info.measurement, default: []].append(slot)
+        return slot
+    }
+
+    @inline(__always)
+    static func equal(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        for i in 0..<a.count where a[i] != b[i] { return false }
+        return true
+    }
+
+    /// Runs `body` on the cell of `slot` in the bucket starting at `start`, creating either if needed.
+    mutating func withCell(bucket start: Int64, slot: Int32, kind: FieldKind, _ body: (inout FieldRollup) -> Void) {
+        current = start
+        if buckets[start] == nil { buckets[start] = OpenBucket() }
+        let slotCount = slots.count
+        Self.update(&buckets[start]!, slot: Int(slot), slotCount: slotCount, kind: kind, body)
+    }
+
+    @inline(__always)
+    static func update(
+        _ bucket: inout OpenBucket,
+        slot: Int,
+        slotCount: Int,
+        kind: FieldKind,
+        _ body: (inout FieldRollup) -> Void
+    ) {
+        if slot >= bucket.cellIndex.count {
+            let grow = Swift.max(slotCount, bucket.cellIndex.count * 2, 64) - bucket.cellIndex.count
+            bucket.cellIndex.append(contentsOf: repeatElement(-1, count: grow))
+        }
+        var index = bucket.cellIndex[slot]
+        if index < 0 {
+            index = Int32(bucket.cells.count)
+            bucket.cells.append(FieldRollup(kind: kind))
+            bucket.cellSlots.append(Int32(slot))
+            bucket.cellIndex[slot] = index
+        }
+        body(&bucket.cells[Int(index)])
+    }
+}

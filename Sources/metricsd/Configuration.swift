@@ -1,0 +1,441 @@
+import Foundation
+import Synchronization
+import TOMLKit
+
+/// A duration written as `"250ms"`, `"10s"`, `"1m"`, `"2h"`, `"7d"` (or a combination like `"1h30m"`).
+struct ConfigDuration: Hashable, Sendable, CustomStringConvertible {
+    var nanoseconds: Int64
+
+    static func seconds(_ s: Int64) -> ConfigDuration { ConfigDuration(nanoseconds: s * 1_000_000_000) }
+
+    init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+
+    init?(parsing text: String) {
+        let units: [(String, Int64)] = [
+            ("ns", 1), ("us", 1_000), ("µs", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000),
+            ("m", 60_000_000_000), ("h", 3_600_000_000_000), ("d", 86_400_000_000_000), ("w", 604_800_000_000_000),
+        ]
+        var rest = Substring(text.trimming(" "))
+        guard !rest.isEmpty else { return nil }
+        var total: Int64 = 0
+        while !rest.isEmpty {
+            let digits = rest.prefix(while: { $0.isNumber })
+            guard let n = Int64(digits) else { return nil }
+            rest = rest.dropFirst(digits.count)
+            let unit = rest.prefix(while: { !$0.isNumber })
+            // Longest unit name first so "ms" is not read as "m".
+            guard let (_, scale) = units.filter({ $0.0 == unit }).first else { return nil }
+            rest = rest.dropFirst(unit.count)
+            let (m, o1) = n.multipliedReportingOverflow(by: scale)
+            let (s, o2) = total.addingReportingOverflow(m)
+            guard !o1, !o2 else { return nil }
+            total = s
+        }
+        nanoseconds = total
+    }
+
+    var description: String {
+        let units: [(String, Int64)] = [
+            ("d", 86_400_000_000_000), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
+            ("ms", 1_000_000), ("us", 1_000), ("ns", 1),
+        ]
+        if nanoseconds == 0 { return "0s" }
+        for (name, scale) in units where nanoseconds % scale == 0 { return "\(nanoseconds / scale)\(name)" }
+        return "\(nanoseconds)ns"
+    }
+}
+
+/// A size written as `"64KiB"`, `"32MiB"`, `"1GiB"`, `"500KB"` or a plain number of bytes.
+struct ConfigSize: Hashable, Sendable, CustomStringConvertible {
+    var bytes: Int
+
+    init(bytes: Int) { self.bytes = bytes }
+
+    init?(parsing text: String) {
+        let units: [(String, Int)] = [
+            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1_000), ("MB", 1_000_000),
+            ("GB", 1_000_000_000), ("B", 1), ("", 1),
+        ]
+        let t = text.trimming(" ")
+        let digits = t.prefix(while: { $0.isNumber })
+        guard let n = Int(digits), let (_, scale) = units.first(where: { $0.0 == t.dropFirst(digits.count) }) else {
+            return nil
+        }
+        bytes = n * scale
+    }
+
+    var description: String {
+        for (name, scale) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+        where bytes % scale == 0 && bytes > 0 {
+            return "\(bytes / scale)\(name)"
+        }
+        return "\(bytes)B"
+    }
+}
+
+/// metricsd's configuration: every key is optional; the defaults here are the embedded defaults (and what
+/// `metricsd.example.toml` documents — a test checks the two agree).
+struct Configuration: Hashable, Sendable {
+    struct Listen: Hashable, Sendable {
+        var udp = "127.0.0.1:8089"
+        var tcp = "127.0.0.1:8094"
+        var http = "127.0.0.1:8186"
+    }
+    struct Rollup: Hashable, Sendable {
+        var interval = ConfigDuration.seconds(60)
+        var lateness = ConfigDuration.seconds(120)
+        var maxSeries = 1_000_000
+    }
+    struct Storage: Hashable, Sendable {
+        var durability = "batch"
+        var retention1m = ConfigDuration.seconds(7 * 86_400)
+        var retention1h = ConfigDuration.seconds(400 * 86_400)
+        var dedupWindow = ConfigDuration.seconds(600)
+    }
+    struct Events: Hashable, Sendable {
+        var dedupWindow = ConfigDuration.seconds(86_400)
+        var retention = ConfigDuration.seconds(90 * 86_400)
+    }
+    struct Influx: Hashable, Sendable {
+        var url = ""
+        var version = 1
+        var database = "metrics"
+        var org = ""
+        var bucket = ""
+        var token = ""
+        var measurementSuffix = "_1m"
+        var instanceTag = ""
+        var createDatabase = false
+        var batchSize = 5000
+        var flushInterval = ConfigDuration.seconds(10)
+        var aggregates = ["count", "sum", "min", "max", "mean", "stddev", "first", "last", "p50", "p90", "p99"]
+    }
+    struct Auth: Hashable, Sendable {
+        var token = ""
+    }
+    struct Limits: Hashable, Sendable {
+        var maxBodySize = ConfigSize(bytes: 32 << 20)
+        var maxLineLength = ConfigSize(bytes: 1 << 20)
+        var maxConnections = 1024
+        var udpReceiveBuffer = ConfigSize(bytes: 8 << 20)
+    }
+    struct Log: Hashable, Sendable {
+        var level = "info"
+    }
+
+    var dataDir = "./var"
+    var listen = Listen()
+    var rollup = Rollup()
+    var storage = Storage()
+    var events = Events()
+    var influx = Influx()
+    var auth = Auth()
+    var limits = Limits()
+    var log = Log()
+}
+
+/// A configuration problem, naming the key.
+struct ConfigError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension Configuration {
+    /// Parses TOML text over the defaults. Unknown keys and wrong types are errors that name the key.
+    init(toml text: String) throws(ConfigError) {
+        self.init()
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError(
+                "invalid TOML at line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)"
+            )
+        } catch {
+            throw ConfigError("invalid TOML: \(error)")
+        }
+        var reader = TableReader(table: table, path: "")
+        dataDir = try reader.string("data_dir", dataDir)
+        if var t = try reader.table("listen") {
+            listen.udp = try t.string("udp", listen.udp)
+            listen.tcp = try t.string("tcp", listen.tcp)
+            listen.http = try t.string("http", listen.http)
+            try t.finish()
+        }
+        if var t = try reader.table("rollup") {
+            rollup.interval = try t.duration("interval", rollup.interval)
+            rollup.lateness = try t.duration("lateness", rollup.lateness)
+            rollup.maxSeries = try t.int("max_series", rollup.maxSeries)
+            try t.finish()
+        }
+        if var t = try reader.table("storage") {
+            storage.durability = try t.string("durability", storage.durability)
+            storage.retention1m = try t.duration("retention_1m", storage.retention1m)
+            storage.retention1h = try t.duration("retention_1h", storage.retention1h)
+            storage.dedupWindow = try t.duration("dedup_window", storage.dedupWindow)
+            try t.finish()
+        }
+        if var t = try reader.table("events") {
+            events.dedupWindow = try t.duration("dedup_window", events.dedupWindow)
+            events.retention = try t.duration("retention", events.retention)
+            try t.finish()
+        }
+        if var t = try reader.table("influx") {
+            influx.url = try t.string("url", influx.url)
+            influx.version = try t.int("version", influx.version)
+            influx.database = try t.string("database", influx.database)
+            influx.org = try t.string("org", influx.org)
+            influx.bucket = try t.string("bucket", influx.bucket)
+            influx.token = try t.string("token", influx.token)
+            influx.measurementSuffix = try t.string("measurement_suffix", influx.measurementSuffix)
+            influx.instanceTag = try t.string("instance_tag", influx.instanceTag)
+            influx.createDatabase = try t.bool("create_database", influx.createDatabase)
+            influx.batchSize = try t.int("batch_size", influx.batchSize)
+            influx.flushInterval = try t.duration("flush_interval", influx.flushInterval)
+            influx.aggregates = try t.strings("aggregates", influx.aggregates)
+            try t.finish()
+        }
+        if var t = try reader.table("auth") {
+            auth.token = try t.string("token", auth.token)
+            try t.finish()
+        }
+        if var t = try reader.table("limits") {
+            limits.maxBodySize = try t.size("max_body_size", limits.maxBodySize)
+            limits.maxLineLength = try t.size("max_line_length", limits.maxLineLength)
+            limits.maxConnections = try t.int("max_connections", limits.maxConnections)
+            limits.udpReceiveBuffer = try t.size("udp_receive_buffer", limits.udpReceiveBuffer)
+            try t.finish()
+        }
+        if var t = try reader.table("log") {
+            log.level = try t.string("level", log.level)
+            try t.finish()
+        }
+        try reader.finish()
+        try validate()
+    }
+
+    /// Rejects bad values and bad combinations before anything starts.
+    func validate() throws(ConfigError) {
+        for (key, address) in [("listen.udp", listen.udp), ("listen.tcp", listen.tcp), ("listen.http", listen.http)]
+        where !address.isEmpty {
+            guard HostPort(address) != nil else {
+                throw ConfigError("'\(key)' must be \"host:port\" (or \"\" to disable), got \"\(address)\"")
+            }
+        }
+        guard rollup.interval.nanoseconds >= 1_000_000_000 else {
+            throw ConfigError("'rollup.interval' must be at least 1s, got \(rollup.interval)")
+        }
+        guard rollup.lateness.nanoseconds >= 0 else { throw ConfigError("'rollup.lateness' must not be negative") }
+        guard rollup.maxSeries > 0 else { throw ConfigError("'rollup.max_series' must be positive") }
+        guard ["fsync", "batch", "none"].contains(storage.durability) else {
+            throw ConfigError(
+                "'storage.durability' must be \"fsync\", \"batch\" or \"none\", got \"\(storage.durability)\"")
+        }
+        guard storage.retention1m.nanoseconds >= rollup.interval.nanoseconds else {
+            throw ConfigError("'storage.retention_1m' must be at least 'rollup.interval'")
+        }
+        guard [1, 2].contains(influx.version) else {
+            throw ConfigError("'influx.version' must be 1 or 2, got \(influx.version)")
+        }
+        if influx.version == 2 && !influx.url.isEmpty && (influx.org.isEmpty || influx.bucket.isEmpty) {
+            throw ConfigError("'influx.version' = 2 needs 'influx.org' and 'influx.bucket'")
+        }
+        guard influx.batchSize > 0 else { throw ConfigError("'influx.batch_size' must be positive") }
+        let known = ["count", "sum", "min", "max", "mean", "stddev", "first", "last"]
+        for a in influx.aggregates where !known.contains(a) && !(a.hasPrefix("p") && Double(a.dropFirst()) != nil) {
+            throw ConfigError(
+                "'influx.aggregates' has unknown aggregate \"\(a)\" (known: \(known.joined(separator: ", ")), p<N>)")
+        }
+        guard limits.maxBodySize.bytes >= 1024 else {
+            throw ConfigError("'limits.max_body_size' must be at least 1KiB")
+        }
+        guard limits.maxLineLength.bytes >= 64 else {
+            throw ConfigError("'limits.max_line_length' must be at least 64B")
+        }
+        guard limits.maxConnections > 0 else { throw ConfigError("'limits.max_connections' must be positive") }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(log.level) else {
+            throw ConfigError("'log.level' must be one of trace, debug, info, notice, warning, error, critical")
+        }
+    }
+
+    /// The effective settings as TOML (what `check-config` prints).
+    var tomlText: String {
+        func q(_ s: String) -> String {
+            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        return """
+            data_dir = \(q(dataDir))
+
+            [listen]
+            udp = \(q(listen.udp))
+            tcp = \(q(listen.tcp))
+            http = \(q(listen.http))
+
+            [rollup]
+            interval = \(q(rollup.interval.description))
+            lateness = \(q(rollup.lateness.description))
+            max_series = \(rollup.maxSeries)
+
+            [storage]
+            durability = \(q(storage.durability))
+            retention_1m = \(q(storage.retention1m.description))
+            retention_1h = \(q(storage.retention1h.description))
+            dedup_window = \(q(storage.dedupWindow.description))
+
+            [events]
+            dedup_window = \(q(events.dedupWindow.description))
+            retention = \(q(events.retention.description))
+
+            [influx]
+            url = \(q(influx.url))
+            version = \(influx.version)
+            database = \(q(influx.database))
+            org = \(q(influx.org))
+            bucket = \(q(influx.bucket))
+            token = \(q(influx.token.isEmpty ? "" : "<redacted>"))
+            measurement_suffix = \(q(influx.measurementSuffix))
+            instance_tag = \(q(influx.instanceTag))
+            create_database = \(influx.createDatabase)
+            batch_size = \(influx.batchSize)
+            flush_interval = \(q(influx.flushInterval.description))
+            aggregates = [\(influx.aggregates.map(q).joined(separator: ", "))]
+
+            [auth]
+            token = \(q(auth.token.isEmpty ? "" : "<redacted>"))
+
+            [limits]
+            max_body_size = \(q(limits.maxBodySize.description))
+            max_line_length = \(q(limits.maxLineLength.description))
+            max_connections = \(limits.maxConnections)
+            udp_receive_buffer = \(q(limits.udpReceiveBuffer.description))
+
+            [log]
+            level = \(q(log.level))
+
+            """
+    }
+}
+
+/// `host:port`, `[v6]:port`.
+struct HostPort: Hashable, Sendable, CustomStringConvertible {
+    var host: String
+    var port: Int
+
+    init?(_ text: String) {
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":"), let p = Int(rest.dropFirst()) else { return nil }
+            port = p
+        } else {
+            guard let colon = text.lastIndex(of: ":"), let p = Int(text[text.index(after: colon)...]) else {
+                return nil
+            }
+            host = String(text[..<colon])
+            port = p
+        }
+        guard (0...65535).contains(port), !host.isEmpty else { return nil }
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Reads keys out of a TOML table, remembering which were used so unknown keys can be reported.
+private struct TableReader {
+    let table: TOMLTable
+    let path: String
+    var used: Set<String> = []
+
+    init(table: TOMLTable, path: String) {
+        self.table = table
+        self.path = path
+    }
+
+    func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    mutating func value(_ key: String) -> (any TOMLValueConvertible)? {
+        used.insert(key)
+        return table[key]
+    }
+
+    func typeName(_ v: any TOMLValueConvertible) -> String {
+        switch v.type {
+        case .table: "a table"
+        case .array: "an array"
+        case .string: "a string"
+        case .int: "an integer"
+        case .double: "a float"
+        case .bool: "a boolean"
+        default: "a date/time"
+        }
+    }
+
+    mutating func string(_ key: String, _ fallback: String) throws(ConfigError) -> String {
+        guard let v = value(key) else { return fallback }
+        guard let s = v.string else { throw ConfigError("'\(name(key))' must be a string, got \(typeName(v))") }
+        return s
+    }
+
+    mutating func int(_ key: String, _ fallback: Int) throws(ConfigError) -> Int {
+        guard let v = value(key) else { return fallback }
+        guard let i = v.int else { throw ConfigError("'\(name(key))' must be an integer, got \(typeName(v))") }
+        return i
+    }
+
+    mutating func bool(_ key: String, _ fallback: Bool) throws(ConfigError) -> Bool {
+        guard let v = value(key) else { return fallback }
+        guard let b = v.bool else { throw ConfigError("'\(name(key))' must be true or false, got \(typeName(v))") }
+        return b
+    }
+
+    mutating func duration(_ key: String, _ fallback: ConfigDuration) throws(ConfigError) -> ConfigDuration {
+        guard let v = value(key) else { return fallback }
+        guard let s = v.string else {
+            throw ConfigError("'\(name(key))' must be a duration string like \"1m\", got \(typeName(v))")
+        }
+        guard let d = ConfigDuration(parsing: s) else {
+            throw ConfigError(
+                "'\(name(key))' is not a duration: \"\(s)\" (use e.g. \"500ms\", \"10s\", \"1m\", \"7d\")")
+        }
+        return d
+    }
+
+    mutating func size(_ key: String, _ fallback: ConfigSize) throws(ConfigError) -> ConfigSize {
+        guard let v = value(key) else { return fallback }
+        if let i = v.int { return ConfigSize(bytes: i) }
+        guard let s = v.string, let size = ConfigSize(parsing: s) else {
+            throw ConfigError("'\(name(key))' must be a size like \"64KiB\" or \"32MiB\", got \(typeName(v))")
+        }
+        return size
+    }
+
+    mutating func strings(_ key: String, _ fallback: [String]) throws(ConfigError) -> [String] {
+        guard let v = value(key) else { return fallback }
+        guard let array = v.array else {
+            throw ConfigError("'\(name(key))' must be an array of strings, got \(typeName(v))")
+        }
+        var out: [String] = []
+        for element in array {
+            guard let s = element.string else {
+                throw ConfigError("'\(name(key))' must contain only strings, found \(typeName(element))")
+            }
+            out.append(s)
+        }
+        return out
+    }
+
+    mutating func table(_ key: String) throws(ConfigError) -> TableReader? {
+        guard let v = value(key) else { return nil }
+        guard let t = v.table else {
+            throw ConfigError("'\(name(key))' must be a table ([\(name(key))]), got \(typeName(v))")
+        }
+        return TableReader(table: t, path: name(key))
+    }
+
+    func finish() throws(ConfigError) {
+        for key in table.keys.sorted() where !used.contains(key) {
+            throw ConfigError("unknown key '\(name(key))'")
+        }
+    }
+}

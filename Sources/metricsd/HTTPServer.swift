@@ -1,0 +1,438 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import LineProtocol
+import Logging
+import NIOCore
+import Prometheus
+import Rollups
+import Synchronization
+
+/// Everything the HTTP routes need.
+struct HTTPState: Sendable {
+    let configuration: Configuration
+    let engine: RollupEngine
+    let store: MemoryStore
+    let stats: Stats
+    let listeners: [String: String]
+    let logger: Logger
+}
+
+/// The version InfluxDB clients see in `X-Influxdb-Version`: metricsd speaks the 1.8 HTTP API.
+let influxCompatibleVersion = "1.8.10"
+let metricsdVersion = "0.2.0"
+
+extension HTTPField.Name {
+    static let influxVersion = Self("X-Influxdb-Version")!
+    static let influxBuild = Self("X-Influxdb-Build")!
+}
+
+/// Adds InfluxDB's identification headers to every response, as influxd does (clients use them to detect it).
+struct InfluxHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        var response = try await next(request, context)
+        response.headers[.influxVersion] = influxCompatibleVersion
+        response.headers[.influxBuild] = "OSS"
+        return response
+    }
+}
+
+enum HTTPRoutes {
+    static func router(_ state: HTTPState) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: InfluxHeadersMiddleware())
+        router.post("/write") { request, _ in try await write(request, state, v2: false) }
+        router.post("/api/v2/write") { request, _ in try await write(request, state, v2: true) }
+        router.get("/ping") { _, _ in Response(status: .noContent) }
+        router.head("/ping") { _, _ in Response(status: .noContent) }
+        router.get("/health") { _, _ in health(state) }
+        router.get("/metrics") { _, _ in metrics(state) }
+        router.get("/api/v1/query") { request, _ in query(request, state) }
+        router.get("/api/v1/series") { request, _ in series(request, state) }
+        router.post("/api/v1/flush") { request, _ in flush(request, state) }
+        return router
+    }
+
+    // MARK: - Responses
+
+    static func json(_ status: HTTPResponse.Status, _ object: Any) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var buffer = ByteBuffer(bytes: data)
+        buffer.writeString("\n")
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: buffer)
+        )
+    }
+
+    /// InfluxDB's error shape: `{"error":"..."}`.
+    static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        json(status, ["error": message])
+    }
+
+    // MARK: - Auth
+
+    /// With `[auth] token` set, a request needs `Authorization: Token <t>` or `Bearer <t>`, HTTP Basic with the
+    /// token as password, or v1's `u`/`p` query parameters with `p` = token.
+    static func authorized(_ request: Request, _ state: HTTPState) -> Bool {
+        let token = state.configuration.auth.token
+        if token.isEmpty { return true }
+        if let header = request.headers[.authorization] {
+            if header == "Token \(token)" || header == "Bearer \(token)" { return true }
+            if header.hasPrefix("Basic "), let data = Data(base64Encoded: String(header.dropFirst(6))),
+                let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":"),
+                text[text.index(after: colon)...] == token
+            {
+                return true
+            }
+        }
+        if let p = request.uri.queryParameters["p"], p == token { return true }
+        return false
+    }
+
+    // MARK: - Write
+
+    static func write(_ request: Request, _ state: HTTPState, v2: Bool) async throws -> Response {
+        guard authorized(request, state) else {
+            state.stats.httpErrors.add(1)
+            return error(.unauthorized, "authorization failed")
+        }
+        let precisionText = request.uri.queryParameters["precision"].map(String.init) ?? ""
+        guard let precision = Precision(precisionText) else {
+            state.stats.httpErrors.add(1)
+            return error(.badRequest, "invalid precision \"\(precisionText)\": use ns, us, ms, s, m or h")
+        }
+        if v2 && request.uri.queryParameters["bucket"] == nil {
+            state.stats.httpErrors.add(1)
+            return error(.badRequest, "bucket is required")
+        }
+        let limit = state.configuration.limits.maxBodySize.bytes
+        var body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            state.stats.httpErrors.add(1)
+            return error(.contentTooLarge, "request body exceeds limits.max_body_size (\(limit) bytes)")
+        }
+        let encoding = request.headers[.contentEncoding]?.lowercased() ?? "identity"
+        var inflated: [UInt8]?
+        switch encoding {
+        case "identity", "":
+            break
+        case "gzip", "x-gzip", "deflate":
+            do {
+                inflated = try body.withUnsafeReadableBytes { raw throws(GzipError) in
+                    try Gzip.decompress(raw, limit: limit)
+                }
+            } catch .tooLarge {
+                state.stats.httpErrors.add(1)
+                return error(.contentTooLarge, "decompressed body exceeds limits.max_body_size (\(limit) bytes)")
+            } catch .corrupt(let why) {
+                state.stats.httpErrors.add(1)
+                return error(.badRequest, "invalid gzip body: \(why)")
+            }
+        default:
+            state.stats.httpErrors.add(1)
+            return error(.unsupportedMediaType, "unsupported Content-Encoding \"\(encoding)\" (use gzip or identity)")
+        }
+
+        let ingester = LineIngester(
+            engine: state.engine,
+            sink: state.store,
+            stats: state.stats,
+            listener: "http",
+            precision: precision
+        )
+        var framer = LineFramer(maxLineLength: state.configuration.limits.maxLineLength.bytes)
+        ingester.begin()
+        let size: Int
+        if let inflated {
+            size = inflated.count
+            inflated.withUnsafeBytes { raw in framer.feed(raw) { ingester.handle($0) } }
+        } else {
+            size = body.readableBytes
+            body.withUnsafeReadableBytes { raw in framer.feed(raw) { ingester.handle($0) } }
+        }
+        framer.finish { ingester.handle($0) }
+        ingester.end(bytes: size)
+        body.clear()
+
+        let outcome = ingester.outcome
+        if let first = outcome.firstError {
+            state.stats.httpErrors.add(1)
+            // InfluxDB's shape, so clients that parse "partial write" and "dropped=N" keep working.
+            return error(
+                .badRequest,
+                "partial write: unable to parse '\(first.text)' (line \(first.line)): \(first.message) dropped=\(outcome.invalid)"
+            )
+        }
+        if outcome.result.rejected > 0 {
+            state.stats.httpErrors.add(1)
+            var reasons: [String] = []
+            if outcome.result.rejectedSeries > 0 {
+                reasons.append("\(outcome.result.rejectedSeries) values over rollup.max_series")
+            }
+            if outcome.result.typeConflicts > 0 {
+                reasons.append("\(outcome.result.typeConflicts) values conflict with their field's type")
+            }
+            if outcome.result.outOfRange > 0 {
+                reasons.append("\(outcome.result.outOfRange) values with a timestamp outside the accepted range")
+            }
+            return error(
+                .badRequest,
+                "partial write: \(reasons.joined(separator: ", ")) dropped=\(outcome.result.rejected)"
+            )
+        }
+        return Response(status: .noContent)
+    }
+
+    // MARK: - Health and metrics
+
+    static func counters(_ state: HTTPState) -> [String: Any] {
+        let s = state.stats
+        var out: [String: Any] = [:]
+        for l in [s.udp, s.tcp, s.http] {
+            out["\(l.name)_lines"] = l.lines.current
+            out["\(l.name)_invalid"] = l.invalid.current
+            out["\(l.name)_points"] = l.points.current
+            out["\(l.name)_bytes"] = l.bytes.current
+        }
+        out["series_active"] = state.engine.activeSeries
+        out["series_rejected"] = s.rejectedSeries.current
+        out["type_conflicts"] = s.typeConflicts.current
+        out["points_out_of_range"] = s.outOfRange.current
+        out["points_late"] = s.latePoints.current
+        out["buckets_closed"] = s.closedBuckets.current
+        out["udp_drops"] = s.udpDrops.current
+        out["tcp_connections"] = s.tcpConnectionCount.load(ordering: .relaxed)
+        out["tcp_connections_rejected"] = s.connectionsRejected.current
+        out["lines_overlong"] = s.overlongLines.current
+        out["http_write_errors"] = s.httpErrors.current
+        let open = state.engine.openStatistics()
+        out["buckets_open"] = open.buckets
+        out["cells_open"] = open.cells
+        out["cells_stored"] = state.store.cellCount
+        return out
+    }
+
+    static func health(_ state: HTTPState) -> Response {
+        let uptime = Double(nowNanoseconds() - state.stats.started) / 1e9
+        return json(
+            .ok,
+            [
+                "name": "metricsd", "status": "pass", "message": "ready for writes and queries",
+                "version": metricsdVersion, "uptime_seconds": (uptime * 1000).rounded() / 1000,
+                "listeners": state.listeners, "counters": counters(state),
+            ] as [String: Any]
+        )
+    }
+
+    static func metrics(_ state: HTTPState) -> Response {
+        let open = state.engine.openStatistics()
+        state.stats.activeSeries.set(Double(state.engine.activeSeries))
+        state.stats.openBuckets.set(Double(open.buckets))
+        state.stats.openCells.set(Double(open.cells))
+        var buffer = ByteBuffer()
+        buffer.writeBytes(state.stats.registry.emitToBuffer())
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: ResponseBody(byteBuffer: buffer)
+        )
+    }
+
+    // MARK: - Query API
+
+    static func parameter(_ request: Request, _ name: String) -> String? {
+        request.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
+    }
+
+    static func query(_ request: Request, _ state: HTTPState) -> Response {
+        let interval = state.configuration.rollup.interval.nanoseconds
+        guard let measurement = parameter(request, "measurement"), !measurement.isEmpty else {
+            return error(.badRequest, "parameter 'measurement' is required")
+        }
+        guard let field = parameter(request, "field"), !field.isEmpty else {
+            return error(.badRequest, "parameter 'field' is required")
+        }
+        let aggText = parameter(request, "agg") ?? "mean"
+        guard let aggregate = Aggregate(aggText) else {
+            return error(
+                .badRequest,
+                "parameter 'agg' must be count, sum, min, max, mean, first, last, stddev, spread or p<N>, got \"\(aggText)\""
+            )
+        }
+        let now = nowNanoseconds()
+        var to = now
+        if let text = parameter(request, "to") {
+            guard let t = TimeText.parse(text) else {
+                return error(.badRequest, "parameter 'to' must be RFC 3339 or epoch milliseconds, got \"\(text)\"")
+            }
+            to = t
+        }
+        var from = to - 3_600_000_000_000
+        if let text = parameter(request, "from") {
+            guard let t = TimeText.parse(text) else {
+                return error(.badRequest, "parameter 'from' must be RFC 3339 or epoch milliseconds, got \"\(text)\"")
+            }
+            from = t
+        }
+        guard from < to else { return error(.badRequest, "parameter 'from' must be before 'to'") }
+        var step = interval
+        if let text = parameter(request, "step") {
+            guard let d = ConfigDuration(parsing: text), d.nanoseconds > 0 else {
+                return error(.badRequest, "parameter 'step' must be a duration like 1m or 1h, got \"\(text)\"")
+            }
+            step = d.nanoseconds
+        }
+        guard step % interval == 0 else {
+            return error(
+                .badRequest,
+                "parameter 'step' must be a multiple of the bucket width (\(ConfigDuration(nanoseconds: interval)))"
+            )
+        }
+        guard (to - from) / step <= 100_000 else {
+            return error(.badRequest, "too many steps: widen 'step' or narrow 'from'/'to' (at most 100000)")
+        }
+        var filters: [TagPair] = []
+        if let text = parameter(request, "where"), !text.isEmpty {
+            for part in text.split(separator: ",") {
+                guard let colon = part.firstIndex(of: ":") else {
+                    return error(.badRequest, "parameter 'where' must be tag:value[,tag:value], got \"\(text)\"")
+                }
+                filters.append(TagPair(String(part[..<colon]), String(part[part.index(after: colon)...])))
+            }
+        }
+        let groupBy = parameter(request, "group_by").map { $0.split(separator: ",").map(String.init) } ?? []
+        // Align the range to buckets so every bucket is whole.
+        let alignedFrom = state.engine.bucketStartOf(from)
+        let q = RangeQuery(
+            measurement: measurement,
+            field: field,
+            aggregate: aggregate,
+            from: alignedFrom,
+            to: to,
+            step: step,
+            filters: filters,
+            groupBy: groupBy
+        )
+        var cells = state.engine.openCells(measurement: measurement, field: field, from: alignedFrom, to: to)
+        cells += state.store.storedCells(measurement: measurement, field: field, from: alignedFrom, to: to)
+        let result = q.evaluate(cells)
+        let series: [[String: Any]] = result.groups.map { group in
+            [
+                "tags": Dictionary(uniqueKeysWithValues: group.tags.map { ($0.key, $0.value) }),
+                "points": group.points.map { [$0.start / 1_000_000, $0.value] as [Any] },
+            ]
+        }
+        return json(
+            .ok,
+            [
+                "measurement": measurement, "field": field, "agg": aggregate.description, "step_ms": step / 1_000_000,
+                "series": series,
+            ] as [String: Any]
+        )
+    }
+
+    static func series(_ request: Request, _ state: HTTPState) -> Response {
+        let measurement = parameter(request, "measurement")
+        let limit = parameter(request, "limit").flatMap(Int.init) ?? 10_000
+        var out: [[String: Any]] = []
+        for (info, fields) in state.engine.allSeries() where measurement == nil || info.measurement == measurement {
+            out.append([
+                "measurement": info.measurement,
+                "tags": Dictionary(uniqueKeysWithValues: info.tags.map { ($0.key, $0.value) }),
+                "fields": Dictionary(fields.map { ($0.name, $0.kind.name) }, uniquingKeysWith: { a, _ in a }),
+            ])
+        }
+        out.sort { ($0["measurement"] as! String, "\($0["tags"]!)") < ($1["measurement"] as! String, "\($1["tags"]!)") }
+        let total = out.count
+        return json(.ok, ["series": Array(out.prefix(limit)), "total": total] as [String: Any])
+    }
+
+    static func flush(_ request: Request, _ state: HTTPState) -> Response {
+        guard authorized(request, state) else { return error(.unauthorized, "authorization failed") }
+        let buckets = state.engine.closeEnded(now: nowNanoseconds())
+        state.store.store(buckets)
+        let cells = buckets.reduce(0) { $0 + $1.cells.count }
+        state.stats.closedBuckets.add(buckets.count)
+        state.stats.closedCells.add(cells)
+        return json(.ok, ["closed_buckets": buckets.count, "cells": cells])
+    }
+}
+
+extension RollupEngine {
+    func bucketStartOf(_ t: Int64) -> Int64 {
+        let i = configuration.interval
+        let q = t / i
+        return (t % i < 0 ? q - 1 : q) * i
+    }
+}
+
+/// Times in query parameters: RFC 3339 (`2026-11-28T10:00:00Z`, fractions and offsets allowed) or epoch
+/// milliseconds.
+enum TimeText {
+    static func parse(_ text: String) -> Int64? {
+        if let ms = Int64(text) { return ms * 1_000_000 }
+        return rfc3339(text)
+    }
+
+    /// Nanoseconds since the epoch for an RFC 3339 timestamp.
+    static func rfc3339(_ text: String) -> Int64? {
+        let b = Array(text.utf8)
+        func num(_ from: Int, _ n: Int) -> Int? {
+            guard from + n <= b.count else { return nil }
+            var v = 0
+            for k in from..<(from + n) {
+                guard b[k] >= 48 && b[k] <= 57 else { return nil }
+                v = v * 10 + Int(b[k] - 48)
+            }
+            return v
+        }
+        guard b.count >= 20, let year = num(0, 4), b[4] == 45, let month = num(5, 2), b[7] == 45,
+            let day = num(8, 2), b[10] == 84 || b[10] == 116 || b[10] == 32, let hour = num(11, 2), b[13] == 58,
+            let minute = num(14, 2), b[16] == 58, let second = num(17, 2),
+            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
+        else { return nil }
+        var i = 19
+        var nanos: Int64 = 0
+        if i < b.count && b[i] == 46 {
+            i += 1
+            var digits = 0
+            while i < b.count && b[i] >= 48 && b[i] <= 57 {
+                if digits < 9 {
+                    nanos = nanos * 10 + Int64(b[i] - 48)
+                    digits += 1
+                }
+                i += 1
+            }
+            guard digits > 0 else { return nil }
+            for _ in digits..<9 { nanos *= 10 }
+        }
+        var offset = 0
+        guard i < b.count else { return nil }
+        if b[i] == 90 || b[i] == 122 {
+            i += 1
+        } else if b[i] == 43 || b[i] == 45, let oh = num(i + 1, 2), b.count > i + 3, b[i + 3] == 58,
+            let om = num(i + 4, 2)
+        {
+            offset = (oh * 60 + om) * 60 * (b[i] == 45 ? -1 : 1)
+            i += 6
+        } else {
+            return nil
+        }
+        guard i == b.count else { return nil }
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146_097 + doe - 719_468
+        let seconds = Int64(days) * 86_400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offset)
+        return seconds * 1_000_000_000 + nanos
+    }
+}

@@ -1,0 +1,246 @@
+import Foundation
+import LineProtocol
+import Prometheus
+import Rollups
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Nanoseconds since the epoch (wall clock).
+func nowNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
+/// A counter that is both readable (for `/health` and the `metricsd` self-measurement) and exported to Prometheus.
+final class StatCounter: Sendable {
+    private let value = Atomic<Int64>(0)
+    private let exported: Prometheus.Counter
+
+    init(_ registry: PrometheusCollectorRegistry, _ name: String, _ labels: [(String, String)] = [], help: String) {
+        exported = registry.makeCounter(
+            descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help),
+            labels: labels
+        )
+    }
+
+    func add(_ n: Int) {
+        guard n != 0 else { return }
+        value.wrappingAdd(Int64(n), ordering: .relaxed)
+        exported.increment(by: Int64(n))
+    }
+
+    var current: Int64 { value.load(ordering: .relaxed) }
+}
+
+/// Per-listener counters.
+final class ListenerStats: Sendable {
+    let name: String
+    let lines: StatCounter
+    let invalid: StatCounter
+    let points: StatCounter
+    let bytes: StatCounter
+
+    init(_ registry: PrometheusCollectorRegistry, listener: String) {
+        name = listener
+        let l = [("listener", listener)]
+        lines = StatCounter(
+            registry, "metricsd_lines_received_total", l, help: "Lines received (not blank, not comments)")
+        invalid = StatCounter(registry, "metricsd_lines_invalid_total", l, help: "Lines rejected by the parser")
+        points = StatCounter(registry, "metricsd_points_total", l, help: "Field values applied to rollups")
+        bytes = StatCounter(registry, "metricsd_bytes_received_total", l, help: "Payload bytes received")
+    }
+}
+
+/// Every figure the daemon reports about itself.
+final class Stats: Sendable {
+    let registry: PrometheusCollectorRegistry
+    let udp: ListenerStats
+    let tcp: ListenerStats
+    let http: ListenerStats
+    let rejectedSeries: StatCounter
+    let typeConflicts: StatCounter
+    let outOfRange: StatCounter
+    let latePoints: StatCounter
+    let closedBuckets: StatCounter
+    let closedCells: StatCounter
+    let udpDrops: StatCounter
+    let overlongLines: StatCounter
+    let connectionsRejected: StatCounter
+    let httpErrors: StatCounter
+    let activeSeries: Gauge
+    let openBuckets: Gauge
+    let openCells: Gauge
+    let sinkSeconds: Gauge
+    let tcpConnections: Gauge
+    let tcpConnectionCount = Atomic<Int>(0)
+    let lastSinkNanoseconds = Atomic<Int64>(0)
+    let started = nowNanoseconds()
+
+    init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
+        udp = ListenerStats(registry, listener: "udp")
+        tcp = ListenerStats(registry, listener: "tcp")
+        http = ListenerStats(registry, listener: "http")
+        rejectedSeries = StatCounter(
+            registry,
+            "metricsd_series_rejected_total",
+            help: "Points rejected because a new series would exceed rollup.max_series"
+        )
+        typeConflicts = StatCounter(
+            registry,
+            "metricsd_field_type_conflicts_total",
+            help: "Values whose type differs from the field's first-seen type"
+        )
+        outOfRange = StatCounter(
+            registry,
+            "metricsd_points_out_of_range_total",
+            help: "Points rejected for a timestamp too far in the future or older than retention"
+        )
+        latePoints = StatCounter(
+            registry,
+            "metricsd_points_late_total",
+            help: "Points for already closed buckets, merged into stored rollups"
+        )
+        closedBuckets = StatCounter(
+            registry, "metricsd_buckets_closed_total", help: "Buckets closed and handed to the sink")
+        closedCells = StatCounter(
+            registry, "metricsd_cells_closed_total", help: "Series-field cells handed to the sink")
+        udpDrops = StatCounter(
+            registry, "metricsd_udp_drops_total", help: "Datagrams dropped by the kernel (receive buffer full)")
+        overlongLines = StatCounter(
+            registry, "metricsd_lines_overlong_total", help: "Lines longer than limits.max_line_length")
+        connectionsRejected = StatCounter(
+            registry,
+            "metricsd_tcp_connections_rejected_total",
+            help: "TCP connections closed because limits.max_connections was reached"
+        )
+        httpErrors = StatCounter(
+            registry, "metricsd_http_write_errors_total", help: "HTTP writes answered with an error")
+        activeSeries = registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                metricName: "metricsd_series_active", unitName: "", helpText: "Series known to the rollups"))
+        openBuckets = registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                metricName: "metricsd_buckets_open", unitName: "", helpText: "Buckets still open for points"))
+        openCells = registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                metricName: "metricsd_cells_open", unitName: "", helpText: "Series-field cells in open buckets"))
+        sinkSeconds = registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                metricName: "metricsd_sink_seconds", unitName: "", helpText: "Duration of the last hand-off to the sink"
+            ))
+        tcpConnections = registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                metricName: "metricsd_tcp_connections", unitName: "", helpText: "Open TCP connections"))
+    }
+
+    func listener(_ name: String) -> ListenerStats {
+        switch name {
+        case "udp": udp
+        case "tcp": tcp
+        default: http
+        }
+    }
+}
+
+/// The outcome of ingesting a batch of lines (one datagram, one TCP chunk, one HTTP body).
+struct BatchOutcome {
+    var lines = 0
+    var invalid = 0
+    var overlong = 0
+    var result = IngestResult()
+    /// The first rejected line: number (1-based within the batch), its text (truncated) and why.
+    var firstError: (line: Int, text: String, message: String)?
+}
+
+/// Parses lines and feeds the rollups. One per listener handler or request: it owns a decoder and a scratch
+/// buffer for late cells, so it is not shared between threads; the engine and sink it feeds are.
+final class LineIngester {
+    let engine: RollupEngine
+    let sink: any RollupSink
+    let stats: ListenerStats
+    let global: Stats
+    let decoder: LineDecoder
+    private var late: [ClosedCell] = []
+    var outcome = BatchOutcome()
+    private var now: Int64 = 0
+
+    init(
+        engine: RollupEngine, sink: any RollupSink, stats: Stats, listener: String, precision: Precision = .nanoseconds
+    ) {
+        self.engine = engine
+        self.sink = sink
+        self.global = stats
+        self.stats = stats.listener(listener)
+        decoder = LineDecoder(precision: precision)
+    }
+
+    /// Starts a batch: the server time for lines without a timestamp is taken once per batch.
+    func begin() {
+        outcome = BatchOutcome()
+        now = nowNanoseconds()
+    }
+
+    func handle(_ framed: FramedLine) {
+        switch framed {
+        case .overlong(let n):
+            outcome.lines += 1
+            outcome.overlong += 1
+            outcome.invalid += 1
+            if outcome.firstError == nil {
+                outcome.firstError = (outcome.lines, "<\(n) bytes>", "line longer than limits.max_line_length")
+            }
+        case .line(let line):
+            handle(line)
+        }
+    }
+
+    func handle(_ line: UnsafeBufferPointer<UInt8>) {
+        do {
+            guard try decoder.decode(line) else {
+                outcome.lines += 1  // blank and comment lines count for line numbers, not as points
+                return
+            }
+            outcome.lines += 1
+            outcome.result += engine.ingest(decoder, now: now, lateCells: &late)
+        } catch {
+            outcome.lines += 1
+            outcome.invalid += 1
+            if outcome.firstError == nil {
+                let text = String(decoding: line.prefix(200), as: UTF8.self)
+                outcome.firstError = (outcome.lines, text, error.message)
+            }
+        }
+    }
+
+    /// Ends a batch: hands late cells to the sink and records the counters.
+    func end(bytes: Int) {
+        if !late.isEmpty {
+            try? sink.store(late.map { ClosedBucket(start: engine.bucketStartOf($0), cells: [$0], isLate: true) })
+            late.removeAll(keepingCapacity: true)
+        }
+        stats.lines.add(outcome.lines)
+        stats.invalid.add(outcome.invalid)
+        stats.points.add(outcome.result.applied + outcome.result.late)
+        stats.bytes.add(bytes)
+        global.rejectedSeries.add(outcome.result.rejectedSeries)
+        global.typeConflicts.add(outcome.result.typeConflicts)
+        global.outOfRange.add(outcome.result.outOfRange)
+        global.latePoints.add(outcome.result.late)
+        global.overlongLines.add(outcome.overlong)
+    }
+}
+
+extension RollupEngine {
+    /// The bucket start of a late cell (its last timestamp decides).
+    func bucketStartOf(_ cell: ClosedCell) -> Int64 {
+        let t = cell.rollup.kind == .numeric ? cell.rollup.numeric.lastTime : cell.rollup.lastTime
+        let i = configuration.interval
+        let q = t / i
+        return (t % i < 0 ? q - 1 : q) * i
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import LineProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import Prometheus
+import Rollups
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Shared by every listener: the rollups, the sink and the counters.
+struct IngestContext: Sendable {
+    let engine: RollupEngine
+    let sink: any RollupSink
+    let stats: Stats
+    let maxLineLength: Int
+}
+
+// MARK: - UDP
+
+/// One datagram holds whole lines (Telegraf and the Influx clients never split a line across datagrams).
+/// Datagrams are read in batches with recvmmsg (`datagramVectorReadMessageCount`).
+final class UDPIngestHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    private let ingester: LineIngester
+    private var framer: LineFramer
+
+    init(_ context: IngestContext) {
+        ingester = LineIngester(engine: context.engine, sink: context.sink, stats: context.stats, listener: "udp")
+        framer = LineFramer(maxLineLength: context.maxLineLength)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        ingester.begin()
+        let ingester = self.ingester
+        envelope.data.withUnsafeReadableBytes { raw in
+            framer.feed(raw) { ingester.handle($0) }
+            framer.finish { ingester.handle($0) }  // a datagram's last line needs no newline
+        }
+        ingester.end(bytes: envelope.data.readableBytes)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A UDP read error (e.g. ICMP-induced) must not stop the listener.
+    }
+}
+
+// MARK: - TCP
+
+/// Newline-framed line protocol over TCP, one handler per connection. Lines are parsed and applied inside
+/// `channelRead`, on the connection's event loop, so when ingestion is slower than the peer the socket simply is
+/// not read: backpressure reaches the sender through TCP, and nothing is buffered beyond one partial line
+/// (bounded by `limits.max_line_length`).
+final class TCPIngestHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let ingester: LineIngester
+    private var framer: LineFramer
+    private let stats: Stats
+    private let maxConnections: Int
+    private var counted = false
+
+    init(_ context: IngestContext, maxConnections: Int) {
+        ingester = LineIngester(engine: context.engine, sink: context.sink, stats: context.stats, listener: "tcp")
+        framer = LineFramer(maxLineLength: context.maxLineLength)
+        stats = context.stats
+        self.maxConnections = maxConnections
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let open = stats.tcpConnectionCount.wrappingAdd(1, ordering: .relaxed).newValue
+        counted = true
+        stats.tcpConnections.set(Double(open))
+        if open > maxConnections {
+            stats.connectionsRejected.add(1)
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // A final line without a newline still counts.
+        ingester.begin()
+        let ingester = self.ingester
+        framer.finish { ingester.handle($0) }
+        ingester.end(bytes: 0)
+        if counted {
+            let open = stats.tcpConnectionCount.wrappingSubtract(1, ordering: .relaxed).newValue
+            stats.tcpConnections.set(Double(open))
+            counted = false
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        ingester.begin()
+        let ingester = self.ingester
+        buffer.withUnsafeReadableBytes { raw in framer.feed(raw) { ingester.handle($0) } }
+        ingester.end(bytes: buffer.readableBytes)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)  // half-open or silent connection: free its slot
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // One bad connection never takes the listener down: close just this one.
+        context.close(promise: nil)
+    }
+}
+
+// MARK: - Services
+
+/// A bound NIO channel run as a Service: it closes on graceful shutdown (stopping intake first).
+struct ChannelService: Service {
+    let name: String
+    let channel: any Channel
+    let logger: Logger
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            channel.close(promise: nil)
+        }
+        logger.info("listener stopped", metadata: ["listener.protocol": "\(name)"])
+    }
+}
+
+enum Listeners {
+    static func bindUDP(
+        _ address: HostPort,
+        receiveBuffer: Int,
+        context: IngestContext,
+        group: any EventLoopGroup
+    ) async throws -> any Channel {
+        try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer))
+            .channelOption(.datagramVectorReadMessageCount, value: 32)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 65_536))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(UDPIngestHandler(context))
+                }
+            }
+            .bind(host: address.host, port: address.port)
+            .get()
+    }
+
+    static func bindTCP(
+        _ address: HostPort,
+        maxConnections: Int,
+        context: IngestContext,
+        group: any EventLoopGroup
+    ) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .minutes(5)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        TCPIngestHandler(context, maxConnections: maxConnections)
+                    )
+                }
+            }
+            .bind(host: address.host, port: address.port)
+            .get()
+    }
+
+    /// Kernel drops for the UDP socket bound to `port`, from /proc/net/udp and /proc/net/udp6 (the last column).
+    static func kernelUDPDrops(port: Int) -> Int64? {
+        var total: Int64 = 0
+        var found = false
+        let hexPort = String(port, radix: 16, uppercase: true)
+        let suffix = ":" + String(repeating: "0", count: max(0, 4 - hexPort.count)) + hexPort
+        for path in ["/proc/net/udp", "/proc/net/udp6"] {
+            guard let text = try? readText(path) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let columns = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard columns.count >= 13, columns[1].hasSuffix(suffix), let drops = Int64(columns.last!) else {
+                    continue
+                }
+                total += drops
+                found = true
+            }
+        }
+        return found ? total : nil
+    }
+}
+
+/// Reads a whole (small) text file.
+func readText(_ path: String) throws -> String {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw ConfigError("cannot open \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { break }
+        bytes.append(contentsOf: chunk[0..<n])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

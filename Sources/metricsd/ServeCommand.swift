@@ -1,0 +1,256 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import LineProtocol
+import Logging
+import NIOCore
+import NIOPosix
+import Prometheus
+import Rollups
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `metricsd serve`: the daemon.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the daemon (the default): UDP, TCP and HTTP listeners feeding per-minute rollups."
+    )
+
+    @Option(help: "TOML configuration file (every key optional; without it, the embedded defaults).")
+    var config: String?
+    @Option(help: "Directory for data (overrides data_dir).")
+    var dataDir: String?
+    @Option(help: "UDP listen address host:port, or \"\" to disable (overrides listen.udp).")
+    var udp: String?
+    @Option(help: "TCP listen address host:port, or \"\" to disable (overrides listen.tcp).")
+    var tcp: String?
+    @Option(help: "HTTP listen address host:port, or \"\" to disable (overrides listen.http).")
+    var http: String?
+    @Option(help: "InfluxDB URL to forward rollups to (overrides influx.url).")
+    var influxUrl: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (overrides log.level).")
+    var logLevel: String?
+
+    func loadConfiguration() throws -> Configuration {
+        var configuration = Configuration()
+        if let config {
+            let text = try readText(config)
+            do {
+                configuration = try Configuration(toml: text)
+            } catch {
+                throw ValidationError("\(config): \(error)")
+            }
+        }
+        if let dataDir { configuration.dataDir = dataDir }
+        if let udp { configuration.listen.udp = udp }
+        if let tcp { configuration.listen.tcp = tcp }
+        if let http { configuration.listen.http = http }
+        if let influxUrl { configuration.influx.url = influxUrl }
+        if let logLevel { configuration.log.level = logLevel }
+        do {
+            try configuration.validate()
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        return configuration
+    }
+
+    func run() async throws {
+        let configuration = try loadConfiguration()
+        var logger = Logger(label: "metricsd")
+        logger.logLevel = Logger.Level(rawValue: configuration.log.level) ?? .info
+        try await Server(configuration: configuration, logger: logger).run()
+    }
+}
+
+/// Builds the services from a configuration and runs them until SIGTERM or SIGINT.
+struct Server {
+    let configuration: Configuration
+    let logger: Logger
+
+    func run() async throws {
+        try makeDataDirectory(configuration.dataDir)
+        var rollupConfig = RollupConfiguration()
+        rollupConfig.interval = configuration.rollup.interval.nanoseconds
+        rollupConfig.lateness = configuration.rollup.lateness.nanoseconds
+        rollupConfig.maxSeries = configuration.rollup.maxSeries
+        rollupConfig.maxAge = configuration.storage.retention1m.nanoseconds
+        let engine = RollupEngine(configuration: rollupConfig)
+        let store = MemoryStore(retention: configuration.storage.retention1m.nanoseconds)
+        let stats = Stats()
+        let context = IngestContext(
+            engine: engine,
+            sink: store,
+            stats: stats,
+            maxLineLength: configuration.limits.maxLineLength.bytes
+        )
+        let group = MultiThreadedEventLoopGroup.singleton
+
+        // Services in dependency order: storage/ticker first, listeners last, so a graceful shutdown stops
+        // intake first and flushes last.
+        var services: [any Service] = []
+        var listeners: [String: String] = [:]
+        var udpPort: Int?
+
+        if let address = HostPort(configuration.listen.udp) {
+            let channel = try await Listeners.bindUDP(
+                address,
+                receiveBuffer: configuration.limits.udpReceiveBuffer.bytes,
+                context: context,
+                group: group
+            )
+            let bound = channel.localAddress?.port ?? address.port
+            udpPort = bound
+            listeners["udp"] = "\(address.host):\(bound)"
+            services.append(ChannelService(name: "udp", channel: channel, logger: logger))
+        }
+        if let address = HostPort(configuration.listen.tcp) {
+            let channel = try await Listeners.bindTCP(
+                address,
+                maxConnections: configuration.limits.maxConnections,
+                context: context,
+                group: group
+            )
+            listeners["tcp"] = "\(address.host):\(channel.localAddress?.port ?? address.port)"
+            services.append(ChannelService(name: "tcp", channel: channel, logger: logger))
+        }
+        if let address = HostPort(configuration.listen.http) {
+            listeners["http"] = address.description
+            let state = HTTPState(
+                configuration: configuration,
+                engine: engine,
+                store: store,
+                stats: stats,
+                listeners: listeners,
+                logger: logger
+            )
+            var httpLogger = logger
+            httpLogger.logLevel = max(logger.logLevel, .warning)  // no line per request
+            let app = Application(
+                router: HTTPRoutes.router(state),
+                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "metricsd"),
+                logger: httpLogger
+            )
+            services.append(app)
+        }
+        services.insert(Ticker(engine: engine, sink: store, stats: stats, logger: logger, udpPort: udpPort), at: 0)
+        let udpText = listeners["udp"] ?? "off"
+        logger.info(
+            "metricsd \(metricsdVersion) listening: udp \(udpText), tcp \(listeners["tcp"] ?? "off"), http \(listeners["http"] ?? "off"); data under \(configuration.dataDir)"
+        )
+        if let udp = listeners["udp"], let hp = HostPort(udp) {
+            logger.info("send a metric: echo 'cpu,host=a usage=1' | nc -u -w0 \(hp.host) \(hp.port)")
+        }
+
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: Logger(label: "metricsd.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() })
+            )
+        )
+        try await serviceGroup.run()
+        logger.info("clean shutdown")
+    }
+
+    func makeDataDirectory(_ path: String) throws {
+        var current = ""
+        for part in path.split(separator: "/", omittingEmptySubsequences: false) {
+            current += (current.isEmpty && path.hasPrefix("/") ? "/" : (current.isEmpty ? "" : "/")) + part
+            if part.isEmpty || part == "." { continue }
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw ValidationError("cannot create data_dir \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+}
+
+/// Closes finished buckets every second and hands them to the sink; on shutdown stores every open bucket.
+/// Also refreshes the kernel UDP drop counter and writes the daemon's own figures into the rollups as the
+/// measurement `metricsd` once per bucket interval.
+struct Ticker: Service {
+    let engine: RollupEngine
+    let sink: any RollupSink
+    let stats: Stats
+    let logger: Logger
+    let udpPort: Int?
+
+    func run() async throws {
+        var lastSelf = nowNanoseconds()
+        var baselineDrops: Int64?
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let now = nowNanoseconds()
+            hand(engine.closeFinished(now: now))
+            if let port = udpPort, let drops = Listeners.kernelUDPDrops(port: port) {
+                if let base = baselineDrops {
+                    let delta = drops - base - stats.udpDrops.current
+                    if delta > 0 { stats.udpDrops.add(Int(delta)) }
+                } else {
+                    baselineDrops = drops  // drops of an earlier socket on the same port are not ours
+                }
+            }
+            if now - lastSelf >= engine.configuration.interval {
+                lastSelf = now
+                writeSelfMetrics(now: now)
+            }
+        }
+        // Shutdown: listeners have stopped (they come later in the service list); store everything, including
+        // the current partial minute.
+        let all = engine.closeAll()
+        hand(all)
+        logger.info("stored \(all.count) open buckets on shutdown")
+    }
+
+    func hand(_ buckets: [ClosedBucket]) {
+        guard !buckets.isEmpty else { return }
+        let start = nowNanoseconds()
+        do {
+            try sink.store(buckets)
+        } catch {
+            logger.error("sink failed: \(error)")
+        }
+        let elapsed = nowNanoseconds() - start
+        stats.sinkSeconds.set(Double(elapsed) / 1e9)
+        stats.lastSinkNanoseconds.store(elapsed, ordering: .relaxed)
+        stats.closedBuckets.add(buckets.count)
+        stats.closedCells.add(buckets.reduce(0) { $0 + $1.cells.count })
+    }
+
+    /// The daemon's own figures as line protocol into its own rollups (measurement `metricsd`).
+    func writeSelfMetrics(now: Int64) {
+        let open = engine.openStatistics()
+        var fields: [(key: String, value: Value)] = []
+        for l in [stats.udp, stats.tcp, stats.http] {
+            fields.append(("\(l.name)_lines", .integer(l.lines.current)))
+            fields.append(("\(l.name)_invalid", .integer(l.invalid.current)))
+            fields.append(("\(l.name)_points", .integer(l.points.current)))
+            fields.append(("\(l.name)_bytes", .integer(l.bytes.current)))
+        }
+        fields += [
+            ("series_active", .integer(Int64(engine.activeSeries))),
+            ("series_rejected", .integer(stats.rejectedSeries.current)),
+            ("type_conflicts", .integer(stats.typeConflicts.current)),
+            ("points_out_of_range", .integer(stats.outOfRange.current)),
+            ("points_late", .integer(stats.latePoints.current)),
+            ("udp_drops", .integer(stats.udpDrops.current)),
+            ("buckets_open", .integer(Int64(open.buckets))),
+            ("cells_open", .integer(Int64(open.cells))),
+            ("buckets_closed", .integer(stats.closedBuckets.current)),
+            ("sink_seconds", .float(Double(stats.lastSinkNanoseconds.load(ordering: .relaxed)) / 1e9)),
+            ("tcp_connections", .integer(Int64(stats.tcpConnectionCount.load(ordering: .relaxed)))),
+        ]
+        var bytes: [UInt8] = []
+        let point = Point(measurement: "metricsd", tags: [], fields: fields, timestamp: now)
+        guard (try? LineEncoder.append(point, to: &bytes)) != nil else { return }
+        let ingester = LineIngester(engine: engine, sink: sink, stats: stats, listener: "self")
+        ingester.begin()
+        bytes.withUnsafeBufferPointer { buffer in ingester.handle(UnsafeBufferPointer(rebasing: buffer.dropLast())) }
+    }
+}
