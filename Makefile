@@ -15,8 +15,8 @@ INFLUX_TEST_GO := /usr/share/gocode/src/github.com/influxdata/influxdb/models/po
 
 # System packages: what the daemon links against, and what the tests use (the InfluxDB parser as an oracle,
 # a real influxd, Go to build the oracle and the peer benchmarks).
-APT_RUN  := libcurl4-openssl-dev libsqlite3-dev zlib1g-dev
-APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb influxdb-client python3
+APT_RUN  := libcurl4-openssl-dev libsqlite3-dev zlib1g-dev netcat-openbsd curl
+APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb influxdb-client python3 python3-pip
 APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang-github-valyala-fastjson-dev \
             golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
 
@@ -34,6 +34,8 @@ deps:
 
 deps-test:
 	@scripts/apt-ensure.sh $(APT_TEST)
+	@python3 -c "import influxdb, influxdb_client" 2>/dev/null || \
+	  python3 -m pip install --quiet --disable-pip-version-check influxdb influxdb-client 2>&1 | grep -v "Running pip as the 'root'" || true
 
 deps-bench:
 	@scripts/apt-ensure.sh $(APT_BENCH)
@@ -43,7 +45,7 @@ build: deps
 
 run: build
 	@mkdir -p var
-	.build/release/metricsd --help
+	exec .build/release/metricsd serve --data-dir ./var
 
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests FuzzTesting Benchmarks Package.swift

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+
+@testable import metricsd
+
+@Suite struct ConfigurationTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// The example documents every key with its default: uncommenting every "# key = value" line must give exactly
+    /// the built-in defaults, and every key of the defaults must appear in the example.
+    @Test func exampleConfigMatchesTheDefaults() throws {
+        let text = try String(contentsOf: Self.root.appendingPathComponent("metricsd.example.toml"), encoding: .utf8)
+        #expect(try Configuration(toml: text) == Configuration())
+        let uncommented = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            let trimmed = line.drop(while: { $0 == " " })
+            if trimmed.hasPrefix("# ") && !trimmed.hasPrefix("##") { return String(trimmed.dropFirst(2)) }
+            return String(line)
+        }.joined(separator: "\n")
+        let parsed = try Configuration(toml: uncommented)
+        #expect(parsed == Configuration())
+        // Every key printed by check-config is documented in the example.
+        for line in Configuration().tomlText.split(separator: "\n") where line.contains(" = ") {
+            let key = line.split(separator: " ").first!
+            #expect(
+                uncommented.contains("\n\(key) = ") || uncommented.hasPrefix("\(key) = "), "undocumented key \(key)")
+        }
+    }
+
+    @Test func overridesAndEffectiveSettings() throws {
+        let c = try Configuration(
+            toml: """
+                data_dir = "/tmp/x"
+                [rollup]
+                interval = "10s"
+                max_series = 5
+                [limits]
+                max_body_size = "1MiB"
+                """
+        )
+        #expect(c.dataDir == "/tmp/x")
+        #expect(c.rollup.interval.nanoseconds == 10_000_000_000)
+        #expect(c.rollup.maxSeries == 5)
+        #expect(c.limits.maxBodySize.bytes == 1 << 20)
+        #expect(c.tomlText.contains("interval = \"10s\""))
+        // The printed settings parse back to the same configuration.
+        #expect(try Configuration(toml: c.tomlText) == c)
+    }
+
+    @Test(arguments: [
+        ("[rollup]\nintervall = \"1m\"", "unknown key 'rollup.intervall'"),
+        ("bogus = 1", "unknown key 'bogus'"),
+        ("[rollup]\nmax_series = \"many\"", "'rollup.max_series' must be an integer, got a string"),
+        ("[listen]\nudp = 8089", "'listen.udp' must be a string, got an integer"),
+        ("[rollup]\ninterval = \"soon\"", "'rollup.interval' is not a duration"),
+        ("[storage]\ndurability = \"sometimes\"", "'storage.durability' must be"),
+        ("[listen]\nhttp = \"nowhere\"", "'listen.http' must be \"host:port\""),
+        ("[influx]\naggregates = [\"avg\"]", "unknown aggregate \"avg\""),
+        ("rollup = 3", "'rollup' must be a table"),
+        ("[rollup\n", "invalid TOML at line 1"),
+    ])
+    func errorsNameTheKey(toml: String, message: String) {
+        do {
+            _ = try Configuration(toml: toml)
+            Issue.record("expected an error for \(toml)")
+        } catch {
+            #expect(error.description.contains(message), "\(error.description)")
+        }
+    }
+
+    @Test func durationsAndSizes() {
+        #expect(ConfigDuration(parsing: "1h30m")?.nanoseconds == 5_400_000_000_000)
+        #expect(ConfigDuration(parsing: "250ms")?.nanoseconds == 250_000_000)
+        #expect(ConfigDuration(parsing: "7d")?.description == "7d")
+        #expect(ConfigDuration(parsing: "x") == nil)
+        #expect(ConfigSize(parsing: "64KiB")?.bytes == 65_536)
+        #expect(ConfigSize(parsing: "1000")?.bytes == 1_000)
+        #expect(ConfigSize(parsing: "3 apples") == nil)
+    }
+
+    @Test func rfc3339() {
+        #expect(TimeText.parse("2026-11-28T10:00:00Z") == 1_795_860_000_000_000_000)
+        #expect(TimeText.parse("2026-11-28T11:00:00.5+01:00") == 1_795_860_000_500_000_000)
+        #expect(TimeText.parse("1795860000000") == 1_795_860_000_000_000_000)
+        #expect(TimeText.parse("yesterday") == nil)
+    }
+}

@@ -1,0 +1,219 @@
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A free loopback port (bound with port 0, then released) for UDP and TCP alike.
+func freePort() throws -> Int {
+    for _ in 0..<50 {
+        let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(tcp, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(tcp, $0, &len) }
+        }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        close(tcp)
+        // The same number must also be free for UDP.
+        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(udp, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        close(udp)
+        if ok == 0 && port > 0 { return port }
+    }
+    throw CLIError("no free port")
+}
+
+/// The real metricsd binary on free loopback ports with a temporary data directory. Stopped by PID when the test
+/// ends (SIGTERM, then SIGKILL after a deadline).
+final class Daemon: @unchecked Sendable {
+    let process = Process()
+    let udpPort: Int
+    let tcpPort: Int
+    let httpPort: Int
+    let dataDir: URL
+    let logFile: URL
+    private var stopped = false
+
+    init(config: String = "", extraArguments: [String] = []) throws {
+        udpPort = try freePort()
+        tcpPort = try freePort()
+        httpPort = try freePort()
+        dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("metricsd-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
+        let configFile = dataDir.appendingPathComponent("metricsd.toml")
+        try config.write(to: configFile, atomically: true, encoding: .utf8)
+        logFile = dataDir.appendingPathComponent("metricsd.log")
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        process.executableURL = try metricsdBinary()
+        process.arguments =
+            [
+                "serve", "--config", configFile.path, "--data-dir", dataDir.appendingPathComponent("var").path,
+                "--udp", "127.0.0.1:\(udpPort)", "--tcp", "127.0.0.1:\(tcpPort)", "--http", "127.0.0.1:\(httpPort)",
+            ] + extraArguments
+        let logHandle = try FileHandle(forWritingTo: logFile)
+        process.standardOutput = logHandle
+        process.standardError = logHandle
+        try process.run()
+        // Ready when /ping answers (bounded wait).
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if (try? http("GET", "/ping").status) == 204 { return }
+            if !process.isRunning { throw CLIError("metricsd exited early:\n\(log())") }
+            usleep(50_000)
+        }
+        stop()
+        throw CLIError("metricsd did not start listening:\n\(log())")
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: dataDir)
+    }
+
+    func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    /// SIGTERM and wait (bounded); SIGKILL if it does not exit. Returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        guard !stopped else { return process.terminationStatus }
+        stopped = true
+        guard process.isRunning else { return process.terminationStatus }
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        return process.terminationStatus
+    }
+
+    /// Resident memory of the daemon in bytes (from /proc).
+    func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
+        else { return 0 }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return (Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0) * 1024
+        }
+        return 0
+    }
+
+    struct Reply {
+        var status: Int
+        var body: Data
+        var headers: [String: String]
+        var json: [String: Any] { ((try? JSONSerialization.jsonObject(with: body)) as? [String: Any]) ?? [:] }
+        var text: String { String(decoding: body, as: UTF8.self) }
+    }
+
+    /// A blocking HTTP request to the daemon (URLSession, bounded by a timeout).
+    func http(_ method: String, _ path: String, body: Data? = nil, headers: [String: String] = [:]) throws -> Reply {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(httpPort)\(path)")!)
+        request.httpMethod = method
+        request.httpBody = body
+        request.timeoutInterval = 30
+        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
+        let box = ReplyBox()
+        let done = DispatchSemaphore(value: 0)
+        URLSession.shared.dataTask(with: request) { data, response, error in
+            if let response = response as? HTTPURLResponse {
+                var h: [String: String] = [:]
+                for (k, v) in response.allHeaderFields { h["\(k)".lowercased()] = "\(v)" }
+                box.reply = Reply(status: response.statusCode, body: data ?? Data(), headers: h)
+            } else {
+                box.error = error
+            }
+            done.signal()
+        }.resume()
+        done.wait()
+        if let reply = box.reply { return reply }
+        throw box.error ?? CLIError("no response")
+    }
+
+    func query(_ parameters: String) throws -> [String: Any] {
+        let reply = try http("GET", "/api/v1/query?\(parameters)")
+        guard reply.status == 200 else { throw CLIError("query \(parameters): \(reply.status) \(reply.text)") }
+        return reply.json
+    }
+
+    func counters() throws -> [String: Any] {
+        (try http("GET", "/health").json["counters"] as? [String: Any]) ?? [:]
+    }
+
+    func counter(_ name: String) throws -> Int { (try counters()[name] as? Int) ?? -1 }
+
+    /// Waits (bounded) until `condition` holds, re-evaluating every 50 ms.
+    func eventually(_ timeout: TimeInterval = 10, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(50_000)
+        }
+        return try condition()
+    }
+
+    // MARK: - Raw senders
+
+    func sendUDP(_ payload: [UInt8]) {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(udpPort).bigEndian)
+        _ = payload.withUnsafeBytes { raw in
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, raw.baseAddress, raw.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        }
+    }
+
+    /// Opens a TCP connection to the line listener; the caller writes and closes.
+    func connectTCP() throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(tcpPort).bigEndian)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard rc == 0 else { throw CLIError("connect failed") }
+        return fd
+    }
+
+    func sendTCP(_ payload: [UInt8]) throws {
+        let fd = try connectTCP()
+        defer { close(fd) }
+        var offset = 0
+        while offset < payload.count {
+            let n = payload.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            guard n > 0 else { throw CLIError("write failed") }
+            offset += n
+        }
+        shutdown(fd, Int32(SHUT_WR))
+        // Wait for the server to close its side, so the data has been processed.
+        var byte: UInt8 = 0
+        _ = read(fd, &byte, 1)
+    }
+}
+
+final class ReplyBox: @unchecked Sendable {
+    var reply: Daemon.Reply?
+    var error: (any Error)?
+}
