@@ -35,6 +35,11 @@ struct SendCommand: ParsableCommand {
     var lines: Int = 0
     @Option(help: "HTTP auth token (sent as Authorization: Token <t>).")
     var token: String?
+    @Option(
+        help:
+            "Pre-generate this many batches and cycle through them (0: generate every batch fresh). Takes the generator's cost out of throughput benchmarks."
+    )
+    var pool: Int = 0
     @Flag(help: "gzip HTTP bodies.")
     var gzip = false
     @Flag(help: "No progress line.")
@@ -66,6 +71,16 @@ struct SendCommand: ParsableCommand {
         var lastProgress = start
         var body: [UInt8] = []
         body.reserveCapacity(batch * 200)
+        var prepared: [[UInt8]] = []
+        if pool > 0 {
+            let now = wallNanoseconds()
+            for _ in 0..<pool {
+                var b: [UInt8] = []
+                for _ in 0..<batch { generator.appendLine(to: &b, time: now) }
+                prepared.append(gzip ? Gzip.compress(b) : b)
+            }
+        }
+        var poolIndex = 0
         while true {
             let elapsed = monotonicNow() - start
             if elapsed >= duration || (lines > 0 && sent >= lines) { break }
@@ -77,10 +92,16 @@ struct SendCommand: ParsableCommand {
             var n = lines > 0 ? min(batch, lines - sent) : batch
             if transport is UDPTransport { n = min(n, 200) }  // keep datagrams under ~60 KB
             body.removeAll(keepingCapacity: true)
-            let now = wallNanoseconds()
-            for _ in 0..<n { generator.appendLine(to: &body, time: now) }
+            if prepared.isEmpty {
+                let now = wallNanoseconds()
+                for _ in 0..<n { generator.appendLine(to: &body, time: now) }
+            } else {
+                n = batch
+                body = prepared[poolIndex]
+                poolIndex = (poolIndex + 1) % prepared.count
+            }
             do {
-                try transport.send(body, lines: n)
+                try transport.send(body, lines: n, compressed: !prepared.isEmpty && gzip)
                 acknowledged += transport.acknowledges ? n : 0
             } catch {
                 errors += 1
@@ -174,7 +195,7 @@ struct SendError: Error, CustomStringConvertible {
 }
 
 protocol Transport {
-    func send(_ body: [UInt8], lines: Int) throws
+    func send(_ body: [UInt8], lines: Int, compressed: Bool) throws
     func close()
     /// Whether a successful send means the server acknowledged (HTTP 204).
     var acknowledges: Bool { get }
@@ -207,7 +228,7 @@ final class UDPTransport: Transport {
         guard fd >= 0 else { throw SendError("socket: \(String(cString: strerror(errno)))") }
     }
 
-    func send(_ body: [UInt8], lines: Int) throws {
+    func send(_ body: [UInt8], lines: Int, compressed: Bool) throws {
         let n = body.withUnsafeBytes { raw in
             withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -229,7 +250,7 @@ final class TCPTransport: Transport {
         fd = try connectTCP(target)
     }
 
-    func send(_ body: [UInt8], lines: Int) throws { try writeAll(fd, body) }
+    func send(_ body: [UInt8], lines: Int, compressed: Bool) throws { try writeAll(fd, body) }
 
     func close() {
         shutdown(fd, Int32(SHUT_WR))
@@ -283,8 +304,8 @@ final class HTTPTransport: Transport {
         fd = try connectTCP(target)
     }
 
-    func send(_ body: [UInt8], lines: Int) throws {
-        let payload = gzip ? Gzip.compress(body) : body
+    func send(_ body: [UInt8], lines: Int, compressed: Bool) throws {
+        let payload = gzip && !compressed ? Gzip.compress(body) : body
         var head = "POST \(path) HTTP/1.1\r\nHost: \(target)\r\nContent-Type: text/plain; charset=utf-8\r\n"
         head += "Content-Length: \(payload.count)\r\n"
         if gzip { head += "Content-Encoding: gzip\r\n" }

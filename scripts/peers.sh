@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Starts and stops the peer databases for benchmarks and tests: a real influxd (Debian's influxdb 1.6) and
+# victoria-metrics, each on a given loopback port with a temporary data directory, stopped by PID.
+#   scripts/peers.sh start-influxd PORT DIR      -> prints the PID once /ping answers
+#   scripts/peers.sh start-vm PORT DIR           -> prints the PID once /health answers
+#   scripts/peers.sh stop PID
+set -euo pipefail
+cmd=$1; shift
+wait_http() { # url pid
+    for _ in $(seq 1 200); do
+        if curl -s -o /dev/null -w '%{http_code}' "$1" | grep -q '^20'; then return 0; fi
+        kill -0 "$2" 2>/dev/null || { echo "process $2 exited" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "timeout waiting for $1" >&2; return 1
+}
+case "$cmd" in
+start-influxd)
+    port=$1; dir=$2; mkdir -p "$dir"
+    cat > "$dir/influxdb.conf" <<CONF
+reporting-enabled = false
+bind-address = "127.0.0.1:$((port + 1))"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$port"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[logging]
+  level = "warn"
+CONF
+    influxd -config "$dir/influxdb.conf" > "$dir/influxd.log" 2>&1 &
+    pid=$!
+    wait_http "http://127.0.0.1:$port/ping" $pid
+    echo $pid ;;
+start-vm)
+    port=$1; dir=$2; mkdir -p "$dir"
+    victoria-metrics -httpListenAddr "127.0.0.1:$port" -storageDataPath "$dir/data" -loggerLevel ERROR \
+        > "$dir/vm.log" 2>&1 &
+    pid=$!
+    wait_http "http://127.0.0.1:$port/health" $pid
+    echo $pid ;;
+stop)
+    pid=$1
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true ;;
+*) echo "unknown command $cmd" >&2; exit 2 ;;
+esac
