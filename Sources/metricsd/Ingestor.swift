@@ -61,6 +61,8 @@ final class Stats: Sendable {
     let udp: ListenerStats
     let tcp: ListenerStats
     let http: ListenerStats
+    /// The daemon's own self-metrics, written into the rollups every interval.
+    let internalWrites: ListenerStats
     let rejectedSeries: StatCounter
     let typeConflicts: StatCounter
     let outOfRange: StatCounter
@@ -85,6 +87,7 @@ final class Stats: Sendable {
         udp = ListenerStats(registry, listener: "udp")
         tcp = ListenerStats(registry, listener: "tcp")
         http = ListenerStats(registry, listener: "http")
+        internalWrites = ListenerStats(registry, listener: "internal")
         rejectedSeries = StatCounter(
             registry,
             "metricsd_series_rejected_total",
@@ -142,7 +145,8 @@ final class Stats: Sendable {
         switch name {
         case "udp": udp
         case "tcp": tcp
-        default: http
+        case "http": http
+        default: internalWrites
         }
     }
 }

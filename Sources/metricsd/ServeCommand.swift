@@ -249,8 +249,9 @@ struct Ticker: Service {
         var bytes: [UInt8] = []
         let point = Point(measurement: "metricsd", tags: [], fields: fields, timestamp: now)
         guard (try? LineEncoder.append(point, to: &bytes)) != nil else { return }
-        let ingester = LineIngester(engine: engine, sink: sink, stats: stats, listener: "self")
+        let ingester = LineIngester(engine: engine, sink: sink, stats: stats, listener: "internal")
         ingester.begin()
         bytes.withUnsafeBufferPointer { buffer in ingester.handle(UnsafeBufferPointer(rebasing: buffer.dropLast())) }
+        ingester.end(bytes: bytes.count)
     }
 }
