@@ -185,8 +185,12 @@ public final class RollupEngine: Sendable {
         var byStart: [Int64: [ClosedCell]] = [:]
         for shard in shards {
             shard.state.withLock { state in
-                for start in state.buckets.keys where shouldClose(start) {
-                    guard let bucket = state.buckets.removeValue(forKey: start) else { continue }
+                let closing = state.buckets.filter { shouldClose($0.start) }
+                guard !closing.isEmpty else { return }
+                state.buckets.removeAll { shouldClose($0.start) }
+                state.current = 0
+                for bucket in closing {
+                    let start = bucket.start
                     var cells = byStart[start, default: []]
                     cells.reserveCapacity(cells.count + bucket.cells.count)
                     for (k, rollup) in bucket.cells.enumerated() {
@@ -197,7 +201,6 @@ public final class RollupEngine: Sendable {
                     }
                     byStart[start] = cells
                 }
-                if state.current.map(shouldClose) == true { state.current = nil }
             }
         }
         return byStart.keys.sorted().map { ClosedBucket(start: $0, cells: byStart[$0]!) }
@@ -211,7 +214,8 @@ public final class RollupEngine: Sendable {
         for shard in shards {
             shard.state.withLock { state in
                 guard let slots = state.slotsByMeasurement[measurement] else { return }
-                for (start, bucket) in state.buckets where start >= from && start < to {
+                for bucket in state.buckets where bucket.start >= from && bucket.start < to {
+                    let start = bucket.start
                     for slot in slots {
                         let meta = state.slots[Int(slot)]
                         if let field, meta.field != field { continue }
@@ -256,8 +260,8 @@ public final class RollupEngine: Sendable {
         var cells = 0
         for shard in shards {
             shard.state.withLock { state in
-                for (start, bucket) in state.buckets {
-                    buckets.insert(start)
+                for bucket in state.buckets {
+                    buckets.insert(bucket.start)
                     cells += bucket.cells.count
                 }
             }
@@ -279,6 +283,17 @@ private struct SeriesEntry {
     /// Slots of this series' fields, and their names as bytes for lookup without building Strings.
     var slots: [Int32] = []
     var fieldNames: [[UInt8]] = []
+    /// A cheap fingerprint of each field name, compared before the bytes.
+    var fieldPrints: [UInt64] = []
+}
+
+@inline(__always)
+private func fingerprint(_ key: UnsafeBufferPointer<UInt8>) -> UInt64 {
+    let n = key.count
+    guard n > 0 else { return 0 }
+    var h = UInt64(truncatingIfNeeded: n) &* 0x9E37_79B9_7F4A_7C15
+    h ^= UInt64(key[0]) | UInt64(key[n &- 1]) << 8 | UInt64(key[n &>> 1]) << 16 | UInt64(key[(n &* 3) &>> 2]) << 24
+    return h
 }
 
 private struct SlotInfo {
@@ -288,25 +303,65 @@ private struct SlotInfo {
 }
 
 private struct OpenBucket {
+    var start: Int64
     /// Cell index per slot (-1: no cell yet); grows with the slot count.
     var cellIndex: [Int32] = []
     var cells: [FieldRollup] = []
     var cellSlots: [Int32] = []
 }
 
+/// Open addressing (linear probing) from series hash to series index. The hash is already well mixed, so the
+/// table uses its low bits directly instead of rehashing with SipHash as `Dictionary` would.
+private struct SeriesTable {
+    private var hashes: [UInt64] = Array(repeating: 0, count: 1024)
+    private var indices: [Int32] = Array(repeating: -1, count: 1024)
+    private var count = 0
+
+    func find(_ hash: UInt64) -> Int32? {
+        let mask = hashes.count - 1
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let index = indices[i]
+            if index < 0 { return nil }
+            if hashes[i] == hash { return index }
+            i = (i + 1) & mask
+        }
+    }
+
+    mutating func insert(_ hash: UInt64, _ index: Int32) {
+        if (count + 1) * 4 > hashes.count * 3 { grow() }
+        let mask = hashes.count - 1
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while indices[i] >= 0 { i = (i + 1) & mask }
+        hashes[i] = hash
+        indices[i] = index
+        count += 1
+    }
+
+    private mutating func grow() {
+        let oldHashes = hashes
+        let oldIndices = indices
+        hashes = Array(repeating: 0, count: oldHashes.count * 2)
+        indices = Array(repeating: -1, count: oldHashes.count * 2)
+        count = 0
+        for k in 0..<oldHashes.count where oldIndices[k] >= 0 { insert(oldHashes[k], oldIndices[k]) }
+    }
+}
+
 private struct ShardState: ~Copyable {
-    var table: [UInt64: Int32] = [:]
+    var table = SeriesTable()
     var series: [SeriesEntry] = []
     var slots: [SlotInfo] = []
     var slotsByMeasurement: [String: [Int32]] = [:]
-    var buckets: [Int64: OpenBucket] = [:]
-    /// The most recent bucket start used, to skip the dictionary lookup in the common case.
-    var current: Int64?
+    /// Open buckets, few at a time (the current one plus those within `lateness`): a linear scan beats hashing.
+    var buckets: [OpenBucket] = []
+    /// Index in `buckets` of the bucket used last (the common case for the next point).
+    var current = 0
 
     /// Finds or creates the series of the decoded line; `nil` when a new series would exceed the limit.
     mutating func intern(_ d: LineDecoder, hash: UInt64, limit: Int, count: borrowing Atomic<Int>) -> Int32? {
         var h = hash
-        while let index = table[h] {
+        while let index = table.find(h) {
             if Self.matches(series[Int(index)].key, d) { return index }
             h = h &+ 0x9E37_79B9_7F4A_7C15  // a true hash collision: probe on
         }
@@ -325,7 +380,7 @@ private struct ShardState: ~Copyable {
         )
         let index = Int32(series.count)
         series.append(SeriesEntry(info: info, key: Self.canonicalKey(d)))
-        table[h] = index
+        table.insert(h, index)
         return index
     }
 
@@ -366,17 +421,24 @@ private struct ShardState: ~Copyable {
 
     /// Finds or creates the slot of field `key` of a series. The kind of a new slot is `kind`.
     mutating func slot(series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind) -> Int32 {
-        let entry = series[Int(index)]
-        for (k, name) in entry.fieldNames.enumerated() {
-            if name.count == key.count && name.withUnsafeBufferPointer({ Self.equal($0, key) }) {
-                return entry.slots[k]
+        let print = fingerprint(key)
+        let found: Int32? = series.withUnsafeBufferPointer { all in
+            let entry = all[Int(index)]
+            return entry.fieldPrints.withUnsafeBufferPointer { prints in
+                for k in 0..<prints.count where prints[k] == print {
+                    if entry.fieldNames[k].withUnsafeBufferPointer({ Self.equal($0, key) }) { return entry.slots[k] }
+                }
+                return nil
             }
         }
+        if let found { return found }
+        let entry = series[Int(index)]
         let slot = Int32(slots.count)
         let field = String(decoding: key, as: UTF8.self)
         slots.append(SlotInfo(series: index, field: field, kind: kind))
         series[Int(index)].slots.append(slot)
         series[Int(index)].fieldNames.append(Array(key))
+        series[Int(index)].fieldPrints.append(print)
         slotsByMeasurement[entry.info.measurement, default: []].append(slot)
         return slot
     }
@@ -390,10 +452,16 @@ private struct ShardState: ~Copyable {
 
     /// Runs `body` on the cell of `slot` in the bucket starting at `start`, creating either if needed.
     mutating func withCell(bucket start: Int64, slot: Int32, kind: FieldKind, _ body: (inout FieldRollup) -> Void) {
-        current = start
-        if buckets[start] == nil { buckets[start] = OpenBucket() }
+        if current >= buckets.count || buckets[current].start != start {
+            if let index = buckets.firstIndex(where: { $0.start == start }) {
+                current = index
+            } else {
+                buckets.append(OpenBucket(start: start))
+                current = buckets.count - 1
+            }
+        }
         let slotCount = slots.count
-        Self.update(&buckets[start]!, slot: Int(slot), slotCount: slotCount, kind: kind, body)
+        Self.update(&buckets[current], slot: Int(slot), slotCount: slotCount, kind: kind, body)
     }
 
     @inline(__always)
