@@ -38,11 +38,12 @@ let package = Package(
         // Where closed rollups go.
         .target(
             name: "Export",
-            dependencies: ["Rollups", "LineProtocol"],
+            dependencies: ["Rollups", "LineProtocol", "CSQLite"],
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
-        // zlib (gzip request bodies, and later gzip to InfluxDB) as a system library.
+        // System libraries: SQLite (the rollup store) and zlib (gzip bodies).
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .executableTarget(
             name: "metricsd",
@@ -72,6 +73,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",
             dependencies: ["LineProtocol", "metricsd"],

@@ -19,15 +19,15 @@ public enum FieldKind: UInt8, Sendable, Hashable {
 /// - boolean: count, count of `true`, last value by timestamp;
 /// - string: count, last value by timestamp (kept as bytes in a buffer that is reused, not reallocated).
 public struct FieldRollup: Sendable {
-    public private(set) var kind: FieldKind
-    public private(set) var numeric = NumericAggregate()
-    public private(set) var sketch = QuantileSketch()
+    public internal(set) var kind: FieldKind
+    public internal(set) var numeric = NumericAggregate()
+    public internal(set) var sketch = QuantileSketch()
     /// Values seen (every kind).
-    public private(set) var count: Int64 = 0
-    public private(set) var trueCount: Int64 = 0
-    public private(set) var lastTime: Int64 = .min
-    public private(set) var lastBool = false
-    public private(set) var lastBytes: [UInt8] = []
+    public internal(set) var count: Int64 = 0
+    public internal(set) var trueCount: Int64 = 0
+    public internal(set) var lastTime: Int64 = .min
+    public internal(set) var lastBool = false
+    public internal(set) var lastBytes: [UInt8] = []
 
     public init(kind: FieldKind) {
         self.kind = kind

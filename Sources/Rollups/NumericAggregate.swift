@@ -9,20 +9,20 @@
 /// and the sum of squares; to keep that numerically sound the sums are kept relative to a per-aggregate shift
 /// (the first value seen), the classic "shifted data" variance algorithm.
 public struct NumericAggregate: Sendable, Hashable {
-    public private(set) var count: Int64 = 0
+    public internal(set) var count: Int64 = 0
     /// Sum of `value - shift`.
-    private var shiftedSum: Double = 0
+    var shiftedSum: Double = 0
     /// Sum of `(value - shift)²`.
-    private var shiftedSquares: Double = 0
-    private var shift: Double = 0
-    public private(set) var min: Double = .infinity
-    public private(set) var max: Double = -.infinity
-    public private(set) var first: Double = 0
-    public private(set) var firstTime: Int64 = .max
-    public private(set) var last: Double = 0
-    public private(set) var lastTime: Int64 = .min
+    var shiftedSquares: Double = 0
+    var shift: Double = 0
+    public internal(set) var min: Double = .infinity
+    public internal(set) var max: Double = -.infinity
+    public internal(set) var first: Double = 0
+    public internal(set) var firstTime: Int64 = .max
+    public internal(set) var last: Double = 0
+    public internal(set) var lastTime: Int64 = .min
     /// The plain sum of the values, kept separately so it is exact for integer-valued data.
-    public private(set) var sum: Double = 0
+    public internal(set) var sum: Double = 0
 
     public init() {}
 

@@ -12,7 +12,7 @@ import Synchronization
 struct HTTPState: Sendable {
     let configuration: Configuration
     let engine: RollupEngine
-    let store: MemoryStore
+    let store: any RollupSink & RollupReader
     let stats: Stats
     let listeners: [String: String]
     let logger: Logger
@@ -214,7 +214,6 @@ enum HTTPRoutes {
         let open = state.engine.openStatistics()
         out["buckets_open"] = open.buckets
         out["cells_open"] = open.cells
-        out["cells_stored"] = state.store.cellCount
         return out
     }
 
@@ -320,7 +319,11 @@ enum HTTPRoutes {
             groupBy: groupBy
         )
         var cells = state.engine.openCells(measurement: measurement, field: field, from: alignedFrom, to: to)
-        cells += state.store.storedCells(measurement: measurement, field: field, from: alignedFrom, to: to)
+        do {
+            cells += try state.store.storedCells(measurement: measurement, field: field, from: alignedFrom, to: to)
+        } catch {
+            return Self.error(.internalServerError, "reading stored rollups failed: \(error)")
+        }
         let result = q.evaluate(cells)
         let series: [[String: Any]] = result.groups.map { group in
             [
@@ -356,7 +359,11 @@ enum HTTPRoutes {
     static func flush(_ request: Request, _ state: HTTPState) -> Response {
         guard authorized(request, state) else { return error(.unauthorized, "authorization failed") }
         let buckets = state.engine.closeEnded(now: nowNanoseconds())
-        state.store.store(buckets)
+        do {
+            try state.store.store(buckets)
+        } catch {
+            return Self.error(.internalServerError, "storing failed: \(error)")
+        }
         let cells = buckets.reduce(0) { $0 + $1.cells.count }
         state.stats.closedBuckets.add(buckets.count)
         state.stats.closedCells.add(cells)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Export
 import Foundation
 import Hummingbird
 import LineProtocol
@@ -82,7 +83,12 @@ struct Server {
         rollupConfig.maxSeries = configuration.rollup.maxSeries
         rollupConfig.maxAge = configuration.storage.retention1m.nanoseconds
         let engine = RollupEngine(configuration: rollupConfig)
-        let store = MemoryStore(retention: configuration.storage.retention1m.nanoseconds)
+        let store: any RollupSink & RollupReader
+        do {
+            store = try SQLiteStore(path: configuration.dataDir + "/metricsd.db")
+        } catch {
+            throw ValidationError("cannot open the rollup store: \(error)")
+        }
         let stats = Stats()
         let context = IngestContext(
             engine: engine,

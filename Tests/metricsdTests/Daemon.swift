@@ -44,12 +44,17 @@ final class Daemon: @unchecked Sendable {
     let dataDir: URL
     let logFile: URL
     private var stopped = false
+    private let ownsDataDir: Bool
 
-    init(config: String = "", extraArguments: [String] = []) throws {
+    /// - Parameter dataDir: reuse a directory (a restart); otherwise a new temporary one, removed at the end.
+    init(config: String = "", dataDir existing: URL? = nil, extraArguments: [String] = []) throws {
         udpPort = try freePort()
         tcpPort = try freePort()
         httpPort = try freePort()
-        dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("metricsd-test-\(UUID().uuidString)")
+        ownsDataDir = existing == nil
+        dataDir =
+            existing
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent("metricsd-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
         let configFile = dataDir.appendingPathComponent("metricsd.toml")
         try config.write(to: configFile, atomically: true, encoding: .utf8)
@@ -78,7 +83,7 @@ final class Daemon: @unchecked Sendable {
 
     deinit {
         stop()
-        try? FileManager.default.removeItem(at: dataDir)
+        if ownsDataDir { try? FileManager.default.removeItem(at: dataDir) }
     }
 
     func log() -> String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }

@@ -1,0 +1,282 @@
+import CSQLite
+public import Rollups
+import Synchronization
+
+/// Why the store failed: the SQLite result code and message, and what was being done.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public var code: Int32
+    public var message: String
+    public var context: String
+    public var description: String { "\(context): \(message) (SQLite \(code))" }
+}
+
+/// The durable rollup store: closed buckets are merged into `<data_dir>/metricsd.db` (SQLite, WAL mode).
+///
+/// Every write is a merge: a cell stored for a (bucket, series, field) that already has a row is merged with it
+/// (counts add, min/max combine, first/last by timestamp, sketches merge), never overwritten or duplicated. That
+/// makes late data, a restart in the middle of a minute, and a repeated flush exact. Batches are one transaction.
+///
+/// Schema (see docs/storage.md): `series(id, hash, measurement, tags)`, `rollup_1m(ts, series, field, kind, count,
+/// data)` keyed `(ts, series, field)` — insert order is time-major, which SQLite appends cheaply — and `meta`.
+public final class SQLiteStore: RollupSink, RollupReader {
+    private struct Connection: ~Copyable {
+        let db: OpaquePointer
+        /// Series ids known to be in the table (hash of the series → row id).
+        var seriesIDs: [UInt64: Int64] = [:]
+    }
+
+    private let connection: Mutex<Connection>
+    public let path: String
+
+    /// Opens (creating if needed) the database at `path` and applies the schema migrations.
+    public init(path: String) throws(StoreError) {
+        self.path = path
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        guard rc == SQLITE_OK, let db = handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
+            sqlite3_close(handle)
+            throw StoreError(code: rc, message: message, context: "opening \(path)")
+        }
+        sqlite3_busy_timeout(db, 5_000)
+        connection = Mutex(Connection(db: db))
+        try execute(
+            """
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = NORMAL;
+            CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS series(
+                id INTEGER PRIMARY KEY,
+                hash INTEGER NOT NULL,
+                measurement TEXT NOT NULL,
+                tags TEXT NOT NULL,
+                UNIQUE(measurement, tags));
+            CREATE INDEX IF NOT EXISTS series_by_hash ON series(hash);
+            CREATE TABLE IF NOT EXISTS rollup_1m(
+                ts INTEGER NOT NULL,
+                series INTEGER NOT NULL,
+                field TEXT NOT NULL,
+                kind INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
+            INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');
+            """,
+            context: "creating the schema"
+        )
+    }
+
+    deinit {
+        _ = connection.withLock { sqlite3_close_v2($0.db) }
+    }
+
+    private func execute(_ sql: String, context: String) throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in try Self.execute(c.db, sql, context: context) }
+    }
+
+    private static func execute(_ db: OpaquePointer, _ sql: String, context: String) throws(StoreError) {
+        var error: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(db, sql, nil, nil, &error)
+        if rc != SQLITE_OK {
+            let message = error.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(db))
+            sqlite3_free(error)
+            throw StoreError(code: rc, message: message, context: context)
+        }
+    }
+
+    /// Tags as stored: `key=value` pairs joined by U+001F (neither appears in a decoded tag by accident often,
+    /// and the encoding is only compared for equality and split back).
+    static func encodeTags(_ tags: [TagPair]) -> String {
+        tags.map { "\($0.key)\u{1E}\($0.value)" }.joined(separator: "\u{1F}")
+    }
+
+    static func decodeTags(_ text: String) -> [TagPair] {
+        guard !text.isEmpty else { return [] }
+        return text.split(separator: "\u{1F}", omittingEmptySubsequences: false).map { pair in
+            let parts = pair.split(separator: "\u{1E}", maxSplits: 1, omittingEmptySubsequences: false)
+            return TagPair(String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+        }
+    }
+
+    // MARK: - Writing
+
+    /// Merges the buckets into the store in one transaction.
+    public func store(_ buckets: [ClosedBucket]) throws(StoreError) {
+        guard buckets.contains(where: { !$0.cells.isEmpty }) else { return }
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            try Self.execute(db, "BEGIN IMMEDIATE", context: "starting a flush")
+            do {
+                let select = try Statement(
+                    db, "SELECT data FROM rollup_1m WHERE ts = ?1 AND series = ?2 AND field = ?3")
+                let upsert = try Statement(
+                    db,
+                    "INSERT OR REPLACE INTO rollup_1m(ts, series, field, kind, count, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+                )
+                let probe = try Statement(db, "SELECT 1 FROM rollup_1m WHERE ts = ?1 LIMIT 1")
+                for bucket in buckets {
+                    // A bucket never stored before needs no read-merge per cell: the common case of a flush.
+                    try probe.bind(1, bucket.start)
+                    let exists = try probe.step()
+                    probe.reset()
+                    for cell in bucket.cells {
+                        let seriesID = try Self.seriesID(for: cell.series, in: &c)
+                        var rollup = cell.rollup
+                        if exists {
+                            try select.bind(1, bucket.start)
+                            try select.bind(2, seriesID)
+                            try select.bind(3, cell.field)
+                            if try select.step(), let stored = FieldRollup(serialized: select.blob(0)) {
+                                var merged = stored
+                                merged.merge(rollup)
+                                rollup = merged
+                            }
+                            select.reset()
+                        }
+                        try upsert.bind(1, bucket.start)
+                        try upsert.bind(2, seriesID)
+                        try upsert.bind(3, cell.field)
+                        try upsert.bind(4, Int64(rollup.kind.rawValue))
+                        try upsert.bind(5, rollup.count)
+                        try upsert.bind(6, rollup.serialized())
+                        _ = try upsert.step()
+                        upsert.reset()
+                    }
+                }
+                try Self.execute(db, "COMMIT", context: "committing a flush")
+            } catch let error as StoreError {
+                try? Self.execute(db, "ROLLBACK", context: "rolling back")
+                throw error
+            } catch {
+                try? Self.execute(db, "ROLLBACK", context: "rolling back")
+                throw StoreError(code: SQLITE_ERROR, message: "\(error)", context: "flush")
+            }
+        }
+    }
+
+    private static func seriesID(for series: SeriesInfo, in c: inout Connection) throws(StoreError) -> Int64 {
+        if let id = c.seriesIDs[series.id] { return id }
+        let tags = encodeTags(series.tags)
+        let insert = try Statement(c.db, "INSERT OR IGNORE INTO series(hash, measurement, tags) VALUES(?1, ?2, ?3)")
+        try insert.bind(1, Int64(bitPattern: series.id))
+        try insert.bind(2, series.measurement)
+        try insert.bind(3, tags)
+        _ = try insert.step()
+        let select = try Statement(c.db, "SELECT id FROM series WHERE measurement = ?1 AND tags = ?2")
+        try select.bind(1, series.measurement)
+        try select.bind(2, tags)
+        guard try select.step() else {
+            throw StoreError(code: SQLITE_ERROR, message: "series row missing", context: "storing \(series)")
+        }
+        let id = select.int64(0)
+        c.seriesIDs[series.id] = id
+        return id
+    }
+
+    // MARK: - Reading
+
+    public func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws(StoreError)
+        -> [(start: Int64, cell: ClosedCell)]
+    {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            var series: [Int64: SeriesInfo] = [:]
+            let list = try Statement(db, "SELECT id, hash, tags FROM series WHERE measurement = ?1")
+            try list.bind(1, measurement)
+            while try list.step() {
+                series[list.int64(0)] = SeriesInfo(
+                    id: UInt64(bitPattern: list.int64(1)),
+                    measurement: measurement,
+                    tags: Self.decodeTags(list.text(2))
+                )
+            }
+            guard !series.isEmpty else { return [] }
+            let sql =
+                "SELECT ts, series, field, data FROM rollup_1m WHERE ts >= ?1 AND ts < ?2"
+                + " AND series IN (SELECT id FROM series WHERE measurement = ?3)"
+                + (field == nil ? "" : " AND field = ?4")
+            let query = try Statement(db, sql)
+            try query.bind(1, from)
+            try query.bind(2, to)
+            try query.bind(3, measurement)
+            if let field { try query.bind(4, field) }
+            var out: [(start: Int64, cell: ClosedCell)] = []
+            while try query.step() {
+                guard let info = series[query.int64(1)], let rollup = FieldRollup(serialized: query.blob(3)) else {
+                    continue
+                }
+                out.append((query.int64(0), ClosedCell(series: info, field: query.text(2), rollup: rollup)))
+            }
+            return out
+        }
+    }
+
+    /// Number of stored 1-minute rows.
+    public func rowCount() throws(StoreError) -> Int {
+        try connection.withLock { c throws(StoreError) in
+            let s = try Statement(c.db, "SELECT count(*) FROM rollup_1m")
+            _ = try s.step()
+            return Int(s.int64(0))
+        }
+    }
+}
+
+/// A prepared statement, finalized on deinit. Used only while the connection's lock is held.
+final class Statement {
+    let handle: OpaquePointer
+    let db: OpaquePointer
+
+    init(_ db: OpaquePointer, _ sql: String) throws(StoreError) {
+        var h: OpaquePointer?
+        let rc = sqlite3_prepare_v2(db, sql, -1, &h, nil)
+        guard rc == SQLITE_OK, let h else {
+            throw StoreError(code: rc, message: String(cString: sqlite3_errmsg(db)), context: "preparing \(sql)")
+        }
+        handle = h
+        self.db = db
+    }
+
+    deinit { sqlite3_finalize(handle) }
+
+    func check(_ rc: Int32, _ what: String) throws(StoreError) {
+        guard rc == SQLITE_OK else {
+            throw StoreError(code: rc, message: String(cString: sqlite3_errmsg(db)), context: what)
+        }
+    }
+
+    func bind(_ i: Int32, _ v: Int64) throws(StoreError) { try check(sqlite3_bind_int64(handle, i, v), "bind") }
+    func bind(_ i: Int32, _ v: String) throws(StoreError) {
+        try check(sqlite3_bind_text(handle, i, v, -1, csqlite_transient()), "bind")
+    }
+    func bind(_ i: Int32, _ v: [UInt8]) throws(StoreError) {
+        let rc = v.withUnsafeBytes {
+            sqlite3_bind_blob(handle, i, $0.baseAddress, Int32($0.count), csqlite_transient())
+        }
+        try check(rc, "bind")
+    }
+
+    /// Steps once: `true` for a row, `false` when done.
+    func step() throws(StoreError) -> Bool {
+        let rc = sqlite3_step(handle)
+        if rc == SQLITE_ROW { return true }
+        if rc == SQLITE_DONE { return false }
+        throw StoreError(code: rc, message: String(cString: sqlite3_errmsg(db)), context: "step")
+    }
+
+    func reset() {
+        sqlite3_reset(handle)
+        sqlite3_clear_bindings(handle)
+    }
+
+    func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+    func text(_ column: Int32) -> String {
+        guard let p = sqlite3_column_text(handle, column) else { return "" }
+        return String(cString: p)
+    }
+    func blob(_ column: Int32) -> [UInt8] {
+        let n = Int(sqlite3_column_bytes(handle, column))
+        guard n > 0, let p = sqlite3_column_blob(handle, column) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: p, count: n))
+    }
+}

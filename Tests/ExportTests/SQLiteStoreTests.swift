@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+
+@testable import Export
+@testable import Rollups
+
+@Suite struct SQLiteStoreTests {
+    static func tempPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString).db").path
+    }
+
+    static func cell(_ series: SeriesInfo, _ field: String, _ values: [(Double, Int64)]) -> ClosedCell {
+        var r = FieldRollup(kind: .numeric)
+        for (v, t) in values { r.add(v, at: t) }
+        return ClosedCell(series: series, field: field, rollup: r)
+    }
+
+    @Test func rollupsSurviveSerialization() throws {
+        var numeric = FieldRollup(kind: .numeric)
+        for i in 0..<50 { numeric.add(Double(i) * 1.25 - 7, at: Int64(i)) }
+        var boolean = FieldRollup(kind: .boolean)
+        boolean.add(true, at: 5)
+        boolean.add(false, at: 9)
+        var string = FieldRollup(kind: .string)
+        Array("hello".utf8).withUnsafeBufferPointer { string.add($0, at: 3) }
+        for r in [numeric, boolean, string] {
+            let back = try #require(FieldRollup(serialized: r.serialized()))
+            #expect(back.serialized() == r.serialized())
+            #expect(back.count == r.count)
+            #expect(back.value(of: .quantile(0.5)) == r.value(of: .quantile(0.5)))
+        }
+        // Truncated bytes and a newer format version are rejected, never misread.
+        let bytes = numeric.serialized()
+        #expect(FieldRollup(serialized: Array(bytes.dropLast())) == nil)
+        #expect(FieldRollup(serialized: [2] + bytes.dropFirst()) == nil)
+    }
+
+    /// Storing the same (bucket, series, field) twice merges — the mechanism behind late data and restarts
+    /// mid-minute — and the result equals one rollup of all the points.
+    @Test func storingTwiceMergesExactly() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let series = SeriesInfo(measurement: "cpu", tags: [TagPair("host", "a")])
+        let first = Self.cell(series, "usage", [(1, 10), (5, 20), (3, 30)])
+        let second = Self.cell(series, "usage", [(9, 5), (2, 40)])
+        do {
+            let store = try SQLiteStore(path: path)
+            try store.store([ClosedBucket(start: 0, cells: [first])])
+            try store.store([ClosedBucket(start: 0, cells: [second], isLate: true)])
+        }
+        // Reopen: what was stored is durable.
+        let store = try SQLiteStore(path: path)
+        let cells = try store.storedCells(measurement: "cpu", field: "usage", from: 0, to: 60)
+        #expect(cells.count == 1)
+        let got = try #require(cells.first?.cell.rollup)
+        var whole = FieldRollup(kind: .numeric)
+        for (v, t) in [(1.0, Int64(10)), (5, 20), (3, 30), (9, 5), (2, 40)] { whole.add(v, at: t) }
+        #expect(got.count == 5)
+        #expect(got.numeric.sum == whole.numeric.sum)
+        #expect(got.numeric.min == 1 && got.numeric.max == 9)
+        #expect(got.numeric.first == 9 && got.numeric.last == 2)
+        #expect(got.value(of: .stddev)! - whole.value(of: .stddev)! < 1e-12)
+        #expect(cells.first?.cell.series.tags == [TagPair("host", "a")])
+        #expect(try store.rowCount() == 1)
+    }
+
+    @Test func rangesAndFieldsFilter() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try SQLiteStore(path: path)
+        let a = SeriesInfo(measurement: "cpu", tags: [TagPair("host", "a")])
+        let b = SeriesInfo(measurement: "mem", tags: [])
+        var buckets: [ClosedBucket] = []
+        for minute in 0..<10 {
+            let start = Int64(minute) * 60_000_000_000
+            buckets.append(
+                ClosedBucket(
+                    start: start,
+                    cells: [
+                        Self.cell(a, "usage", [(Double(minute), start)]), Self.cell(a, "idle", [(1, start)]),
+                        Self.cell(b, "used", [(2, start)]),
+                    ]
+                )
+            )
+        }
+        try store.store(buckets)
+        let cpu = try store.storedCells(measurement: "cpu", field: "usage", from: 120_000_000_000, to: 300_000_000_000)
+        #expect(cpu.map(\.start).sorted() == [120_000_000_000, 180_000_000_000, 240_000_000_000])
+        #expect(try store.storedCells(measurement: "cpu", field: nil, from: 0, to: .max).count == 20)
+        #expect(try store.storedCells(measurement: "disk", field: nil, from: 0, to: .max).isEmpty)
+    }
+
+    @Test func aReadOnlyDatabaseFailsWithAClearError() throws {
+        #expect(throws: StoreError.self) { try SQLiteStore(path: "/proc/metricsd-cannot-be-here.db") }
+    }
+}
