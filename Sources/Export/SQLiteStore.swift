@@ -61,6 +61,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 count INTEGER NOT NULL,
                 data BLOB NOT NULL,
                 PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
             INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');
             """,
             context: "creating the schema"
@@ -102,8 +103,12 @@ public final class SQLiteStore: RollupSink, RollupReader {
     // MARK: - Writing
 
     /// Merges the buckets into the store in one transaction.
-    public func store(_ buckets: [ClosedBucket]) throws(StoreError) {
-        guard buckets.contains(where: { !$0.cells.isEmpty }) else { return }
+    public func store(_ buckets: [ClosedBucket]) throws(StoreError) { try store(buckets, replayFrom: nil) }
+
+    /// Merges the buckets and, in the same transaction, records for each bucket the highest WAL position it holds
+    /// and (when given) the position replay must start from after a crash.
+    public func store(_ buckets: [ClosedBucket], replayFrom: UInt64?) throws(StoreError) {
+        guard buckets.contains(where: { !$0.cells.isEmpty }) || replayFrom != nil else { return }
         try connection.withLock { c throws(StoreError) in
             let db = c.db
             try Self.execute(db, "BEGIN IMMEDIATE", context: "starting a flush")
@@ -115,11 +120,22 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     "INSERT OR REPLACE INTO rollup_1m(ts, series, field, kind, count, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
                 )
                 let probe = try Statement(db, "SELECT 1 FROM rollup_1m WHERE ts = ?1 LIMIT 1")
+                let watermark = try Statement(
+                    db,
+                    "INSERT INTO flushed(ts, wal_position) VALUES(?1, ?2)"
+                        + " ON CONFLICT(ts) DO UPDATE SET wal_position = max(wal_position, excluded.wal_position)"
+                )
                 for bucket in buckets {
                     // A bucket never stored before needs no read-merge per cell: the common case of a flush.
                     try probe.bind(1, bucket.start)
                     let exists = try probe.step()
                     probe.reset()
+                    if bucket.walPosition > 0 {
+                        try watermark.bind(1, bucket.start)
+                        try watermark.bind(2, Int64(bitPattern: bucket.walPosition))
+                        _ = try watermark.step()
+                        watermark.reset()
+                    }
                     for cell in bucket.cells {
                         let seriesID = try Self.seriesID(for: cell.series, in: &c)
                         var rollup = cell.rollup
@@ -143,6 +159,12 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         _ = try upsert.step()
                         upsert.reset()
                     }
+                }
+                if let replayFrom {
+                    let meta = try Statement(
+                        db, "INSERT OR REPLACE INTO meta(key, value) VALUES('wal_replay_from', ?1)")
+                    try meta.bind(1, String(replayFrom))
+                    _ = try meta.step()
                 }
                 try Self.execute(db, "COMMIT", context: "committing a flush")
             } catch let error as StoreError {
@@ -209,6 +231,19 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 out.append((query.int64(0), ClosedCell(series: info, field: query.text(2), rollup: rollup)))
             }
             return out
+        }
+    }
+
+    /// Where WAL replay starts, and per stored bucket the highest WAL position it holds.
+    public func walState() throws(StoreError) -> (replayFrom: UInt64, watermarks: [Int64: UInt64]) {
+        try connection.withLock { c throws(StoreError) in
+            var from: UInt64 = 0
+            let meta = try Statement(c.db, "SELECT value FROM meta WHERE key = 'wal_replay_from'")
+            if try meta.step() { from = UInt64(meta.text(0)) ?? 0 }
+            var marks: [Int64: UInt64] = [:]
+            let rows = try Statement(c.db, "SELECT ts, wal_position FROM flushed")
+            while try rows.step() { marks[rows.int64(0)] = UInt64(bitPattern: rows.int64(1)) }
+            return (from, marks)
         }
     }
 

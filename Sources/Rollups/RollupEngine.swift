@@ -39,11 +39,15 @@ public struct ClosedBucket: Sendable {
     public var cells: [ClosedCell]
     /// True when these cells are late data that must merge into a stored bucket.
     public var isLate: Bool
+    /// The highest write-ahead-log position folded into these cells (0 without a WAL): once stored, replaying
+    /// records at or below it for this bucket would count them twice.
+    public var walPosition: UInt64
 
-    public init(start: Int64, cells: [ClosedCell], isLate: Bool = false) {
+    public init(start: Int64, cells: [ClosedCell], isLate: Bool = false, walPosition: UInt64 = 0) {
         self.start = start
         self.cells = cells
         self.isLate = isLate
+        self.walPosition = walPosition
     }
 }
 
@@ -104,9 +108,15 @@ public final class RollupEngine: Sendable {
     /// - Parameters:
     ///   - now: the server clock in nanoseconds; also the point's time when the line has no timestamp.
     ///   - lateCells: receives the cells of a point whose bucket is already closed (for the sink).
-    public func ingest(_ decoder: LineDecoder, now: Int64, lateCells: inout [ClosedCell]) -> IngestResult {
+    public func ingest(
+        _ decoder: LineDecoder,
+        now: Int64,
+        defaultTime: Int64? = nil,
+        walPosition: UInt64 = 0,
+        lateCells: inout [ClosedCell]
+    ) -> IngestResult {
         var result = IngestResult()
-        let time = decoder.timestamp ?? now
+        let time = decoder.timestamp ?? defaultTime ?? now
         if time > now &+ configuration.maxFuture || time < now &- configuration.maxAge {
             result.outOfRange = decoder.fields.count
             return result
@@ -146,7 +156,9 @@ public final class RollupEngine: Sendable {
                     )
                     result.late += 1
                 } else {
-                    state.withCell(bucket: start, slot: slot, kind: kind) { Self.add(field.value, at: time, to: &$0) }
+                    state.withCell(bucket: start, slot: slot, kind: kind, walPosition: walPosition) {
+                        Self.add(field.value, at: time, to: &$0)
+                    }
                     result.applied += 1
                 }
             }
@@ -183,6 +195,7 @@ public final class RollupEngine: Sendable {
 
     private func close(where shouldClose: (Int64) -> Bool) -> [ClosedBucket] {
         var byStart: [Int64: [ClosedCell]] = [:]
+        var positions: [Int64: UInt64] = [:]
         for shard in shards {
             shard.state.withLock { state in
                 let closing = state.buckets.filter { shouldClose($0.start) }
@@ -191,6 +204,7 @@ public final class RollupEngine: Sendable {
                 state.current = 0
                 for bucket in closing {
                     let start = bucket.start
+                    positions[start] = max(positions[start] ?? 0, bucket.maxWALPosition)
                     var cells = byStart[start, default: []]
                     cells.reserveCapacity(cells.count + bucket.cells.count)
                     for (k, rollup) in bucket.cells.enumerated() {
@@ -203,7 +217,9 @@ public final class RollupEngine: Sendable {
                 }
             }
         }
-        return byStart.keys.sorted().map { ClosedBucket(start: $0, cells: byStart[$0]!) }
+        return byStart.keys.sorted().map {
+            ClosedBucket(start: $0, cells: byStart[$0]!, walPosition: positions[$0] ?? 0)
+        }
     }
 
     /// Copies the open cells of `measurement`/`field` whose bucket starts in `[from, to)`.
@@ -252,6 +268,20 @@ public final class RollupEngine: Sendable {
             }
         }
         return out
+    }
+
+    /// The lowest write-ahead-log position still only in memory (in an open bucket), or `nil` when nothing is open:
+    /// replay after a crash starts there.
+    public func minOpenWALPosition() -> UInt64? {
+        var low: UInt64?
+        for shard in shards {
+            shard.state.withLock { state in
+                for bucket in state.buckets where bucket.minWALPosition != .max {
+                    low = min(low ?? .max, bucket.minWALPosition)
+                }
+            }
+        }
+        return low
     }
 
     /// Number of open buckets (summed over shards) and open cells.
@@ -304,6 +334,8 @@ private struct SlotInfo {
 
 private struct OpenBucket {
     var start: Int64
+    var minWALPosition: UInt64 = .max
+    var maxWALPosition: UInt64 = 0
     /// Cell index per slot (-1: no cell yet); grows with the slot count.
     var cellIndex: [Int32] = []
     var cells: [FieldRollup] = []
@@ -451,7 +483,13 @@ private struct ShardState: ~Copyable {
     }
 
     /// Runs `body` on the cell of `slot` in the bucket starting at `start`, creating either if needed.
-    mutating func withCell(bucket start: Int64, slot: Int32, kind: FieldKind, _ body: (inout FieldRollup) -> Void) {
+    mutating func withCell(
+        bucket start: Int64,
+        slot: Int32,
+        kind: FieldKind,
+        walPosition: UInt64,
+        _ body: (inout FieldRollup) -> Void
+    ) {
         if current >= buckets.count || buckets[current].start != start {
             if let index = buckets.firstIndex(where: { $0.start == start }) {
                 current = index
@@ -459,6 +497,10 @@ private struct ShardState: ~Copyable {
                 buckets.append(OpenBucket(start: start))
                 current = buckets.count - 1
             }
+        }
+        if walPosition > 0 {  // 0: not from the log (self-metrics, tests)
+            if walPosition < buckets[current].minWALPosition { buckets[current].minWALPosition = walPosition }
+            if walPosition > buckets[current].maxWALPosition { buckets[current].maxWALPosition = walPosition }
         }
         let slotCount = slots.count
         Self.update(&buckets[current], slot: Int(slot), slotCount: slotCount, kind: kind, body)

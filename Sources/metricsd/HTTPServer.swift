@@ -1,3 +1,4 @@
+import Export
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -13,6 +14,7 @@ struct HTTPState: Sendable {
     let configuration: Configuration
     let engine: RollupEngine
     let store: any RollupSink & RollupReader
+    let wal: WriteAheadLog?
     let stats: Stats
     let listeners: [String: String]
     let logger: Logger
@@ -147,18 +149,35 @@ enum HTTPRoutes {
             precision: precision
         )
         var framer = LineFramer(maxLineLength: state.configuration.limits.maxLineLength.bytes)
-        ingester.begin()
-        let size: Int
-        if let inflated {
-            size = inflated.count
-            inflated.withUnsafeBytes { raw in framer.feed(raw) { ingester.handle($0) } }
-        } else {
-            size = body.readableBytes
-            body.withUnsafeReadableBytes { raw in framer.feed(raw) { ingester.handle($0) } }
+        // Log the batch before it touches the rollups; with durability = "fsync" answer only once it is on disk.
+        var logged: UInt64?
+        var walFailure: (any Error)?
+        func apply(_ raw: UnsafeRawBufferPointer) {
+            if let wal = state.wal {
+                do {
+                    logged = try wal.append(raw, receivedAt: nowNanoseconds(), precision: precision.walCode)
+                } catch {
+                    walFailure = error
+                    return
+                }
+            }
+            ingester.begin(walPosition: logged ?? 0)
+            framer.feed(raw) { ingester.handle($0) }
+            framer.finish { ingester.handle($0) }
+            ingester.end(bytes: raw.count)
         }
-        framer.finish { ingester.handle($0) }
-        ingester.end(bytes: size)
+        if let inflated {
+            inflated.withUnsafeBytes { apply($0) }
+        } else {
+            body.withUnsafeReadableBytes { apply($0) }
+        }
         body.clear()
+        if let walFailure {
+            state.stats.walErrors.add(1)
+            state.stats.httpErrors.add(1)
+            return error(.serviceUnavailable, "write-ahead log unavailable, nothing applied: \(walFailure)")
+        }
+        if let logged, let wal = state.wal, wal.durability == .fsync { wal.sync(upTo: logged) }
 
         let outcome = ingester.outcome
         if let first = outcome.firstError {

@@ -73,6 +73,8 @@ final class Stats: Sendable {
     let overlongLines: StatCounter
     let connectionsRejected: StatCounter
     let httpErrors: StatCounter
+    let walErrors: StatCounter
+    let walReplayed: StatCounter
     let activeSeries: Gauge
     let openBuckets: Gauge
     let openCells: Gauge
@@ -123,6 +125,16 @@ final class Stats: Sendable {
         )
         httpErrors = StatCounter(
             registry, "metricsd_http_write_errors_total", help: "HTTP writes answered with an error")
+        walErrors = StatCounter(
+            registry,
+            "metricsd_wal_errors_total",
+            help: "Batches refused because the write-ahead log could not be written"
+        )
+        walReplayed = StatCounter(
+            registry,
+            "metricsd_wal_replayed_records_total",
+            help: "WAL records replayed at start-up after an unclean stop"
+        )
         activeSeries = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 metricName: "metricsd_series_active", unitName: "", helpText: "Series known to the rollups"))
@@ -172,6 +184,8 @@ final class LineIngester {
     private var late: [ClosedCell] = []
     var outcome = BatchOutcome()
     private var now: Int64 = 0
+    private var position: UInt64 = 0
+    private var defaultTime: Int64?
 
     init(
         engine: RollupEngine, sink: any RollupSink, stats: Stats, listener: String, precision: Precision = .nanoseconds
@@ -184,10 +198,19 @@ final class LineIngester {
     }
 
     /// Starts a batch: the server time for lines without a timestamp is taken once per batch.
-    func begin() {
+    ///
+    /// - Parameters:
+    ///   - walPosition: where the batch was logged (0 without a WAL).
+    ///   - receivedAt: on replay, the time the batch was first received (lines without a timestamp get it).
+    func begin(walPosition: UInt64 = 0, receivedAt: Int64? = nil) {
         outcome = BatchOutcome()
         now = nowNanoseconds()
+        position = walPosition
+        defaultTime = receivedAt
     }
+
+    /// The server time this batch uses for lines without a timestamp.
+    var batchTime: Int64 { defaultTime ?? now }
 
     func handle(_ framed: FramedLine) {
         switch framed {
@@ -210,7 +233,13 @@ final class LineIngester {
                 return
             }
             outcome.lines += 1
-            outcome.result += engine.ingest(decoder, now: now, lateCells: &late)
+            outcome.result += engine.ingest(
+                decoder,
+                now: now,
+                defaultTime: defaultTime,
+                walPosition: position,
+                lateCells: &late
+            )
         } catch {
             outcome.lines += 1
             outcome.invalid += 1
@@ -224,7 +253,10 @@ final class LineIngester {
     /// Ends a batch: hands late cells to the sink and records the counters.
     func end(bytes: Int) {
         if !late.isEmpty {
-            try? sink.store(late.map { ClosedBucket(start: engine.bucketStartOf($0), cells: [$0], isLate: true) })
+            let buckets = late.map {
+                ClosedBucket(start: engine.bucketStartOf($0), cells: [$0], isLate: true, walPosition: position)
+            }
+            try? sink.store(buckets)
             late.removeAll(keepingCapacity: true)
         }
         stats.lines.add(outcome.lines)

@@ -1,3 +1,4 @@
+import Export
 import Foundation
 import LineProtocol
 import Logging
@@ -18,6 +19,28 @@ struct IngestContext: Sendable {
     let sink: any RollupSink
     let stats: Stats
     let maxLineLength: Int
+    /// Accepted batches are appended here before they touch the rollups (nil: no durability, tests only).
+    let wal: WriteAheadLog?
+
+    /// Logs a batch; `nil` when there is no WAL or the append failed (then the batch is dropped and counted:
+    /// applying what cannot be made durable would break the replay guarantees).
+    func log(_ bytes: UnsafeRawBufferPointer, receivedAt: Int64, precision: Precision) -> UInt64?? {
+        guard let wal else { return .some(nil) }
+        do {
+            return try wal.append(bytes, receivedAt: receivedAt, precision: precision.walCode)
+        } catch {
+            stats.walErrors.add(1)
+            return nil
+        }
+    }
+}
+
+extension Precision {
+    var walCode: UInt8 { UInt8(Precision.allCases.firstIndex(of: self)!) }
+    init?(walCode: UInt8) {
+        guard Int(walCode) < Precision.allCases.count else { return nil }
+        self = Precision.allCases[Int(walCode)]
+    }
 }
 
 // MARK: - UDP
@@ -29,21 +52,25 @@ final class UDPIngestHandler: ChannelInboundHandler {
 
     private let ingester: LineIngester
     private var framer: LineFramer
+    private let ingest: IngestContext
 
     init(_ context: IngestContext) {
         ingester = LineIngester(engine: context.engine, sink: context.sink, stats: context.stats, listener: "udp")
         framer = LineFramer(maxLineLength: context.maxLineLength)
+        ingest = context
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
-        ingester.begin()
         let ingester = self.ingester
         envelope.data.withUnsafeReadableBytes { raw in
+            guard case .some(let position) = ingest.log(raw, receivedAt: nowNanoseconds(), precision: .nanoseconds)
+            else { return }
+            ingester.begin(walPosition: position ?? 0)
             framer.feed(raw) { ingester.handle($0) }
             framer.finish { ingester.handle($0) }  // a datagram's last line needs no newline
+            ingester.end(bytes: raw.count)
         }
-        ingester.end(bytes: envelope.data.readableBytes)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -65,12 +92,51 @@ final class TCPIngestHandler: ChannelInboundHandler {
     private let stats: Stats
     private let maxConnections: Int
     private var counted = false
+    private let ingest: IngestContext
+    /// The complete lines of one read, copied so they can be logged as one WAL record (capacity reused).
+    private var batch: [UInt8] = []
+    private var overlong: [Int] = []
 
     init(_ context: IngestContext, maxConnections: Int) {
         ingester = LineIngester(engine: context.engine, sink: context.sink, stats: context.stats, listener: "tcp")
         framer = LineFramer(maxLineLength: context.maxLineLength)
         stats = context.stats
         self.maxConnections = maxConnections
+        ingest = context
+    }
+
+    /// Logs the complete lines gathered in `batch`, then applies them.
+    private func applyBatch() {
+        defer {
+            batch.removeAll(keepingCapacity: true)
+            overlong.removeAll(keepingCapacity: true)
+        }
+        let ingester = self.ingester
+        batch.withUnsafeBytes { raw in
+            guard case .some(let position) = ingest.log(raw, receivedAt: nowNanoseconds(), precision: .nanoseconds)
+            else { return }
+            ingester.begin(walPosition: position ?? 0)
+            for n in overlong { ingester.handle(.overlong(byteCount: n)) }
+            var start = 0
+            let bytes = raw.bindMemory(to: UInt8.self)
+            while start < bytes.count {
+                var end = start
+                while bytes[end] != 0x0A { end += 1 }  // every line in the batch ends with a newline
+                ingester.handle(UnsafeBufferPointer(rebasing: bytes[start..<end]))
+                start = end + 1
+            }
+            ingester.end(bytes: raw.count)
+        }
+    }
+
+    private func gather(_ framed: FramedLine) {
+        switch framed {
+        case .line(let line):
+            batch.append(contentsOf: line)
+            batch.append(0x0A)
+        case .overlong(let n):
+            overlong.append(n)
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -87,10 +153,10 @@ final class TCPIngestHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         // A final line without a newline still counts.
-        ingester.begin()
-        let ingester = self.ingester
-        framer.finish { ingester.handle($0) }
-        ingester.end(bytes: 0)
+        var framer = self.framer
+        framer.finish { gather($0) }
+        self.framer = framer
+        if !batch.isEmpty || !overlong.isEmpty { applyBatch() }
         if counted {
             let open = stats.tcpConnectionCount.wrappingSubtract(1, ordering: .relaxed).newValue
             stats.tcpConnections.set(Double(open))
@@ -101,10 +167,10 @@ final class TCPIngestHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        ingester.begin()
-        let ingester = self.ingester
-        buffer.withUnsafeReadableBytes { raw in framer.feed(raw) { ingester.handle($0) } }
-        ingester.end(bytes: buffer.readableBytes)
+        var framer = self.framer
+        buffer.withUnsafeReadableBytes { raw in framer.feed(raw) { gather($0) } }
+        self.framer = framer
+        if !batch.isEmpty || !overlong.isEmpty { applyBatch() }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -83,18 +83,24 @@ struct Server {
         rollupConfig.maxSeries = configuration.rollup.maxSeries
         rollupConfig.maxAge = configuration.storage.retention1m.nanoseconds
         let engine = RollupEngine(configuration: rollupConfig)
-        let store: any RollupSink & RollupReader
+        let store: SQLiteStore
         do {
             store = try SQLiteStore(path: configuration.dataDir + "/metricsd.db")
         } catch {
             throw ValidationError("cannot open the rollup store: \(error)")
         }
         let stats = Stats()
+        let wal = WriteAheadLog(
+            directory: configuration.dataDir + "/wal",
+            durability: WriteAheadLog.Durability(rawValue: configuration.storage.durability) ?? .batch
+        )
+        try replay(wal: wal, store: store, engine: engine, stats: stats)
         let context = IngestContext(
             engine: engine,
             sink: store,
             stats: stats,
-            maxLineLength: configuration.limits.maxLineLength.bytes
+            maxLineLength: configuration.limits.maxLineLength.bytes,
+            wal: wal
         )
         let group = MultiThreadedEventLoopGroup.singleton
 
@@ -132,6 +138,7 @@ struct Server {
                 configuration: configuration,
                 engine: engine,
                 store: store,
+                wal: wal,
                 stats: stats,
                 listeners: listeners,
                 logger: logger
@@ -145,7 +152,10 @@ struct Server {
             )
             services.append(app)
         }
-        services.insert(Ticker(engine: engine, sink: store, stats: stats, logger: logger, udpPort: udpPort), at: 0)
+        services.insert(
+            Ticker(engine: engine, store: store, wal: wal, stats: stats, logger: logger, udpPort: udpPort),
+            at: 0
+        )
         let udpText = listeners["udp"] ?? "off"
         logger.info(
             "metricsd \(metricsdVersion) listening: udp \(udpText), tcp \(listeners["tcp"] ?? "off"), http \(listeners["http"] ?? "off"); data under \(configuration.dataDir)"
@@ -165,6 +175,51 @@ struct Server {
         logger.info("clean shutdown")
     }
 
+    /// Opens the write-ahead log and replays what the store does not hold yet: records from the recorded replay
+    /// position, skipping every line whose bucket was already stored with that record in it (its watermark), so
+    /// nothing is counted twice. A torn or corrupt tail is truncated and reported.
+    func replay(wal: WriteAheadLog, store: SQLiteStore, engine: RollupEngine, stats: Stats) throws {
+        let (from, watermarks) = try store.walState()
+        let recovery: WALRecovery
+        do {
+            recovery = try wal.open(replayFrom: from)
+        } catch {
+            throw ValidationError("cannot open the write-ahead log: \(error)")
+        }
+        for problem in recovery.problems { logger.warning("wal: \(problem)") }
+        guard !recovery.records.isEmpty else { return }
+        let ingester = LineIngester(engine: engine, sink: store, stats: stats, listener: "internal")
+        var applied = 0
+        var skipped = 0
+        for record in recovery.records {
+            ingester.decoder.precision = Precision(walCode: record.precision) ?? .nanoseconds
+            ingester.begin(walPosition: record.position, receivedAt: record.receivedAt)
+            var framer = LineFramer(maxLineLength: Int(Int32.max))
+            record.payload.withUnsafeBytes { raw in
+                let handle: (FramedLine) -> Void = { framed in
+                    guard case .line(let line) = framed else { return }
+                    // Skip lines whose bucket already holds this record.
+                    if (try? ingester.decoder.decode(line)) == true {
+                        let t = ingester.decoder.timestamp ?? record.receivedAt
+                        if let mark = watermarks[engine.bucketStartOf(t)], mark >= record.position {
+                            skipped += 1
+                            return
+                        }
+                    }
+                    applied += 1
+                    ingester.handle(line)
+                }
+                framer.feed(raw, handle)
+                framer.finish(handle)
+            }
+            ingester.end(bytes: record.payload.count)
+            stats.walReplayed.add(1)
+        }
+        logger.notice(
+            "wal: replayed \(recovery.records.count) records (\(applied) lines applied, \(skipped) already stored)"
+        )
+    }
+
     func makeDataDirectory(_ path: String) throws {
         var current = ""
         for part in path.split(separator: "/", omittingEmptySubsequences: false) {
@@ -182,7 +237,8 @@ struct Server {
 /// measurement `metricsd` once per bucket interval.
 struct Ticker: Service {
     let engine: RollupEngine
-    let sink: any RollupSink
+    let store: SQLiteStore
+    let wal: WriteAheadLog
     let stats: Stats
     let logger: Logger
     let udpPort: Int?
@@ -190,8 +246,13 @@ struct Ticker: Service {
     func run() async throws {
         var lastSelf = nowNanoseconds()
         var baselineDrops: Int64?
+        var tick = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(1))
+            // durability = "batch": fsync at most every 100 ms.
+            try? await Task.sleep(for: .milliseconds(100))
+            if wal.durability == .batch { wal.syncAll() }
+            tick += 1
+            guard tick % 10 == 0 else { continue }
             let now = nowNanoseconds()
             hand(engine.closeFinished(now: now))
             if let port = udpPort, let drops = Listeners.kernelUDPDrops(port: port) {
@@ -211,16 +272,21 @@ struct Ticker: Service {
         // the current partial minute.
         let all = engine.closeAll()
         hand(all)
+        wal.close()
         logger.info("stored \(all.count) open buckets on shutdown")
     }
 
     func hand(_ buckets: [ClosedBucket]) {
         guard !buckets.isEmpty else { return }
         let start = nowNanoseconds()
+        // Replay must start at the oldest record still only in memory; segments wholly below it can go.
+        let replayFrom = engine.minOpenWALPosition() ?? wal.end
         do {
-            try sink.store(buckets)
+            wal.syncAll()  // the store must never get ahead of the log
+            try store.store(buckets, replayFrom: replayFrom)
+            wal.release(below: replayFrom)
         } catch {
-            logger.error("sink failed: \(error)")
+            logger.error("storing closed buckets failed: \(error)")
         }
         let elapsed = nowNanoseconds() - start
         stats.sinkSeconds.set(Double(elapsed) / 1e9)
@@ -255,7 +321,7 @@ struct Ticker: Service {
         var bytes: [UInt8] = []
         let point = Point(measurement: "metricsd", tags: [], fields: fields, timestamp: now)
         guard (try? LineEncoder.append(point, to: &bytes)) != nil else { return }
-        let ingester = LineIngester(engine: engine, sink: sink, stats: stats, listener: "internal")
+        let ingester = LineIngester(engine: engine, sink: store, stats: stats, listener: "internal")
         ingester.begin()
         bytes.withUnsafeBufferPointer { buffer in ingester.handle(UnsafeBufferPointer(rebasing: buffer.dropLast())) }
         ingester.end(bytes: bytes.count)
