@@ -104,6 +104,14 @@ final class Daemon: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// `kill -9`: no shutdown code runs.
+    func killHard() {
+        guard !stopped else { return }
+        stopped = true
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
     /// Resident memory of the daemon in bytes (from /proc).
     func residentBytes() -> Int {
         guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
