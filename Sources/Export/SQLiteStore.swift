@@ -62,6 +62,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 data BLOB NOT NULL,
                 PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS dedup(
+                hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
+                PRIMARY KEY(hash_high, hash_low));
             INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');
             """,
             context: "creating the schema"
@@ -244,6 +247,37 @@ public final class SQLiteStore: RollupSink, RollupReader {
             let rows = try Statement(c.db, "SELECT ts, wal_position FROM flushed")
             while try rows.step() { marks[rows.int64(0)] = UInt64(bitPattern: rows.int64(1)) }
             return (from, marks)
+        }
+    }
+
+    /// Persists batch-dedup entries and drops expired ones.
+    public func saveDedup(_ entries: [(high: UInt64, low: UInt64, expires: Int64)], now: Int64) throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in
+            try Self.execute(c.db, "BEGIN", context: "saving dedup entries")
+            let insert = try Statement(
+                c.db, "INSERT OR REPLACE INTO dedup(hash_high, hash_low, expires) VALUES(?1, ?2, ?3)")
+            for e in entries {
+                try insert.bind(1, Int64(bitPattern: e.high))
+                try insert.bind(2, Int64(bitPattern: e.low))
+                try insert.bind(3, e.expires)
+                _ = try insert.step()
+                insert.reset()
+            }
+            let prune = try Statement(c.db, "DELETE FROM dedup WHERE expires <= ?1")
+            try prune.bind(1, now)
+            _ = try prune.step()
+            try Self.execute(c.db, "COMMIT", context: "saving dedup entries")
+        }
+    }
+
+    public func loadDedup() throws(StoreError) -> [(high: UInt64, low: UInt64, expires: Int64)] {
+        try connection.withLock { c throws(StoreError) in
+            let rows = try Statement(c.db, "SELECT hash_high, hash_low, expires FROM dedup")
+            var out: [(high: UInt64, low: UInt64, expires: Int64)] = []
+            while try rows.step() {
+                out.append((UInt64(bitPattern: rows.int64(0)), UInt64(bitPattern: rows.int64(1)), rows.int64(2)))
+            }
+            return out
         }
     }
 

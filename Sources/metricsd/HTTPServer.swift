@@ -15,6 +15,7 @@ struct HTTPState: Sendable {
     let engine: RollupEngine
     let store: any RollupSink & RollupReader
     let wal: WriteAheadLog?
+    let dedup: DedupWindow
     let stats: Stats
     let listeners: [String: String]
     let logger: Logger
@@ -152,7 +153,13 @@ enum HTTPRoutes {
         // Log the batch before it touches the rollups; with durability = "fsync" answer only once it is on disk.
         var logged: UInt64?
         var walFailure: (any Error)?
+        var duplicate = false
         func apply(_ raw: UnsafeRawBufferPointer) {
+            let key = DedupWindow.key(raw, precision: precision.walCode)
+            if let key, state.dedup.seen(key, now: nowNanoseconds()) {
+                duplicate = true  // a retry of a batch already applied: acknowledge, do not apply again
+                return
+            }
             if let wal = state.wal {
                 do {
                     logged = try wal.append(raw, receivedAt: nowNanoseconds(), precision: precision.walCode)
@@ -165,6 +172,9 @@ enum HTTPRoutes {
             framer.feed(raw) { ingester.handle($0) }
             framer.finish { ingester.handle($0) }
             ingester.end(bytes: raw.count)
+            if let key, ingester.outcome.firstError == nil, ingester.outcome.result.rejected == 0 {
+                state.dedup.record(key, now: nowNanoseconds())
+            }
         }
         if let inflated {
             inflated.withUnsafeBytes { apply($0) }
@@ -178,6 +188,10 @@ enum HTTPRoutes {
             return error(.serviceUnavailable, "write-ahead log unavailable, nothing applied: \(walFailure)")
         }
         if let logged, let wal = state.wal, wal.durability == .fsync { wal.sync(upTo: logged) }
+        if duplicate {
+            state.stats.duplicateBatches.add(1)
+            return Response(status: .noContent)
+        }
 
         let outcome = ingester.outcome
         if let first = outcome.firstError {

@@ -74,6 +74,7 @@ final class Stats: Sendable {
     let connectionsRejected: StatCounter
     let httpErrors: StatCounter
     let walErrors: StatCounter
+    let duplicateBatches: StatCounter
     let walReplayed: StatCounter
     let activeSeries: Gauge
     let openBuckets: Gauge
@@ -129,6 +130,11 @@ final class Stats: Sendable {
             registry,
             "metricsd_wal_errors_total",
             help: "Batches refused because the write-ahead log could not be written"
+        )
+        duplicateBatches = StatCounter(
+            registry,
+            "metricsd_batches_deduplicated_total",
+            help: "Retried HTTP batches acknowledged without being applied again"
         )
         walReplayed = StatCounter(
             registry,

@@ -94,7 +94,9 @@ struct Server {
             directory: configuration.dataDir + "/wal",
             durability: WriteAheadLog.Durability(rawValue: configuration.storage.durability) ?? .batch
         )
-        try replay(wal: wal, store: store, engine: engine, stats: stats)
+        let dedup = DedupWindow(window: configuration.storage.dedupWindow.nanoseconds)
+        dedup.load((try? store.loadDedup()) ?? [], now: nowNanoseconds())
+        try replay(wal: wal, store: store, engine: engine, stats: stats, dedup: dedup)
         let context = IngestContext(
             engine: engine,
             sink: store,
@@ -139,6 +141,7 @@ struct Server {
                 engine: engine,
                 store: store,
                 wal: wal,
+                dedup: dedup,
                 stats: stats,
                 listeners: listeners,
                 logger: logger
@@ -153,7 +156,15 @@ struct Server {
             services.append(app)
         }
         services.insert(
-            Ticker(engine: engine, store: store, wal: wal, stats: stats, logger: logger, udpPort: udpPort),
+            Ticker(
+                engine: engine,
+                store: store,
+                wal: wal,
+                dedup: dedup,
+                stats: stats,
+                logger: logger,
+                udpPort: udpPort
+            ),
             at: 0
         )
         let udpText = listeners["udp"] ?? "off"
@@ -178,7 +189,7 @@ struct Server {
     /// Opens the write-ahead log and replays what the store does not hold yet: records from the recorded replay
     /// position, skipping every line whose bucket was already stored with that record in it (its watermark), so
     /// nothing is counted twice. A torn or corrupt tail is truncated and reported.
-    func replay(wal: WriteAheadLog, store: SQLiteStore, engine: RollupEngine, stats: Stats) throws {
+    func replay(wal: WriteAheadLog, store: SQLiteStore, engine: RollupEngine, stats: Stats, dedup: DedupWindow) throws {
         let (from, watermarks) = try store.walState()
         let recovery: WALRecovery
         do {
@@ -214,6 +225,11 @@ struct Server {
             }
             ingester.end(bytes: record.payload.count)
             stats.walReplayed.add(1)
+            record.payload.withUnsafeBytes { raw in
+                if let key = DedupWindow.key(raw, precision: record.precision) {
+                    dedup.record(key, now: record.receivedAt)
+                }
+            }
         }
         logger.notice(
             "wal: replayed \(recovery.records.count) records (\(applied) lines applied, \(skipped) already stored)"
@@ -239,6 +255,7 @@ struct Ticker: Service {
     let engine: RollupEngine
     let store: SQLiteStore
     let wal: WriteAheadLog
+    let dedup: DedupWindow
     let stats: Stats
     let logger: Logger
     let udpPort: Int?
@@ -255,6 +272,7 @@ struct Ticker: Service {
             guard tick % 10 == 0 else { continue }
             let now = nowNanoseconds()
             hand(engine.closeFinished(now: now))
+            saveDedup(now: now)
             if let port = udpPort, let drops = Listeners.kernelUDPDrops(port: port) {
                 if let base = baselineDrops {
                     let delta = drops - base - stats.udpDrops.current
@@ -272,8 +290,19 @@ struct Ticker: Service {
         // the current partial minute.
         let all = engine.closeAll()
         hand(all)
+        saveDedup(now: nowNanoseconds())
         wal.close()
         logger.info("stored \(all.count) open buckets on shutdown")
+    }
+
+    func saveDedup(now: Int64) {
+        let entries = dedup.takeUnsaved(now: now)
+        guard !entries.isEmpty else { return }
+        do {
+            try store.saveDedup(entries.map { ($0.0.high, $0.0.low, $0.1) }, now: now)
+        } catch {
+            logger.error("saving dedup entries failed: \(error)")
+        }
     }
 
     func hand(_ buckets: [ClosedBucket]) {

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import metricsd
+
 /// Closed minutes reach SQLite and merge: a restart in the middle of a minute (SIGTERM stores the partial
 /// minute; later points of the same minute merge in after the restart) and late points give exact rollups.
 @Suite(.serialized) struct StorageIntegrationTests {
@@ -46,4 +48,41 @@ import Testing
         #expect(try value("count", from, from + 60_000) == 800)
         #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("var/metricsd.db").path))
     }
+
+    /// A retried batch (every line timestamped) is acknowledged and not applied again — across a restart too;
+    /// a batch without timestamps is a new write each time.
+    @Test func retriedBatchesAreNotCountedTwice() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("metricsd-dedup-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        var text = ""
+        for i in 0..<50 { text += "dd,host=a v=\(i) \(now + Int64(i))\n" }
+        let body = Data(text.utf8)
+        func count(_ daemon: Daemon, _ m: String) throws -> Double? {
+            let json = try daemon.query("measurement=\(m)&field=v&agg=count")
+            return ((json["series"] as? [[String: Any]])?.first?["points"] as? [[Double]])?.reduce(0) { $0 + $1[1] }
+        }
+        do {
+            let daemon = try Daemon(dataDir: dir)
+            #expect(try daemon.http("POST", "/write", body: body).status == 204)
+            #expect(try daemon.http("POST", "/write", body: body).status == 204)
+            #expect(
+                try daemon.http("POST", "/write", body: Data(Gzip.gzip(text)), headers: ["Content-Encoding": "gzip"])
+                    .status == 204)
+            #expect(try count(daemon, "dd") == 50)
+            // Without timestamps every write counts.
+            #expect(try daemon.http("POST", "/write", body: Data("nots v=1".utf8)).status == 204)
+            #expect(try daemon.http("POST", "/write", body: Data("nots v=1".utf8)).status == 204)
+            #expect(try count(daemon, "nots") == 2)
+            #expect(daemon.stop() == 0)
+        }
+        let daemon = try Daemon(dataDir: dir)
+        #expect(try daemon.http("POST", "/write", body: body).status == 204)
+        #expect(try count(daemon, "dd") == 50, "the retry after a restart is still recognised")
+    }
+}
+
+extension Gzip {
+    static func gzip(_ text: String) -> [UInt8] { compress(Array(text.utf8)) }
 }
