@@ -61,6 +61,14 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 count INTEGER NOT NULL,
                 data BLOB NOT NULL,
                 PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS rollup_1h(
+                ts INTEGER NOT NULL,
+                series INTEGER NOT NULL,
+                field TEXT NOT NULL,
+                kind INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS dedup(
                 hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
@@ -128,7 +136,14 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     "INSERT INTO flushed(ts, wal_position) VALUES(?1, ?2)"
                         + " ON CONFLICT(ts) DO UPDATE SET wal_position = max(wal_position, excluded.wal_position)"
                 )
+                let downsampledThrough = try Self.metaInt(db, "downsampled_through") ?? .min
+                var hourly: [ClosedBucket] = []
                 for bucket in buckets {
+                    // A minute of an hour already downsampled (late data) merges into the hour row as well, so
+                    // the 1h tier always equals the merge of its 1m rows.
+                    if Self.hourStart(bucket.start) < downsampledThrough {
+                        hourly.append(ClosedBucket(start: Self.hourStart(bucket.start), cells: bucket.cells))
+                    }
                     // A bucket never stored before needs no read-merge per cell: the common case of a flush.
                     try probe.bind(1, bucket.start)
                     let exists = try probe.step()
@@ -163,6 +178,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         upsert.reset()
                     }
                 }
+                if !hourly.isEmpty { try Self.merge(hourly, into: "rollup_1h", db: db, connection: &c) }
                 if let replayFrom {
                     let meta = try Statement(
                         db, "INSERT OR REPLACE INTO meta(key, value) VALUES('wal_replay_from', ?1)")
@@ -176,6 +192,140 @@ public final class SQLiteStore: RollupSink, RollupReader {
             } catch {
                 try? Self.execute(db, "ROLLBACK", context: "rolling back")
                 throw StoreError(code: SQLITE_ERROR, message: "\(error)", context: "flush")
+            }
+        }
+    }
+
+    static let hour: Int64 = 3_600_000_000_000
+
+    static func hourStart(_ t: Int64) -> Int64 {
+        let q = t / hour
+        return (t % hour < 0 ? q - 1 : q) * hour
+    }
+
+    static func metaInt(_ db: OpaquePointer, _ key: String) throws(StoreError) -> Int64? {
+        let s = try Statement(db, "SELECT value FROM meta WHERE key = ?1")
+        try s.bind(1, key)
+        return try s.step() ? Int64(s.text(0)) : nil
+    }
+
+    static func setMeta(_ db: OpaquePointer, _ key: String, _ value: Int64) throws(StoreError) {
+        let s = try Statement(db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)")
+        try s.bind(1, key)
+        try s.bind(2, String(value))
+        _ = try s.step()
+    }
+
+    /// Merges cells into `table` (read, merge, write per cell). Used for the 1h tier.
+    private static func merge(
+        _ buckets: [ClosedBucket], into table: String, db: OpaquePointer, connection c: inout Connection
+    )
+        throws(StoreError)
+    {
+        let select = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2 AND field = ?3")
+        let upsert = try Statement(
+            db,
+            "INSERT OR REPLACE INTO \(table)(ts, series, field, kind, count, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
+        )
+        for bucket in buckets {
+            for cell in bucket.cells {
+                let seriesID = try seriesID(for: cell.series, in: &c)
+                var rollup = cell.rollup
+                try select.bind(1, bucket.start)
+                try select.bind(2, seriesID)
+                try select.bind(3, cell.field)
+                if try select.step(), var stored = FieldRollup(serialized: select.blob(0)) {
+                    stored.merge(rollup)
+                    rollup = stored
+                }
+                select.reset()
+                try upsert.bind(1, bucket.start)
+                try upsert.bind(2, seriesID)
+                try upsert.bind(3, cell.field)
+                try upsert.bind(4, Int64(rollup.kind.rawValue))
+                try upsert.bind(5, rollup.count)
+                try upsert.bind(6, rollup.serialized())
+                _ = try upsert.step()
+                upsert.reset()
+            }
+        }
+    }
+
+    /// Retention and downsampling, one step at a time so it never holds the store for long:
+    /// merges the oldest complete hour not yet downsampled (every minute of it at least `settle` old) into
+    /// `rollup_1h`, then deletes 1m rows older than `retention1m` (their hours are downsampled by then) and 1h rows
+    /// older than `retention1h`.
+    ///
+    /// - Returns: the hour start downsampled in this step, or `nil` when there was nothing to do.
+    @discardableResult
+    public func maintain(now: Int64, settle: Int64, retention1m: Int64, retention1h: Int64) throws(StoreError) -> Int64?
+    {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            try Self.execute(db, "BEGIN IMMEDIATE", context: "maintenance")
+            do {
+                var done: Int64?
+                let through = try Self.metaInt(db, "downsampled_through")
+                // The next hour to downsample: the one after `through`, or the oldest stored minute's hour.
+                var next = through
+                if next == nil {
+                    let oldest = try Statement(db, "SELECT min(ts) FROM rollup_1m")
+                    if try oldest.step(), sqlite3_column_type(oldest.handle, 0) != SQLITE_NULL {
+                        next = Self.hourStart(oldest.int64(0))
+                    }
+                }
+                if let hour = next, hour + Self.hour + settle <= now {
+                    let rows = try Statement(
+                        db,
+                        "SELECT r.series, r.field, r.data, s.hash, s.measurement, s.tags FROM rollup_1m r"
+                            + " JOIN series s ON s.id = r.series WHERE r.ts >= ?1 AND r.ts < ?2"
+                    )
+                    try rows.bind(1, hour)
+                    try rows.bind(2, hour + Self.hour)
+                    var merged: [String: ClosedCell] = [:]
+                    while try rows.step() {
+                        guard let rollup = FieldRollup(serialized: rows.blob(2)) else { continue }
+                        let key = "\(rows.int64(0))\u{0}\(rows.text(1))"
+                        if var existing = merged[key] {
+                            existing.rollup.merge(rollup)
+                            merged[key] = existing
+                        } else {
+                            let info = SeriesInfo(
+                                id: UInt64(bitPattern: rows.int64(3)),
+                                measurement: rows.text(4),
+                                tags: Self.decodeTags(rows.text(5))
+                            )
+                            c.seriesIDs[info.id] = rows.int64(0)
+                            merged[key] = ClosedCell(series: info, field: rows.text(1), rollup: rollup)
+                        }
+                    }
+                    try Self.merge(
+                        [ClosedBucket(start: hour, cells: Array(merged.values))],
+                        into: "rollup_1h",
+                        db: db,
+                        connection: &c
+                    )
+                    try Self.setMeta(db, "downsampled_through", hour + Self.hour)
+                    done = hour
+                }
+                let downsampled = try Self.metaInt(db, "downsampled_through") ?? .min
+                let cut1m = try Statement(db, "DELETE FROM rollup_1m WHERE ts < ?1")
+                try cut1m.bind(1, min(now - retention1m, downsampled))
+                _ = try cut1m.step()
+                let cut1h = try Statement(db, "DELETE FROM rollup_1h WHERE ts < ?1")
+                try cut1h.bind(1, now - retention1h)
+                _ = try cut1h.step()
+                let cutFlushed = try Statement(db, "DELETE FROM flushed WHERE ts < ?1")
+                try cutFlushed.bind(1, now - retention1m)
+                _ = try cutFlushed.step()
+                try Self.execute(db, "COMMIT", context: "maintenance")
+                return done
+            } catch let error as StoreError {
+                try? Self.execute(db, "ROLLBACK", context: "maintenance")
+                throw error
+            } catch {
+                try? Self.execute(db, "ROLLBACK", context: "maintenance")
+                throw StoreError(code: SQLITE_ERROR, message: "\(error)", context: "maintenance")
             }
         }
     }
@@ -204,6 +354,19 @@ public final class SQLiteStore: RollupSink, RollupReader {
     public func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws(StoreError)
         -> [(start: Int64, cell: ClosedCell)]
     {
+        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1m")
+    }
+
+    /// Stored 1-hour rollups (bucket starts are hour starts).
+    public func hourlyCells(measurement: String, field: String?, from: Int64, to: Int64) throws(StoreError)
+        -> [(start: Int64, cell: ClosedCell)]
+    {
+        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1h")
+    }
+
+    func storedCells(measurement: String, field: String?, from: Int64, to: Int64, table: String) throws(StoreError)
+        -> [(start: Int64, cell: ClosedCell)]
+    {
         try connection.withLock { c throws(StoreError) in
             let db = c.db
             var series: [Int64: SeriesInfo] = [:]
@@ -218,7 +381,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             }
             guard !series.isEmpty else { return [] }
             let sql =
-                "SELECT ts, series, field, data FROM rollup_1m WHERE ts >= ?1 AND ts < ?2"
+                "SELECT ts, series, field, data FROM \(table) WHERE ts >= ?1 AND ts < ?2"
                 + " AND series IN (SELECT id FROM series WHERE measurement = ?3)"
                 + (field == nil ? "" : " AND field = ?4")
             let query = try Statement(db, sql)

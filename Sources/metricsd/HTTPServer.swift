@@ -13,7 +13,7 @@ import Synchronization
 struct HTTPState: Sendable {
     let configuration: Configuration
     let engine: RollupEngine
-    let store: any RollupSink & RollupReader
+    let store: SQLiteStore
     let wal: WriteAheadLog?
     let dedup: DedupWindow
     let stats: Stats
@@ -352,8 +352,33 @@ enum HTTPRoutes {
             groupBy: groupBy
         )
         var cells = state.engine.openCells(measurement: measurement, field: field, from: alignedFrom, to: to)
+        // Older than retention_1m only the 1h tier remains: read whole hours from it, minutes after that.
+        let hour: Int64 = 3_600_000_000_000
+        let cutoff = now - state.configuration.storage.retention1m.nanoseconds
+        let boundary = (cutoff / hour + 1) * hour
         do {
-            cells += try state.store.storedCells(measurement: measurement, field: field, from: alignedFrom, to: to)
+            if alignedFrom < boundary {
+                guard step % hour == 0 else {
+                    return error(
+                        .badRequest,
+                        "the range reaches back beyond storage.retention_1m: use a 'step' that is a multiple of 1h"
+                    )
+                }
+                cells += try state.store.hourlyCells(
+                    measurement: measurement,
+                    field: field,
+                    from: alignedFrom,
+                    to: min(boundary, to)
+                )
+            }
+            if to > boundary || alignedFrom >= boundary {
+                cells += try state.store.storedCells(
+                    measurement: measurement,
+                    field: field,
+                    from: max(alignedFrom, boundary),
+                    to: to
+                )
+            }
         } catch {
             return Self.error(.internalServerError, "reading stored rollups failed: \(error)")
         }

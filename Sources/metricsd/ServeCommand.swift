@@ -162,6 +162,8 @@ struct Server {
                 wal: wal,
                 dedup: dedup,
                 stats: stats,
+                retention1m: configuration.storage.retention1m.nanoseconds,
+                retention1h: configuration.storage.retention1h.nanoseconds,
                 logger: logger,
                 udpPort: udpPort
             ),
@@ -257,6 +259,8 @@ struct Ticker: Service {
     let wal: WriteAheadLog
     let dedup: DedupWindow
     let stats: Stats
+    let retention1m: Int64
+    let retention1h: Int64
     let logger: Logger
     let udpPort: Int?
 
@@ -273,6 +277,17 @@ struct Ticker: Service {
             let now = nowNanoseconds()
             hand(engine.closeFinished(now: now))
             saveDedup(now: now)
+            do {
+                // One hour of downsampling at most per second, so maintenance never holds the store for long.
+                try store.maintain(
+                    now: now,
+                    settle: engine.configuration.interval + engine.configuration.lateness,
+                    retention1m: retention1m,
+                    retention1h: retention1h
+                )
+            } catch {
+                logger.error("retention/downsampling failed: \(error)")
+            }
             if let port = udpPort, let drops = Listeners.kernelUDPDrops(port: port) {
                 if let base = baselineDrops {
                     let delta = drops - base - stats.udpDrops.current

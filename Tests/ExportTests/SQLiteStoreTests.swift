@@ -93,4 +93,55 @@ import Testing
     @Test func aReadOnlyDatabaseFailsWithAClearError() throws {
         #expect(throws: StoreError.self) { try SQLiteStore(path: "/proc/metricsd-cannot-be-here.db") }
     }
+
+    /// Retention and downsampling with a fake clock: 1h rows equal the merge of their 1m rows; 1m rows older than
+    /// retention_1m are gone after downsampling; late data for a downsampled hour reaches both tiers.
+    @Test func downsamplingMergesMinutesIntoHours() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try SQLiteStore(path: path)
+        let minute: Int64 = 60_000_000_000
+        let hour = 60 * minute
+        let a = SeriesInfo(measurement: "cpu", tags: [TagPair("host", "a")])
+        var expected: [Int64: FieldRollup] = [:]
+        var buckets: [ClosedBucket] = []
+        for m in 0..<(3 * 60) {  // three hours of minutes
+            let start = Int64(m) * minute
+            let values = (0..<3).map { (Double((m * 7 + $0) % 101), start + Int64($0)) }
+            let cell = Self.cell(a, "usage", values)
+            buckets.append(ClosedBucket(start: start, cells: [cell]))
+            expected[start / hour * hour, default: FieldRollup(kind: .numeric)].merge(cell.rollup)
+        }
+        try store.store(buckets)
+        // Fake clock: 10 hours later; keep 1m rows for 2 hours, 1h rows for 100 days.
+        let now = 10 * hour
+        var steps = 0
+        while try store.maintain(now: now, settle: 3 * minute, retention1m: 2 * hour, retention1h: 100 * 24 * hour)
+            != nil
+        {
+            steps += 1
+        }
+        #expect(steps >= 3)
+        let hours = try store.hourlyCells(measurement: "cpu", field: "usage", from: 0, to: now)
+        #expect(hours.count == 3)
+        for (start, cell) in hours {
+            let want = try #require(expected[start])
+            #expect(cell.rollup.count == want.count)
+            #expect(cell.rollup.numeric.sum == want.numeric.sum)
+            #expect(cell.rollup.numeric.min == want.numeric.min && cell.rollup.numeric.max == want.numeric.max)
+            #expect(cell.rollup.numeric.first == want.numeric.first && cell.rollup.numeric.last == want.numeric.last)
+            #expect(cell.rollup.value(of: .quantile(0.9)) == want.value(of: .quantile(0.9)))
+        }
+        #expect(try store.rowCount() == 0, "1m rows older than retention_1m are deleted once downsampled")
+        // Late data for hour 1 merges into the 1h tier too.
+        let late = Self.cell(a, "usage", [(1000, hour + 5)])
+        try store.store([ClosedBucket(start: hour, cells: [late], isLate: true)])
+        let after = try store.hourlyCells(measurement: "cpu", field: "usage", from: hour, to: 2 * hour)
+        #expect(after.first?.cell.rollup.count == expected[hour]!.count + 1)
+        #expect(after.first?.cell.rollup.numeric.max == 1000)
+        // 1h retention.
+        _ = try store.maintain(
+            now: now + 200 * 24 * hour, settle: 0, retention1m: 2 * hour, retention1h: 100 * 24 * hour)
+        #expect(try store.hourlyCells(measurement: "cpu", field: nil, from: 0, to: .max).isEmpty)
+    }
 }
