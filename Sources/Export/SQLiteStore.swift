@@ -8,6 +8,12 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var context: String
     public var description: String { "\(context): \(message) (SQLite \(code))" }
+
+    public init(code: Int32, message: String, context: String) {
+        self.code = code
+        self.message = message
+        self.context = context
+    }
 }
 
 /// The durable rollup store: closed buckets are merged into `<data_dir>/metricsd.db` (SQLite, WAL mode).

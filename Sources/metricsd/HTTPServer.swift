@@ -13,7 +13,7 @@ import Synchronization
 struct HTTPState: Sendable {
     let configuration: Configuration
     let engine: RollupEngine
-    let store: SQLiteStore
+    let store: StoreGuard
     let wal: WriteAheadLog?
     let dedup: DedupWindow
     let stats: Stats
@@ -244,6 +244,10 @@ enum HTTPRoutes {
         out["tcp_connections_rejected"] = s.connectionsRejected.current
         out["lines_overlong"] = s.overlongLines.current
         out["http_write_errors"] = s.httpErrors.current
+        out["store_errors"] = s.storeErrors.current
+        out["store_pending_cells"] = state.store.pendingCells
+        out["wal_errors"] = s.walErrors.current
+        out["batches_deduplicated"] = s.duplicateBatches.current
         let open = state.engine.openStatistics()
         out["buckets_open"] = open.buckets
         out["cells_open"] = open.cells
@@ -252,10 +256,12 @@ enum HTTPRoutes {
 
     static func health(_ state: HTTPState) -> Response {
         let uptime = Double(nowNanoseconds() - state.stats.started) / 1e9
+        let reason = state.store.degradedReason
         return json(
             .ok,
             [
-                "name": "metricsd", "status": "pass", "message": "ready for writes and queries",
+                "name": "metricsd", "status": reason == nil ? "pass" : "degraded",
+                "message": reason ?? "ready for writes and queries",
                 "version": metricsdVersion, "uptime_seconds": (uptime * 1000).rounded() / 1000,
                 "listeners": state.listeners, "counters": counters(state),
             ] as [String: Any]

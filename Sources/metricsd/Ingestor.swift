@@ -74,6 +74,8 @@ final class Stats: Sendable {
     let connectionsRejected: StatCounter
     let httpErrors: StatCounter
     let walErrors: StatCounter
+    let storeErrors: StatCounter
+    let pendingDropped: StatCounter
     let duplicateBatches: StatCounter
     let walReplayed: StatCounter
     let activeSeries: Gauge
@@ -130,6 +132,16 @@ final class Stats: Sendable {
             registry,
             "metricsd_wal_errors_total",
             help: "Batches refused because the write-ahead log could not be written"
+        )
+        storeErrors = StatCounter(
+            registry,
+            "metricsd_store_errors_total",
+            help: "Failed attempts to store closed buckets (kept in memory and retried)"
+        )
+        pendingDropped = StatCounter(
+            registry,
+            "metricsd_store_pending_dropped_total",
+            help: "Cells dropped from memory while storage failed for too long (still in the WAL)"
         )
         duplicateBatches = StatCounter(
             registry,
@@ -262,7 +274,7 @@ final class LineIngester {
             let buckets = late.map {
                 ClosedBucket(start: engine.bucketStartOf($0), cells: [$0], isLate: true, walPosition: position)
             }
-            try? sink.store(buckets)
+            try? sink.store(buckets)  // on failure the guard keeps them pending and retries
             late.removeAll(keepingCapacity: true)
         }
         stats.lines.add(outcome.lines)

@@ -90,6 +90,7 @@ struct Server {
             throw ValidationError("cannot open the rollup store: \(error)")
         }
         let stats = Stats()
+        let guarded = StoreGuard(store: store, stats: stats, dataDir: configuration.dataDir)
         let wal = WriteAheadLog(
             directory: configuration.dataDir + "/wal",
             durability: WriteAheadLog.Durability(rawValue: configuration.storage.durability) ?? .batch
@@ -99,7 +100,7 @@ struct Server {
         try replay(wal: wal, store: store, engine: engine, stats: stats, dedup: dedup)
         let context = IngestContext(
             engine: engine,
-            sink: store,
+            sink: guarded,
             stats: stats,
             maxLineLength: configuration.limits.maxLineLength.bytes,
             wal: wal
@@ -139,7 +140,7 @@ struct Server {
             let state = HTTPState(
                 configuration: configuration,
                 engine: engine,
-                store: store,
+                store: guarded,
                 wal: wal,
                 dedup: dedup,
                 stats: stats,
@@ -158,7 +159,7 @@ struct Server {
         services.insert(
             Ticker(
                 engine: engine,
-                store: store,
+                store: guarded,
                 wal: wal,
                 dedup: dedup,
                 stats: stats,
@@ -255,7 +256,7 @@ struct Server {
 /// measurement `metricsd` once per bucket interval.
 struct Ticker: Service {
     let engine: RollupEngine
-    let store: SQLiteStore
+    let store: StoreGuard
     let wal: WriteAheadLog
     let dedup: DedupWindow
     let stats: Stats
@@ -279,12 +280,14 @@ struct Ticker: Service {
             saveDedup(now: now)
             do {
                 // One hour of downsampling at most per second, so maintenance never holds the store for long.
-                try store.maintain(
-                    now: now,
-                    settle: engine.configuration.interval + engine.configuration.lateness,
-                    retention1m: retention1m,
-                    retention1h: retention1h
-                )
+                if !store.isDegraded {
+                    try store.store.maintain(
+                        now: now,
+                        settle: engine.configuration.interval + engine.configuration.lateness,
+                        retention1m: retention1m,
+                        retention1h: retention1h
+                    )
+                }
             } catch {
                 logger.error("retention/downsampling failed: \(error)")
             }
@@ -314,23 +317,28 @@ struct Ticker: Service {
         let entries = dedup.takeUnsaved(now: now)
         guard !entries.isEmpty else { return }
         do {
-            try store.saveDedup(entries.map { ($0.0.high, $0.0.low, $0.1) }, now: now)
+            try store.store.saveDedup(entries.map { ($0.0.high, $0.0.low, $0.1) }, now: now)
         } catch {
             logger.error("saving dedup entries failed: \(error)")
         }
     }
 
     func hand(_ buckets: [ClosedBucket]) {
-        guard !buckets.isEmpty else { return }
+        guard !buckets.isEmpty || store.isDegraded else { return }
         let start = nowNanoseconds()
         // Replay must start at the oldest record still only in memory; segments wholly below it can go.
         let replayFrom = engine.minOpenWALPosition() ?? wal.end
         do {
             wal.syncAll()  // the store must never get ahead of the log
+            let wasDegraded = store.isDegraded
             try store.store(buckets, replayFrom: replayFrom)
-            wal.release(below: replayFrom)
+            if wasDegraded {
+                logger.notice("storage recovered; pending buckets stored")
+            } else {
+                wal.release(below: replayFrom)
+            }
         } catch {
-            logger.error("storing closed buckets failed: \(error)")
+            logger.error("storing closed buckets failed (kept in memory, retrying): \(error)")
         }
         let elapsed = nowNanoseconds() - start
         stats.sinkSeconds.set(Double(elapsed) / 1e9)

@@ -81,6 +81,50 @@ import Testing
         #expect(try daemon.http("POST", "/write", body: body).status == 204)
         #expect(try count(daemon, "dd") == 50, "the retry after a restart is still recognised")
     }
+
+    /// A storage fault (injected write error) turns /health degraded, ingestion and queries go on from memory, and
+    /// storing resumes by itself when the fault clears — nothing acknowledged is lost.
+    @Test func storageFaultsDegradeAndRecover() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("metricsd-fault-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = "[rollup]\ninterval = \"1s\"\nlateness = \"0s\"\n"
+        let fault = dir.appendingPathComponent("var/inject-store-fault")
+        let start = Int64(Date().timeIntervalSince1970 * 1000) - 60_000
+        var total = 0
+        func write(_ daemon: Daemon, _ n: Int) throws {
+            let now = Int64(Date().timeIntervalSince1970 * 1e9)
+            var text = ""
+            for i in 0..<n { text += "fault,host=a v=\(i) \(now - Int64(i) * 1_000_000)\n" }
+            #expect(try daemon.http("POST", "/write", body: Data(text.utf8)).status == 204)
+            total += n
+        }
+        func count(_ daemon: Daemon) throws -> Double {
+            let json = try daemon.query("measurement=fault&field=v&agg=count&from=\(start)&step=1h")
+            return ((json["series"] as? [[String: Any]])?.first?["points"] as? [[Double]])?.reduce(0) { $0 + $1[1] }
+                ?? 0
+        }
+        func status(_ daemon: Daemon) throws -> String {
+            try daemon.http("GET", "/health").json["status"] as? String ?? ""
+        }
+        do {
+            let daemon = try Daemon(config: config, dataDir: dir)
+            _ = FileManager.default.createFile(atPath: fault.path, contents: Data())
+            try write(daemon, 200)
+            #expect(daemon.eventually(15) { (try? status(daemon)) == "degraded" }, "health turns degraded")
+            #expect((try daemon.http("GET", "/health").json["message"] as? String)?.contains("injected fault") == true)
+            try write(daemon, 100)
+            #expect(daemon.eventually(5) { (try? count(daemon)) == Double(total) }, "pending data stays queryable")
+            #expect(try daemon.counter("store_errors") > 0)
+            try FileManager.default.removeItem(at: fault)
+            #expect(daemon.eventually(15) { (try? status(daemon)) == "pass" }, "storing resumes by itself")
+            #expect(daemon.eventually(5) { (try? daemon.counter("store_pending_cells")) == 0 })
+            #expect(try count(daemon) == Double(total))
+            #expect(daemon.stop() == 0)
+        }
+        let daemon = try Daemon(config: config, dataDir: dir)
+        #expect(try count(daemon) == Double(total), "everything reached SQLite")
+    }
 }
 
 extension Gzip {

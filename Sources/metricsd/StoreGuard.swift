@@ -1,0 +1,104 @@
+import Export
+import Rollups
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Puts the SQLite store behind a guard so that a storage fault (disk full, read-only file, locked database)
+/// never loses data and never stops ingestion:
+///
+/// - a failed store keeps its buckets in memory (bounded by `maxPendingCells`) and retries them with the next
+///   store, so storing resumes by itself when the fault clears;
+/// - while anything is pending, `/health` reports `degraded` with the reason, and the WAL is not released (replay
+///   would recover the pending data after a crash);
+/// - queries see pending cells as if they were stored.
+///
+/// Fault injection for tests: while the file `<data_dir>/inject-store-fault` exists, every store fails.
+final class StoreGuard: RollupSink, RollupReader {
+    let store: SQLiteStore
+    let stats: Stats
+    let faultFile: String
+    let maxPendingCells: Int
+
+    private struct State {
+        var pending: [ClosedBucket] = []
+        var pendingCells = 0
+        var reason: String?
+    }
+
+    private let state = Mutex(State())
+
+    init(store: SQLiteStore, stats: Stats, dataDir: String, maxPendingCells: Int = 2_000_000) {
+        self.store = store
+        self.stats = stats
+        faultFile = dataDir + "/inject-store-fault"
+        self.maxPendingCells = maxPendingCells
+    }
+
+    /// Why storing is failing, or `nil` when healthy.
+    var degradedReason: String? { state.withLock { $0.reason } }
+    var pendingCells: Int { state.withLock { $0.pendingCells } }
+    var isDegraded: Bool { degradedReason != nil }
+
+    func store(_ buckets: [ClosedBucket]) throws { try store(buckets, replayFrom: nil) }
+
+    /// Stores `buckets` after anything still pending; on failure keeps them all pending and rethrows.
+    func store(_ buckets: [ClosedBucket], replayFrom: UInt64?) throws {
+        try state.withLock { s in
+            let all = s.pending + buckets
+            do {
+                if access(faultFile, F_OK) == 0 {
+                    throw StoreError(code: 13, message: "injected fault (\(faultFile) exists)", context: "storing")
+                }
+                // While recovering, do not move the replay start: pending buckets came from older records.
+                try store.store(all, replayFrom: s.pending.isEmpty ? replayFrom : nil)
+                s.pending.removeAll()
+                s.pendingCells = 0
+                s.reason = nil
+            } catch {
+                stats.storeErrors.add(1)
+                s.reason = "storing rollups failed: \(error)"
+                s.pending = all
+                s.pendingCells = all.reduce(0) { $0 + $1.cells.count }
+                // Bounded memory: past the limit the oldest buckets go (counted); the WAL still holds them.
+                while s.pendingCells > maxPendingCells, !s.pending.isEmpty {
+                    let dropped = s.pending.removeFirst()
+                    s.pendingCells -= dropped.cells.count
+                    stats.pendingDropped.add(dropped.cells.count)
+                }
+                throw error
+            }
+        }
+    }
+
+    func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws -> [(
+        start: Int64, cell: ClosedCell
+    )] {
+        var cells = try store.storedCells(measurement: measurement, field: field, from: from, to: to)
+        cells += pendingCells(measurement: measurement, field: field, from: from, to: to)
+        return cells
+    }
+
+    func hourlyCells(measurement: String, field: String?, from: Int64, to: Int64) throws -> [(
+        start: Int64, cell: ClosedCell
+    )] {
+        try store.hourlyCells(measurement: measurement, field: field, from: from, to: to)
+    }
+
+    private func pendingCells(measurement: String, field: String?, from: Int64, to: Int64) -> [(
+        start: Int64, cell: ClosedCell
+    )] {
+        state.withLock { s in
+            var out: [(start: Int64, cell: ClosedCell)] = []
+            for bucket in s.pending where bucket.start >= from && bucket.start < to {
+                for cell in bucket.cells
+                where cell.series.measurement == measurement && (field == nil || cell.field == field) {
+                    out.append((bucket.start, cell))
+                }
+            }
+            return out
+        }
+    }
+}
