@@ -21,7 +21,7 @@ APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang
             golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
 
 .PHONY: help deps deps-test deps-bench build run test lint swift-test oracle oracle-check oracle-update \
-        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest clean
+        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage clean
 
 help:
 	@echo "make run      build (release) and start metricsd in the foreground"
@@ -104,13 +104,16 @@ fuzz: fuzz-replay
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
 
-bench: bench-parse bench-ingest
+bench: bench-parse bench-ingest bench-storage
 
 bench-parse: deps-bench
 	scripts/bench-parse.sh
 
 bench-ingest: deps-bench build
 	scripts/bench-ingest.sh
+
+bench-storage: deps-bench build
+	scripts/bench-storage.sh
 
 clean:
 	rm -rf .build .build-* var

@@ -103,4 +103,11 @@ if Context.environment["METRICSD_BENCH"] != nil {
             path: "Benchmarks/ParseBench"
         )
     )
+    package.targets.append(
+        .executableTarget(
+            name: "StorageBench",
+            dependencies: ["Export", "Rollups"],
+            path: "Benchmarks/StorageBench"
+        )
+    )
 }

@@ -87,7 +87,7 @@ out = ["## HTTP ingest (`make bench-ingest`)", ""]
 out.append("Measured %s UTC on %s (%s cores). Targets on 127.0.0.1 in the same run: metricsd (release build), "
            "VictoriaMetrics %s (`victoria-metrics`, `/write`), InfluxDB %s (`influxd`, `/write?db=bench`). Sender: "
            "%s concurrent `metricsd send --http` processes, keep-alive, %s lines per request from 20 pre-generated "
-           "Telegraf-like batches, %s series, %s s per run, %d runs per target interleaved; a point is acknowledged "
+           "Telegraf-like batches (no timestamps: each server stamps lines on arrival), %s series, %s s per run, %d runs per target interleaved; a point is acknowledged "
            "on HTTP 204." % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
            sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(), sh("nproc"),
            sh("dpkg-query -W -f='${Version}' victoria-metrics"), sh("dpkg-query -W -f='${Version}' influxdb"),

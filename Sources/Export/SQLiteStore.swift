@@ -29,6 +29,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
         let db: OpaquePointer
         /// Series ids known to be in the table (hash of the series → row id).
         var seriesIDs: [UInt64: Int64] = [:]
+        /// Prepared once, reused for every new series.
+        var insertSeries: Statement?
+        var selectSeries: Statement?
     }
 
     private let connection: Mutex<Connection>
@@ -86,7 +89,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
     }
 
     deinit {
-        _ = connection.withLock { sqlite3_close_v2($0.db) }
+        _ = connection.withLock { c in
+            c.insertSeries = nil
+            c.selectSeries = nil
+            return sqlite3_close_v2(c.db)
+        }
     }
 
     private func execute(_ sql: String, context: String) throws(StoreError) {
@@ -339,12 +346,20 @@ public final class SQLiteStore: RollupSink, RollupReader {
     private static func seriesID(for series: SeriesInfo, in c: inout Connection) throws(StoreError) -> Int64 {
         if let id = c.seriesIDs[series.id] { return id }
         let tags = encodeTags(series.tags)
-        let insert = try Statement(c.db, "INSERT OR IGNORE INTO series(hash, measurement, tags) VALUES(?1, ?2, ?3)")
+        if c.insertSeries == nil {
+            c.insertSeries = try Statement(c.db, "INSERT OR IGNORE INTO series(hash, measurement, tags) VALUES(?1, ?2, ?3)")
+            c.selectSeries = try Statement(c.db, "SELECT id FROM series WHERE measurement = ?1 AND tags = ?2")
+        }
+        let insert = c.insertSeries!
+        let select = c.selectSeries!
+        defer {
+            insert.reset()
+            select.reset()
+        }
         try insert.bind(1, Int64(bitPattern: series.id))
         try insert.bind(2, series.measurement)
         try insert.bind(3, tags)
         _ = try insert.step()
-        let select = try Statement(c.db, "SELECT id FROM series WHERE measurement = ?1 AND tags = ?2")
         try select.bind(1, series.measurement)
         try select.bind(2, tags)
         guard try select.step() else {

@@ -73,10 +73,9 @@ struct SendCommand: ParsableCommand {
         body.reserveCapacity(batch * 200)
         var prepared: [[UInt8]] = []
         if pool > 0 {
-            let now = wallNanoseconds()
             for _ in 0..<pool {
                 var b: [UInt8] = []
-                for _ in 0..<batch { generator.appendLine(to: &b, time: now) }
+                for _ in 0..<batch { generator.appendLine(to: &b, time: nil) }
                 prepared.append(gzip ? Gzip.compress(b) : b)
             }
         }
@@ -159,7 +158,7 @@ struct PayloadGenerator {
         return z ^ (z >> 31)
     }
 
-    mutating func appendLine(to out: inout [UInt8], time: Int64) {
+    mutating func appendLine(to out: inout [UInt8], time: Int64?) {
         let i = next
         next = (next + 1) % series
         let host = "host-\(i / 5)"
@@ -183,8 +182,10 @@ struct PayloadGenerator {
                     "net,host=\(host),interface=eth0 bytes_recv=\(r % 1_000_000_000)i,bytes_sent=\(r % 999_999_999)i"
                     .utf8)
         }
-        out.append(0x20)
-        LineEncoder.appendDecimal(time, to: &out)
+        if let time {
+            out.append(0x20)
+            LineEncoder.appendDecimal(time, to: &out)
+        }
         out.append(0x0A)
     }
 }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Storage benchmark: SQLite flush of 1,000,000 series-minutes, WAL append/replay speed, and what durability
+# ("fsync", "batch", "none") costs HTTP ingest. Writes the "Storage" section of docs/PERFORMANCE.md.
+# Usage: scripts/bench-storage.sh [CELLS] [SECONDS]   (defaults 1000000, 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CELLS=${1:-1000000}
+SECS=${2:-10}
+OUT=.build-bench/results
+mkdir -p $OUT
+METRICSD_BENCH=1 swift build -c release --scratch-path .build-bench --product StorageBench 2>&1 | tail -1
+.build-bench/release/StorageBench "$CELLS" > $OUT/storage.jsonl
+cat $OUT/storage.jsonl
+BIN=.build/release/metricsd
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+: > $OUT/durability.jsonl
+for mode in none batch fsync; do
+    port=$(free_port)
+    mkdir -p "$TMP/$mode"
+    printf '[storage]\ndurability = "%s"\n' $mode > "$TMP/$mode/config.toml"
+    $BIN serve --config "$TMP/$mode/config.toml" --data-dir "$TMP/$mode/var" --http 127.0.0.1:$port --udp "" --tcp "" \
+        > "$TMP/$mode/log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/ping" && break; sleep 0.1; done
+    for s in 1 2; do
+        $BIN send --http 127.0.0.1:$port --rate 0 --duration $SECS --series 10000 --batch 5000 --pool 20 --quiet \
+            > "$TMP/$mode/send.$s.json" &
+    done
+    wait $(jobs -p | grep -v -w $pid) 2>/dev/null || true
+    python3 -c "
+import json,sys
+r=[json.load(open('$TMP/$mode/send.%d.json' % s)) for s in (1,2)]
+print(json.dumps({'durability':'$mode','lines_per_second':sum(x['acknowledged_lines'] for x in r)/max(x['seconds'] for x in r)}))" >> $OUT/durability.jsonl
+    kill $pid; wait $pid 2>/dev/null || true
+done
+cat $OUT/durability.jsonl
+python3 - <<'PY'
+import json, re, datetime, subprocess
+rows = [json.loads(l) for l in open(".build-bench/results/storage.jsonl")]
+flush = next(r for r in rows if r["benchmark"] == "flush")
+wal = next(r for r in rows if r["benchmark"] == "wal")
+dur = [json.loads(l) for l in open(".build-bench/results/durability.jsonl")]
+none = next(d for d in dur if d["durability"] == "none")["lines_per_second"]
+sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+out = ["## Storage (`make bench-storage`)", ""]
+out.append("Measured %s UTC on %s (%s cores), SQLite %s (system library), WAL mode, `synchronous = NORMAL`." % (
+    datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
+    sh("nproc"), sh("dpkg-query -W -f='${Version}' libsqlite3-0")))
+out.append("")
+out.append("| what | result |")
+out.append("| --- | ---: |")
+out.append("| flush of %d series-minutes, first time (creates %d series) | %.2f s |" % (flush["cells"], flush["cells"] // 4, flush["first_flush_new_series_s"]))
+out.append("| flush of %d series-minutes, next minute of the same series (steady state) | %.2f s (%.0f rows/s) |" % (flush["cells"], flush["steady_flush_s"], flush["cells"] / flush["steady_flush_s"]))
+out.append("| flush of %d series-minutes that all merge into stored rows (late data, restarts) | %.2f s |" % (flush["cells"], flush["merge_flush_s"]))
+out.append("| WAL append (64 KiB records, no fsync) | %.0f MB/s |" % wal["append_mb_per_s"])
+out.append("| WAL replay (read + CRC32C check) | %.0f MB/s |" % wal["replay_mb_per_s"])
+for d in dur:
+    out.append("| HTTP ingest with `durability = \"%s\"` | %.0f lines/s (%.2f× of `none`) |" % (d["durability"], d["lines_per_second"], d["lines_per_second"] / none))
+out.append("")
+out.append("The goal of < 1 s for a 1,000,000-cell flush is **not met** (%.1f s steady state): each row is a ~200-byte "
+           "blob with the quantile sketch, keyed `(ts, series, field)` with a text field name, written through one "
+           "prepared statement; the profile is dominated by SQLite's B-tree insert and record comparison. Flushes run "
+           "on the ticker, off the event loops, so ingestion does not wait for them. Next steps: integer field ids "
+           "in the key, a reusable serialization buffer, and splitting very large flushes." % flush["steady_flush_s"])
+out.append("")
+out.append("Command: `make bench-storage` (or `scripts/bench-storage.sh CELLS SECONDS`).")
+section = "\n".join(out)
+doc = open("docs/PERFORMANCE.md").read()
+if "<!-- storage:begin -->" not in doc:
+    doc = doc.replace("<!-- ingest:end -->", "<!-- ingest:end -->\n\n<!-- storage:begin -->\n<!-- storage:end -->")
+doc = re.sub(r"<!-- storage:begin -->.*<!-- storage:end -->", "<!-- storage:begin -->\n" + section.replace("\\", "\\\\") + "\n<!-- storage:end -->", doc, flags=re.S)
+open("docs/PERFORMANCE.md", "w").write(doc)
+print(section)
+PY
