@@ -56,7 +56,9 @@ enum StorageBench {
         }
         wal.close()
         var replayed = 0
-        let tr = try seconds { replayed = try WriteAheadLog(directory: walDir, durability: .none).open(replayFrom: 0).records.count }
+        let tr = try seconds {
+            replayed = try WriteAheadLog(directory: walDir, durability: .none).open(replayFrom: 0).records.count
+        }
         precondition(replayed == records)
         let mb = Double(records * payload.count) / 1e6
         print(

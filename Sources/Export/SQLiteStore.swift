@@ -54,6 +54,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
             """
             PRAGMA journal_mode = WAL;
             PRAGMA synchronous = NORMAL;
+            PRAGMA cache_size = -65536;
+            PRAGMA temp_store = MEMORY;
             CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS series(
                 id INTEGER PRIMARY KEY,
@@ -167,8 +169,16 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         _ = try watermark.step()
                         watermark.reset()
                     }
-                    for cell in bucket.cells {
-                        let seriesID = try Self.seriesID(for: cell.series, in: &c)
+                    // Insert in key order (series id, field) so SQLite appends to the B-tree instead of seeking.
+                    var ids: [Int64] = []
+                    ids.reserveCapacity(bucket.cells.count)
+                    for cell in bucket.cells { ids.append(try Self.seriesID(for: cell.series, in: &c)) }
+                    let order = bucket.cells.indices.sorted {
+                        ids[$0] != ids[$1] ? ids[$0] < ids[$1] : bucket.cells[$0].field < bucket.cells[$1].field
+                    }
+                    for index in order {
+                        let cell = bucket.cells[index]
+                        let seriesID = ids[index]
                         var rollup = cell.rollup
                         if exists {
                             try select.bind(1, bucket.start)
@@ -347,7 +357,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         if let id = c.seriesIDs[series.id] { return id }
         let tags = encodeTags(series.tags)
         if c.insertSeries == nil {
-            c.insertSeries = try Statement(c.db, "INSERT OR IGNORE INTO series(hash, measurement, tags) VALUES(?1, ?2, ?3)")
+            c.insertSeries = try Statement(
+                c.db, "INSERT OR IGNORE INTO series(hash, measurement, tags) VALUES(?1, ?2, ?3)")
             c.selectSeries = try Statement(c.db, "SELECT id FROM series WHERE measurement = ?1 AND tags = ?2")
         }
         let insert = c.insertSeries!

@@ -104,6 +104,17 @@ public struct QuantileSketch: Sendable, Hashable {
         return out
     }
 
+    /// Appends ``serialized()``'s bytes, length-prefixed, to `w` without building an intermediate array.
+    func write(lengthPrefixedTo w: inout ByteWriter) {
+        w.u64(UInt64(8 * (4 + positive.count + negative.count)))
+        w.u64(count)
+        w.u64(zeroCount)
+        w.u64(UInt64(positive.count))
+        for x in positive { w.u64(x) }
+        w.u64(UInt64(negative.count))
+        for x in negative { w.u64(x) }
+    }
+
     /// Reads ``serialized()`` output; `nil` if the bytes are not a valid sketch.
     public init?(serialized bytes: [UInt8]) {
         var offset = 0

@@ -5,7 +5,7 @@
 /// malformed or from a newer version instead of guessing.
 public struct ByteWriter {
     public private(set) var bytes: [UInt8] = []
-    public init() {}
+    public init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
     public mutating func u8(_ v: UInt8) { bytes.append(v) }
     public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     public mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
@@ -89,7 +89,7 @@ extension FieldRollup {
         switch kind {
         case .numeric:
             numeric.write(to: &w)
-            w.raw(sketch.serialized())
+            sketch.write(lengthPrefixedTo: &w)
         case .boolean:
             w.i64(trueCount)
             w.i64(lastTime)
