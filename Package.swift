@@ -99,7 +99,7 @@ if Context.environment["METRICSD_BENCH"] != nil {
     package.targets.append(
         .executableTarget(
             name: "ParseBench",
-            dependencies: ["LineProtocol"],
+            dependencies: ["LineProtocol", "Rollups"],
             path: "Benchmarks/ParseBench"
         )
     )

@@ -2,6 +2,7 @@
 // file, in the same blocks the Go peers get. Prints one JSON object. Run through scripts/bench-parse.sh.
 import Foundation
 import LineProtocol
+import Rollups
 
 @main
 enum ParseBench {
@@ -46,6 +47,34 @@ enum ParseBench {
         if counter != nil { result["mallocs_per_line"] = Double(mallocs) / Double(lines) }
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         FileHandle.standardOutput.write(json + Data("\n".utf8))
+
+        // Parse → rollup: the same lines into the rollup engine. The first pass creates series, buckets and cells;
+        // the timed passes after it measure the steady state (known series, open buckets).
+        if ProcessInfo.processInfo.environment["PARSEBENCH_INGEST"] != nil {
+            var config = RollupConfiguration()
+            config.lateness = 86_400_000_000_000
+            config.maxAge = .max / 4
+            let engine = RollupEngine(configuration: config)
+            let ingestState = State()
+            let now: Int64 = 1_764_000_000_000_000_000 + 86_400_000_000_000
+            _ = ingestState.ingest(data, blocks, engine: engine, now: now)
+            var ingestSeconds: [Double] = []
+            var ingestMallocs: UInt = 0
+            for _ in 0..<runs {
+                let before = counter?() ?? 0
+                let t0 = monotonicSeconds()
+                _ = ingestState.ingest(data, blocks, engine: engine, now: now)
+                ingestSeconds.append(monotonicSeconds() - t0)
+                ingestMallocs = (counter?() ?? 0) - before
+            }
+            var r: [String: Any] = [
+                "parser": "metricsd-ingest", "bytes": data.count, "lines": lines, "seconds": ingestSeconds,
+                "median_seconds": ingestSeconds.sorted()[ingestSeconds.count / 2], "series": engine.activeSeries,
+            ]
+            if counter != nil { r["mallocs_per_line"] = Double(ingestMallocs) / Double(lines) }
+            let j = try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys])
+            FileHandle.standardOutput.write(j + Data("\n".utf8))
+        }
     }
 
     static func monotonicSeconds() -> Double {
@@ -74,6 +103,24 @@ final class State {
     let decoder = LineDecoder()
     var framer = LineFramer(maxLineLength: 1 << 20)
     var checksum = 0.0
+
+    @inline(never) nonisolated func ingest(_ data: [UInt8], _ blocks: [Range<Int>], engine: RollupEngine, now: Int64)
+        -> Int
+    {
+        var applied = 0
+        var late: [ClosedCell] = []
+        let decoder = self.decoder
+        data.withUnsafeBytes { raw in
+            for block in blocks {
+                framer.feed(UnsafeRawBufferPointer(rebasing: raw[block])) { framed in
+                    guard case .line(let line) = framed, (try? decoder.decode(line)) == true else { return }
+                    applied &+= engine.ingest(decoder, now: now, lateCells: &late).applied
+                }
+                framer.finish { _ in }
+            }
+        }
+        return applied
+    }
 
     @inline(never) nonisolated func pass(_ data: [UInt8], _ blocks: [Range<Int>]) -> Int {
         var points = 0
