@@ -34,6 +34,12 @@ enum StorageBench {
             }
             return ClosedBucket(start: minute, cells: cells)
         }
+        let probe = bucket(0)
+        var bytes = 0
+        let ts = seconds { for c in probe.cells { bytes += c.rollup.serialized().count } }
+        print(
+            #"{"benchmark":"serialize","cells":\#(probe.cells.count),"seconds":\#(ts),"bytes_per_cell":\#(bytes / probe.cells.count)}"#
+        )
         let first = bucket(0)
         let second = bucket(60_000_000_000)
         let merge = bucket(60_000_000_000)
