@@ -177,28 +177,13 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         ids[$0] != ids[$1] ? ids[$0] < ids[$1] : bucket.cells[$0].field < bucket.cells[$1].field
                     }
                     for index in order {
-                        let cell = bucket.cells[index]
-                        let seriesID = ids[index]
-                        var rollup = cell.rollup
-                        if exists {
-                            try select.bind(1, bucket.start)
-                            try select.bind(2, seriesID)
-                            try select.bind(3, cell.field)
-                            if try select.step(), let stored = FieldRollup(serialized: select.blob(0)) {
-                                var merged = stored
-                                merged.merge(rollup)
-                                rollup = merged
-                            }
-                            select.reset()
-                        }
-                        try upsert.bind(1, bucket.start)
-                        try upsert.bind(2, seriesID)
-                        try upsert.bind(3, cell.field)
-                        try upsert.bind(4, Int64(rollup.kind.rawValue))
-                        try upsert.bind(5, rollup.count)
-                        try upsert.bind(6, rollup.serialized())
-                        _ = try upsert.step()
-                        upsert.reset()
+                        try Self.write(
+                            bucket.cells[index],
+                            start: bucket.start,
+                            seriesID: ids[index],
+                            mergingWith: exists ? select : nil,
+                            upsert: upsert
+                        )
                     }
                 }
                 if !hourly.isEmpty { try Self.merge(hourly, into: "rollup_1h", db: db, connection: &c) }
@@ -241,10 +226,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
     /// Merges cells into `table` (read, merge, write per cell). Used for the 1h tier.
     private static func merge(
-        _ buckets: [ClosedBucket], into table: String, db: OpaquePointer, connection c: inout Connection
-    )
-        throws(StoreError)
-    {
+        _ buckets: [ClosedBucket],
+        into table: String,
+        db: OpaquePointer,
+        connection c: inout Connection
+    ) throws(StoreError) {
         let select = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2 AND field = ?3")
         let upsert = try Statement(
             db,
@@ -253,25 +239,39 @@ public final class SQLiteStore: RollupSink, RollupReader {
         for bucket in buckets {
             for cell in bucket.cells {
                 let seriesID = try seriesID(for: cell.series, in: &c)
-                var rollup = cell.rollup
-                try select.bind(1, bucket.start)
-                try select.bind(2, seriesID)
-                try select.bind(3, cell.field)
-                if try select.step(), var stored = FieldRollup(serialized: select.blob(0)) {
-                    stored.merge(rollup)
-                    rollup = stored
-                }
-                select.reset()
-                try upsert.bind(1, bucket.start)
-                try upsert.bind(2, seriesID)
-                try upsert.bind(3, cell.field)
-                try upsert.bind(4, Int64(rollup.kind.rawValue))
-                try upsert.bind(5, rollup.count)
-                try upsert.bind(6, rollup.serialized())
-                _ = try upsert.step()
-                upsert.reset()
+                try write(cell, start: bucket.start, seriesID: seriesID, mergingWith: select, upsert: upsert)
             }
         }
+    }
+
+    /// Writes one cell, first merging it with the stored row when `select` is given (the only way a row changes:
+    /// stored rollups are merged into, never overwritten).
+    private static func write(
+        _ cell: ClosedCell,
+        start: Int64,
+        seriesID: Int64,
+        mergingWith select: Statement?,
+        upsert: Statement
+    ) throws(StoreError) {
+        var rollup = cell.rollup
+        if let select {
+            try select.bind(1, start)
+            try select.bind(2, seriesID)
+            try select.bind(3, cell.field)
+            if try select.step(), var stored = FieldRollup(serialized: select.blob(0)) {
+                stored.merge(rollup)
+                rollup = stored
+            }
+            select.reset()
+        }
+        try upsert.bind(1, start)
+        try upsert.bind(2, seriesID)
+        try upsert.bind(3, cell.field)
+        try upsert.bind(4, Int64(rollup.kind.rawValue))
+        try upsert.bind(5, rollup.count)
+        try upsert.bind(6, rollup.serialized())
+        _ = try upsert.step()
+        upsert.reset()
     }
 
     /// Retention and downsampling, one step at a time so it never holds the store for long:

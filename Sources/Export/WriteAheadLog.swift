@@ -242,7 +242,8 @@ public struct WALError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-func writeFully(_ fd: Int32, _ bytes: [UInt8]) throws {
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
+public func writeFully(_ fd: Int32, _ bytes: [UInt8]) throws {
     var offset = 0
     while offset < bytes.count {
         let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }

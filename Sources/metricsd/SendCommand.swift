@@ -1,4 +1,5 @@
 import ArgumentParser
+import Export
 import Foundation
 import LineProtocol
 import Synchronization
@@ -251,7 +252,7 @@ final class TCPTransport: Transport {
         fd = try connectTCP(target)
     }
 
-    func send(_ body: [UInt8], lines: Int, compressed: Bool) throws { try writeAll(fd, body) }
+    func send(_ body: [UInt8], lines: Int, compressed: Bool) throws { try writeFully(fd, body) }
 
     func close() {
         shutdown(fd, Int32(SHUT_WR))
@@ -274,18 +275,6 @@ func connectTCP(_ target: HostPort) throws -> Int32 {
         throw SendError("connect \(target): \(message)")
     }
     return fd
-}
-
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw SendError("write: \(String(cString: strerror(errno)))")
-        }
-        offset += n
-    }
 }
 
 /// A minimal HTTP/1.1 keep-alive client for POSTing line protocol (reconnects when the server closes).
@@ -314,7 +303,7 @@ final class HTTPTransport: Transport {
         head += "\r\n"
         if fd < 0 { fd = try connectTCP(target) }
         do {
-            try writeAll(fd, Array(head.utf8) + payload)
+            try writeFully(fd, Array(head.utf8) + payload)
             let (status, text) = try readResponse()
             guard (200..<300).contains(status) else { throw SendError("HTTP \(status): \(text)") }
         } catch let error as SendError where error.description.hasPrefix("HTTP") {
