@@ -28,6 +28,12 @@ final class DedupWindow: Sendable {
     /// The key of a body, or `nil` when some line has no timestamp (or the body is empty).
     static func key(_ bytes: UnsafeRawBufferPointer, precision: UInt8) -> Key? {
         guard allLinesTimestamped(bytes) else { return nil }
+        return hash(bytes, precision: precision)
+    }
+
+    /// The key of a body without checking its timestamps (8 bytes per step). The write path hashes first and
+    /// checks timestamps only on a hit; what it records is decided after parsing, from the decoder's view.
+    static func hash(_ bytes: UnsafeRawBufferPointer, precision: UInt8) -> Key {
         let b = bytes.bindMemory(to: UInt8.self)
         var a = SeriesHasher()
         var c = SeriesHasher()

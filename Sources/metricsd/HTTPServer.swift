@@ -155,8 +155,8 @@ enum HTTPRoutes {
         var walFailure: (any Error)?
         var duplicate = false
         func apply(_ raw: UnsafeRawBufferPointer) {
-            let key = DedupWindow.key(raw, precision: precision.walCode)
-            if let key, state.dedup.seen(key, now: nowNanoseconds()) {
+            let key = DedupWindow.hash(raw, precision: precision.walCode)
+            if state.dedup.seen(key, now: nowNanoseconds()) && DedupWindow.allLinesTimestamped(raw) {
                 duplicate = true  // a retry of a batch already applied: acknowledge, do not apply again
                 return
             }
@@ -172,7 +172,8 @@ enum HTTPRoutes {
             framer.feed(raw) { ingester.handle($0) }
             framer.finish { ingester.handle($0) }
             ingester.end(bytes: raw.count)
-            if let key, ingester.outcome.firstError == nil, ingester.outcome.result.rejected == 0 {
+            let outcome = ingester.outcome
+            if outcome.lines > 0, outcome.untimestamped == 0, outcome.firstError == nil, outcome.result.rejected == 0 {
                 state.dedup.record(key, now: nowNanoseconds())
             }
         }

@@ -186,6 +186,8 @@ struct BatchOutcome {
     var lines = 0
     var invalid = 0
     var overlong = 0
+    /// Decoded lines that had no timestamp (their points got the server's time).
+    var untimestamped = 0
     var result = IngestResult()
     /// The first rejected line: number (1-based within the batch), its text (truncated) and why.
     var firstError: (line: Int, text: String, message: String)?
@@ -251,6 +253,7 @@ final class LineIngester {
                 return
             }
             outcome.lines += 1
+            if decoder.timestamp == nil { outcome.untimestamped += 1 }
             outcome.result += engine.ingest(
                 decoder,
                 now: now,
