@@ -64,22 +64,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 tags TEXT NOT NULL,
                 UNIQUE(measurement, tags));
             CREATE INDEX IF NOT EXISTS series_by_hash ON series(hash);
-            CREATE TABLE IF NOT EXISTS rollup_1m(
-                ts INTEGER NOT NULL,
-                series INTEGER NOT NULL,
-                field TEXT NOT NULL,
-                kind INTEGER NOT NULL,
-                count INTEGER NOT NULL,
-                data BLOB NOT NULL,
-                PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
-            CREATE TABLE IF NOT EXISTS rollup_1h(
-                ts INTEGER NOT NULL,
-                series INTEGER NOT NULL,
-                field TEXT NOT NULL,
-                kind INTEGER NOT NULL,
-                count INTEGER NOT NULL,
-                data BLOB NOT NULL,
-                PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
+            \(Self.rollupTable("rollup_1m"))
+            \(Self.rollupTable("rollup_1h"))
             CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS dedup(
                 hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
@@ -88,6 +74,20 @@ public final class SQLiteStore: RollupSink, RollupReader {
             """,
             context: "creating the schema"
         )
+    }
+
+    /// Both tiers share one layout: bucket start, series, field, and the serialized rollup.
+    static func rollupTable(_ name: String) -> String {
+        """
+        CREATE TABLE IF NOT EXISTS \(name)(
+            ts INTEGER NOT NULL,
+            series INTEGER NOT NULL,
+            field TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
+        """
     }
 
     deinit {
