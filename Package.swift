@@ -74,7 +74,8 @@ let package = Package(
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
         .testTarget(
-            name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], swiftSettings: strictSettings),
+            name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",
             dependencies: ["LineProtocol", "metricsd"],

@@ -52,19 +52,24 @@ out.append("")
 out.append("| what | result |")
 out.append("| --- | ---: |")
 out.append("| flush of %d series-minutes, first time (creates %d series) | %.2f s |" % (flush["cells"], flush["cells"] // 4, flush["first_flush_new_series_s"]))
-out.append("| flush of %d series-minutes, next minute of the same series (steady state) | %.2f s (%.0f rows/s) |" % (flush["cells"], flush["steady_flush_s"], flush["cells"] / flush["steady_flush_s"]))
+out.append("| flush of %d series-minutes, next minute of the same series (steady state, median of 5; fastest) | **%.2f s** (%.0f cells/s); %.2f s |" % (flush["cells"], flush["steady_flush_s"], flush["cells"] / flush["steady_flush_s"], flush["steady_flush_min_s"]))
+out.append("| then the checkpoint of that flush (on the ticker, after the commit) | %.2f s |" % flush["steady_checkpoint_s"])
 out.append("| flush of %d series-minutes that all merge into stored rows (late data, restarts) | %.2f s |" % (flush["cells"], flush["merge_flush_s"]))
 out.append("| WAL append (64 KiB records, no fsync) | %.0f MB/s |" % wal["append_mb_per_s"])
 out.append("| WAL replay (read + CRC32C check) | %.0f MB/s |" % wal["replay_mb_per_s"])
 for d in dur:
     out.append("| HTTP ingest with `durability = \"%s\"` | %.0f lines/s (%.2f× of `none`) |" % (d["durability"], d["lines_per_second"], d["lines_per_second"] / none))
 out.append("")
-out.append("The goal of < 1 s for a 1,000,000-cell flush is **not met** (%.1f s steady state): each row is a ~200-byte "
-           "blob with the quantile sketch, keyed `(ts, series, field)` with a text field name, written through one "
-           "prepared statement; the profile is dominated by SQLite's B-tree insert and record comparison. Flushes run "
-           "on the ticker, off the event loops, so ingestion does not wait for them. Next steps: integer field ids "
-           "in the key, a reusable serialization buffer, and splitting very large flushes." % flush["steady_flush_s"])
-out.append("")
+goal = flush["steady_flush_s"] < 1.0
+out.append(("The goal of < 1 s for a 1,000,000-cell flush is %s: %.2f s median, %.2f s fastest (runs: %s). "
+            "A series-minute here is one field of one series in one minute (a Telegraf `cpu` point with four fields is "
+            "four), so the flush writes %d rows. What made it: one row per (bucket, series) with every field packed "
+            "(schema 2), field names as dictionary ids, a compact bit-exact encoding (about 54 bytes a cell, was 180), "
+            "a non-copyable reusable write buffer, plain inserts for a bucket never stored, and the checkpoint moved "
+            "off the flush's commit. What is left is SQLite's B-tree insert (about 2 µs a row). Flushes run on the "
+            "ticker, off the event loops, so ingestion does not wait for them.")
+           % ("**met**" if goal else "**not met**", flush["steady_flush_s"], flush["steady_flush_min_s"],
+              ", ".join("%.2f" % x for x in flush["steady_flush_runs"]), flush["cells"] // 4))
 out.append("Command: `make bench-storage` (or `scripts/bench-storage.sh CELLS SECONDS`).")
 section = "\n".join(out)
 doc = open("docs/PERFORMANCE.md").read()

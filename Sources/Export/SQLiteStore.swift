@@ -29,6 +29,16 @@ public final class SQLiteStore: RollupSink, RollupReader {
         let db: OpaquePointer
         /// Series ids known to be in the table (hash of the series → row id).
         var seriesIDs: [UInt64: Int64] = [:]
+        /// The field-name dictionary (rows name fields by id), both ways.
+        var fieldIDs: [String: Int64] = [:]
+        var fieldNames: [Int64: String] = [:]
+
+        /// Forgets every cached id: after a rolled-back transaction they may name rows that were never committed.
+        mutating func forgetCachedIDs() {
+            seriesIDs = [:]
+            fieldIDs = [:]
+            fieldNames = [:]
+        }
         /// Prepared once, reused for every new series.
         var insertSeries: Statement?
         var selectSeries: Statement?
@@ -56,37 +66,114 @@ public final class SQLiteStore: RollupSink, RollupReader {
             PRAGMA synchronous = NORMAL;
             PRAGMA cache_size = -65536;
             PRAGMA temp_store = MEMORY;
+            PRAGMA wal_autocheckpoint = 0;
+            PRAGMA journal_size_limit = 67108864;
             CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS series(
-                id INTEGER PRIMARY KEY,
-                hash INTEGER NOT NULL,
-                measurement TEXT NOT NULL,
-                tags TEXT NOT NULL,
-                UNIQUE(measurement, tags));
-            CREATE INDEX IF NOT EXISTS series_by_hash ON series(hash);
-            \(Self.rollupTable("rollup_1m"))
-            \(Self.rollupTable("rollup_1h"))
-            CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS dedup(
-                hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
-                PRIMARY KEY(hash_high, hash_low));
-            INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');
             """,
-            context: "creating the schema"
+            context: "opening the database"
         )
+        try migrate()
     }
 
-    /// Both tiers share one layout: bucket start, series, field, and the serialized rollup.
+    /// The schema this build writes. Version 1 (the first release) kept one row per field with its own blob;
+    /// version 2 keeps one row per series and bucket with every field packed (4× fewer rows and B-tree inserts).
+    public static let schemaVersion: Int64 = 2
+
+    /// Creates the schema, or brings an older one up to ``schemaVersion`` in one transaction. A database from a
+    /// newer metricsd is refused rather than misread.
+    private func migrate() throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            try Self.execute(db, "BEGIN IMMEDIATE", context: "migrating the schema")
+            do throws(StoreError) {
+                let version = try Self.metaInt(db, "schema_version")
+                if let version, version > Self.schemaVersion {
+                    throw StoreError(
+                        code: SQLITE_ERROR,
+                        message:
+                            "schema version \(version) is newer than this metricsd supports (\(Self.schemaVersion))",
+                        context: "opening \(path)"
+                    )
+                }
+                try Self.execute(
+                    db,
+                    """
+                    CREATE TABLE IF NOT EXISTS series(
+                        id INTEGER PRIMARY KEY,
+                        hash INTEGER NOT NULL,
+                        measurement TEXT NOT NULL,
+                        tags TEXT NOT NULL,
+                        UNIQUE(measurement, tags));
+                    CREATE INDEX IF NOT EXISTS series_by_hash ON series(hash);
+                    CREATE TABLE IF NOT EXISTS fields(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+                    CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
+                    CREATE TABLE IF NOT EXISTS dedup(
+                        hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
+                        PRIMARY KEY(hash_high, hash_low));
+                    """,
+                    context: "creating the schema"
+                )
+                if version == 1 {
+                    for table in ["rollup_1m", "rollup_1h"] { try Self.migrateVersion1(table, connection: &c) }
+                } else {
+                    try Self.execute(
+                        db, Self.rollupTable("rollup_1m") + Self.rollupTable("rollup_1h"),
+                        context: "creating the schema")
+                }
+                try Self.setMeta(db, "schema_version", Self.schemaVersion)
+                try Self.execute(db, "COMMIT", context: "migrating the schema")
+            } catch {
+                try? Self.execute(db, "ROLLBACK", context: "rolling back the migration")
+                c.forgetCachedIDs()
+                throw error
+            }
+        }
+    }
+
+    /// Version 1 → 2: the per-field rows of each (bucket, series) become one packed row.
+    private static func migrateVersion1(_ table: String, connection c: inout Connection) throws(StoreError) {
+        let db = c.db
+        try execute(
+            db, "ALTER TABLE \(table) RENAME TO \(table)_v1;" + rollupTable(table), context: "migrating \(table)")
+        let rows = try Statement(db, "SELECT ts, series, field, data FROM \(table)_v1 ORDER BY ts, series, field")
+        let insert = try Statement(db, "INSERT INTO \(table)(ts, series, data) VALUES(?1, ?2, ?3)")
+        var writer = ByteWriter()
+        var group: [(field: Int64, rollup: FieldRollup)] = []
+        var key: (ts: Int64, series: Int64)?
+        func emit() throws(StoreError) {
+            guard let key, !group.isEmpty else { return }
+            PackedRow.encode(group, start: key.ts, into: &writer)
+            try insert.bind(1, key.ts)
+            try insert.bind(2, key.series)
+            _ = try insert.stepBinding(blob: writer, at: 3)
+            insert.reset()
+            group.removeAll(keepingCapacity: true)
+        }
+        while try rows.step() {
+            let ts = rows.int64(0)
+            let series = rows.int64(1)
+            if let k = key, k.ts != ts || k.series != series { try emit() }
+            key = (ts, series)
+            guard let rollup = FieldRollup(serialized: rows.blob(3)) else {
+                throw StoreError(
+                    code: SQLITE_CORRUPT, message: "unreadable rollup at ts \(ts) series \(series)",
+                    context: "migrating \(table)")
+            }
+            group.append((try fieldID(for: rows.text(2), in: &c), rollup))
+        }
+        try emit()
+        try execute(db, "DROP TABLE \(table)_v1", context: "migrating \(table)")
+    }
+
+    /// Both tiers share one layout: bucket start, series, and every field of the series in that bucket packed
+    /// into one blob (``PackedRow``).
     static func rollupTable(_ name: String) -> String {
         """
         CREATE TABLE IF NOT EXISTS \(name)(
             ts INTEGER NOT NULL,
             series INTEGER NOT NULL,
-            field TEXT NOT NULL,
-            kind INTEGER NOT NULL,
-            count INTEGER NOT NULL,
             data BLOB NOT NULL,
-            PRIMARY KEY(ts, series, field)) WITHOUT ROWID;
+            PRIMARY KEY(ts, series)) WITHOUT ROWID;
         """
     }
 
@@ -139,12 +226,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             let db = c.db
             try Self.execute(db, "BEGIN IMMEDIATE", context: "starting a flush")
             do {
-                let select = try Statement(
-                    db, "SELECT data FROM rollup_1m WHERE ts = ?1 AND series = ?2 AND field = ?3")
-                let upsert = try Statement(
-                    db,
-                    "INSERT OR REPLACE INTO rollup_1m(ts, series, field, kind, count, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
-                )
+                let minutes = try RowWriter(db, table: "rollup_1m")
                 let probe = try Statement(db, "SELECT 1 FROM rollup_1m WHERE ts = ?1 LIMIT 1")
                 let watermark = try Statement(
                     db,
@@ -159,7 +241,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     if Self.hourStart(bucket.start) < downsampledThrough {
                         hourly.append(ClosedBucket(start: Self.hourStart(bucket.start), cells: bucket.cells))
                     }
-                    // A bucket never stored before needs no read-merge per cell: the common case of a flush.
+                    // A bucket never stored before needs no read-merge per row: the common case of a flush.
                     try probe.bind(1, bucket.start)
                     let exists = try probe.step()
                     probe.reset()
@@ -169,24 +251,12 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         _ = try watermark.step()
                         watermark.reset()
                     }
-                    // Insert in key order (series id, field) so SQLite appends to the B-tree instead of seeking.
-                    var ids: [Int64] = []
-                    ids.reserveCapacity(bucket.cells.count)
-                    for cell in bucket.cells { ids.append(try Self.seriesID(for: cell.series, in: &c)) }
-                    let order = bucket.cells.indices.sorted {
-                        ids[$0] != ids[$1] ? ids[$0] < ids[$1] : bucket.cells[$0].field < bucket.cells[$1].field
-                    }
-                    for index in order {
-                        try Self.write(
-                            bucket.cells[index],
-                            start: bucket.start,
-                            seriesID: ids[index],
-                            mergingWith: exists ? select : nil,
-                            upsert: upsert
-                        )
-                    }
+                    try minutes.write(bucket, merging: exists, connection: &c)
                 }
-                if !hourly.isEmpty { try Self.merge(hourly, into: "rollup_1h", db: db, connection: &c) }
+                if !hourly.isEmpty {
+                    let hours = try RowWriter(db, table: "rollup_1h")
+                    for bucket in hourly { try hours.write(bucket, merging: true, connection: &c) }
+                }
                 if let replayFrom {
                     let meta = try Statement(
                         db, "INSERT OR REPLACE INTO meta(key, value) VALUES('wal_replay_from', ?1)")
@@ -196,11 +266,116 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 try Self.execute(db, "COMMIT", context: "committing a flush")
             } catch let error as StoreError {
                 try? Self.execute(db, "ROLLBACK", context: "rolling back")
+                c.forgetCachedIDs()
                 throw error
             } catch {
                 try? Self.execute(db, "ROLLBACK", context: "rolling back")
+                c.forgetCachedIDs()
                 throw StoreError(code: SQLITE_ERROR, message: "\(error)", context: "flush")
             }
+        }
+    }
+
+    /// Writes buckets into one rollup table: cells grouped into one packed row per series, in key order (series id)
+    /// so SQLite appends to the B-tree instead of seeking, through one reused buffer.
+    private final class RowWriter {
+        let select: Statement
+        let upsert: Statement
+        let insert: Statement
+        var writer = ByteWriter(capacity: 4096)
+        var keyed: [(id: Int64, index: Int32)] = []
+        var fields: [Int64] = []
+        var group: [(field: Int64, rollup: FieldRollup)] = []
+
+        init(_ db: OpaquePointer, table: String) throws(StoreError) {
+            select = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2")
+            upsert = try Statement(db, "INSERT OR REPLACE INTO \(table)(ts, series, data) VALUES(?1, ?2, ?3)")
+            // A bucket with no stored rows yet: plain inserts (no conflict handling, no statement journal).
+            insert = try Statement(db, "INSERT INTO \(table)(ts, series, data) VALUES(?1, ?2, ?3)")
+        }
+
+        /// Stores `bucket`'s cells; with `merging`, each series' row is first read and merged with (the only way a
+        /// stored row changes: merged into, never overwritten).
+        func write(_ bucket: ClosedBucket, merging: Bool, connection c: inout Connection) throws(StoreError) {
+            let cells = bucket.cells
+            keyed.removeAll(keepingCapacity: true)
+            keyed.reserveCapacity(cells.count)
+            // The fields of a series sit next to each other: look its row id up once per run, not per cell.
+            var previous: (hash: UInt64, id: Int64)?
+            fields.removeAll(keepingCapacity: true)
+            fields.reserveCapacity(cells.count)
+            for (k, cell) in cells.enumerated() {
+                let hash = cell.series.id
+                let id: Int64
+                if let previous, previous.hash == hash {
+                    id = previous.id
+                } else {
+                    id = try SQLiteStore.seriesID(for: cell.series, in: &c)
+                }
+                previous = (hash, id)
+                keyed.append((id, Int32(k)))
+                fields.append(try SQLiteStore.fieldID(for: cell.field, in: &c))
+            }
+            keyed.sort { $0.id != $1.id ? $0.id < $1.id : $0.index < $1.index }
+            var k = 0
+            while k < keyed.count {
+                let id = keyed[k].id
+                var end = k + 1
+                while end < keyed.count && keyed[end].id == id { end += 1 }
+                if !merging && distinctFields(keyed[k..<end]) {
+                    // The common case: a new row, one cell per field — encoded straight from the cells.
+                    PackedRow.begin(fields: end - k, into: &writer)
+                    var base = bucket.start
+                    for j in k..<end {
+                        let cell = Int(keyed[j].index)
+                        PackedRow.append(fields[cell], cells[cell].rollup, base: &base, into: &writer)
+                    }
+                } else {
+                    group.removeAll(keepingCapacity: true)
+                    for j in k..<end {
+                        let cell = Int(keyed[j].index)
+                        if let same = group.firstIndex(where: { $0.field == fields[cell] }) {
+                            group[same].rollup.merge(cells[cell].rollup)
+                        } else {
+                            group.append((fields[cell], cells[cell].rollup))
+                        }
+                    }
+                    if merging {
+                        try select.bind(1, bucket.start)
+                        try select.bind(2, id)
+                        if try select.step(), let stored = PackedRow.decode(select.blob(0), start: bucket.start) {
+                            for (field, var rollup) in stored {
+                                if let same = group.firstIndex(where: { $0.field == field }) {
+                                    rollup.merge(group[same].rollup)
+                                    group[same].rollup = rollup
+                                } else {
+                                    group.append((field, rollup))
+                                }
+                            }
+                        }
+                        select.reset()
+                    }
+                    PackedRow.encode(group, start: bucket.start, into: &writer)
+                }
+                let statement = merging ? upsert : insert
+                try statement.bind(1, bucket.start)
+                try statement.bind(2, id)
+                _ = try statement.stepBinding(blob: writer, at: 3)
+                statement.reset()
+                k = end
+            }
+        }
+
+        /// Whether the cells of one series have distinct fields (they do for a bucket closed from memory).
+        func distinctFields(_ keyed: ArraySlice<(id: Int64, index: Int32)>) -> Bool {
+            guard keyed.count > 1 else { return true }
+            if keyed.count > 16 { return Set(keyed.map { fields[Int($0.index)] }).count == keyed.count }
+            for a in keyed.indices {
+                for b in keyed.indices where b > a {
+                    if fields[Int(keyed[a].index)] == fields[Int(keyed[b].index)] { return false }
+                }
+            }
+            return true
         }
     }
 
@@ -222,56 +397,6 @@ public final class SQLiteStore: RollupSink, RollupReader {
         try s.bind(1, key)
         try s.bind(2, String(value))
         _ = try s.step()
-    }
-
-    /// Merges cells into `table` (read, merge, write per cell). Used for the 1h tier.
-    private static func merge(
-        _ buckets: [ClosedBucket],
-        into table: String,
-        db: OpaquePointer,
-        connection c: inout Connection
-    ) throws(StoreError) {
-        let select = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2 AND field = ?3")
-        let upsert = try Statement(
-            db,
-            "INSERT OR REPLACE INTO \(table)(ts, series, field, kind, count, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"
-        )
-        for bucket in buckets {
-            for cell in bucket.cells {
-                let seriesID = try seriesID(for: cell.series, in: &c)
-                try write(cell, start: bucket.start, seriesID: seriesID, mergingWith: select, upsert: upsert)
-            }
-        }
-    }
-
-    /// Writes one cell, first merging it with the stored row when `select` is given (the only way a row changes:
-    /// stored rollups are merged into, never overwritten).
-    private static func write(
-        _ cell: ClosedCell,
-        start: Int64,
-        seriesID: Int64,
-        mergingWith select: Statement?,
-        upsert: Statement
-    ) throws(StoreError) {
-        var rollup = cell.rollup
-        if let select {
-            try select.bind(1, start)
-            try select.bind(2, seriesID)
-            try select.bind(3, cell.field)
-            if try select.step(), var stored = FieldRollup(serialized: select.blob(0)) {
-                stored.merge(rollup)
-                rollup = stored
-            }
-            select.reset()
-        }
-        try upsert.bind(1, start)
-        try upsert.bind(2, seriesID)
-        try upsert.bind(3, cell.field)
-        try upsert.bind(4, Int64(rollup.kind.rawValue))
-        try upsert.bind(5, rollup.count)
-        try upsert.bind(6, rollup.serialized())
-        _ = try upsert.step()
-        upsert.reset()
     }
 
     /// Retention and downsampling, one step at a time so it never holds the store for long:
@@ -300,34 +425,29 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 if let hour = next, hour + Self.hour + settle <= now {
                     let rows = try Statement(
                         db,
-                        "SELECT r.series, r.field, r.data, s.hash, s.measurement, s.tags FROM rollup_1m r"
+                        "SELECT r.series, r.data, s.hash, s.measurement, s.tags, r.ts FROM rollup_1m r"
                             + " JOIN series s ON s.id = r.series WHERE r.ts >= ?1 AND r.ts < ?2"
                     )
                     try rows.bind(1, hour)
                     try rows.bind(2, hour + Self.hour)
-                    var merged: [String: ClosedCell] = [:]
+                    var cells: [ClosedCell] = []
                     while try rows.step() {
-                        guard let rollup = FieldRollup(serialized: rows.blob(2)) else { continue }
-                        let key = "\(rows.int64(0))\u{0}\(rows.text(1))"
-                        if var existing = merged[key] {
-                            existing.rollup.merge(rollup)
-                            merged[key] = existing
-                        } else {
-                            let info = SeriesInfo(
-                                id: UInt64(bitPattern: rows.int64(3)),
-                                measurement: rows.text(4),
-                                tags: Self.decodeTags(rows.text(5))
-                            )
-                            c.seriesIDs[info.id] = rows.int64(0)
-                            merged[key] = ClosedCell(series: info, field: rows.text(1), rollup: rollup)
+                        guard let fields = PackedRow.decode(rows.blob(1), start: rows.int64(5)) else { continue }
+                        let names = try fields.map { (field, _) throws(StoreError) in try Self.fieldName(field, in: &c)
+                        }
+                        let info = SeriesInfo(
+                            id: UInt64(bitPattern: rows.int64(2)),
+                            measurement: rows.text(3),
+                            tags: Self.decodeTags(rows.text(4))
+                        )
+                        c.seriesIDs[info.id] = rows.int64(0)
+                        for (k, field) in fields.enumerated() {
+                            cells.append(ClosedCell(series: info, field: names[k], rollup: field.rollup))
                         }
                     }
-                    try Self.merge(
-                        [ClosedBucket(start: hour, cells: Array(merged.values))],
-                        into: "rollup_1h",
-                        db: db,
-                        connection: &c
-                    )
+                    // The writer merges the minutes of one series and field into one hour cell.
+                    try RowWriter(db, table: "rollup_1h").write(
+                        ClosedBucket(start: hour, cells: cells), merging: true, connection: &c)
                     try Self.setMeta(db, "downsampled_through", hour + Self.hour)
                     done = hour
                 }
@@ -345,12 +465,65 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 return done
             } catch let error as StoreError {
                 try? Self.execute(db, "ROLLBACK", context: "maintenance")
+                c.forgetCachedIDs()
                 throw error
             } catch {
                 try? Self.execute(db, "ROLLBACK", context: "maintenance")
+                c.forgetCachedIDs()
                 throw StoreError(code: SQLITE_ERROR, message: "\(error)", context: "maintenance")
             }
         }
+    }
+
+    /// Copies the SQLite write-ahead log into the database file and resets it (the flush only appends to the log,
+    /// so its commit never waits for this). The ticker calls it after flushes; a no-op when there is nothing new.
+    /// The next write reuses the log from its start (`journal_size_limit` caps what stays allocated).
+    ///
+    /// - Returns: pages copied.
+    @discardableResult
+    public func checkpoint() throws(StoreError) -> Int {
+        try connection.withLock { c throws(StoreError) in
+            var logged: Int32 = 0
+            var copied: Int32 = 0
+            let rc = sqlite3_wal_checkpoint_v2(c.db, nil, SQLITE_CHECKPOINT_PASSIVE, &logged, &copied)
+            guard rc == SQLITE_OK else {
+                throw StoreError(code: rc, message: String(cString: sqlite3_errmsg(c.db)), context: "checkpoint")
+            }
+            return Int(copied)
+        }
+    }
+
+    /// The id of a field name in the `fields` dictionary, adding it when new.
+    private static func fieldID(for name: String, in c: inout Connection) throws(StoreError) -> Int64 {
+        if let id = c.fieldIDs[name] { return id }
+        let insert = try Statement(c.db, "INSERT OR IGNORE INTO fields(name) VALUES(?1)")
+        try insert.bind(1, name)
+        _ = try insert.step()
+        let select = try Statement(c.db, "SELECT id FROM fields WHERE name = ?1")
+        try select.bind(1, name)
+        guard try select.step() else {
+            throw StoreError(code: SQLITE_ERROR, message: "field row missing", context: "storing field \(name)")
+        }
+        return remember(field: name, id: select.int64(0), in: &c)
+    }
+
+    @discardableResult
+    private static func remember(field name: String, id: Int64, in c: inout Connection) -> Int64 {
+        c.fieldIDs[name] = id
+        c.fieldNames[id] = name
+        return id
+    }
+
+    private static func fieldName(_ id: Int64, in c: inout Connection) throws(StoreError) -> String {
+        if let name = c.fieldNames[id] { return name }
+        let select = try Statement(c.db, "SELECT name FROM fields WHERE id = ?1")
+        try select.bind(1, id)
+        guard try select.step() else {
+            throw StoreError(code: SQLITE_CORRUPT, message: "no field with id \(id)", context: "reading rollups")
+        }
+        let name = select.text(0)
+        remember(field: name, id: id, in: &c)
+        return name
     }
 
     private static func seriesID(for series: SeriesInfo, in c: inout Connection) throws(StoreError) -> Int64 {
@@ -412,21 +585,30 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 )
             }
             guard !series.isEmpty else { return [] }
+            var only: Int64?
+            if let field {
+                let lookup = try Statement(db, "SELECT id FROM fields WHERE name = ?1")
+                try lookup.bind(1, field)
+                guard try lookup.step() else { return [] }
+                only = lookup.int64(0)
+            }
             let sql =
-                "SELECT ts, series, field, data FROM \(table) WHERE ts >= ?1 AND ts < ?2"
+                "SELECT ts, series, data FROM \(table) WHERE ts >= ?1 AND ts < ?2"
                 + " AND series IN (SELECT id FROM series WHERE measurement = ?3)"
-                + (field == nil ? "" : " AND field = ?4")
             let query = try Statement(db, sql)
             try query.bind(1, from)
             try query.bind(2, to)
             try query.bind(3, measurement)
-            if let field { try query.bind(4, field) }
             var out: [(start: Int64, cell: ClosedCell)] = []
             while try query.step() {
-                guard let info = series[query.int64(1)], let rollup = FieldRollup(serialized: query.blob(3)) else {
-                    continue
+                let start = query.int64(0)
+                guard let info = series[query.int64(1)],
+                    let fields = PackedRow.decode(query.blob(2), start: start, only: only)
+                else { continue }
+                for (field, rollup) in fields {
+                    out.append(
+                        (start, ClosedCell(series: info, field: try Self.fieldName(field, in: &c), rollup: rollup)))
                 }
-                out.append((query.int64(0), ClosedCell(series: info, field: query.text(2), rollup: rollup)))
             }
             return out
         }
@@ -476,7 +658,14 @@ public final class SQLiteStore: RollupSink, RollupReader {
         }
     }
 
-    /// Number of stored 1-minute rows.
+    /// Runs `sql` (tests only: fault injection with triggers).
+    func executeForTesting(_ sql: String) throws(StoreError) { try execute(sql, context: "test") }
+
+    func setSchemaVersionForTesting(_ version: Int64) throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in try Self.setMeta(c.db, "schema_version", version) }
+    }
+
+    /// Number of stored 1-minute rows (one per series and minute, holding all its fields).
     public func rowCount() throws(StoreError) -> Int {
         try connection.withLock { c throws(StoreError) in
             let s = try Statement(c.db, "SELECT count(*) FROM rollup_1m")
@@ -520,6 +709,22 @@ final class Statement {
         try check(rc, "bind")
     }
 
+    /// Binds `bytes` to parameter `i` without copying them (SQLITE_STATIC) and steps while they are pinned.
+    func stepBinding(blob bytes: borrowing ByteWriter, at i: Int32) throws(StoreError) -> Bool {
+        let (bound, rc) = bytes.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) -> (Int32, Int32) in
+            let bound = sqlite3_bind_blob(handle, i, buffer.baseAddress, Int32(buffer.count), nil)
+            guard bound == SQLITE_OK else { return (bound, SQLITE_OK) }
+            let rc = sqlite3_step(handle)
+            // The bytes are only borrowed for this step: unbind before they can move.
+            sqlite3_bind_null(handle, i)
+            return (bound, rc)
+        }
+        try check(bound, "bind")
+        if rc == SQLITE_ROW { return true }
+        if rc == SQLITE_DONE { return false }
+        throw StoreError(code: rc, message: String(cString: sqlite3_errmsg(db)), context: "step")
+    }
+
     /// Steps once: `true` for a row, `false` when done.
     func step() throws(StoreError) -> Bool {
         let rc = sqlite3_step(handle)
@@ -542,5 +747,54 @@ final class Statement {
         let n = Int(sqlite3_column_bytes(handle, column))
         guard n > 0, let p = sqlite3_column_blob(handle, column) else { return [] }
         return Array(UnsafeRawBufferPointer(start: p, count: n))
+    }
+}
+
+/// The `data` of one rollup row: every field of one series in one bucket.
+///
+/// Layout: format version (``FieldRollup/formatVersion``), number of fields (varint), then per field (in the
+/// order first seen): field id (varint, from the `fields` table), rollup length (varint), the rollup
+/// (``FieldRollup/write(to:base:)``, times relative to the bucket start for the first field and to the previous
+/// field's ``FieldRollup/timeAnchor`` after that). The length lets a reader skip fields it does not want.
+enum PackedRow {
+    /// Starts a row of `fields` fields; append each with ``append(_:_:base:into:)``, `base` starting at the
+    /// bucket start.
+    static func begin(fields: Int, into w: inout ByteWriter) {
+        w.reset()
+        w.u8(FieldRollup.formatVersion)
+        w.varint(UInt64(fields))
+    }
+
+    static func append(_ field: Int64, _ rollup: FieldRollup, base: inout Int64, into w: inout ByteWriter) {
+        w.varint(UInt64(bitPattern: field))
+        let at = w.count
+        rollup.write(to: &w, base: base)
+        w.insertVarint(UInt64(w.count - at), at: at)
+        base = rollup.timeAnchor
+    }
+
+    static func encode(_ fields: [(field: Int64, rollup: FieldRollup)], start: Int64, into w: inout ByteWriter) {
+        begin(fields: fields.count, into: &w)
+        var base = start
+        for field in fields { append(field.field, field.rollup, base: &base, into: &w) }
+    }
+
+    /// The fields of a row (only field `only`, when given); `nil` when the bytes are malformed or of a newer format.
+    static func decode(_ bytes: [UInt8], start: Int64, only: Int64? = nil) -> [(field: Int64, rollup: FieldRollup)]? {
+        var r = ByteReader(bytes)
+        guard r.u8() == FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count) else { return nil }
+        var out: [(field: Int64, rollup: FieldRollup)] = []
+        out.reserveCapacity(only == nil ? Int(n) : 1)
+        var base = start
+        for _ in 0..<n {
+            guard let word = r.varint(), let length = r.varint(), length <= UInt64(bytes.count) else { return nil }
+            let field = Int64(bitPattern: word)
+            let end = r.offset + Int(length)
+            // Every field is decoded (its times anchor the next one's), but only wanted ones are kept.
+            guard let rollup = FieldRollup(reading: &r, base: base), r.offset == end else { return nil }
+            base = rollup.timeAnchor
+            if only == nil || only == field { out.append((field, rollup)) }
+        }
+        return r.atEnd ? out : nil
     }
 }

@@ -90,57 +90,84 @@ public struct QuantileSketch: Sendable, Hashable {
 
     // MARK: - Serialization (compact, for storage)
 
-    /// A compact binary form: count, zero count, then each bin set as (n, [index, count]...), little-endian.
+    /// A compact binary form (see ``write(to:)``).
     public func serialized() -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(24 + 8 * binCount)
-        func put(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        put(count)
-        put(zeroCount)
-        put(UInt64(positive.count))
-        for w in positive { put(w) }
-        put(UInt64(negative.count))
-        for w in negative { put(w) }
-        return out
-    }
-
-    /// Appends ``serialized()``'s bytes, length-prefixed, to `w` without building an intermediate array.
-    func write(lengthPrefixedTo w: inout ByteWriter) {
-        w.u64(UInt64(8 * (4 + positive.count + negative.count)))
-        w.u64(count)
-        w.u64(zeroCount)
-        w.u64(UInt64(positive.count))
-        for x in positive { w.u64(x) }
-        w.u64(UInt64(negative.count))
-        for x in negative { w.u64(x) }
+        var w = ByteWriter(capacity: 8 + 3 * binCount)
+        write(to: &w)
+        return w.bytes
     }
 
     /// Reads ``serialized()`` output; `nil` if the bytes are not a valid sketch.
     public init?(serialized bytes: [UInt8]) {
-        var offset = 0
-        func get() -> UInt64? {
-            guard offset + 8 <= bytes.count else { return nil }
-            var v: UInt64 = 0
-            for k in 0..<8 { v |= UInt64(bytes[offset + k]) << (8 * UInt64(k)) }
-            offset += 8
-            return v
+        var r = ByteReader(bytes)
+        guard let sketch = QuantileSketch(reading: &r), r.atEnd else { return nil }
+        self = sketch
+    }
+
+    /// Appends count and zero count, then per sign the number of bins and each bin as (index delta, count), all
+    /// LEB128 varints: a bin costs two or three bytes instead of eight.
+    func write(to w: inout ByteWriter) {
+        w.varint(count)
+        w.varint(zeroCount)
+        Self.write(positive, to: &w)
+        Self.write(negative, to: &w)
+    }
+
+    private static func write(_ bins: [UInt64], to w: inout ByteWriter) {
+        w.varint(UInt64(bins.count))
+        var previous: UInt64 = 0
+        for word in bins {
+            let index = word >> 32
+            w.varint(index &- previous)
+            w.varint(word & 0xFFFF_FFFF)
+            previous = index
         }
-        guard let count = get(), let zero = get(), let np = get(), np <= UInt64(Self.maxBins) else { return nil }
-        var positive: [UInt64] = []
-        for _ in 0..<np {
-            guard let w = get() else { return nil }
-            positive.append(w)
-        }
-        guard let nn = get(), nn <= UInt64(Self.maxBins) else { return nil }
-        var negative: [UInt64] = []
-        for _ in 0..<nn {
-            guard let w = get() else { return nil }
-            negative.append(w)
+    }
+
+    init?(reading r: inout ByteReader) {
+        guard let count = r.varint(), let zero = r.varint() else { return nil }
+        var sets: [[UInt64]] = []
+        for _ in 0..<2 {
+            guard let n = r.varint(), n <= UInt64(Self.maxBins) else { return nil }
+            var bins: [UInt64] = []
+            bins.reserveCapacity(Int(n))
+            var index: UInt64 = 0
+            for k in 0..<Int(n) {
+                guard let delta = r.varint(), let binCount = r.varint(), k == 0 || delta > 0,
+                    binCount > 0, binCount <= 0xFFFF_FFFF
+                else { return nil }
+                index &+= delta
+                guard index <= 0xFFFF_FFFF else { return nil }
+                bins.append(index << 32 | binCount)
+            }
+            sets.append(bins)
         }
         self.count = count
         self.zeroCount = zero
-        self.positive = positive
-        self.negative = negative
+        self.positive = sets[0]
+        self.negative = sets[1]
+    }
+
+    /// Reads the first storage format (fixed 8-byte words: count, zero count, then per sign n and n bin words),
+    /// for migrating databases written by it.
+    init?(version1 bytes: [UInt8]) {
+        var r = ByteReader(bytes)
+        guard let count = r.u64(), let zero = r.u64() else { return nil }
+        var sets: [[UInt64]] = []
+        for _ in 0..<2 {
+            guard let n = r.u64(), n <= UInt64(Self.maxBins) else { return nil }
+            var bins: [UInt64] = []
+            for _ in 0..<n {
+                guard let w = r.u64() else { return nil }
+                bins.append(w)
+            }
+            sets.append(bins)
+        }
+        guard r.atEnd else { return nil }
+        self.count = count
+        self.zeroCount = zero
+        self.positive = sets[0]
+        self.negative = sets[1]
     }
 
     // MARK: - Bins

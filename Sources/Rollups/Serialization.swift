@@ -1,24 +1,128 @@
 /// A compact little-endian binary form of rollups, for storage (the SQLite `data` column).
 ///
-/// Layout: version byte (1), kind byte, count, then per kind — numeric: the ten `NumericAggregate` words and the
-/// sketch; boolean: true count, last time, last value; string: last time, length, bytes. Reading rejects anything
-/// malformed or from a newer version instead of guessing.
-public struct ByteWriter {
-    public private(set) var bytes: [UInt8] = []
-    public init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
-    public mutating func u8(_ v: UInt8) { bytes.append(v) }
-    public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-    public mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
-    public mutating func f64(_ v: Double) { u64(v.bitPattern) }
+/// Format 2 (written): version byte, kind byte, count as a varint, then per kind —
+/// numeric: the aggregate (count; a flags byte saying which of last, min, max and shift repeat an earlier value;
+/// first and the values that do not repeat, then sum, shifted sum and shifted sum of squares, each as
+/// ``ByteWriter/number(_:)``; first time as a zigzag delta from a base, last time as a delta from the first) and
+/// the sketch (count, zero count, then per sign the bin count and each bin as an index delta and a count, all
+/// varints); boolean: true count, last time (delta from the base), last value byte; string: last time (delta),
+/// length, bytes.
+/// Format 1 (the first release: fixed 8-byte words) is still read, for migrating old databases. Reading rejects
+/// anything malformed or from a newer version instead of guessing.
+public struct ByteWriter: ~Copyable {
+    /// `capacity` bytes of memory owned by the writer; `count` of them are written. Writes check the capacity once
+    /// and store through the pointer, so a writer reused per row (``reset()``) allocates nothing in steady state.
+    /// Non-copyable: exactly one owner frees the memory, and access checks are static (no runtime cost).
+    private var base: UnsafeMutableRawPointer
+    private var capacity: Int
+    public private(set) var count = 0
+
+    public init(capacity: Int = 256) {
+        self.capacity = Swift.max(capacity, 64)
+        base = .allocate(byteCount: self.capacity, alignment: 8)
+    }
+
+    deinit { base.deallocate() }
+
+    /// The written bytes (a copy).
+    public var bytes: [UInt8] { Array(UnsafeRawBufferPointer(start: base, count: count)) }
+
+    /// Calls `body` with the written bytes, without copying them.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        body(UnsafeRawBufferPointer(start: base, count: count))
+    }
+
+    /// Empties the buffer, keeping its memory.
+    public mutating func reset() { count = 0 }
+
+    @inline(__always)
+    private mutating func reserve(_ n: Int) {
+        if count + n > capacity { grow(n) }
+    }
+
+    private mutating func grow(_ n: Int) {
+        let bigger = Swift.max(capacity * 2, count + n)
+        let fresh = UnsafeMutableRawPointer.allocate(byteCount: bigger, alignment: 8)
+        fresh.copyMemory(from: base, byteCount: count)
+        base.deallocate()
+        base = fresh
+        capacity = bigger
+    }
+
+    @inline(__always)
+    private mutating func store<T: FixedWidthInteger>(_ v: T) {
+        reserve(MemoryLayout<T>.size)
+        base.storeBytes(of: v.littleEndian, toByteOffset: count, as: T.self)
+        count += MemoryLayout<T>.size
+    }
+
+    public mutating func u8(_ v: UInt8) { store(v) }
+    public mutating func u64(_ v: UInt64) { store(v) }
+    public mutating func i64(_ v: Int64) { store(v) }
+    public mutating func f64(_ v: Double) { store(v.bitPattern) }
+    /// LEB128: seven bits per byte, low first.
+    public mutating func varint(_ v: UInt64) {
+        reserve(10)
+        var v = v
+        var at = count
+        while v >= 0x80 {
+            base.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, toByteOffset: at, as: UInt8.self)
+            v >>= 7
+            at += 1
+        }
+        base.storeBytes(of: UInt8(v), toByteOffset: at, as: UInt8.self)
+        count = at + 1
+    }
+    /// A signed varint (zigzag: small magnitudes of either sign stay short).
+    public mutating func zigzag(_ v: Int64) { varint(UInt64(bitPattern: (v << 1) ^ (v >> 63))) }
+    /// A double, exactly: an integral value of magnitude below 2⁵³ as a varint of `zigzag(v) << 1` (one byte for
+    /// 0, two up to ±31, …), anything else as the byte 1 and its eight bytes.
+    public mutating func number(_ v: Double) {
+        if v.rounded(.towardZero) == v, v.magnitude < 9_007_199_254_740_992, v != 0 || v.sign == .plus {
+            let i = Int64(v)
+            varint(UInt64(bitPattern: (i << 1) ^ (i >> 63)) << 1)
+        } else {
+            u8(1)
+            f64(v)
+        }
+    }
     public mutating func raw(_ v: [UInt8]) {
         u64(UInt64(v.count))
-        bytes.append(contentsOf: v)
+        bytes(v)
+    }
+    public mutating func bytes(_ v: [UInt8]) { v.withUnsafeBytes { bytes($0) } }
+    public mutating func bytes(_ v: UnsafeRawBufferPointer) {
+        guard let source = v.baseAddress, !v.isEmpty else { return }
+        reserve(v.count)
+        (base + count).copyMemory(from: source, byteCount: v.count)
+        count += v.count
+    }
+    /// The UTF-8 bytes of `s` (no length).
+    public mutating func utf8(_ s: String) {
+        var s = s
+        s.withUTF8 { bytes(UnsafeRawBufferPointer($0)) }
+    }
+    /// Inserts `v` as a varint at `offset`, moving the bytes after it (a length put in front of its payload once
+    /// the payload is written: a few dozen bytes moved, cheaper than writing it twice).
+    public mutating func insertVarint(_ v: UInt64, at offset: Int) {
+        precondition(offset <= count)
+        var width = 1
+        while width < 10 && v >> (7 * UInt64(width)) != 0 { width += 1 }
+        reserve(width)
+        (base + offset + width).copyMemory(from: base + offset, byteCount: count - offset)
+        var v = v
+        for k in 0..<width {
+            base.storeBytes(
+                of: UInt8(truncatingIfNeeded: v) | (k < width - 1 ? 0x80 : 0), toByteOffset: offset + k, as: UInt8.self)
+            v >>= 7
+        }
+        count += width
     }
 }
 
 public struct ByteReader {
     let bytes: [UInt8]
-    var offset = 0
+    public private(set) var offset = 0
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     public var atEnd: Bool { offset == bytes.count }
     public mutating func u8() -> UInt8? {
@@ -35,34 +139,95 @@ public struct ByteReader {
     }
     public mutating func i64() -> Int64? { u64().map { Int64(bitPattern: $0) } }
     public mutating func f64() -> Double? { u64().map { Double(bitPattern: $0) } }
+    public mutating func varint() -> UInt64? {
+        var v: UInt64 = 0
+        var shift: UInt64 = 0
+        while offset < bytes.count, shift < 64 {
+            let b = bytes[offset]
+            offset += 1
+            v |= UInt64(b & 0x7F) << shift
+            if b < 0x80 { return v }
+            shift += 7
+        }
+        return nil
+    }
+    public mutating func zigzag() -> Int64? {
+        varint().map { Int64(bitPattern: ($0 >> 1) ^ (0 &- ($0 & 1))) }
+    }
+    /// Reads ``ByteWriter/number(_:)``.
+    public mutating func number() -> Double? {
+        guard let word = varint() else { return nil }
+        if word & 1 == 0 {
+            let z = word >> 1
+            return Double(Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1))))
+        }
+        guard word == 1 else { return nil }
+        return f64()
+    }
     public mutating func raw(limit: Int = 1 << 24) -> [UInt8]? {
-        guard let n = u64(), n <= UInt64(limit), offset + Int(n) <= bytes.count else { return nil }
-        defer { offset += Int(n) }
-        return Array(bytes[offset..<(offset + Int(n))])
+        guard let n = u64(), n <= UInt64(limit) else { return nil }
+        return take(Int(n))
+    }
+    /// The next `n` bytes, or `nil` if fewer remain.
+    public mutating func take(_ n: Int) -> [UInt8]? {
+        guard n >= 0, offset + n <= bytes.count else { return nil }
+        defer { offset += n }
+        return Array(bytes[offset..<(offset + n)])
     }
 }
 
 extension NumericAggregate {
-    func write(to w: inout ByteWriter) {
-        w.i64(count)
-        w.f64(shiftedSum)
-        w.f64(shiftedSquares)
-        w.f64(shift)
-        w.f64(min)
-        w.f64(max)
-        w.f64(first)
-        w.i64(firstTime)
-        w.f64(last)
-        w.i64(lastTime)
-        w.f64(sum)
+    /// Writes the aggregate compactly: values that repeat another (a constant series has first = last = min =
+    /// max = shift) cost two bits of a flags byte instead of eight bytes; integral values are varints; times are
+    /// deltas (first from `base`, last from first), so fields of one point — which share a timestamp — cost a byte.
+    func write(to w: inout ByteWriter, base: Int64) {
+        func same(_ a: Double, _ b: Double?) -> Bool { a.bitPattern == b?.bitPattern }
+        func code(_ v: Double, _ a: Double, _ b: Double? = nil, _ c: Double? = nil) -> UInt8 {
+            same(v, a) ? 1 : same(v, b) ? 2 : same(v, c) ? 3 : 0
+        }
+        let lastCode = code(last, first)
+        let minCode = code(min, first, last)
+        let maxCode = code(max, first, last)
+        let shiftCode = code(shift, first, last, min)
+        w.varint(UInt64(bitPattern: count))
+        w.u8(lastCode | minCode << 2 | maxCode << 4 | shiftCode << 6)
+        w.number(first)
+        if lastCode == 0 { w.number(last) }
+        if minCode == 0 { w.number(min) }
+        if maxCode == 0 { w.number(max) }
+        if shiftCode == 0 { w.number(shift) }
+        w.number(sum)
+        w.number(shiftedSum)
+        w.number(shiftedSquares)
+        w.zigzag(firstTime &- base)
+        w.zigzag(lastTime &- firstTime)
     }
 
-    init?(reading r: inout ByteReader) {
-        guard let count = r.i64(), let shiftedSum = r.f64(), let shiftedSquares = r.f64(), let shift = r.f64(),
-            let min = r.f64(), let max = r.f64(), let first = r.f64(), let firstTime = r.i64(), let last = r.f64(),
-            let lastTime = r.i64(), let sum = r.f64()
+    init?(reading r: inout ByteReader, base: Int64) {
+        guard let count = r.varint(), let flags = r.u8(), let first = r.number() else { return nil }
+        func value(_ code: UInt8, _ a: Double, _ b: Double? = nil, _ c: Double? = nil) -> Double? {
+            switch code {
+            case 0: r.number()
+            case 1: a
+            case 2: b
+            default: c
+            }
+        }
+        guard let last = value(flags & 3, first), let min = value(flags >> 2 & 3, first, last),
+            let max = value(flags >> 4 & 3, first, last), let shift = value(flags >> 6, first, last, min),
+            let sum = r.number(), let shiftedSum = r.number(), let shiftedSquares = r.number(),
+            let firstDelta = r.zigzag(), let lastDelta = r.zigzag()
         else { return nil }
-        self.init()
+        self.init(
+            count: Int64(bitPattern: count), shiftedSum: shiftedSum, shiftedSquares: shiftedSquares, shift: shift,
+            min: min, max: max, first: first, firstTime: base &+ firstDelta, last: last,
+            lastTime: base &+ firstDelta &+ lastDelta, sum: sum)
+    }
+
+    init(
+        count: Int64, shiftedSum: Double, shiftedSquares: Double, shift: Double, min: Double, max: Double,
+        first: Double, firstTime: Int64, last: Double, lastTime: Int64, sum: Double
+    ) {
         self.count = count
         self.shiftedSum = shiftedSum
         self.shiftedSquares = shiftedSquares
@@ -75,44 +240,98 @@ extension NumericAggregate {
         self.lastTime = lastTime
         self.sum = sum
     }
+
+    /// Format 1: eleven fixed 8-byte words.
+    init?(readingVersion1 r: inout ByteReader) {
+        guard let count = r.i64(), let shiftedSum = r.f64(), let shiftedSquares = r.f64(), let shift = r.f64(),
+            let min = r.f64(), let max = r.f64(), let first = r.f64(), let firstTime = r.i64(), let last = r.f64(),
+            let lastTime = r.i64(), let sum = r.f64()
+        else { return nil }
+        self.init(
+            count: count, shiftedSum: shiftedSum, shiftedSquares: shiftedSquares, shift: shift, min: min, max: max,
+            first: first, firstTime: firstTime, last: last, lastTime: lastTime, sum: sum)
+    }
 }
 
 extension FieldRollup {
-    static let formatVersion: UInt8 = 1
+    public static let formatVersion: UInt8 = 2
 
-    /// The storage form of this rollup.
+    /// The storage form of this rollup: the format version byte, then ``write(to:base:)`` with base 0.
     public func serialized() -> [UInt8] {
         var w = ByteWriter()
         w.u8(Self.formatVersion)
-        w.u8(kind.rawValue)
-        w.i64(count)
-        switch kind {
-        case .numeric:
-            numeric.write(to: &w)
-            sketch.write(lengthPrefixedTo: &w)
-        case .boolean:
-            w.i64(trueCount)
-            w.i64(lastTime)
-            w.u8(lastBool ? 1 : 0)
-        case .string:
-            w.i64(lastTime)
-            w.raw(lastBytes)
-        }
+        write(to: &w, base: 0)
         return w.bytes
     }
 
-    /// Reads ``serialized()``; `nil` for malformed bytes or an unknown (newer) format version.
+    /// The time this rollup's times are written relative to, for the next rollup of the same row.
+    public var timeAnchor: Int64 { kind == .numeric ? numeric.firstTime : lastTime }
+
+    /// Appends this rollup in the current format, without the version byte (the caller writes it once for many).
+    /// Times are written relative to `base`: the bucket start, or the previous field's ``timeAnchor``.
+    public func write(to w: inout ByteWriter, base: Int64) {
+        w.u8(kind.rawValue)
+        w.varint(UInt64(bitPattern: count))
+        switch kind {
+        case .numeric:
+            numeric.write(to: &w, base: base)
+            sketch.write(to: &w)
+        case .boolean:
+            w.varint(UInt64(bitPattern: trueCount))
+            w.zigzag(lastTime &- base)
+            w.u8(lastBool ? 1 : 0)
+        case .string:
+            w.zigzag(lastTime &- base)
+            w.varint(UInt64(lastBytes.count))
+            w.bytes(lastBytes)
+        }
+    }
+
+    /// Reads ``serialized()`` (format 1 or 2); `nil` for malformed bytes or an unknown (newer) format version.
     public init?(serialized bytes: [UInt8]) {
         var r = ByteReader(bytes)
-        guard r.u8() == Self.formatVersion, let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte),
-            let count = r.i64()
-        else { return nil }
+        switch r.u8() {
+        case 1: self.init(readingVersion1: &r)
+        case 2: self.init(reading: &r, base: 0)
+        default: return nil
+        }
+        guard r.atEnd else { return nil }
+    }
+
+    /// Reads what ``write(to:base:)`` wrote with the same `base`.
+    public init?(reading r: inout ByteReader, base: Int64) {
+        guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), let count = r.varint() else {
+            return nil
+        }
+        self.init(kind: kind)
+        self.count = Int64(bitPattern: count)
+        switch kind {
+        case .numeric:
+            guard let numeric = NumericAggregate(reading: &r, base: base), let sketch = QuantileSketch(reading: &r)
+            else { return nil }
+            self.numeric = numeric
+            self.sketch = sketch
+        case .boolean:
+            guard let t = r.varint(), let time = r.zigzag(), let b = r.u8() else { return nil }
+            trueCount = Int64(bitPattern: t)
+            lastTime = base &+ time
+            lastBool = b != 0
+        case .string:
+            guard let time = r.zigzag(), let n = r.varint(), n <= 1 << 24, let s = r.take(Int(n)) else { return nil }
+            lastTime = base &+ time
+            lastBytes = s
+        }
+    }
+
+    /// Format 1 (after the version byte): kind, count, then fixed 8-byte words.
+    init?(readingVersion1 r: inout ByteReader) {
+        guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), let count = r.i64() else { return nil }
         self.init(kind: kind)
         self.count = count
         switch kind {
         case .numeric:
-            guard let numeric = NumericAggregate(reading: &r), let sketchBytes = r.raw(),
-                let sketch = QuantileSketch(serialized: sketchBytes)
+            guard let numeric = NumericAggregate(readingVersion1: &r), let sketchBytes = r.raw(),
+                let sketch = QuantileSketch(version1: sketchBytes)
             else { return nil }
             self.numeric = numeric
             self.sketch = sketch
@@ -126,6 +345,5 @@ extension FieldRollup {
             lastTime = time
             lastBytes = s
         }
-        guard r.atEnd else { return nil }
     }
 }

@@ -287,6 +287,8 @@ struct Ticker: Service {
                         retention1m: retention1m,
                         retention1h: retention1h
                     )
+                    // Flushes only append to SQLite's log; fold it into the database file here, off their path.
+                    try store.store.checkpoint()
                 }
             } catch {
                 logger.error("retention/downsampling failed: \(error)")
