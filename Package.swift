@@ -38,13 +38,16 @@ let package = Package(
         // Where closed rollups go.
         .target(
             name: "Export",
-            dependencies: ["Rollups", "LineProtocol", "CSQLite"],
+            dependencies: [
+                "Rollups", "LineProtocol", "CSQLite", "CCurl", "CZlib", .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
         // System libraries: SQLite (the rollup store) and zlib (gzip bodies).
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .executableTarget(
             name: "metricsd",
             dependencies: [

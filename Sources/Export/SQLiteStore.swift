@@ -29,6 +29,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         let db: OpaquePointer
         /// Series ids known to be in the table (hash of the series → row id).
         var seriesIDs: [UInt64: Int64] = [:]
+        /// Series by row id, for reading rows back (forwarding).
+        var seriesByRow: [Int64: SeriesInfo] = [:]
         /// The field-name dictionary (rows name fields by id), both ways.
         var fieldIDs: [String: Int64] = [:]
         var fieldNames: [Int64: String] = [:]
@@ -36,6 +38,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// Forgets every cached id: after a rolled-back transaction they may name rows that were never committed.
         mutating func forgetCachedIDs() {
             seriesIDs = [:]
+            seriesByRow = [:]
             fieldIDs = [:]
             fieldNames = [:]
         }
@@ -46,10 +49,13 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
     private let connection: Mutex<Connection>
     public let path: String
+    /// Whether stored minutes are queued for forwarding (`outbox` table; on when `[influx] url` is set).
+    public let recordsOutbox: Bool
 
     /// Opens (creating if needed) the database at `path` and applies the schema migrations.
-    public init(path: String) throws(StoreError) {
+    public init(path: String, recordsOutbox: Bool = false) throws(StoreError) {
         self.path = path
+        self.recordsOutbox = recordsOutbox
         var handle: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
         let rc = sqlite3_open_v2(path, &handle, flags, nil)
@@ -107,6 +113,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     CREATE INDEX IF NOT EXISTS series_by_hash ON series(hash);
                     CREATE TABLE IF NOT EXISTS fields(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
                     CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
+                    CREATE TABLE IF NOT EXISTS outbox(
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, series INTEGER);
                     CREATE TABLE IF NOT EXISTS dedup(
                         hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
                         PRIMARY KEY(hash_high, hash_low));
@@ -226,7 +234,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             let db = c.db
             try Self.execute(db, "BEGIN IMMEDIATE", context: "starting a flush")
             do {
-                let minutes = try RowWriter(db, table: "rollup_1m")
+                let minutes = try RowWriter(db, table: "rollup_1m", outbox: recordsOutbox)
                 let probe = try Statement(db, "SELECT 1 FROM rollup_1m WHERE ts = ?1 LIMIT 1")
                 let watermark = try Statement(
                     db,
@@ -252,6 +260,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         watermark.reset()
                     }
                     try minutes.write(bucket, merging: exists, connection: &c)
+                    // A new bucket is queued for forwarding whole, in one entry (merged rows queue themselves).
+                    if recordsOutbox && !exists && !bucket.cells.isEmpty {
+                        try Self.queue(db, start: bucket.start, series: nil)
+                    }
                 }
                 if !hourly.isEmpty {
                     let hours = try RowWriter(db, table: "rollup_1h")
@@ -287,7 +299,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
         var fields: [Int64] = []
         var group: [(field: Int64, rollup: FieldRollup)] = []
 
-        init(_ db: OpaquePointer, table: String) throws(StoreError) {
+        /// Queues each row merged into for forwarding again (the minute changed after it was forwarded).
+        let outbox: Statement?
+
+        init(_ db: OpaquePointer, table: String, outbox: Bool = false) throws(StoreError) {
+            self.outbox = outbox ? try Statement(db, "INSERT INTO outbox(ts, series) VALUES(?1, ?2)") : nil
             select = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2")
             upsert = try Statement(db, "INSERT OR REPLACE INTO \(table)(ts, series, data) VALUES(?1, ?2, ?3)")
             // A bucket with no stored rows yet: plain inserts (no conflict handling, no statement journal).
@@ -362,6 +378,12 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 try statement.bind(2, id)
                 _ = try statement.stepBinding(blob: writer, at: 3)
                 statement.reset()
+                if merging, let outbox {
+                    try outbox.bind(1, bucket.start)
+                    try outbox.bind(2, id)
+                    _ = try outbox.step()
+                    outbox.reset()
+                }
                 k = end
             }
         }
@@ -458,6 +480,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 let cut1h = try Statement(db, "DELETE FROM rollup_1h WHERE ts < ?1")
                 try cut1h.bind(1, now - retention1h)
                 _ = try cut1h.step()
+                // Minutes deleted by retention cannot be forwarded any more: their outbox entries go too.
+                let cutOutbox = try Statement(db, "DELETE FROM outbox WHERE ts < ?1")
+                try cutOutbox.bind(1, min(now - retention1m, downsampled))
+                _ = try cutOutbox.step()
                 let cutFlushed = try Statement(db, "DELETE FROM flushed WHERE ts < ?1")
                 try cutFlushed.bind(1, now - retention1m)
                 _ = try cutFlushed.step()
@@ -552,6 +578,159 @@ public final class SQLiteStore: RollupSink, RollupReader {
         let id = select.int64(0)
         c.seriesIDs[series.id] = id
         return id
+    }
+
+    static func queue(_ db: OpaquePointer, start: Int64, series: Int64?) throws(StoreError) {
+        let s = try Statement(db, "INSERT INTO outbox(ts, series) VALUES(?1, ?2)")
+        try s.bind(1, start)
+        if let series { try s.bind(2, series) }
+        _ = try s.step()
+    }
+
+    // MARK: - Outbox (forwarding)
+
+    /// Where forwarding is: every outbox entry before `seq` is sent, and of entry `seq` the rows of series ids up
+    /// to `series` (``done`` when the whole entry is sent).
+    public struct OutboxCursor: Sendable, Hashable, CustomStringConvertible {
+        public var seq: Int64
+        public var series: Int64
+        public static let done = Int64.max
+        public static let start = OutboxCursor(seq: 0, series: done)
+        public var description: String { "\(seq)/\(series == Self.done ? "done" : String(series))" }
+    }
+
+    /// One stored row to forward: a series in a minute, all its fields.
+    public struct OutboxRow: Sendable {
+        public var start: Int64
+        public var series: SeriesInfo
+        public var fields: [(name: String, rollup: FieldRollup)]
+    }
+
+    /// The persisted cursor (``OutboxCursor/start`` before anything was forwarded).
+    public func outboxCursor() throws(StoreError) -> OutboxCursor {
+        try connection.withLock { c throws(StoreError) in
+            guard let seq = try Self.metaInt(c.db, "outbox_seq"), let series = try Self.metaInt(c.db, "outbox_series")
+            else { return .start }
+            return OutboxCursor(seq: seq, series: series)
+        }
+    }
+
+    /// Up to `limit` rows queued after `cursor`, in queue order (within a whole-minute entry, by series id), and the
+    /// cursor that marks them sent. A row is read as stored now, so a minute queued twice is sent with its latest
+    /// value both times: the second send overwrites the first point in InfluxDB.
+    public func outboxBatch(after cursor: OutboxCursor, limit: Int) throws(StoreError) -> (
+        rows: [OutboxRow], cursor: OutboxCursor
+    ) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            var rows: [OutboxRow] = []
+            var position = cursor
+            let entries = try Statement(db, "SELECT seq, ts, series FROM outbox WHERE seq >= ?1 ORDER BY seq")
+            try entries.bind(1, cursor.seq)
+            let whole = try Statement(
+                db, "SELECT series, data FROM rollup_1m WHERE ts = ?1 AND series > ?2 ORDER BY series LIMIT ?3")
+            let one = try Statement(db, "SELECT data FROM rollup_1m WHERE ts = ?1 AND series = ?2")
+            while rows.count < limit, try entries.step() {
+                let seq = entries.int64(0)
+                let start = entries.int64(1)
+                if seq > position.seq { position = OutboxCursor(seq: seq, series: -1) }
+                guard position.series != OutboxCursor.done else { continue }
+                if sqlite3_column_type(entries.handle, 2) == SQLITE_NULL {
+                    try whole.bind(1, start)
+                    try whole.bind(2, position.series)
+                    try whole.bind(3, Int64(limit - rows.count))
+                    var fetched = 0
+                    while try whole.step() {
+                        fetched += 1
+                        let id = whole.int64(0)
+                        position.series = id
+                        if let row = try Self.outboxRow(start: start, series: id, data: whole.blob(1), in: &c) {
+                            rows.append(row)
+                        }
+                    }
+                    whole.reset()
+                    if rows.count < limit || fetched == 0 { position.series = OutboxCursor.done }
+                } else {
+                    let id = entries.int64(2)
+                    try one.bind(1, start)
+                    try one.bind(2, id)
+                    if try one.step(), let row = try Self.outboxRow(start: start, series: id, data: one.blob(0), in: &c) {
+                        rows.append(row)
+                    }
+                    one.reset()
+                    position.series = OutboxCursor.done
+                }
+            }
+            return (rows, position)
+        }
+    }
+
+    private static func outboxRow(start: Int64, series id: Int64, data: [UInt8], in c: inout Connection)
+        throws(StoreError) -> OutboxRow?
+    {
+        guard let fields = PackedRow.decode(data, start: start) else { return nil }
+        let info: SeriesInfo
+        if let known = c.seriesByRow[id] {
+            info = known
+        } else {
+            let s = try Statement(c.db, "SELECT hash, measurement, tags FROM series WHERE id = ?1")
+            try s.bind(1, id)
+            guard try s.step() else { return nil }
+            info = SeriesInfo(
+                id: UInt64(bitPattern: s.int64(0)), measurement: s.text(1), tags: decodeTags(s.text(2)))
+            c.seriesByRow[id] = info
+        }
+        var named: [(name: String, rollup: FieldRollup)] = []
+        for (field, rollup) in fields { named.append((try fieldName(field, in: &c), rollup)) }
+        return OutboxRow(start: start, series: info, fields: named)
+    }
+
+    /// Persists `cursor` (after the receiver acknowledged everything before it) and deletes the entries it passed.
+    public func advanceOutbox(to cursor: OutboxCursor) throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            try Self.execute(db, "BEGIN IMMEDIATE", context: "advancing the outbox")
+            do throws(StoreError) {
+                try Self.setMeta(db, "outbox_seq", cursor.seq)
+                try Self.setMeta(db, "outbox_series", cursor.series)
+                let prune = try Statement(
+                    db, cursor.series == OutboxCursor.done ? "DELETE FROM outbox WHERE seq <= ?1" : "DELETE FROM outbox WHERE seq < ?1")
+                try prune.bind(1, cursor.seq)
+                _ = try prune.step()
+                try Self.execute(db, "COMMIT", context: "advancing the outbox")
+            } catch {
+                try? Self.execute(db, "ROLLBACK", context: "advancing the outbox")
+                throw error
+            }
+        }
+    }
+
+    /// What is still to forward after `cursor`: distinct minutes and rows (points).
+    public func outboxBacklog(after cursor: OutboxCursor) throws(StoreError) -> (minutes: Int, points: Int) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            let entries = try Statement(db, "SELECT seq, ts, series FROM outbox WHERE seq >= ?1")
+            try entries.bind(1, cursor.seq)
+            let count = try Statement(db, "SELECT count(*) FROM rollup_1m WHERE ts = ?1 AND series > ?2")
+            var minutes = Set<Int64>()
+            var points = 0
+            while try entries.step() {
+                let seq = entries.int64(0)
+                let after = seq == cursor.seq ? cursor.series : -1
+                guard after != OutboxCursor.done else { continue }
+                minutes.insert(entries.int64(1))
+                if sqlite3_column_type(entries.handle, 2) == SQLITE_NULL {
+                    try count.bind(1, entries.int64(1))
+                    try count.bind(2, after)
+                    _ = try count.step()
+                    points += Int(count.int64(0))
+                    count.reset()
+                } else {
+                    points += 1
+                }
+            }
+            return (minutes.count, points)
+        }
     }
 
     // MARK: - Reading

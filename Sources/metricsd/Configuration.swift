@@ -109,6 +109,14 @@ struct Configuration: Hashable, Sendable {
         var batchSize = 5000
         var flushInterval = ConfigDuration.seconds(10)
         var aggregates = ["count", "sum", "min", "max", "mean", "stddev", "first", "last", "p50", "p90", "p99"]
+        var retentionPolicy = ""
+        var username = ""
+        var password = ""
+        var timeout = ConfigDuration.seconds(30)
+        var retryInitial = ConfigDuration.seconds(1)
+        var retryMax = ConfigDuration.seconds(60)
+        var caFile = ""
+        var insecureSkipVerify = false
     }
     struct Auth: Hashable, Sendable {
         var token = ""
@@ -193,6 +201,14 @@ extension Configuration {
             influx.batchSize = try t.int("batch_size", influx.batchSize)
             influx.flushInterval = try t.duration("flush_interval", influx.flushInterval)
             influx.aggregates = try t.strings("aggregates", influx.aggregates)
+            influx.retentionPolicy = try t.string("retention_policy", influx.retentionPolicy)
+            influx.username = try t.string("username", influx.username)
+            influx.password = try t.string("password", influx.password)
+            influx.timeout = try t.duration("timeout", influx.timeout)
+            influx.retryInitial = try t.duration("retry_initial", influx.retryInitial)
+            influx.retryMax = try t.duration("retry_max", influx.retryMax)
+            influx.caFile = try t.string("ca_file", influx.caFile)
+            influx.insecureSkipVerify = try t.bool("insecure_skip_verify", influx.insecureSkipVerify)
             try t.finish()
         }
         if var t = try reader.table("auth") {
@@ -299,6 +315,14 @@ extension Configuration {
             batch_size = \(influx.batchSize)
             flush_interval = \(q(influx.flushInterval.description))
             aggregates = [\(influx.aggregates.map(q).joined(separator: ", "))]
+            retention_policy = \(q(influx.retentionPolicy))
+            username = \(q(influx.username))
+            password = \(q(influx.password.isEmpty ? "" : "<redacted>"))
+            timeout = \(q(influx.timeout.description))
+            retry_initial = \(q(influx.retryInitial.description))
+            retry_max = \(q(influx.retryMax.description))
+            ca_file = \(q(influx.caFile))
+            insecure_skip_verify = \(influx.insecureSkipVerify)
 
             [auth]
             token = \(q(auth.token.isEmpty ? "" : "<redacted>"))

@@ -19,6 +19,7 @@ struct HTTPState: Sendable {
     let stats: Stats
     let listeners: [String: String]
     let logger: Logger
+    var forwarder: Forwarder? = nil
 }
 
 /// The version InfluxDB clients see in `X-Influxdb-Version`: metricsd speaks the 1.8 HTTP API.
@@ -257,16 +258,30 @@ enum HTTPRoutes {
 
     static func health(_ state: HTTPState) -> Response {
         let uptime = Double(nowNanoseconds() - state.stats.started) / 1e9
-        let reason = state.store.degradedReason
-        return json(
-            .ok,
-            [
-                "name": "metricsd", "status": reason == nil ? "pass" : "degraded",
-                "message": reason ?? "ready for writes and queries",
-                "version": metricsdVersion, "uptime_seconds": (uptime * 1000).rounded() / 1000,
-                "listeners": state.listeners, "counters": counters(state),
-            ] as [String: Any]
-        )
+        var reason = state.store.degradedReason
+        var body: [String: Any] = [
+            "name": "metricsd", "version": metricsdVersion, "uptime_seconds": (uptime * 1000).rounded() / 1000,
+            "listeners": state.listeners, "counters": counters(state),
+        ]
+        if let forwarder = state.forwarder {
+            let f = forwarder.stats.current
+            var forwarding: [String: Any] = [
+                "url": forwarder.configuration.url, "status": f.status,
+                "backlog_minutes": f.backlogMinutes, "backlog_points": f.backlogPoints,
+                "points_forwarded": forwarder.stats.forwarded, "points_rejected": forwarder.stats.rejected,
+                "requests": forwarder.stats.requests, "retries": forwarder.stats.retried,
+            ]
+            if let t = f.lastSuccess { forwarding["last_success"] = TimeText.format(t) }
+            if let e = f.lastError { forwarding["last_error"] = e }
+            if let t = f.lastErrorAt { forwarding["last_error_at"] = TimeText.format(t) }
+            body["forwarding"] = forwarding
+            if f.status == "failing" && reason == nil {
+                reason = "forwarding to \(forwarder.configuration.url) is refused: \(f.lastError ?? "")"
+            }
+        }
+        body["status"] = reason == nil ? "pass" : "degraded"
+        body["message"] = reason ?? "ready for writes and queries"
+        return json(.ok, body)
     }
 
     static func metrics(_ state: HTTPState) -> Response {
@@ -274,6 +289,7 @@ enum HTTPRoutes {
         state.stats.activeSeries.set(Double(state.engine.activeSeries))
         state.stats.openBuckets.set(Double(open.buckets))
         state.stats.openCells.set(Double(open.cells))
+        if let forwarder = state.forwarder { state.stats.forward.update(forwarder.stats) }
         var buffer = ByteBuffer()
         buffer.writeBytes(state.stats.registry.emitToBuffer())
         return Response(
@@ -447,6 +463,13 @@ extension RollupEngine {
 /// Times in query parameters: RFC 3339 (`2026-11-28T10:00:00Z`, fractions and offsets allowed) or epoch
 /// milliseconds.
 enum TimeText {
+    /// RFC 3339 in UTC with milliseconds.
+    static func format(_ nanoseconds: Int64) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date(timeIntervalSince1970: Double(nanoseconds) / 1e9))
+    }
+
     static func parse(_ text: String) -> Int64? {
         if let ms = Int64(text) { return ms * 1_000_000 }
         return rfc3339(text)

@@ -1,3 +1,4 @@
+import Export
 import Foundation
 import LineProtocol
 import Prometheus
@@ -78,6 +79,7 @@ final class Stats: Sendable {
     let pendingDropped: StatCounter
     let duplicateBatches: StatCounter
     let walReplayed: StatCounter
+    let forward: ForwardMetrics
     let activeSeries: Gauge
     let openBuckets: Gauge
     let openCells: Gauge
@@ -153,6 +155,7 @@ final class Stats: Sendable {
             "metricsd_wal_replayed_records_total",
             help: "WAL records replayed at start-up after an unclean stop"
         )
+        forward = ForwardMetrics(registry)
         activeSeries = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 metricName: "metricsd_series_active", unitName: "", helpText: "Series known to the rollups"))
@@ -299,5 +302,54 @@ extension RollupEngine {
         let i = configuration.interval
         let q = t / i
         return (t % i < 0 ? q - 1 : q) * i
+    }
+}
+
+/// Forwarding figures for `/metrics`: totals are exported as counters advanced to the forwarder's own counts at each
+/// scrape, the backlog and last success as gauges.
+final class ForwardMetrics: Sendable {
+    private let exported: [String: Prometheus.Counter]
+    private let seen = Mutex<[String: Int]>([:])
+    private let backlogMinutes: Gauge
+    private let backlogPoints: Gauge
+    private let lastSuccess: Gauge
+    private let failing: Gauge
+
+    init(_ registry: PrometheusCollectorRegistry) {
+        func counter(_ name: String, _ help: String) -> Prometheus.Counter {
+            registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help))
+        }
+        func gauge(_ name: String, _ help: String) -> Gauge {
+            registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help))
+        }
+        exported = [
+            "forwarded": counter("metricsd_forward_points_total", "Points InfluxDB accepted"),
+            "rejected": counter("metricsd_forward_points_rejected_total", "Points InfluxDB refused for good (400)"),
+            "requests": counter("metricsd_forward_requests_total", "Write requests answered 2xx or 400"),
+            "retries": counter("metricsd_forward_retries_total", "Write requests to be sent again (errors, 5xx, 429)"),
+        ]
+        backlogMinutes = gauge("metricsd_forward_backlog_minutes", "Stored minutes not yet forwarded")
+        backlogPoints = gauge("metricsd_forward_backlog_points", "Points (series-minutes) not yet forwarded")
+        lastSuccess = gauge("metricsd_forward_last_success_seconds", "Unix time of the last accepted request")
+        failing = gauge("metricsd_forward_failing", "1 while the receiver refuses requests (401, 403, 404, ...)")
+    }
+
+    func update(_ stats: ForwarderStats) {
+        let totals = [
+            "forwarded": stats.forwarded, "rejected": stats.rejected, "requests": stats.requests,
+            "retries": stats.retried,
+        ]
+        seen.withLock { seen in
+            for (name, total) in totals {
+                let delta = total - seen[name, default: 0]
+                if delta > 0 { exported[name]?.increment(by: Int64(delta)) }
+                seen[name] = total
+            }
+        }
+        let state = stats.current
+        backlogMinutes.set(Double(state.backlogMinutes))
+        backlogPoints.set(Double(state.backlogPoints))
+        lastSuccess.set(Double(state.lastSuccess ?? 0) / 1e9)
+        failing.set(state.status == "failing" ? 1.0 : 0.0)
     }
 }

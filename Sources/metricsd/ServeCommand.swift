@@ -85,7 +85,8 @@ struct Server {
         let engine = RollupEngine(configuration: rollupConfig)
         let store: SQLiteStore
         do {
-            store = try SQLiteStore(path: configuration.dataDir + "/metricsd.db")
+            store = try SQLiteStore(
+                path: configuration.dataDir + "/metricsd.db", recordsOutbox: !configuration.influx.url.isEmpty)
         } catch {
             throw ValidationError("cannot open the rollup store: \(error)")
         }
@@ -106,6 +107,10 @@ struct Server {
             wal: wal
         )
         let group = MultiThreadedEventLoopGroup.singleton
+        let forwarder =
+            configuration.influx.url.isEmpty
+            ? nil
+            : Forwarder(store: store, configuration: configuration.influx.forwarderConfiguration, logger: logger)
 
         // Services in dependency order: storage/ticker first, listeners last, so a graceful shutdown stops
         // intake first and flushes last.
@@ -145,7 +150,8 @@ struct Server {
                 dedup: dedup,
                 stats: stats,
                 listeners: listeners,
-                logger: logger
+                logger: logger,
+                forwarder: forwarder
             )
             var httpLogger = logger
             httpLogger.logLevel = max(logger.logLevel, .warning)  // no line per request
@@ -170,6 +176,10 @@ struct Server {
             ),
             at: 0
         )
+        if let forwarder {
+            // After the ticker (which stores on shutdown): the forwarder stops first, the outbox stays in SQLite.
+            services.insert(ForwarderService(forwarder: forwarder), at: 1)
+        }
         let udpText = listeners["udp"] ?? "off"
         logger.info(
             "metricsd \(metricsdVersion) listening: udp \(udpText), tcp \(listeners["tcp"] ?? "off"), http \(listeners["http"] ?? "off"); data under \(configuration.dataDir)"
@@ -379,5 +389,43 @@ struct Ticker: Service {
         ingester.begin()
         bytes.withUnsafeBufferPointer { buffer in ingester.handle(UnsafeBufferPointer(rebasing: buffer.dropLast())) }
         ingester.end(bytes: bytes.count)
+    }
+}
+
+/// Runs the forwarder's thread for the daemon's lifetime.
+struct ForwarderService: Service {
+    let forwarder: Forwarder
+
+    func run() async throws {
+        forwarder.start()
+        try? await gracefulShutdown()
+        forwarder.stop()
+    }
+}
+
+extension Configuration.Influx {
+    var forwarderConfiguration: ForwarderConfiguration {
+        var f = ForwarderConfiguration()
+        f.url = url
+        f.version = version
+        f.database = database
+        f.retentionPolicy = retentionPolicy
+        f.username = username
+        f.password = password
+        f.org = org
+        f.bucket = bucket
+        f.token = token
+        f.measurementSuffix = measurementSuffix
+        f.instanceTag = instanceTag
+        f.createDatabase = createDatabase
+        f.batchSize = batchSize
+        f.flushInterval = flushInterval.nanoseconds
+        f.aggregates = aggregates
+        f.retryInitial = retryInitial.nanoseconds
+        f.retryMax = retryMax.nanoseconds
+        f.timeout = max(1, Int(timeout.nanoseconds / 1_000_000_000))
+        f.caFile = caFile
+        f.insecureSkipVerify = insecureSkipVerify
+        return f
     }
 }

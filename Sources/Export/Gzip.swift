@@ -3,15 +3,15 @@ import Foundation
 import Synchronization
 
 /// Why a compressed body could not be read.
-enum GzipError: Error {
+public enum GzipError: Error {
     case corrupt(String)
     case tooLarge
 }
 
-enum Gzip {
+public enum Gzip {
     /// Inflates a gzip (or zlib) body, refusing to produce more than `limit` bytes: a small compressed body can
     /// expand a thousandfold, so the limit applies to what comes out, not what goes in.
-    static func decompress(_ input: UnsafeRawBufferPointer, limit: Int) throws(GzipError) -> [UInt8] {
+    public static func decompress(_ input: UnsafeRawBufferPointer, limit: Int) throws(GzipError) -> [UInt8] {
         var stream = z_stream()
         guard czlib_inflate_init_auto(&stream) == Z_OK else { throw .corrupt("inflateInit failed") }
         defer { inflateEnd(&stream) }
@@ -47,7 +47,7 @@ enum Gzip {
     }
 
     /// Compresses with gzip framing (used by tests, `metricsd send --gzip` and forwarding).
-    static func compress(_ input: [UInt8], level: Int32 = 6) -> [UInt8] {
+    public static func compress(_ input: [UInt8], level: Int32 = 6) -> [UInt8] {
         var stream = z_stream()
         precondition(czlib_deflate_init_gzip(&stream, level) == Z_OK)
         defer { deflateEnd(&stream) }

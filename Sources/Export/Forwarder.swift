@@ -1,0 +1,393 @@
+import Foundation
+import LineProtocol
+public import Logging
+import Rollups
+import Synchronization
+
+/// Where and how rollups are forwarded (`[influx]` in the configuration).
+public struct ForwarderConfiguration: Sendable, Hashable {
+    /// Base URL of the InfluxDB (or anything that speaks its write API), e.g. `http://127.0.0.1:8086`.
+    public var url = ""
+    /// 1: `POST /write?db=&rp=` (optional `u`/`p`); 2: `POST /api/v2/write?org=&bucket=` with `Token` auth.
+    public var version = 1
+    public var database = "metrics"
+    public var retentionPolicy = ""
+    public var username = ""
+    public var password = ""
+    public var org = ""
+    public var bucket = ""
+    public var token = ""
+    public var measurementSuffix = "_1m"
+    /// With a name, every point gets the tag `<name>=<hostname>`, so several instances never overwrite each other.
+    public var instanceTag = ""
+    public var hostname = ProcessInfo.processInfo.hostName
+    public var createDatabase = false
+    /// Points (one per series and minute) per request.
+    public var batchSize = 5000
+    /// How often stored minutes are sent, nanoseconds. A backlog is sent batch after batch without waiting.
+    public var flushInterval: Int64 = 10_000_000_000
+    /// Field suffixes, in order: `count`, `sum`, `min`, `max`, `mean`, `stddev`, `first`, `last`, `spread`, `p<N>`.
+    public var aggregates = ["count", "sum", "min", "max", "mean", "stddev", "first", "last", "p50", "p90", "p99"]
+    /// First retry delay and the cap of the exponential backoff, nanoseconds.
+    public var retryInitial: Int64 = 1_000_000_000
+    public var retryMax: Int64 = 60_000_000_000
+    /// Request timeout, seconds.
+    public var timeout = 30
+    public var caFile = ""
+    public var insecureSkipVerify = false
+
+    public init() {}
+
+    /// The write endpoint with its query string.
+    var writeURL: String {
+        let base = url.hasSuffix("/") ? String(url.dropLast()) : url
+        if version == 2 {
+            return "\(base)/api/v2/write?org=\(Self.escape(org))&bucket=\(Self.escape(bucket))&precision=s"
+        }
+        var u = "\(base)/write?db=\(Self.escape(database))&precision=s"
+        if !retentionPolicy.isEmpty { u += "&rp=\(Self.escape(retentionPolicy))" }
+        if !username.isEmpty { u += "&u=\(Self.escape(username))&p=\(Self.escape(password))" }
+        return u
+    }
+
+    var authorization: [String] { version == 2 && !token.isEmpty ? ["Authorization: Token \(token)"] : [] }
+
+    static func escape(_ s: String) -> String {
+        s.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? s
+    }
+}
+
+/// What forwarding has done, for `/health` and `/metrics`.
+public final class ForwarderStats: Sendable {
+    public struct State: Sendable {
+        /// `idle` (caught up), `sending`, `retrying` (transient errors), `failing` (the receiver refuses: 401, 403,
+        /// 404…; the outbox is kept and retried slowly).
+        public var status = "idle"
+        public var lastSuccess: Int64?
+        public var lastError: String?
+        public var lastErrorAt: Int64?
+        public var backlogMinutes = 0
+        public var backlogPoints = 0
+    }
+
+    let pointsForwarded = Atomic<Int>(0)
+    let pointsRejected = Atomic<Int>(0)
+    let batches = Atomic<Int>(0)
+    let retries = Atomic<Int>(0)
+    let state = Mutex(State())
+
+    public init() {}
+
+    public var current: State { state.withLock { $0 } }
+    /// Points InfluxDB accepted.
+    public var forwarded: Int { pointsForwarded.load(ordering: .relaxed) }
+    /// Points refused for good (400) or that could not be encoded.
+    public var rejected: Int { pointsRejected.load(ordering: .relaxed) }
+    /// Requests answered 2xx or 400.
+    public var requests: Int { batches.load(ordering: .relaxed) }
+    /// Requests that will be (or were) sent again.
+    public var retried: Int { retries.load(ordering: .relaxed) }
+}
+
+/// Sends stored minutes to InfluxDB from the store's outbox, on its own thread (libcurl blocks; never an event
+/// loop). The outbox cursor lives in SQLite and moves only after the receiver answered 2xx (or rejected points for
+/// good with a 400), so an outage of any length loses nothing, and a resend overwrites the same points.
+public final class Forwarder: Sendable {
+    public let configuration: ForwarderConfiguration
+    public let stats = ForwarderStats()
+    let store: SQLiteStore
+    let logger: Logger
+    private let signal = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+    private let aggregates: [(suffix: String, aggregate: Aggregate)]
+
+    public init(store: SQLiteStore, configuration: ForwarderConfiguration, logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        aggregates = configuration.aggregates.compactMap { name in Aggregate(name).map { (name, $0) } }
+    }
+
+    /// Starts the sending thread.
+    public func start() {
+        let thread = Thread { [self] in
+            run()
+            finished.signal()
+        }
+        thread.name = "metricsd-forwarder"
+        thread.start()
+    }
+
+    /// Asks for a send round now (after a flush) instead of at the next interval.
+    public func wake() { signal.signal() }
+
+    /// Stops the thread (a request in flight finishes or times out first) and waits for it.
+    public func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        signal.signal()
+        finished.wait()
+    }
+
+    private var isStopping: Bool { stopping.load(ordering: .sequentiallyConsistent) }
+
+    /// Sleeps up to `nanoseconds`, or until woken or stopped.
+    private func pause(_ nanoseconds: Int64) {
+        _ = signal.wait(timeout: .now() + .nanoseconds(Int(clamping: nanoseconds)))
+    }
+
+    private func run() {
+        let client = CurlClient(
+            options: .init(
+                timeout: configuration.timeout, caFile: configuration.caFile,
+                insecureSkipVerify: configuration.insecureSkipVerify))
+        var databaseReady = !(configuration.createDatabase && configuration.version == 1)
+        var attempt = 0
+        var batchSize = configuration.batchSize
+        var cursor: SQLiteStore.OutboxCursor
+        do {
+            cursor = try store.outboxCursor()
+        } catch {
+            logger.error("forwarding cannot read its cursor; not forwarding: \(error)")
+            return
+        }
+        while !isStopping {
+            if !databaseReady {
+                switch createDatabase(client) {
+                case .sent: databaseReady = true
+                case .retry(let after): attempt += 1; pause(backoff(attempt, retryAfter: after)); continue
+                case .refused, .tooLarge: pause(configuration.retryMax); continue
+                }
+            }
+            let batch: (rows: [SQLiteStore.OutboxRow], cursor: SQLiteStore.OutboxCursor)
+            do {
+                batch = try store.outboxBatch(after: cursor, limit: batchSize)
+            } catch {
+                note(error: "reading the outbox: \(error)", status: "retrying")
+                pause(configuration.retryMax)
+                continue
+            }
+            if batch.rows.isEmpty {
+                if batch.cursor != cursor {
+                    // Entries whose rows are gone (retention): step over them.
+                    try? store.advanceOutbox(to: batch.cursor)
+                    cursor = batch.cursor
+                    continue
+                }
+                refreshBacklog(cursor, status: "idle")
+                pause(configuration.flushInterval)
+                continue
+            }
+            let body = encode(batch.rows)
+            switch send(client, body: body.lines, points: body.points) {
+            case .sent(let rejected):
+                do {
+                    try store.advanceOutbox(to: batch.cursor)
+                    cursor = batch.cursor
+                } catch {
+                    // Sent but not recorded: the next round sends the same points again, which overwrites them.
+                    note(error: "recording forwarding progress: \(error)", status: "retrying")
+                }
+                stats.pointsForwarded.add(body.points - rejected, ordering: .relaxed)
+                stats.pointsRejected.add(rejected, ordering: .relaxed)
+                stats.batches.add(1, ordering: .relaxed)
+                stats.state.withLock {
+                    $0.lastSuccess = Self.now()
+                    $0.status = "sending"
+                }
+                attempt = 0
+                refreshBacklog(cursor, status: "sending")
+            case .tooLarge:
+                // 413: halve the batch and send again at once (the outbox keeps its order).
+                batchSize = max(1, batchSize / 2)
+                logger.warning("forwarding: request too large; batch size now \(batchSize)")
+            case .retry(let after):
+                attempt += 1
+                stats.retries.add(1, ordering: .relaxed)
+                pause(backoff(attempt, retryAfter: after))
+            case .refused:
+                attempt += 1
+                stats.retries.add(1, ordering: .relaxed)
+                pause(configuration.retryMax)
+            }
+        }
+    }
+
+    enum Outcome {
+        /// 2xx, or 400 with points rejected for good (`rejected` of them).
+        case sent(rejected: Int)
+        case tooLarge
+        /// Try again after a backoff (at least `after` nanoseconds when the receiver said so).
+        case retry(after: Int64?)
+        /// The receiver refuses this client (401, 403, 404, …): keep the outbox, report, retry slowly.
+        case refused
+    }
+
+    /// Posts one gzip-compressed batch and classifies the answer the way Telegraf's InfluxDB output does.
+    func send(_ client: CurlClient, body: [UInt8], points: Int) -> Outcome {
+        let response: CurlClient.Response
+        do {
+            response = try client.post(
+                configuration.writeURL,
+                headers: ["Content-Type: text/plain; charset=utf-8", "Content-Encoding: gzip"]
+                    + configuration.authorization,
+                body: Gzip.compress(body))
+        } catch {
+            // No answer at all (refused, reset, timeout, TLS): the receiver is down or unreachable; retry.
+            note(error: "sending to \(configuration.url): \(error)", status: "retrying")
+            return .retry(after: nil)
+        }
+        switch response.status {
+        case 200..<300:
+            return .sent(rejected: 0)
+        case 400:
+            // A bad point (type conflict, unparseable): InfluxDB keeps the good points of the batch and answers
+            // "partial write: … dropped=N". Resending cannot help; count the rejected points, log them once, move on.
+            let rejected = Self.dropped(in: response.text) ?? points
+            logger.error(
+                "forwarding: InfluxDB rejected \(rejected) of \(points) points for good: \(response.text.prefix(500))")
+            note(error: "400: \(response.text.prefix(300))", status: "sending")
+            return .sent(rejected: rejected)
+        case 413:
+            return .tooLarge
+        case 429, 500..<600:
+            // Overloaded or failing: back off, honouring Retry-After.
+            note(error: "\(response.status): \(response.text.prefix(300))", status: "retrying")
+            return .retry(after: response.headers["retry-after"].flatMap(Self.retryAfter))
+        default:
+            // 401, 403, 404 and other client errors: this configuration is refused (wrong token, missing database
+            // or bucket). Stop hammering: log loudly, surface in /health, keep the outbox, retry at the slowest pace.
+            logger.error(
+                "forwarding refused by \(configuration.url) (HTTP \(response.status)): \(response.text.prefix(300)); the outbox is kept and retried every \(configuration.retryMax / 1_000_000_000) s"
+            )
+            note(error: "\(response.status): \(response.text.prefix(300))", status: "failing")
+            return .refused
+        }
+    }
+
+    private func createDatabase(_ client: CurlClient) -> Outcome {
+        let base = configuration.url.hasSuffix("/") ? String(configuration.url.dropLast()) : configuration.url
+        var url = "\(base)/query"
+        if !configuration.username.isEmpty {
+            url +=
+                "?u=\(ForwarderConfiguration.escape(configuration.username))&p=\(ForwarderConfiguration.escape(configuration.password))"
+        }
+        let query = "q=" + ForwarderConfiguration.escape("CREATE DATABASE \"\(configuration.database)\"")
+        do {
+            let response = try client.post(
+                url, headers: ["Content-Type: application/x-www-form-urlencoded"], body: Array(query.utf8))
+            if (200..<300).contains(response.status) {
+                logger.info("forwarding: database \(configuration.database) is ready on \(configuration.url)")
+                return .sent(rejected: 0)
+            }
+            note(error: "CREATE DATABASE: \(response.status): \(response.text.prefix(300))", status: "failing")
+            return response.status >= 500 || response.status == 429 ? .retry(after: nil) : .refused
+        } catch {
+            note(error: "CREATE DATABASE on \(configuration.url): \(error)", status: "retrying")
+            return .retry(after: nil)
+        }
+    }
+
+    /// Exponential backoff from `retryInitial`, capped at `retryMax`, with jitter (50–100 % of the step), and never
+    /// shorter than what the receiver asked for.
+    func backoff(_ attempt: Int, retryAfter: Int64?) -> Int64 {
+        let step = min(
+            configuration.retryMax, configuration.retryInitial.multipliedReportingOverflow(by: 1 << min(attempt - 1, 30)).0)
+        let jittered = step / 2 + Int64.random(in: 0...max(0, step / 2))
+        return max(jittered, min(retryAfter ?? 0, configuration.retryMax * 10))
+    }
+
+    private func note(error: String, status: String) {
+        stats.state.withLock {
+            $0.lastError = error
+            $0.lastErrorAt = Self.now()
+            $0.status = status
+        }
+        if status == "retrying" { logger.warning("forwarding: \(error)") }
+    }
+
+    private func refreshBacklog(_ cursor: SQLiteStore.OutboxCursor, status: String) {
+        guard let backlog = try? store.outboxBacklog(after: cursor) else { return }
+        stats.state.withLock {
+            $0.backlogMinutes = backlog.minutes
+            $0.backlogPoints = backlog.points
+            $0.status = backlog.points == 0 ? "idle" : status
+        }
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1e9) }
+
+    /// `dropped=N` in InfluxDB's partial-write message.
+    static func dropped(in text: String) -> Int? {
+        guard let range = text.range(of: "dropped=") else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// Retry-After: delay seconds, or an HTTP date.
+    static func retryAfter(_ value: String) -> Int64? {
+        if let seconds = Double(value.trimmingCharacters(in: .whitespaces)) { return Int64(seconds * 1e9) }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        guard let date = formatter.date(from: value) else { return nil }
+        return max(0, Int64(date.timeIntervalSinceNow * 1e9))
+    }
+
+    // MARK: - Points
+
+    /// The line protocol for `rows`: one point per series and minute (see docs/forwarding.md).
+    func encode(_ rows: [SQLiteStore.OutboxRow]) -> (lines: [UInt8], points: Int) {
+        var out: [UInt8] = []
+        out.reserveCapacity(rows.count * 256)
+        var points = 0
+        for row in rows {
+            guard let point = point(for: row) else { continue }
+            do {
+                try LineEncoder.append(point, to: &out)
+                points += 1
+            } catch {
+                logger.error("forwarding: cannot encode a point of \(row.series): \(error)")
+                stats.pointsRejected.add(1, ordering: .relaxed)
+            }
+        }
+        return (out, points)
+    }
+
+    func point(for row: SQLiteStore.OutboxRow) -> Point? {
+        var tags = row.series.tags.map { (key: $0.key, value: $0.value) }
+        if !configuration.instanceTag.isEmpty {
+            tags.removeAll { $0.key == configuration.instanceTag }
+            tags.append((configuration.instanceTag, configuration.hostname))
+            tags.sort { $0.key < $1.key }
+        }
+        var fields: [(key: String, value: Value)] = []
+        for (name, rollup) in row.fields where rollup.count > 0 {
+            switch rollup.kind {
+            case .numeric:
+                for (suffix, aggregate) in aggregates {
+                    if case .count = aggregate {
+                        fields.append(("\(name)_count", .integer(rollup.count)))
+                    } else if let v = rollup.value(of: aggregate), v.isFinite {
+                        fields.append(("\(name)_\(suffix)", .float(v)))
+                    }
+                }
+            case .boolean:
+                fields.append(("\(name)_count", .integer(rollup.count)))
+                fields.append(("\(name)_last", .boolean(rollup.lastBool)))
+            case .string:
+                fields.append(("\(name)_count", .integer(rollup.count)))
+                let last = rollup.lastString
+                if !last.contains("\n") { fields.append(("\(name)_last", .string(last))) }
+            }
+        }
+        guard !fields.isEmpty else { return nil }
+        return Point(
+            measurement: row.series.measurement + configuration.measurementSuffix, tags: tags, fields: fields,
+            timestamp: Self.floorDiv(row.start, 1_000_000_000))
+    }
+
+    static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
+        let q = a / b
+        return a % b < 0 ? q - 1 : q
+    }
+}
