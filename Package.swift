@@ -81,8 +81,8 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",
-            dependencies: ["LineProtocol", "metricsd"],
-            exclude: ["influx_clients.py"],
+            dependencies: ["LineProtocol", "Export", "metricsd"],
+            exclude: ["influx_clients.py", "fake_influx.py"],
             swiftSettings: strictSettings
         ),
     ]

@@ -2,6 +2,7 @@
 # Starts and stops the peer databases for benchmarks and tests: a real influxd (Debian's influxdb 1.6) and
 # victoria-metrics, each on a given loopback port with a temporary data directory, stopped by PID.
 #   scripts/peers.sh start-influxd PORT DIR      -> prints the PID once /ping answers
+#   scripts/peers.sh influxd-config PORT DIR     -> only writes DIR/influxdb.conf
 #   scripts/peers.sh start-vm PORT DIR           -> prints the PID once /health answers
 #   scripts/peers.sh stop PID
 set -euo pipefail
@@ -14,9 +15,9 @@ wait_http() { # url pid
     done
     echo "timeout waiting for $1" >&2; return 1
 }
-case "$cmd" in
-start-influxd)
-    port=$1; dir=$2; mkdir -p "$dir"
+influxd_config() { # port dir: a loopback-only influxd config with everything under dir
+    local port=$1 dir=$2
+    mkdir -p "$dir"
     cat > "$dir/influxdb.conf" <<CONF
 reporting-enabled = false
 bind-address = "127.0.0.1:$((port + 1))"
@@ -34,6 +35,14 @@ bind-address = "127.0.0.1:$((port + 1))"
 [logging]
   level = "warn"
 CONF
+}
+case "$cmd" in
+influxd-config)
+    # Only writes DIR/influxdb.conf (for callers that start and stop influxd themselves, e.g. the Swift tests).
+    influxd_config "$1" "$2" ;;
+start-influxd)
+    port=$1; dir=$2
+    influxd_config "$port" "$dir"
     influxd -config "$dir/influxdb.conf" > "$dir/influxd.log" 2>&1 &
     pid=$!
     wait_http "http://127.0.0.1:$port/ping" $pid

@@ -155,8 +155,13 @@ public final class Forwarder: Sendable {
             if !databaseReady {
                 switch createDatabase(client) {
                 case .sent: databaseReady = true
-                case .retry(let after): attempt += 1; pause(backoff(attempt, retryAfter: after)); continue
-                case .refused, .tooLarge: pause(configuration.retryMax); continue
+                case .retry(let after):
+                    attempt += 1
+                    pause(backoff(attempt, retryAfter: after))
+                    continue
+                case .refused, .tooLarge:
+                    pause(configuration.retryMax)
+                    continue
                 }
             }
             let batch: (rows: [SQLiteStore.OutboxRow], cursor: SQLiteStore.OutboxCursor)
@@ -204,10 +209,12 @@ public final class Forwarder: Sendable {
             case .retry(let after):
                 attempt += 1
                 stats.retries.add(1, ordering: .relaxed)
+                refreshBacklog(cursor, status: "retrying")
                 pause(backoff(attempt, retryAfter: after))
             case .refused:
                 attempt += 1
                 stats.retries.add(1, ordering: .relaxed)
+                refreshBacklog(cursor, status: "failing")
                 pause(configuration.retryMax)
             }
         }
@@ -292,7 +299,8 @@ public final class Forwarder: Sendable {
     /// shorter than what the receiver asked for.
     func backoff(_ attempt: Int, retryAfter: Int64?) -> Int64 {
         let step = min(
-            configuration.retryMax, configuration.retryInitial.multipliedReportingOverflow(by: 1 << min(attempt - 1, 30)).0)
+            configuration.retryMax,
+            configuration.retryInitial.multipliedReportingOverflow(by: 1 << min(attempt - 1, 30)).0)
         let jittered = step / 2 + Int64.random(in: 0...max(0, step / 2))
         return max(jittered, min(retryAfter ?? 0, configuration.retryMax * 10))
     }

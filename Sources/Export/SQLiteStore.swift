@@ -243,7 +243,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 )
                 let downsampledThrough = try Self.metaInt(db, "downsampled_through") ?? .min
                 var hourly: [ClosedBucket] = []
-                for bucket in buckets {
+                for bucket in Self.coalesce(buckets) {
                     // A minute of an hour already downsampled (late data) merges into the hour row as well, so
                     // the 1h tier always equals the merge of its 1m rows.
                     if Self.hourStart(bucket.start) < downsampledThrough {
@@ -399,6 +399,26 @@ public final class SQLiteStore: RollupSink, RollupReader {
             }
             return true
         }
+    }
+
+    /// Buckets of the same start as one (late points arrive as many small buckets): one read-merge-write and one
+    /// outbox entry per row instead of one per point, and the cells merge in arrival order.
+    static func coalesce(_ buckets: [ClosedBucket]) -> [ClosedBucket] {
+        guard buckets.count > 1 else { return buckets }
+        var order: [Int64] = []
+        var byStart: [Int64: ClosedBucket] = [:]
+        for bucket in buckets {
+            if var existing = byStart[bucket.start] {
+                existing.cells.append(contentsOf: bucket.cells)
+                existing.walPosition = max(existing.walPosition, bucket.walPosition)
+                existing.isLate = existing.isLate && bucket.isLate
+                byStart[bucket.start] = existing
+            } else {
+                order.append(bucket.start)
+                byStart[bucket.start] = bucket
+            }
+        }
+        return order.map { byStart[$0]! }
     }
 
     static let hour: Int64 = 3_600_000_000_000
@@ -654,7 +674,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     let id = entries.int64(2)
                     try one.bind(1, start)
                     try one.bind(2, id)
-                    if try one.step(), let row = try Self.outboxRow(start: start, series: id, data: one.blob(0), in: &c) {
+                    if try one.step(), let row = try Self.outboxRow(start: start, series: id, data: one.blob(0), in: &c)
+                    {
                         rows.append(row)
                     }
                     one.reset()
@@ -694,7 +715,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 try Self.setMeta(db, "outbox_seq", cursor.seq)
                 try Self.setMeta(db, "outbox_series", cursor.series)
                 let prune = try Statement(
-                    db, cursor.series == OutboxCursor.done ? "DELETE FROM outbox WHERE seq <= ?1" : "DELETE FROM outbox WHERE seq < ?1")
+                    db,
+                    cursor.series == OutboxCursor.done
+                        ? "DELETE FROM outbox WHERE seq <= ?1" : "DELETE FROM outbox WHERE seq < ?1")
                 try prune.bind(1, cursor.seq)
                 _ = try prune.step()
                 try Self.execute(db, "COMMIT", context: "advancing the outbox")

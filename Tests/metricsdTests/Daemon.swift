@@ -132,26 +132,7 @@ final class Daemon: @unchecked Sendable {
 
     /// A blocking HTTP request to the daemon (URLSession, bounded by a timeout).
     func http(_ method: String, _ path: String, body: Data? = nil, headers: [String: String] = [:]) throws -> Reply {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(httpPort)\(path)")!)
-        request.httpMethod = method
-        request.httpBody = body
-        request.timeoutInterval = 30
-        for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
-        let box = ReplyBox()
-        let done = DispatchSemaphore(value: 0)
-        URLSession.shared.dataTask(with: request) { data, response, error in
-            if let response = response as? HTTPURLResponse {
-                var h: [String: String] = [:]
-                for (k, v) in response.allHeaderFields { h["\(k)".lowercased()] = "\(v)" }
-                box.reply = Reply(status: response.statusCode, body: data ?? Data(), headers: h)
-            } else {
-                box.error = error
-            }
-            done.signal()
-        }.resume()
-        done.wait()
-        if let reply = box.reply { return reply }
-        throw box.error ?? CLIError("no response")
+        try httpRequest(method, "http://127.0.0.1:\(httpPort)\(path)", body: body, headers: headers)
     }
 
     func query(_ parameters: String) throws -> [String: Any] {
@@ -229,4 +210,30 @@ final class Daemon: @unchecked Sendable {
 final class ReplyBox: @unchecked Sendable {
     var reply: Daemon.Reply?
     var error: (any Error)?
+}
+
+/// A blocking HTTP request (URLSession, bounded by a timeout).
+func httpRequest(_ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:]) throws
+    -> Daemon.Reply
+{
+    var request = URLRequest(url: URL(string: url)!)
+    request.httpMethod = method
+    request.httpBody = body
+    request.timeoutInterval = 30
+    for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
+    let box = ReplyBox()
+    let done = DispatchSemaphore(value: 0)
+    URLSession.shared.dataTask(with: request) { data, response, error in
+        if let response = response as? HTTPURLResponse {
+            var h: [String: String] = [:]
+            for (k, v) in response.allHeaderFields { h["\(k)".lowercased()] = "\(v)" }
+            box.reply = Daemon.Reply(status: response.statusCode, body: data ?? Data(), headers: h)
+        } else {
+            box.error = error
+        }
+        done.signal()
+    }.resume()
+    done.wait()
+    if let reply = box.reply { return reply }
+    throw box.error ?? CLIError("no response")
 }

@@ -1,0 +1,358 @@
+import Foundation
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// A real `influxd` (Debian's influxdb package) on a free loopback port with a temporary directory, configured by
+/// `scripts/peers.sh` (the same setup the benchmarks use) and stopped by PID. `start()` after `stop()` brings it
+/// back on the same port and data (an outage).
+final class Influxd: @unchecked Sendable {
+    let port: Int
+    let dir: URL
+    private var process: Process?
+
+    init() throws {
+        port = try freePort()
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("influxd-test-\(UUID().uuidString)")
+        try start()
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    func start() throws {
+        // The config comes from scripts/peers.sh (the benchmarks' setup); influxd is started here, as a direct
+        // child, so it is stopped by PID and never outlives the test.
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../scripts/peers.sh"
+        ).standardized
+        let setup = Process()
+        setup.executableURL = URL(fileURLWithPath: "/bin/bash")
+        setup.arguments = [script.path, "influxd-config", "\(port)", dir.path]
+        try setup.run()
+        setup.waitUntilExit()
+        guard setup.terminationStatus == 0 else { throw CLIError("peers.sh influxd-config failed") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/influxd")
+        p.arguments = ["-config", dir.appendingPathComponent("influxdb.conf").path]
+        let log = dir.appendingPathComponent("influxd.log")
+        if !FileManager.default.fileExists(atPath: log.path) {
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        }
+        let handle = try FileHandle(forWritingTo: log)
+        handle.seekToEndOfFile()
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        process = p
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if (try? get("/ping").status) == 204 { return }
+            if !p.isRunning { throw CLIError("influxd exited early") }
+            usleep(100_000)
+        }
+        throw CLIError("influxd did not start")
+    }
+
+    func stop() {
+        guard let p = process, p.isRunning else { return }
+        process = nil
+        kill(p.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+    }
+
+    func get(_ path: String) throws -> Daemon.Reply { try httpRequest("GET", url + path) }
+
+    /// Rows of an InfluxQL query against database `metrics` (epoch seconds), as column → value maps.
+    func rows(_ query: String) throws -> [[String: Any]] {
+        let q = query.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? query
+        let reply = try get("/query?db=metrics&epoch=s&q=\(q)")
+        let results = reply.json["results"] as? [[String: Any]] ?? []
+        var out: [[String: Any]] = []
+        for series in (results.first?["series"] as? [[String: Any]]) ?? [] {
+            let columns = series["columns"] as? [String] ?? []
+            let tags = series["tags"] as? [String: String] ?? [:]
+            for values in series["values"] as? [[Any]] ?? [] {
+                var row: [String: Any] = tags
+                for (c, v) in zip(columns, values) where !(v is NSNull) { row[c] = v }
+                out.append(row)
+            }
+        }
+        return out
+    }
+}
+
+/// The scripted receiver (Tests/metricsdTests/fake_influx.py) and what it got.
+final class FakeInflux: @unchecked Sendable {
+    let port: Int
+    let log: URL
+    let process = Process()
+
+    init(plan: [String]) throws {
+        port = try freePort()
+        log = FileManager.default.temporaryDirectory.appendingPathComponent("fake-influx-\(UUID().uuidString).jsonl")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "fake_influx.py")
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script.path, "\(port)", plan.joined(separator: ","), log.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        _ = pipe.fileHandleForReading.availableData  // "ready"
+    }
+
+    deinit {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: log)
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    struct Request {
+        var time: Double
+        var status: Int
+        var lines: [String]
+        var sent: [String]
+        var auth: String?
+    }
+
+    func requests() -> [Request] {
+        guard let text = try? String(contentsOf: log, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+            return Request(
+                time: o["t"] as? Double ?? 0, status: o["status"] as? Int ?? 0, lines: o["lines"] as? [String] ?? [],
+                sent: o["sent"] as? [String] ?? [], auth: o["auth"] as? String)
+        }
+    }
+
+    /// Accepted points by key (series and timestamp): a resent point overwrites, as in InfluxDB.
+    func accepted() -> [String: String] {
+        var out: [String: String] = [:]
+        for r in requests() {
+            for line in r.lines {
+                let parts = line.split(separator: " ")
+                out["\(parts[0]) \(parts.last!)"] = String(parts[1])
+            }
+        }
+        return out
+    }
+}
+
+/// Forwarding to a real influxd and to scripted receivers: values equal the stored rollups field by field; an outage,
+/// 5xx and 429 answers, and a kill -9 of metricsd lose nothing and duplicate nothing.
+@Suite(.serialized) struct ForwardingTests {
+    static let minute: Int64 = 60
+
+    /// Points in the past (so they go straight to storage as late data): `hosts` series × `minutes` minutes × four
+    /// points a minute, with a float field `usage` and an integer field `reqs`.
+    static func points(start: Int64, hosts: Int, minutes: Int) -> (body: String, usage: [String: [Double]]) {
+        var lines: [String] = []
+        var usage: [String: [Double]] = [:]
+        for m in 0..<minutes {
+            for h in 0..<hosts {
+                for k in 0..<4 {
+                    let t = start + Int64(m) * minute + Int64(k) * 15
+                    let v = Double((h * 7 + m * 3 + k * 5) % 23) * 1.25 + 0.1
+                    lines.append("cpu,host=h\(h) usage=\(v),reqs=\(h + k)i \(t)")
+                    usage["h\(h) \(start + Int64(m) * minute)", default: []].append(v)
+                }
+            }
+        }
+        return (lines.joined(separator: "\n") + "\n", usage)
+    }
+
+    static func minuteAgo(_ minutes: Int64) -> Int64 {
+        let now = Int64(Date().timeIntervalSince1970)
+        return (now / minute - minutes) * minute
+    }
+
+    static func config(url: String, extra: String = "") -> String {
+        """
+        [influx]
+        url = "\(url)"
+        \(extra.contains("create_database") ? "" : "create_database = true")
+        flush_interval = "200ms"
+        retry_initial = "100ms"
+        retry_max = "1s"
+        \(extra)
+        """
+    }
+
+    static func write(_ daemon: Daemon, _ body: String) throws {
+        let reply = try daemon.http("POST", "/write?precision=s", body: Data(body.utf8))
+        #expect(reply.status == 204, "\(reply.text)")
+    }
+
+    /// metricsd's stored aggregate of `usage` per "host minute-start".
+    static func stored(_ daemon: Daemon, _ agg: String, from start: Int64, minutes: Int64) throws -> [String: Double] {
+        let json = try daemon.query(
+            "measurement=cpu&field=usage&agg=\(agg)&from=\(start * 1000)&to=\((start + minutes * minute) * 1000)&group_by=host"
+        )
+        var out: [String: Double] = [:]
+        for series in json["series"] as? [[String: Any]] ?? [] {
+            let host = (series["tags"] as? [String: String])?["host"] ?? ""
+            for p in series["points"] as? [[Double]] ?? [] { out["\(host) \(Int64(p[0]) / 1000)"] = p[1] }
+        }
+        return out
+    }
+
+    static func forwarding(_ daemon: Daemon) throws -> [String: Any] {
+        (try daemon.http("GET", "/health").json["forwarding"] as? [String: Any]) ?? [:]
+    }
+
+    static func caughtUp(_ daemon: Daemon) throws -> Bool {
+        let f = try forwarding(daemon)
+        return f["backlog_points"] as? Int == 0 && f["status"] as? String == "idle"
+            && (f["points_forwarded"] as? Int ?? 0) > 0
+    }
+
+    @Test func valuesInInfluxEqualTheStoredRollups() throws {
+        let influx = try Influxd()
+        let daemon = try Daemon(config: Self.config(url: influx.url, extra: "instance_tag = \"agg\""))
+        let start = Self.minuteAgo(30)
+        let data = Self.points(start: start, hosts: 3, minutes: 4)
+        try Self.write(daemon, data.body)
+        #expect(try daemon.eventually(30) { try influx.rows("SELECT count(usage_count) FROM cpu_1m").first != nil })
+        #expect(try daemon.eventually(30) { try influx.rows("SELECT * FROM cpu_1m").count == 12 })
+        let rows = try influx.rows("SELECT * FROM cpu_1m")
+        #expect(rows.count == 12, "one point per series and minute")
+        let hostname = ProcessInfo.processInfo.hostName
+        let aggregates = ["count", "sum", "min", "max", "mean", "stddev", "first", "last", "p50", "p90", "p99"]
+        // What metricsd itself stores, per aggregate, per host and minute.
+        var stored: [String: Double] = [:]
+        for agg in aggregates {
+            for (key, value) in try Self.stored(daemon, agg, from: start, minutes: 4) {
+                stored["\(agg) \(key)"] = value
+            }
+        }
+        for row in rows {
+            let host = row["host"] as? String ?? ""
+            let time = (row["time"] as? Int).map(Int64.init) ?? 0
+            #expect(row["agg"] as? String == hostname, "instance tag")
+            let values = try #require(data.usage["\(host) \(time)"])
+            #expect(row["usage_count"] as? Int == values.count)
+            // The stored sum adds partial rollups (late points merge), so it may differ from a left-to-right sum in
+            // the last bits; it equals metricsd's own stored value exactly (below).
+            #expect(abs((row["usage_sum"] as? Double ?? 0) - values.reduce(0, +)) < 1e-9)
+            #expect(row["usage_min"] as? Double == values.min() && row["usage_max"] as? Double == values.max())
+            #expect(row["usage_first"] as? Double == values.first && row["usage_last"] as? Double == values.last)
+            for agg in aggregates {
+                let field = "usage_\(agg)"
+                let want = try #require(stored["\(agg) \(host) \(time)"], "\(agg) \(host) \(time)")
+                let got = (row[field] as? Double) ?? (row[field] as? Int).map(Double.init)
+                #expect(got == want, "\(field) at \(host) \(time): influx \(String(describing: got)), metricsd \(want)")
+            }
+            #expect(row["reqs_count"] as? Int == 4)
+        }
+        #expect(daemon.stop() == 0)
+    }
+
+    /// influxd down while metricsd ingests several minutes, then back: every minute arrives, once, exactly — and
+    /// metricsd killed with -9 while the backlog drains loses and duplicates nothing either.
+    @Test func anOutageAndAKillLoseNothing() throws {
+        let influx = try Influxd()
+        let config = Self.config(url: influx.url, extra: "batch_size = 1")
+        var daemon = try Daemon(config: config)
+        #expect(try daemon.eventually(20) { (try Self.forwarding(daemon)["status"] as? String) == "idle" })
+        influx.stop()
+        let start = Self.minuteAgo(40)
+        let data = Self.points(start: start, hosts: 20, minutes: 6)
+        try Self.write(daemon, data.body)
+        #expect(
+            try daemon.eventually(20) {
+                let f = try Self.forwarding(daemon)
+                return f["backlog_points"] as? Int == 120 && (f["retries"] as? Int ?? 0) > 0
+            }, "\((try? Self.forwarding(daemon)) ?? [:])")
+        let health = try daemon.http("GET", "/health").json
+        #expect((health["forwarding"] as? [String: Any])?["last_error"] != nil)
+        try influx.start()
+        // Kill metricsd while it drains (one point a request), then start it again on the same data.
+        _ = try daemon.eventually(20) { (try Self.forwarding(daemon)["points_forwarded"] as? Int ?? 0) >= 5 }
+        daemon.killHard()
+        daemon = try Daemon(config: config, dataDir: daemon.dataDir)
+        #expect(try daemon.eventually(60) { try Self.caughtUp(daemon) }, "\((try? Self.forwarding(daemon)) ?? [:])")
+        let rows = try influx.rows("SELECT * FROM cpu_1m")
+        #expect(rows.count == 120, "every series-minute, once")
+        let stored = try Self.stored(daemon, "sum", from: start, minutes: 6)
+        #expect(stored.count == 120)
+        for row in rows {
+            let key = "\(row["host"] as? String ?? "") \(row["time"] as? Int ?? 0)"
+            let values = try #require(data.usage[key])
+            #expect(row["usage_count"] as? Int == values.count, "no point lost or counted twice across the kill")
+            #expect(row["usage_sum"] as? Double == stored[key], "\(key)")
+            #expect(abs((row["usage_sum"] as? Double ?? 0) - values.reduce(0, +)) < 1e-9)
+        }
+        #expect(daemon.stop() == 0)
+    }
+
+    /// 500s, a 429 with Retry-After, a partial write (400) and a refusal (401): retried, honoured, counted, surfaced.
+    @Test func errorsAreHandledTheWayTelegrafDoes() throws {
+        let fake = try FakeInflux(plan: ["500", "500", "429:1", "400:partial", "401", "401"])
+        let daemon = try Daemon(config: Self.config(url: fake.url, extra: "create_database = false\nbatch_size = 5"))
+        let start = Self.minuteAgo(50)
+        let data = Self.points(start: start, hosts: 5, minutes: 3)
+        try Self.write(daemon, data.body)
+        // The 401s turn /health degraded while they last.
+        #expect(
+            try daemon.eventually(20) { (try daemon.http("GET", "/health").json["status"] as? String) == "degraded" })
+        #expect(try daemon.eventually(30) { try Self.caughtUp(daemon) }, "\((try? Self.forwarding(daemon)) ?? [:])")
+        let requests = fake.requests()
+        #expect(requests.prefix(6).map(\.status) == [500, 500, 429, 400, 401, 401])
+        // Retry-After: 1 was honoured.
+        #expect(requests[3].time - requests[2].time >= 0.95)
+        let f = try Self.forwarding(daemon)
+        #expect(f["points_rejected"] as? Int == 4, "the partial write's dropped=4")
+        #expect((f["retries"] as? Int ?? 0) >= 5)
+        // A partial write is not resent: the next request carries the next points.
+        #expect(requests[4].sent.first != requests[3].sent.first)
+        // A 401 keeps the outbox: the refused batch is sent again once accepted.
+        #expect(requests[6].sent == requests[4].sent)
+        #expect(fake.accepted().count == 15 - 4)
+        #expect((try daemon.http("GET", "/health").json["status"] as? String) == "pass")
+        let metrics = try daemon.http("GET", "/metrics").text
+        #expect(metrics.contains("metricsd_forward_points_rejected_total 4"))
+        #expect(daemon.stop() == 0)
+    }
+
+    /// The v2 path: forwarding to a second metricsd's /api/v2/write with a token.
+    @Test func forwardsToAnInfluxV2Endpoint() throws {
+        let receiver = try Daemon(config: "[auth]\ntoken = \"s3cret\"\n")
+        let sender = try Daemon(
+            config: Self.config(
+                url: "http://127.0.0.1:\(receiver.httpPort)",
+                extra: "version = 2\norg = \"acme\"\nbucket = \"rollups\"\ntoken = \"s3cret\"\ncreate_database = false"
+            ))
+        let start = Self.minuteAgo(20)
+        let data = Self.points(start: start, hosts: 2, minutes: 3)
+        try Self.write(sender, data.body)
+        #expect(try sender.eventually(30) { try Self.caughtUp(sender) }, "\((try? Self.forwarding(sender)) ?? [:])")
+        let json = try receiver.http(
+            "GET",
+            "/api/v1/query?measurement=cpu_1m&field=usage_sum&agg=sum&from=\(start * 1000)&to=\((start + 3 * Self.minute) * 1000)&group_by=host",
+            headers: ["Authorization": "Token s3cret"]
+        ).json
+        var got: [String: Double] = [:]
+        for series in json["series"] as? [[String: Any]] ?? [] {
+            let host = (series["tags"] as? [String: String])?["host"] ?? ""
+            for p in series["points"] as? [[Double]] ?? [] { got["\(host) \(Int64(p[0]) / 1000)"] = p[1] }
+        }
+        #expect(got.count == 6, "\(json)")
+        let stored = try Self.stored(sender, "sum", from: start, minutes: 3)
+        for (key, values) in data.usage {
+            #expect(got[key] == stored[key], "\(key): sent once, exactly what the sender stores")
+            #expect(abs((got[key] ?? 0) - values.reduce(0, +)) < 1e-9)
+        }
+        #expect(sender.stop() == 0)
+    }
+}
