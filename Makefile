@@ -21,7 +21,7 @@ APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang
             golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
 
 .PHONY: help deps deps-test deps-bench build run test lint swift-test oracle oracle-check oracle-update \
-        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage clean
+        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward clean
 
 help:
 	@echo "make run      build (release) and start metricsd in the foreground"
@@ -104,7 +104,7 @@ fuzz: fuzz-replay
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
 
-bench: bench-parse bench-ingest bench-storage
+bench: bench-parse bench-ingest bench-storage bench-forward
 
 bench-parse: deps-bench
 	scripts/bench-parse.sh
@@ -114,6 +114,9 @@ bench-ingest: deps-bench build
 
 bench-storage: deps-bench build
 	scripts/bench-storage.sh
+
+bench-forward: deps-bench build
+	scripts/bench-forward.sh
 
 clean:
 	rm -rf .build .build-* var

@@ -157,9 +157,11 @@ public final class Forwarder: Sendable {
                 case .sent: databaseReady = true
                 case .retry(let after):
                     attempt += 1
+                    refreshBacklog(cursor, status: "retrying")
                     pause(backoff(attempt, retryAfter: after))
                     continue
                 case .refused, .tooLarge:
+                    refreshBacklog(cursor, status: "failing")
                     pause(configuration.retryMax)
                     continue
                 }

@@ -29,6 +29,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         let db: OpaquePointer
         /// Series ids known to be in the table (hash of the series → row id).
         var seriesIDs: [UInt64: Int64] = [:]
+        /// How far the forwarder has read the outbox (sent or in flight), this process.
+        var outboxReadThrough: OutboxCursor?
         /// Series by row id, for reading rows back (forwarding).
         var seriesByRow: [Int64: SeriesInfo] = [:]
         /// The field-name dictionary (rows name fields by id), both ways.
@@ -259,6 +261,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         _ = try watermark.step()
                         watermark.reset()
                     }
+                    // Merged rows need their own outbox entries only where a pending whole-minute entry will not
+                    // read them anyway (it reads rows as stored when it gets to them).
+                    minutes.queueAbove =
+                        recordsOutbox && exists
+                        ? try Self.pendingWholeEntry(db, start: bucket.start, readThrough: c.outboxReadThrough) : nil
                     try minutes.write(bucket, merging: exists, connection: &c)
                     // A new bucket is queued for forwarding whole, in one entry (merged rows queue themselves).
                     if recordsOutbox && !exists && !bucket.cells.isEmpty {
@@ -301,6 +308,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
         /// Queues each row merged into for forwarding again (the minute changed after it was forwarded).
         let outbox: Statement?
+        /// Rows of series ids above this are still to be read by a pending whole-minute entry: not queued again.
+        var queueAbove: Int64?
 
         init(_ db: OpaquePointer, table: String, outbox: Bool = false) throws(StoreError) {
             self.outbox = outbox ? try Statement(db, "INSERT INTO outbox(ts, series) VALUES(?1, ?2)") : nil
@@ -378,7 +387,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 try statement.bind(2, id)
                 _ = try statement.stepBinding(blob: writer, at: 3)
                 statement.reset()
-                if merging, let outbox {
+                if merging, let outbox, id <= queueAbove ?? .max {
                     try outbox.bind(1, bucket.start)
                     try outbox.bind(2, id)
                     _ = try outbox.step()
@@ -405,20 +414,20 @@ public final class SQLiteStore: RollupSink, RollupReader {
     /// outbox entry per row instead of one per point, and the cells merge in arrival order.
     static func coalesce(_ buckets: [ClosedBucket]) -> [ClosedBucket] {
         guard buckets.count > 1 else { return buckets }
-        var order: [Int64] = []
-        var byStart: [Int64: ClosedBucket] = [:]
+        var merged: [ClosedBucket] = []
+        var index: [Int64: Int] = [:]
         for bucket in buckets {
-            if var existing = byStart[bucket.start] {
-                existing.cells.append(contentsOf: bucket.cells)
-                existing.walPosition = max(existing.walPosition, bucket.walPosition)
-                existing.isLate = existing.isLate && bucket.isLate
-                byStart[bucket.start] = existing
+            if let k = index[bucket.start] {
+                // In place: the array is uniquely referenced, so appends stay amortized O(1).
+                merged[k].cells.append(contentsOf: bucket.cells)
+                merged[k].walPosition = max(merged[k].walPosition, bucket.walPosition)
+                merged[k].isLate = merged[k].isLate && bucket.isLate
             } else {
-                order.append(bucket.start)
-                byStart[bucket.start] = bucket
+                index[bucket.start] = merged.count
+                merged.append(bucket)
             }
         }
-        return order.map { byStart[$0]! }
+        return merged
     }
 
     static let hour: Int64 = 3_600_000_000_000
@@ -600,6 +609,28 @@ public final class SQLiteStore: RollupSink, RollupReader {
         return id
     }
 
+    /// For a minute with a whole-minute outbox entry not yet (fully) forwarded: the series id above which its rows
+    /// are still to be read (-1: all of them), or `nil` when there is none.
+    /// `readThrough` is how far the forwarder has read (rows it read may be in flight with their old value).
+    static func pendingWholeEntry(_ db: OpaquePointer, start: Int64, readThrough: OutboxCursor?) throws(StoreError)
+        -> Int64?
+    {
+        var cursorSeq = try metaInt(db, "outbox_seq") ?? 0
+        var cursorSeries = try metaInt(db, "outbox_series") ?? SQLiteStore.OutboxCursor.done
+        if let r = readThrough, (r.seq, r.series) > (cursorSeq, cursorSeries) {
+            cursorSeq = r.seq
+            cursorSeries = r.series
+        }
+        let s = try Statement(
+            db, "SELECT max(seq) FROM outbox WHERE ts = ?1 AND series IS NULL AND seq >= ?2")
+        try s.bind(1, start)
+        try s.bind(2, cursorSeq)
+        guard try s.step(), sqlite3_column_type(s.handle, 0) != SQLITE_NULL else { return nil }
+        let seq = s.int64(0)
+        if seq > cursorSeq { return -1 }
+        return cursorSeries == SQLiteStore.OutboxCursor.done ? nil : cursorSeries
+    }
+
     static func queue(_ db: OpaquePointer, start: Int64, series: Int64?) throws(StoreError) {
         let s = try Statement(db, "INSERT INTO outbox(ts, series) VALUES(?1, ?2)")
         try s.bind(1, start)
@@ -681,6 +712,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     one.reset()
                     position.series = OutboxCursor.done
                 }
+            }
+            if c.outboxReadThrough.map({ ($0.seq, $0.series) < (position.seq, position.series) }) ?? true {
+                c.outboxReadThrough = position
             }
             return (rows, position)
         }
