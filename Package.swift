@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "LineProtocol", targets: ["LineProtocol"]),
         .library(name: "Rollups", targets: ["Rollups"]),
         .library(name: "Export", targets: ["Export"]),
+        .library(name: "Query", targets: ["Query"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,6 +34,8 @@ let package = Package(
     targets: [
         // Wire formats, no I/O: line-protocol decoder and encoder.
         .target(name: "LineProtocol", exclude: ["README.md"], swiftSettings: strictSettings),
+        // InfluxQL: tokens → AST (the subset Grafana's InfluxDB data source sends).
+        .target(name: "Query", exclude: ["README.md"], swiftSettings: strictSettings),
         // Aggregation, no I/O: mergeable per-bucket aggregates and sketches.
         .target(name: "Rollups", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
         // Where closed rollups go.
@@ -76,6 +79,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
+        .testTarget(name: "QueryTests", dependencies: ["Query"], swiftSettings: strictSettings),
         .testTarget(
             name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
             swiftSettings: strictSettings),

@@ -1,0 +1,48 @@
+/// An InfluxQL expression (the subset metricsd answers).
+public indirect enum Expr: Equatable, Sendable {
+    case field(String)
+    case call(String, [Expr])  // lower-cased function name
+    case number(Double)
+    case string(String)
+    case regex(String)
+    case duration(Int64)
+    case now
+    case binary(String, Expr, Expr)  // AND OR = != =~ !~ < <= > >= + - * /
+    case wildcard
+}
+
+public struct SelectField: Equatable, Sendable {
+    public var expr: Expr
+    public var alias: String?
+}
+
+public enum Fill: Equatable, Sendable {
+    case null, none, previous, linear
+    case value(Double)
+}
+
+public struct SelectStatement: Equatable, Sendable {
+    public var fields: [SelectField] = []
+    public var measurement = ""
+    public var condition: Expr?
+    /// `GROUP BY time(interval, offset)`, nanoseconds.
+    public var interval: Int64?
+    public var offset: Int64 = 0
+    public var groupByTags: [String] = []
+    public var groupByAllTags = false
+    public var fill: Fill = .null
+    public var descending = false
+    public var limit: Int?
+    public var slimit: Int?
+}
+
+public enum Statement: Equatable, Sendable {
+    case select(SelectStatement)
+    case showDatabases
+    case showRetentionPolicies
+    case showMeasurements(regex: String?)
+    case showTagKeys(from: String?)
+    case showTagValues(from: String?, keys: [String], keyRegex: String?, condition: Expr?)
+    case showFieldKeys(from: String?)
+    case showSeries(from: String?, condition: Expr?)
+}
