@@ -850,6 +850,21 @@ public final class SQLiteStore: RollupSink, RollupReader {
         }
     }
 
+    /// Every stored series (measurement and tags).
+    public func allSeries() throws(StoreError) -> [SeriesInfo] {
+        try connection.withLock { c throws(StoreError) in
+            let rows = try Statement(c.db, "SELECT hash, measurement, tags FROM series")
+            var out: [SeriesInfo] = []
+            while try rows.step() {
+                out.append(
+                    SeriesInfo(
+                        id: UInt64(bitPattern: rows.int64(0)), measurement: rows.text(1),
+                        tags: Self.decodeTags(rows.text(2))))
+            }
+            return out
+        }
+    }
+
     /// Where WAL replay starts, and per stored bucket the highest WAL position it holds.
     public func walState() throws(StoreError) -> (replayFrom: UInt64, watermarks: [Int64: UInt64]) {
         try connection.withLock { c throws(StoreError) in

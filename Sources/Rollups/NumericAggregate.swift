@@ -1,9 +1,9 @@
 /// The mergeable summary of the numeric values of one (series, field, bucket).
 ///
 /// Every part merges exactly: counts and sums add, min and max combine, and first and last are chosen by
-/// timestamp (ties keep the earlier-seen value for `first` and the later-seen value for `last`, so merging in
-/// arrival order equals folding the points in arrival order). Two partial aggregates of the same key therefore
-/// merge into exactly the aggregate of the union — the property the whole pipeline relies on.
+/// timestamp, a tie going to the larger value (as InfluxDB's `first()`/`last()` do, which also makes the choice
+/// independent of arrival and merge order). Two partial aggregates of the same key therefore merge into exactly the
+/// aggregate of the union — the property the whole pipeline relies on.
 ///
 /// `stddev` is the sample standard deviation, as InfluxDB's `stddev()`. It is computed from the count, the sum
 /// and the sum of squares; to keep that numerically sound the sums are kept relative to a per-aggregate shift
@@ -36,11 +36,11 @@ public struct NumericAggregate: Sendable, Hashable {
         shiftedSquares += d * d
         if value < min { min = value }
         if value > max { max = value }
-        if time < firstTime {
+        if time < firstTime || (time == firstTime && value > first) {
             firstTime = time
             first = value
         }
-        if time >= lastTime {
+        if time > lastTime || (time == lastTime && value > last) {
             lastTime = time
             last = value
         }
@@ -62,11 +62,11 @@ public struct NumericAggregate: Sendable, Hashable {
         sum += other.sum
         if other.min < min { min = other.min }
         if other.max > max { max = other.max }
-        if other.firstTime < firstTime {
+        if other.firstTime < firstTime || (other.firstTime == firstTime && other.first > first) {
             firstTime = other.firstTime
             first = other.first
         }
-        if other.lastTime >= lastTime {
+        if other.lastTime > lastTime || (other.lastTime == lastTime && other.last > last) {
             lastTime = other.lastTime
             last = other.last
         }

@@ -56,6 +56,8 @@ enum HTTPRoutes {
         router.get("/api/v1/query") { request, _ in query(request, state) }
         router.get("/api/v1/series") { request, _ in series(request, state) }
         router.post("/api/v1/flush") { request, _ in flush(request, state) }
+        router.get("/query") { request, _ in await InfluxQL.handle(request, state) }
+        router.post("/query") { request, _ in await InfluxQL.handle(request, state) }
         return router
     }
 
@@ -301,6 +303,45 @@ enum HTTPRoutes {
 
     // MARK: - Query API
 
+    struct ReadFailure: Error {
+        var status: HTTPResponse.Status
+        var message: String
+    }
+
+    /// Every rollup cell of `measurement` (one field, or all) with a bucket start in `[from, to)`: open buckets in
+    /// memory, then SQLite — minutes within `retention_1m`, whole hours from the 1h tier before that (which needs
+    /// a `step` that is a multiple of 1h).
+    static func rollupCells(
+        _ state: HTTPState, measurement: String, field: String?, from: Int64, to: Int64, step: Int64
+    ) throws(ReadFailure) -> [(start: Int64, cell: ClosedCell)] {
+        var cells = state.engine.openCells(measurement: measurement, field: field, from: from, to: to)
+        let hour: Int64 = 3_600_000_000_000
+        let cutoff = nowNanoseconds() - state.configuration.storage.retention1m.nanoseconds
+        let boundary = (cutoff / hour + 1) * hour
+        do {
+            if from < boundary {
+                guard step % hour == 0 else {
+                    throw ReadFailure(
+                        status: .badRequest,
+                        message:
+                            "the range reaches back beyond storage.retention_1m: use a step that is a multiple of 1h"
+                    )
+                }
+                cells += try state.store.hourlyCells(
+                    measurement: measurement, field: field, from: from, to: min(boundary, to))
+            }
+            if to > boundary || from >= boundary {
+                cells += try state.store.storedCells(
+                    measurement: measurement, field: field, from: max(from, boundary), to: to)
+            }
+        } catch let failure as ReadFailure {
+            throw failure
+        } catch {
+            throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
+        }
+        return cells
+    }
+
     static func parameter(_ request: Request, _ name: String) -> String? {
         request.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
     }
@@ -374,36 +415,12 @@ enum HTTPRoutes {
             filters: filters,
             groupBy: groupBy
         )
-        var cells = state.engine.openCells(measurement: measurement, field: field, from: alignedFrom, to: to)
-        // Older than retention_1m only the 1h tier remains: read whole hours from it, minutes after that.
-        let hour: Int64 = 3_600_000_000_000
-        let cutoff = now - state.configuration.storage.retention1m.nanoseconds
-        let boundary = (cutoff / hour + 1) * hour
+        let cells: [(start: Int64, cell: ClosedCell)]
         do {
-            if alignedFrom < boundary {
-                guard step % hour == 0 else {
-                    return error(
-                        .badRequest,
-                        "the range reaches back beyond storage.retention_1m: use a 'step' that is a multiple of 1h"
-                    )
-                }
-                cells += try state.store.hourlyCells(
-                    measurement: measurement,
-                    field: field,
-                    from: alignedFrom,
-                    to: min(boundary, to)
-                )
-            }
-            if to > boundary || alignedFrom >= boundary {
-                cells += try state.store.storedCells(
-                    measurement: measurement,
-                    field: field,
-                    from: max(alignedFrom, boundary),
-                    to: to
-                )
-            }
+            cells = try rollupCells(
+                state, measurement: measurement, field: field, from: alignedFrom, to: to, step: step)
         } catch {
-            return Self.error(.internalServerError, "reading stored rollups failed: \(error)")
+            return Self.error(error.status, error.message)
         }
         let result = q.evaluate(cells)
         let series: [[String: Any]] = result.groups.map { group in

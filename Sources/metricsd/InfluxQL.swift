@@ -1,0 +1,175 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import Query
+import Rollups
+
+/// `GET|POST /query`: InfluxQL answered from the rollups (open buckets ∪ SQLite) in InfluxDB 1.x's JSON shape, so
+/// Grafana's stock InfluxDB data source (and the `influx` CLI) work against metricsd. What is supported and how it
+/// differs from InfluxDB: docs/influxql.md.
+enum InfluxQL {
+    static func handle(_ request: Request, _ state: HTTPState) async -> Response {
+        guard HTTPRoutes.authorized(request, state) else {
+            return HTTPRoutes.error(.unauthorized, "authorization failed")
+        }
+        // Form encoding, in the URL and (POST) in the body: '+' is a space, then percent-decoding.
+        var parameters = Self.formDecode(request.uri.query ?? "")
+        if request.method == .post, let body = try? await request.body.collect(upTo: 1 << 20) {
+            parameters.merge(Self.formDecode(String(buffer: body))) { $1 }
+        }
+        guard let text = parameters["q"], !text.isEmpty else {
+            return HTTPRoutes.error(.badRequest, "missing required parameter \"q\"")
+        }
+        let epoch = parameters["epoch"]
+        if let epoch, Self.epochScale(epoch) == nil {
+            return HTTPRoutes.error(.badRequest, "epoch must be one of ns, u, µ, ms, s, m, h")
+        }
+        let statements: [Statement]
+        do {
+            statements = try Parser.parse(text)
+        } catch {
+            return HTTPRoutes.error(.badRequest, "error parsing query: \(error.message)")
+        }
+        var results: [[String: Any]] = []
+        for (k, statement) in statements.enumerated() {
+            var result: [String: Any] = ["statement_id": k]
+            do {
+                let series = try execute(statement, state: state, epoch: epoch, database: parameters["db"])
+                if !series.isEmpty { result["series"] = series }
+            } catch {
+                result["error"] = error.message
+            }
+            results.append(result)
+        }
+        return HTTPRoutes.json(.ok, ["results": results])
+    }
+
+    static func formDecode(_ text: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
+                let spaced = String($0).replacingOccurrences(of: "+", with: " ")
+                return spaced.removingPercentEncoding ?? spaced
+            }
+            out[kv[0]] = kv.count > 1 ? kv[1] : ""
+        }
+        return out
+    }
+
+    static func epochScale(_ epoch: String) -> Int64? {
+        [
+            "ns": 1, "n": 1, "u": 1_000, "µ": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+            "h": 3_600_000_000_000,
+        ][epoch]
+    }
+
+    static func execute(_ statement: Statement, state: HTTPState, epoch: String?, database: String?) throws(QueryError)
+        -> [[String: Any]]
+    {
+        switch statement {
+        case .showDatabases:
+            let names = Set([state.configuration.influx.database, database ?? "metricsd", "metricsd"]).sorted()
+            return [["name": "databases", "columns": ["name"], "values": names.map { [$0] }]]
+        case .showRetentionPolicies:
+            return [
+                [
+                    "columns": ["name", "duration", "shardGroupDuration", "replicaN", "default"],
+                    "values": [["autogen", "0s", "168h0m0s", 1, true]],
+                ]
+            ]
+        case .showMeasurements(let regex):
+            let re = try regex.map(compile)
+            let names = Set(series(state).map(\.series.measurement)).filter { re == nil || matches(re!, $0) }.sorted()
+            return names.isEmpty ? [] : [["name": "measurements", "columns": ["name"], "values": names.map { [$0] }]]
+        case .showTagKeys(let from):
+            var keys: [String: Set<String>] = [:]
+            for s in series(state) where from == nil || s.series.measurement == from {
+                for t in s.series.tags { keys[s.series.measurement, default: []].insert(t.key) }
+            }
+            return keys.keys.sorted().map { m in
+                ["name": m, "columns": ["tagKey"], "values": keys[m]!.sorted().map { [$0] }]
+            }
+        case .showFieldKeys(let from):
+            var fields: [String: [String: FieldKind]] = [:]
+            for s in state.engine.allSeries() where from == nil || s.series.measurement == from {
+                for f in s.fields { fields[s.series.measurement, default: [:]][f.name] = f.kind }
+            }
+            return fields.keys.sorted().map { m in
+                [
+                    "name": m, "columns": ["fieldKey", "fieldType"],
+                    "values": fields[m]!.keys.sorted().map {
+                        [$0, fields[m]![$0] == .numeric ? "float" : fields[m]![$0]!.name]
+                    },
+                ]
+            }
+        case .showTagValues(let from, let keys, let keyRegex, let condition):
+            let re = try keyRegex.map(compile)
+            var values: [String: Set<[String]>] = [:]
+            for s in series(state) where from == nil || s.series.measurement == from {
+                if let condition, try !matches(condition, s.series) { continue }
+                for t in s.series.tags where keys.contains(t.key) || (re.map { matches($0, t.key) } ?? false) {
+                    values[s.series.measurement, default: []].insert([t.key, t.value])
+                }
+            }
+            return values.keys.sorted().map { m in
+                [
+                    "name": m, "columns": ["key", "value"],
+                    "values": values[m]!.sorted { $0.lexicographicallyPrecedes($1) },
+                ]
+            }
+        case .showSeries(let from, let condition):
+            var keys = Set<String>()
+            for s in series(state) where from == nil || s.series.measurement == from {
+                if let condition, try !matches(condition, s.series) { continue }
+                keys.insert(
+                    ([s.series.measurement] + s.series.tags.map { "\($0.key)=\($0.value)" }).joined(separator: ","))
+            }
+            return keys.isEmpty ? [] : [["columns": ["key"], "values": keys.sorted().map { [$0] }]]
+        case .select(let select):
+            return try SelectExecution(select: select, state: state, epoch: epoch).run()
+        }
+    }
+
+    /// Every series metricsd knows: in memory and stored.
+    static func series(_ state: HTTPState) -> [(series: SeriesInfo, fields: [(name: String, kind: FieldKind)])] {
+        var seen = Set<SeriesInfo>()
+        var out: [(series: SeriesInfo, fields: [(name: String, kind: FieldKind)])] = []
+        for s in state.engine.allSeries() where seen.insert(s.series).inserted { out.append(s) }
+        for s in (try? state.store.store.allSeries()) ?? [] where seen.insert(s).inserted { out.append((s, [])) }
+        return out
+    }
+
+    static func compile(_ pattern: String) throws(QueryError) -> NSRegularExpression {
+        do {
+            return try NSRegularExpression(pattern: pattern)
+        } catch {
+            throw QueryError("invalid regex /\(pattern)/")
+        }
+    }
+
+    static func matches(_ re: NSRegularExpression, _ s: String) -> Bool {
+        re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
+    }
+
+    /// A tag condition (=, !=, =~, !~, AND, OR) against a series; a tag it does not have is the empty string.
+    static func matches(_ e: Expr, _ series: SeriesInfo) throws(QueryError) -> Bool {
+        switch e {
+        case .binary("AND", let a, let b):
+            guard try matches(a, series) else { return false }
+            return try matches(b, series)
+        case .binary("OR", let a, let b):
+            if try matches(a, series) { return true }
+            return try matches(b, series)
+        case .binary(let op, .field(let key), let rhs):
+            let value = series.tag(key) ?? ""
+            switch (op, rhs) {
+            case ("=", .string(let s)), ("=", .field(let s)): return value == s
+            case ("!=", .string(let s)), ("!=", .field(let s)): return value != s
+            case ("=~", .regex(let r)): return matches(try compile(r), value)
+            case ("!~", .regex(let r)): return !matches(try compile(r), value)
+            default: throw QueryError("unsupported condition on tag \(key): metricsd filters tags with =, !=, =~, !~")
+            }
+        default: throw QueryError("unsupported condition: metricsd filters on time and tags only")
+        }
+    }
+}

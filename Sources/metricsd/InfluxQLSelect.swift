@@ -1,0 +1,281 @@
+import Foundation
+import Query
+import Rollups
+
+/// One `SELECT`: the time range and tag condition from `WHERE`, windows of `GROUP BY time(d)` (a multiple of the
+/// bucket width; one window for the whole range without it), groups by tags, each selected expression computed
+/// from the merged rollups of a window (aggregates merge exactly, so a window equals the aggregate of its points).
+struct SelectExecution {
+    let select: SelectStatement
+    let state: HTTPState
+    let epoch: String?
+
+    func run() throws(QueryError) -> [[String: Any]] {
+        let interval = state.configuration.rollup.interval.nanoseconds
+        let now = nowNanoseconds()
+        var (from, to, tagCondition) = try Self.split(select.condition, now: now)
+        from = from ?? now - state.configuration.storage.retention1m.nanoseconds
+        to = to ?? now + interval
+        guard var lower = from, let upper = to, lower < upper else { return [] }
+        let step = select.interval ?? (upper - lower)
+        if let d = select.interval, d % interval != 0 {
+            throw QueryError(
+                "GROUP BY time(\(d / 1_000_000_000)s) must be a multiple of the bucket width (\(interval / 1_000_000_000)s)"
+            )
+        }
+        if select.offset % interval != 0 {
+            throw QueryError(
+                "GROUP BY time() offset must be a multiple of the bucket width (\(interval / 1_000_000_000)s)")
+        }
+        // Windows start at multiples of the interval (plus offset), as InfluxDB's.
+        if let d = select.interval { lower = Self.floor(lower - select.offset, d) + select.offset }
+        guard select.interval == nil || (upper - lower) / step <= 100_000 else {
+            throw QueryError("too many windows: widen GROUP BY time() or narrow the time range")
+        }
+        // What the statement needs: one computation per field of the select list.
+        var fields: [String] = []
+        for f in select.fields { try Self.collectFields(f.expr, into: &fields) }
+        guard !fields.isEmpty else { throw QueryError("at least 1 non-time field must be queried") }
+        var byGroup: [[String]: [Int64: [String: FieldRollup]]] = [:]
+        var groupKeys = select.groupByTags
+        let readStep = select.interval ?? interval
+        for field in fields {
+            let cells: [(start: Int64, cell: ClosedCell)]
+            do {
+                cells = try HTTPRoutes.rollupCells(
+                    state, measurement: select.measurement, field: field, from: state.engine.bucketStartOf(lower),
+                    to: upper, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval)
+            } catch {
+                throw QueryError(error.message)
+            }
+            for (start, cell) in cells where start >= lower && start < upper {
+                if let tagCondition, try !InfluxQL.matches(tagCondition, cell.series) { continue }
+                if select.groupByAllTags {
+                    for t in cell.series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
+                }
+                let window = select.interval.map { lower + Self.floor(start - lower, $0) } ?? lower
+                let group =
+                    select.groupByAllTags
+                    ? cell.series.tags.map { "\($0.key)\u{0}\($0.value)" } : groupKeys.map { cell.series.tag($0) ?? "" }
+                byGroup[group, default: [:]][window, default: [:]][field, default: FieldRollup(kind: cell.rollup.kind)]
+                    .merge(cell.rollup)
+            }
+        }
+        if select.groupByAllTags { groupKeys.sort() }
+        let columns = ["time"] + Self.columnNames(select.fields)
+        var series: [[String: Any]] = []
+        for group in byGroup.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            let windows = byGroup[group]!
+            var rows: [[Any]] = []
+            var previous: [Double?] = Array(repeating: nil, count: select.fields.count)
+            var starts: [Int64] = [lower]
+            if let d = select.interval {
+                starts = []
+                var t = lower
+                while t < upper {
+                    starts.append(t)
+                    t += d
+                }
+            }
+            for start in starts {
+                var values = try select.fields.map { f throws(QueryError) in try Self.evaluate(f.expr, windows[start]) }
+                if values.allSatisfy({ $0 == nil }) && select.interval != nil {
+                    switch select.fill {
+                    case .none: continue
+                    case .null, .linear: break
+                    case .value(let v): values = values.map { _ in v }
+                    case .previous: values = previous
+                    }
+                } else if case .previous = select.fill {
+                    values = zip(values, previous).map { $0 ?? $1 }
+                } else if case .value(let v) = select.fill {
+                    values = values.map { $0 ?? v }
+                }
+                previous = values
+                rows.append([time(start)] + values.map { $0.map { $0 as Any } ?? NSNull() })
+            }
+            if case .linear = select.fill { rows = Self.interpolate(rows) }
+            if select.descending { rows.reverse() }
+            if let limit = select.limit { rows = Array(rows.prefix(limit)) }
+            guard !rows.isEmpty else { continue }
+            var entry: [String: Any] = ["name": select.measurement, "columns": columns, "values": rows]
+            if !groupKeys.isEmpty {
+                if select.groupByAllTags {
+                    var tags: [String: String] = [:]
+                    for pair in group {
+                        let parts = pair.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
+                        tags[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+                    }
+                    for key in groupKeys where tags[key] == nil { tags[key] = "" }
+                    entry["tags"] = tags
+                } else {
+                    entry["tags"] = Dictionary(uniqueKeysWithValues: zip(groupKeys, group).map { ($0, $1) })
+                }
+            }
+            series.append(entry)
+        }
+        if let slimit = select.slimit { series = Array(series.prefix(slimit)) }
+        return series
+    }
+
+    func time(_ t: Int64) -> Any {
+        if let epoch, let scale = InfluxQL.epochScale(epoch) { return t / scale }
+        return TimeText.format(t).replacingOccurrences(of: ".000Z", with: "Z")
+    }
+
+    static func floor(_ a: Int64, _ b: Int64) -> Int64 {
+        let q = a / b
+        return (a % b < 0 ? q - 1 : q) * b
+    }
+
+    /// Splits `WHERE` into the time range `[from, to)` and the tag condition. Time may appear only in `AND`s.
+    static func split(_ e: Expr?, now: Int64) throws(QueryError) -> (Int64?, Int64?, Expr?) {
+        guard let e else { return (nil, nil, nil) }
+        if case .binary("AND", let a, let b) = e {
+            let (fa, ta, ca) = try split(a, now: now)
+            let (fb, tb, cb) = try split(b, now: now)
+            let from = [fa, fb].compactMap { $0 }.max()
+            let to = [ta, tb].compactMap { $0 }.min()
+            let condition: Expr? = ca.flatMap { x in cb.map { .binary("AND", x, $0) } ?? x } ?? cb
+            return (from, to, condition)
+        }
+        if case .binary(let op, .field(let name), let rhs) = e, name.lowercased() == "time" {
+            let t = try instant(rhs, now: now)
+            switch op {
+            case ">=": return (t, nil, nil)
+            case ">": return (t + 1, nil, nil)
+            case "<=": return (nil, t + 1, nil)
+            case "<": return (nil, t, nil)
+            case "=": return (t, t + 1, nil)
+            default: throw QueryError("unsupported time comparison \(op)")
+            }
+        }
+        if containsTime(e) { throw QueryError("time conditions must be joined with AND (not OR)") }
+        return (nil, nil, e)
+    }
+
+    static func containsTime(_ e: Expr) -> Bool {
+        switch e {
+        case .field(let n): n.lowercased() == "time"
+        case .binary(_, let a, let b): containsTime(a) || containsTime(b)
+        default: false
+        }
+    }
+
+    /// A time literal: `1700000000000ms`, a bare integer (nanoseconds), `now() - 6h`, or an RFC 3339 string.
+    static func instant(_ e: Expr, now: Int64) throws(QueryError) -> Int64 {
+        switch e {
+        case .duration(let d): return d
+        case .number(let n): return Int64(n)
+        case .now: return now
+        case .string(let s):
+            guard let t = TimeText.rfc3339(s) ?? TimeText.rfc3339(s.replacingOccurrences(of: " ", with: "T") + "Z")
+            else { throw QueryError("invalid time \(s)") }
+            return t
+        case .binary("+", let a, let b): return try instant(a, now: now) + instant(b, now: now)
+        case .binary("-", let a, let b): return try instant(a, now: now) - instant(b, now: now)
+        default: throw QueryError("invalid time expression")
+        }
+    }
+
+    static func collectFields(_ e: Expr, into fields: inout [String]) throws(QueryError) {
+        switch e {
+        case .field(let f):
+            if !fields.contains(f) { fields.append(f) }
+        case .call(let name, let args):
+            guard let first = args.first else { throw QueryError("\(name)() needs a field") }
+            guard case .field(let f) = first else {
+                throw QueryError("\(name)(): the first argument must be a field (nested functions are not supported)")
+            }
+            _ = try aggregate(name, args)
+            if !fields.contains(f) { fields.append(f) }
+        case .binary(let op, let a, let b) where "+-*/".contains(op):
+            try collectFields(a, into: &fields)
+            try collectFields(b, into: &fields)
+        case .number: break
+        case .wildcard: throw QueryError("SELECT * is not supported: name the fields with an aggregate")
+        default: throw QueryError("unsupported expression in SELECT")
+        }
+    }
+
+    static func aggregate(_ name: String, _ args: [Expr]) throws(QueryError) -> Aggregate {
+        switch name {
+        case "mean": return .mean
+        case "sum": return .sum
+        case "count": return .count
+        case "min": return .min
+        case "max": return .max
+        case "first": return .first
+        case "last": return .last
+        case "stddev": return .stddev
+        case "spread": return .spread
+        case "median": return .quantile(0.5)
+        case "percentile":
+            guard args.count == 2, case .number(let n) = args[1], n >= 0, n <= 100 else {
+                throw QueryError("percentile() needs a field and a number in 0...100")
+            }
+            return .quantile(n / 100)
+        default:
+            throw QueryError(
+                "unsupported function \(name)(): metricsd answers mean, sum, count, min, max, first, last, median, percentile, stddev, spread"
+            )
+        }
+    }
+
+    /// The value of a select expression for one window (`nil`: no data, or undefined).
+    static func evaluate(_ e: Expr, _ window: [String: FieldRollup]?) throws(QueryError) -> Double? {
+        switch e {
+        case .number(let n): return n
+        case .field(let f): return window?[f]?.value(of: .mean)  // a raw field reads as the window's mean
+        case .call(let name, let args):
+            guard case .field(let f) = args[0], let rollup = window?[f] else { return nil }
+            return rollup.value(of: try aggregate(name, args))
+        case .binary(let op, let a, let b):
+            guard let x = try evaluate(a, window), let y = try evaluate(b, window) else { return nil }
+            switch op {
+            case "+": return x + y
+            case "-": return x - y
+            case "*": return x * y
+            default: return y == 0 ? nil : x / y
+            }
+        default: return nil
+        }
+    }
+
+    /// Column names as InfluxDB gives them: the alias, else the function name (`mean`), the field for a raw field,
+    /// function names joined by `_` for arithmetic; repeats get `_1`, `_2`.
+    static func columnNames(_ fields: [SelectField]) -> [String] {
+        func name(_ e: Expr) -> String {
+            switch e {
+            case .field(let f): f
+            case .call(let n, _): n
+            case .binary(_, let a, let b): [name(a), name(b)].filter { !$0.isEmpty }.joined(separator: "_")
+            default: ""
+            }
+        }
+        var seen: [String: Int] = [:]
+        return fields.map { f in
+            let base = f.alias ?? name(f.expr)
+            let n = seen[base, default: 0]
+            seen[base] = n + 1
+            return n == 0 ? base : "\(base)_\(n)"
+        }
+    }
+
+    /// fill(linear): nulls between two values become the straight line between them.
+    static func interpolate(_ rows: [[Any]]) -> [[Any]] {
+        guard let width = rows.first?.count else { return rows }
+        var out = rows
+        for column in 1..<width {
+            var last: Int?
+            for (k, row) in rows.enumerated() {
+                guard let v = row[column] as? Double else { continue }
+                if let l = last, k - l > 1, let lv = rows[l][column] as? Double {
+                    for j in (l + 1)..<k { out[j][column] = lv + (v - lv) * Double(j - l) / Double(k - l) }
+                }
+                last = k
+            }
+        }
+        return out
+    }
+}
