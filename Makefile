@@ -82,12 +82,13 @@ oracle-update: deps-test oracle
 
 # ---- fuzzing (libFuzzer; recipe in docs/fuzzing.md) ------------------------------------------------------
 
-FUZZERS := FuzzLineProtocol
+FUZZERS := FuzzLineProtocol FuzzInfluxQL
 
 fuzz-build:
-	METRICSD_FUZZ=1 $(SWIFT) build -c debug --scratch-path $(FUZZ_SCRATCH) --product FuzzLineProtocol \
-	  --sanitize fuzzer -Xswiftc -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" || true
-	@test -x $(FUZZ_SCRATCH)/debug/FuzzLineProtocol
+	@set -e; for f in $(FUZZERS); do \
+	  METRICSD_FUZZ=1 $(SWIFT) build -c debug --scratch-path $(FUZZ_SCRATCH) --product $$f \
+	    --sanitize fuzzer -Xswiftc -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" || true; \
+	  test -x $(FUZZ_SCRATCH)/debug/$$f; done
 
 # Replays every saved crasher, then fuzzes briefly from the seed corpus.
 fuzz-replay: fuzz-build

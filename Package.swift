@@ -102,6 +102,9 @@ if Context.environment["METRICSD_FUZZ"] != nil {
             path: "FuzzTesting/Sources/FuzzLineProtocol"
         )
     )
+    package.targets.append(
+        .executableTarget(name: "FuzzInfluxQL", dependencies: ["Query"], path: "FuzzTesting/Sources/FuzzInfluxQL")
+    )
 }
 if Context.environment["METRICSD_BENCH"] != nil {
     package.targets.append(
