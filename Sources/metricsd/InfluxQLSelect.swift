@@ -14,7 +14,9 @@ struct SelectExecution {
         let interval = state.configuration.rollup.interval.nanoseconds
         let now = nowNanoseconds()
         var (from, to, tagCondition) = try Self.split(select.condition, now: now)
-        from = from ?? now - state.configuration.storage.retention1m.nanoseconds
+        // Without a lower bound: everything still kept per minute (from the first whole hour of retention_1m).
+        let hour: Int64 = 3_600_000_000_000
+        from = from ?? (Self.floor(now - state.configuration.storage.retention1m.nanoseconds, hour) + hour)
         to = to ?? now + interval
         guard var lower = from, let upper = to, lower < upper else { return [] }
         let step = select.interval ?? (upper - lower)

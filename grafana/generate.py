@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Generates grafana/dashboards/*.json (committed; rerun after editing this file: python3 grafana/generate.py).
+
+Every panel query is InfluxQL that metricsd answers (docs/influxql.md); GrafanaDashboardTests expands Grafana's
+macros and runs each one against metricsd (and the long-term ones against a real influxd)."""
+import json
+import os
+
+HOST_FILTER = '"host" =~ /^$host$/'
+
+
+def panel(pid, title, queries, x, y, unit="short", datasource="metricsd", w=12, h=8, interval=None):
+    p = {
+        "id": pid,
+        "type": "timeseries",
+        "title": title,
+        "datasource": {"type": "influxdb", "uid": datasource},
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+        "targets": [
+            {"refId": chr(65 + i), "datasource": {"type": "influxdb", "uid": datasource}, "rawQuery": True,
+             "resultFormat": "time_series", "query": q, "alias": "$tag_host $col"}
+            for i, q in enumerate(queries)
+        ],
+    }
+    if interval:
+        p["interval"] = interval
+    return p
+
+
+def host_variable(datasource, measurement):
+    return {
+        "name": "host", "label": "host", "type": "query", "datasource": {"type": "influxdb", "uid": datasource},
+        "query": 'SHOW TAG VALUES FROM "%s" WITH KEY = "host"' % measurement, "definition":
+        'SHOW TAG VALUES FROM "%s" WITH KEY = "host"' % measurement, "refresh": 2, "multi": True, "includeAll": True,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1,
+    }
+
+
+def dashboard(uid, title, panels, variables, refresh="30s", time_from="now-6h"):
+    return {
+        "uid": uid, "title": title, "tags": ["metricsd"], "timezone": "utc", "schemaVersion": 39, "version": 1,
+        "editable": True, "refresh": refresh, "time": {"from": time_from, "to": "now"},
+        "templating": {"list": variables}, "annotations": {"list": []}, "panels": panels,
+    }
+
+
+def hosts(datasource, suffix, agg):
+    """The Telegraf host panels; `suffix`/`agg` turn field f into f<agg> of measurement m<suffix> (long term)."""
+    def f(name, fn="mean"):
+        return '%s("%s%s")' % (fn, name, agg)
+
+    def counter(name):
+        # Live: the increase within each window; long term: the same from the per-minute maxima.
+        return 'spread("%s%s")' % (name, "_max" if agg else "")
+
+    def gauge_last(name):
+        return 'last("%s%s")' % (name, "_last" if agg else "")
+    where = 'WHERE %s AND $timeFilter' % HOST_FILTER
+    m = lambda name: '"%s%s"' % (name, suffix)
+    return [
+        panel(1, "CPU", ['SELECT %s AS "user", %s AS "system", %s AS "iowait" FROM %s %s AND "cpu" = \'cpu-total\' '
+                         'GROUP BY time($__interval), "host" fill(null)'
+                         % (f("usage_user"), f("usage_system"), f("usage_iowait"), m("cpu"), where)], 0, 0, "percent",
+              datasource),
+        panel(2, "Memory used", ['SELECT %s AS "used" FROM %s %s GROUP BY time($__interval), "host" fill(null)'
+                                 % (f("used_percent"), m("mem"), where)], 12, 0, "percent", datasource),
+        panel(3, "Disk used", ['SELECT %s AS "used" FROM %s %s GROUP BY time($__interval), "host", "path" fill(null)'
+                               % (gauge_last("used_percent"), m("disk"), where)],
+              0, 8, "percent", datasource),
+        panel(4, "Disk I/O (bytes per interval)",
+              ['SELECT %s AS "read", %s AS "write" FROM %s %s GROUP BY time($__interval), "host", "name" fill(none)'
+               % (counter("read_bytes"), counter("write_bytes"), m("diskio"), where)],
+              12, 8, "bytes", datasource, interval="5m"),
+        panel(5, "Network (bytes per interval)",
+              ['SELECT %s AS "recv", %s AS "sent" FROM %s %s GROUP BY time($__interval), "host", "interface" fill(none)'
+               % (counter("bytes_recv"), counter("bytes_sent"), m("net"), where)],
+              0, 16, "bytes", datasource, interval="5m"),
+    ]
+
+
+def metricsd_panels():
+    q = lambda sel: 'SELECT %s FROM "metricsd" WHERE $timeFilter GROUP BY time($__interval) fill(none)' % sel
+    return [
+        panel(1, "Lines received per interval", [q('spread("http_lines") AS "http", spread("tcp_lines") AS "tcp", '
+                                                  'spread("udp_lines") AS "udp"')], 0, 0, interval="5m"),
+        panel(2, "Invalid lines per interval", [q('spread("http_invalid") + spread("tcp_invalid") + '
+                                                 'spread("udp_invalid") AS "invalid"')], 12, 0, interval="5m"),
+        panel(3, "Active series", [q('last("series_active") AS "active", last("series_rejected") AS "rejected"')],
+              0, 8),
+        panel(4, "UDP drops per interval", [q('spread("udp_drops") AS "drops"')], 12, 8, interval="5m"),
+        panel(5, "Flush (sink) latency", [q('max("sink_seconds") AS "max"')], 0, 16, "s"),
+        panel(6, "Open buckets and late points", [q('last("buckets_open") AS "open buckets", '
+                                                   'spread("points_late") AS "late points"')], 12, 16),
+    ]
+
+
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboards")
+boards = {
+    "hosts.json": dashboard("metricsd-hosts", "Hosts (live, metricsd)", hosts("metricsd", "", ""),
+                            [host_variable("metricsd", "cpu")]),
+    "long-term.json": dashboard("metricsd-long-term", "Hosts (long term, InfluxDB)",
+                                hosts("influxdb-longterm", "_1m", "_mean"),
+                                [host_variable("influxdb-longterm", "cpu_1m")], refresh="5m", time_from="now-7d"),
+    "metricsd.json": dashboard("metricsd-self", "metricsd", metricsd_panels(), []),
+}
+for name, board in boards.items():
+    with open(os.path.join(out, name), "w") as f:
+        json.dump(board, f, indent=2)
+        f.write("\n")
+print("wrote", ", ".join(sorted(boards)))
