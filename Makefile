@@ -21,7 +21,7 @@ APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang
             golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
 
 .PHONY: help deps deps-test deps-bench build run test lint swift-test oracle oracle-check oracle-update \
-        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward clean
+        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward bench-query clean
 
 help:
 	@echo "make run      build (release) and start metricsd in the foreground"
@@ -105,7 +105,7 @@ fuzz: fuzz-replay
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
 
-bench: bench-parse bench-ingest bench-storage bench-forward
+bench: bench-parse bench-ingest bench-storage bench-forward bench-query
 
 bench-parse: deps-bench
 	scripts/bench-parse.sh
@@ -118,6 +118,9 @@ bench-storage: deps-bench build
 
 bench-forward: deps-bench build
 	scripts/bench-forward.sh
+
+bench-query: deps-bench build
+	scripts/bench-query.sh
 
 clean:
 	rm -rf .build .build-* var

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Query benchmark: InfluxQL latency (p50/p99) on metricsd and on a real influxd holding the same data, in the
+# same run — a 24 h × 1 m query on one series, a GROUP BY "host" over 1,000 hosts, and a full refresh of the Hosts
+# dashboard — with 100,000 active series loaded. Writes the "Queries" section of docs/PERFORMANCE.md.
+# Usage: scripts/bench-query.sh [RUNS]   (default 100 timed runs per query and target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-100}
+BIN=.build/release/metricsd
+TMP=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+IPORT=$(free_port); MPORT=$(free_port)
+MPID=""; IPID=""
+cleanup() { [ -n "$MPID" ] && kill "$MPID" 2>/dev/null; [ -n "$IPID" ] && scripts/peers.sh stop "$IPID"; rm -rf "$TMP"; }
+trap cleanup EXIT
+IPID=$(scripts/peers.sh start-influxd $IPORT "$TMP/influxd")
+$BIN serve --data-dir "$TMP/var" --http 127.0.0.1:$MPORT --udp "" --tcp "" > "$TMP/metricsd.log" 2>&1 &
+MPID=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/ping" && break; sleep 0.1; done
+python3 - "$MPORT" "$IPORT" "$RUNS" <<'PY'
+import http.client, json, re, sys, time, datetime, subprocess, urllib.parse
+mport, iport, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+now = int(time.time()) // 60 * 60
+lines = []
+for m in range(1440):                      # one series, 24 h of minutes (6 points each)
+    for k in range(6):
+        lines.append("cpu,host=h0,cpu=cpu-total usage_user=%d.5,usage_system=1,usage_iowait=0.5 %d" % ((m * 7 + k) % 90, now - 86400 + m * 60 + k * 10))
+for m in range(10):                        # 1,000 hosts, the last 10 minutes
+    for h in range(1, 1000):
+        lines.append("cpu,host=h%d,cpu=cpu-total usage_user=%d.25,usage_system=2,usage_iowait=0.25 %d" % (h, (h + m) % 90, now - 600 + m * 60))
+for m in range(60):                        # the rest of the Hosts dashboard for h0 and h1, the last hour
+    for h in range(2):
+        t = now - 3600 + m * 60
+        lines += ["mem,host=h%d used_percent=%d.5 %d" % (h, 40 + m % 20, t),
+                  "disk,host=h%d,path=/ used_percent=%d.5 %d" % (h, 60 + m % 5, t),
+                  "diskio,host=h%d,name=sda read_bytes=%di,write_bytes=%di %d" % (h, 1000 * m, 2000 * m, t),
+                  "net,host=h%d,interface=eth0 bytes_recv=%di,bytes_sent=%di %d" % (h, 5000 * m, 3000 * m, t)]
+for s in range(100000):                    # 100,000 active series, now
+    lines.append("load,series=s%d value=%d %d" % (s, s % 100, now))
+def post(port, path, body):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    c.request("POST", path, body=body)
+    r = c.getresponse(); r.read()
+    assert r.status == 204, (port, r.status)
+post(iport, "/query", "q=CREATE DATABASE metrics")
+for i in range(0, len(lines), 50000):
+    chunk = ("\n".join(lines[i:i + 50000]) + "\n").encode()
+    post(mport, "/write?precision=s", chunk)
+    post(iport, "/write?db=metrics&precision=s", chunk)
+time.sleep(3)
+dash = json.load(open("grafana/dashboards/hosts.json"))
+def expand(q):
+    ms = int(time.time() * 1000)
+    return (q.replace("$timeFilter", "time >= %dms and time <= %dms" % (ms - 3600000, ms))
+             .replace("$__interval", "1m").replace("$host", "(h0|h1)"))
+refresh = [expand(t["query"]) for p in dash["panels"] for t in p["targets"]]
+queries = {
+    "single": ["SELECT mean(\"usage_user\") FROM \"cpu\" WHERE \"host\" = 'h0' AND time >= now() - 24h GROUP BY time(1m) fill(none)"],
+    "hosts": ["SELECT mean(\"usage_user\") FROM \"cpu\" WHERE time >= now() - 10m GROUP BY time(1m), \"host\" fill(none)"],
+    "dashboard": refresh,
+}
+def run(port, qs):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    total_series = 0
+    for q in qs:
+        c.request("GET", "/query?db=metrics&epoch=ms&q=" + urllib.parse.quote(q))
+        r = c.getresponse(); body = json.loads(r.read())
+        res = body.get("results", [{}])[0]
+        assert "error" not in res and "error" not in body, (port, q, body)
+        total_series += len(res.get("series", []))
+    return total_series
+results = {}
+for name, qs in queries.items():
+    for target, port in (("metricsd", mport), ("influxdb", iport)):
+        series = run(port, qs)
+        for _ in range(5): run(port, qs)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter(); run(port, qs); times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        results[(name, target)] = (times[len(times) // 2], times[int(len(times) * 0.99) - 1], series)
+sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+out = ["## Queries (`make bench-query`)", ""]
+out.append("Measured %s UTC on %s (%s cores); metricsd and influxd %s hold the same points (1 series × 24 h, 1,000 hosts × 10 min, "
+           "the Hosts dashboard's measurements for 2 hosts, 100,000 active series); %d timed runs each over a kept-alive "
+           "connection, after 5 warm-ups." % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
+           sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(), sh("nproc"),
+           sh("dpkg-query -W -f='${Version}' influxdb"), runs))
+out.append("")
+out.append("| query | metricsd p50 / p99 | InfluxDB p50 / p99 | series (metricsd / InfluxDB) | p99 ratio |")
+out.append("| --- | ---: | ---: | ---: | ---: |")
+label = {"single": "24 h × 1 m, one series", "hosts": "GROUP BY \"host\", 1,000 hosts × 10 m",
+         "dashboard": "Hosts dashboard refresh (%d queries)" % len(refresh)}
+for name in queries:
+    m, i = results[(name, "metricsd")], results[(name, "influxdb")]
+    out.append("| %s | %.2f / %.2f ms | %.2f / %.2f ms | %d / %d | %.1f× |" % (label[name], m[0], m[1], i[0], i[1], m[2], i[2], i[1] / m[1]))
+m1 = results[("single", "metricsd")][1]
+ratio = results[("single", "influxdb")][1] / m1
+out.append("")
+out.append("Goal: p99 < 10 ms for the single-series query (%s: %.2f ms) and ≥ 10× faster than InfluxDB (%s: %.1f×)." % (
+    "met" if m1 < 10 else "not met", m1, "met" if ratio >= 10 else "not met", ratio))
+out.append("Command: `make bench-query` (or `scripts/bench-query.sh RUNS`).")
+section = "\n".join(out)
+doc = open("docs/PERFORMANCE.md").read()
+if "<!-- query:begin -->" not in doc:
+    doc = doc.replace("<!-- forward:end -->", "<!-- forward:end -->\n\n<!-- query:begin -->\n<!-- query:end -->")
+doc = re.sub(r"<!-- query:begin -->.*<!-- query:end -->", "<!-- query:begin -->\n" + section.replace("\\", "\\\\") + "\n<!-- query:end -->", doc, flags=re.S)
+open("docs/PERFORMANCE.md", "w").write(doc)
+print(section)
+PY
