@@ -37,12 +37,12 @@ for m in range(60):                        # the rest of the Hosts dashboard for
                   "net,host=h%d,interface=eth0 bytes_recv=%di,bytes_sent=%di %d" % (h, 5000 * m, 3000 * m, t)]
 for s in range(100000):                    # 100,000 active series, now
     lines.append("load,series=s%d value=%d %d" % (s, s % 100, now))
-def post(port, path, body):
+def post(port, path, body, headers={}):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    c.request("POST", path, body=body)
-    r = c.getresponse(); r.read()
-    assert r.status == 204, (port, r.status)
-post(iport, "/query", "q=CREATE DATABASE metrics")
+    c.request("POST", path, body=body, headers=headers)
+    r = c.getresponse(); text = r.read()
+    assert r.status in (200, 204), (port, path, r.status, text[:200])
+post(iport, "/query", "q=CREATE+DATABASE+metrics", {"Content-Type": "application/x-www-form-urlencoded"})
 for i in range(0, len(lines), 50000):
     chunk = ("\n".join(lines[i:i + 50000]) + "\n").encode()
     post(mport, "/write?precision=s", chunk)
