@@ -795,30 +795,40 @@ public final class SQLiteStore: RollupSink, RollupReader {
     public func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws(StoreError)
         -> [(start: Int64, cell: ClosedCell)]
     {
-        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1m")
+        try storedCells(measurement: measurement, field: field, from: from, to: to, series: nil)
+    }
+
+    /// Stored 1-minute rollups of `measurement` (one field, or all) in `[from, to)`; with `series`, only the series
+    /// it accepts (rows of the others are skipped before they are decoded).
+    public func storedCells(
+        measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)?
+    ) throws(StoreError) -> [(start: Int64, cell: ClosedCell)] {
+        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1m", accept: accept)
     }
 
     /// Stored 1-hour rollups (bucket starts are hour starts).
-    public func hourlyCells(measurement: String, field: String?, from: Int64, to: Int64) throws(StoreError)
-        -> [(start: Int64, cell: ClosedCell)]
-    {
-        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1h")
+    public func hourlyCells(
+        measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)? = nil
+    ) throws(StoreError) -> [(start: Int64, cell: ClosedCell)] {
+        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1h", accept: accept)
     }
 
-    func storedCells(measurement: String, field: String?, from: Int64, to: Int64, table: String) throws(StoreError)
-        -> [(start: Int64, cell: ClosedCell)]
-    {
+    func storedCells(
+        measurement: String, field: String?, from: Int64, to: Int64, table: String,
+        accept: ((SeriesInfo) -> Bool)?
+    ) throws(StoreError) -> [(start: Int64, cell: ClosedCell)] {
         try connection.withLock { c throws(StoreError) in
             let db = c.db
             var series: [Int64: SeriesInfo] = [:]
             let list = try Statement(db, "SELECT id, hash, tags FROM series WHERE measurement = ?1")
             try list.bind(1, measurement)
             while try list.step() {
-                series[list.int64(0)] = SeriesInfo(
+                let info = SeriesInfo(
                     id: UInt64(bitPattern: list.int64(1)),
                     measurement: measurement,
                     tags: Self.decodeTags(list.text(2))
                 )
+                if accept?(info) ?? true { series[list.int64(0)] = info }
             }
             guard !series.isEmpty else { return [] }
             var only: Int64?

@@ -312,7 +312,8 @@ enum HTTPRoutes {
     /// memory, then SQLite — minutes within `retention_1m`, whole hours from the 1h tier before that (which needs
     /// a `step` that is a multiple of 1h).
     static func rollupCells(
-        _ state: HTTPState, measurement: String, field: String?, from: Int64, to: Int64, step: Int64
+        _ state: HTTPState, measurement: String, field: String?, from: Int64, to: Int64, step: Int64,
+        series accept: ((SeriesInfo) -> Bool)? = nil
     ) throws(ReadFailure) -> [(start: Int64, cell: ClosedCell)] {
         var cells = state.engine.openCells(measurement: measurement, field: field, from: from, to: to)
         let hour: Int64 = 3_600_000_000_000
@@ -328,11 +329,11 @@ enum HTTPRoutes {
                     )
                 }
                 cells += try state.store.hourlyCells(
-                    measurement: measurement, field: field, from: from, to: min(boundary, to))
+                    measurement: measurement, field: field, from: from, to: min(boundary, to), series: accept)
             }
             if to > boundary || from >= boundary {
                 cells += try state.store.storedCells(
-                    measurement: measurement, field: field, from: max(from, boundary), to: to)
+                    measurement: measurement, field: field, from: max(from, boundary), to: to, series: accept)
             }
         } catch let failure as ReadFailure {
             throw failure

@@ -44,9 +44,13 @@ struct SelectExecution {
         for field in fields {
             let cells: [(start: Int64, cell: ClosedCell)]
             do {
+                // The tag condition also picks the stored series, so other series' rows are never decoded.
+                let accept: ((SeriesInfo) -> Bool)? = tagCondition.map { condition in
+                    { (try? InfluxQL.matches(condition, $0)) ?? false }
+                }
                 cells = try HTTPRoutes.rollupCells(
                     state, measurement: select.measurement, field: field, from: state.engine.bucketStartOf(lower),
-                    to: upper, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval)
+                    to: upper, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval, series: accept)
             } catch {
                 throw QueryError(error.message)
             }

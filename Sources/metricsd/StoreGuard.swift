@@ -76,7 +76,13 @@ final class StoreGuard: RollupSink, RollupReader {
     func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws -> [(
         start: Int64, cell: ClosedCell
     )] {
-        var cells = try store.storedCells(measurement: measurement, field: field, from: from, to: to)
+        try storedCells(measurement: measurement, field: field, from: from, to: to, series: nil)
+    }
+
+    func storedCells(
+        measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)?
+    ) throws -> [(start: Int64, cell: ClosedCell)] {
+        var cells = try store.storedCells(measurement: measurement, field: field, from: from, to: to, series: accept)
         cells += pendingCells(measurement: measurement, field: field, from: from, to: to)
         return cells
     }
@@ -85,6 +91,12 @@ final class StoreGuard: RollupSink, RollupReader {
         start: Int64, cell: ClosedCell
     )] {
         try store.hourlyCells(measurement: measurement, field: field, from: from, to: to)
+    }
+
+    func hourlyCells(
+        measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)?
+    ) throws -> [(start: Int64, cell: ClosedCell)] {
+        try store.hourlyCells(measurement: measurement, field: field, from: from, to: to, series: accept)
     }
 
     private func pendingCells(measurement: String, field: String?, from: Int64, to: Int64) -> [(
