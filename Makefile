@@ -27,7 +27,8 @@ help:
 	@echo "make run      build (release) and start metricsd in the foreground"
 	@echo "make test     install test dependencies, build, run every test"
 	@echo "make fuzz     fuzz every parser for FUZZ_TIME seconds each (default $(FUZZ_TIME))"
-	@echo "make bench    run the benchmarks and rewrite docs/PERFORMANCE.md"
+	@echo "make bench    run the benchmarks and rewrite docs/PERFORMANCE.md (or one: make bench-parse,"
+	@echo "              bench-ingest, bench-storage, bench-forward, bench-query)"
 
 deps:
 	@scripts/apt-ensure.sh $(APT_RUN)
