@@ -41,7 +41,12 @@ enum InfluxQL {
             }
             results.append(result)
         }
-        return HTTPRoutes.json(.ok, ["results": results])
+        var json = JSONText()
+        json.value(["results": results])
+        json.raw("\n")
+        return Response(
+            status: .ok, headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: json.bytes)))
     }
 
     static func formDecode(_ text: String) -> [String: String] {
@@ -63,8 +68,9 @@ enum InfluxQL {
         ][epoch]
     }
 
+    /// The series of one statement: typed ``SelectSeries`` for SELECT, dictionaries for SHOW.
     static func execute(_ statement: Statement, state: HTTPState, epoch: String?, database: String?) throws(QueryError)
-        -> [[String: Any]]
+        -> [Any]
     {
         switch statement {
         case .showDatabases:

@@ -10,7 +10,7 @@ struct SelectExecution {
     let state: HTTPState
     let epoch: String?
 
-    func run() throws(QueryError) -> [[String: Any]] {
+    func run() throws(QueryError) -> [SelectSeries] {
         let interval = state.configuration.rollup.interval.nanoseconds
         let now = nowNanoseconds()
         var (from, to, tagCondition) = try Self.split(select.condition, now: now)
@@ -69,10 +69,12 @@ struct SelectExecution {
         }
         if select.groupByAllTags { groupKeys.sort() }
         let columns = ["time"] + Self.columnNames(select.fields)
-        var series: [[String: Any]] = []
+        var series: [SelectSeries] = []
+        let scale = epoch.flatMap(InfluxQL.epochScale)
         for group in byGroup.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let windows = byGroup[group]!
-            var rows: [[Any]] = []
+            var rows: [[Double?]] = []
+            var times: [Int64] = []
             var previous: [Double?] = Array(repeating: nil, count: select.fields.count)
             var starts: [Int64] = [lower]
             if let d = select.interval {
@@ -98,35 +100,39 @@ struct SelectExecution {
                     values = values.map { $0 ?? v }
                 }
                 previous = values
-                rows.append([time(start)] + values.map { $0.map { $0 as Any } ?? NSNull() })
+                times.append(start)
+                rows.append(values)
             }
             if case .linear = select.fill { rows = Self.interpolate(rows) }
-            if select.descending { rows.reverse() }
-            if let limit = select.limit { rows = Array(rows.prefix(limit)) }
+            if select.descending {
+                rows.reverse()
+                times.reverse()
+            }
+            if let limit = select.limit {
+                rows = Array(rows.prefix(limit))
+                times = Array(times.prefix(limit))
+            }
             guard !rows.isEmpty else { continue }
-            var entry: [String: Any] = ["name": select.measurement, "columns": columns, "values": rows]
+            var tags: [(key: String, value: String)]?
             if !groupKeys.isEmpty {
                 if select.groupByAllTags {
-                    var tags: [String: String] = [:]
+                    var found: [String: String] = [:]
                     for pair in group {
                         let parts = pair.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
-                        tags[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+                        found[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
                     }
-                    for key in groupKeys where tags[key] == nil { tags[key] = "" }
-                    entry["tags"] = tags
+                    tags = groupKeys.map { ($0, found[$0] ?? "") }
                 } else {
-                    entry["tags"] = Dictionary(uniqueKeysWithValues: zip(groupKeys, group).map { ($0, $1) })
+                    tags = zip(groupKeys, group).map { ($0, $1) }
                 }
             }
-            series.append(entry)
+            series.append(
+                SelectSeries(
+                    name: select.measurement, tags: tags, columns: columns, times: times, epochScale: scale, rows: rows)
+            )
         }
         if let slimit = select.slimit { series = Array(series.prefix(slimit)) }
         return series
-    }
-
-    func time(_ t: Int64) -> Any {
-        if let epoch, let scale = InfluxQL.epochScale(epoch) { return t / scale }
-        return TimeText.format(t).replacingOccurrences(of: ".000Z", with: "Z")
     }
 
     static func floor(_ a: Int64, _ b: Int64) -> Int64 {
@@ -269,14 +275,14 @@ struct SelectExecution {
     }
 
     /// fill(linear): nulls between two values become the straight line between them.
-    static func interpolate(_ rows: [[Any]]) -> [[Any]] {
+    static func interpolate(_ rows: [[Double?]]) -> [[Double?]] {
         guard let width = rows.first?.count else { return rows }
         var out = rows
-        for column in 1..<width {
+        for column in 0..<width {
             var last: Int?
             for (k, row) in rows.enumerated() {
-                guard let v = row[column] as? Double else { continue }
-                if let l = last, k - l > 1, let lv = rows[l][column] as? Double {
+                guard let v = row[column] else { continue }
+                if let l = last, k - l > 1, let lv = rows[l][column] {
                     for j in (l + 1)..<k { out[j][column] = lv + (v - lv) * Double(j - l) / Double(k - l) }
                 }
                 last = k
