@@ -110,9 +110,10 @@ enum InfluxQL {
             }
         case .showTagValues(let from, let keys, let keyRegex, let condition):
             let re = try keyRegex.map(compile)
+            let filter = try condition.map { (e: Expr) throws(QueryError) in try TagFilter(e) }
             var values: [String: Set<[String]>] = [:]
             for s in series(state) where from == nil || s.series.measurement == from {
-                if let condition, try !matches(condition, s.series) { continue }
+                if let filter, !filter.matches(s.series) { continue }
                 for t in s.series.tags where keys.contains(t.key) || (re.map { matches($0, t.key) } ?? false) {
                     values[s.series.measurement, default: []].insert([t.key, t.value])
                 }
@@ -125,8 +126,9 @@ enum InfluxQL {
             }
         case .showSeries(let from, let condition):
             var keys = Set<String>()
+            let filter = try condition.map { (e: Expr) throws(QueryError) in try TagFilter(e) }
             for s in series(state) where from == nil || s.series.measurement == from {
-                if let condition, try !matches(condition, s.series) { continue }
+                if let filter, !filter.matches(s.series) { continue }
                 keys.insert(
                     ([s.series.measurement] + s.series.tags.map { "\($0.key)=\($0.value)" }).joined(separator: ","))
             }
@@ -157,25 +159,38 @@ enum InfluxQL {
         re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
     }
 
-    /// A tag condition (=, !=, =~, !~, AND, OR) against a series; a tag it does not have is the empty string.
-    static func matches(_ e: Expr, _ series: SeriesInfo) throws(QueryError) -> Bool {
+}
+
+/// A tag condition (=, !=, =~, !~, AND, OR), compiled once per statement (regexes included) and then tested against
+/// each series; a tag the series does not have compares as the empty string.
+indirect enum TagFilter {
+    case and(TagFilter, TagFilter)
+    case or(TagFilter, TagFilter)
+    case equal(key: String, value: String, negated: Bool)
+    case regex(key: String, NSRegularExpression, negated: Bool)
+
+    init(_ e: Expr) throws(QueryError) {
         switch e {
-        case .binary("AND", let a, let b):
-            guard try matches(a, series) else { return false }
-            return try matches(b, series)
-        case .binary("OR", let a, let b):
-            if try matches(a, series) { return true }
-            return try matches(b, series)
+        case .binary("AND", let a, let b): self = .and(try TagFilter(a), try TagFilter(b))
+        case .binary("OR", let a, let b): self = .or(try TagFilter(a), try TagFilter(b))
         case .binary(let op, .field(let key), let rhs):
-            let value = series.tag(key) ?? ""
             switch (op, rhs) {
-            case ("=", .string(let s)), ("=", .field(let s)): return value == s
-            case ("!=", .string(let s)), ("!=", .field(let s)): return value != s
-            case ("=~", .regex(let r)): return matches(try compile(r), value)
-            case ("!~", .regex(let r)): return !matches(try compile(r), value)
+            case ("=", .string(let s)), ("=", .field(let s)): self = .equal(key: key, value: s, negated: false)
+            case ("!=", .string(let s)), ("!=", .field(let s)): self = .equal(key: key, value: s, negated: true)
+            case ("=~", .regex(let r)): self = .regex(key: key, try InfluxQL.compile(r), negated: false)
+            case ("!~", .regex(let r)): self = .regex(key: key, try InfluxQL.compile(r), negated: true)
             default: throw QueryError("unsupported condition on tag \(key): metricsd filters tags with =, !=, =~, !~")
             }
         default: throw QueryError("unsupported condition: metricsd filters on time and tags only")
+        }
+    }
+
+    func matches(_ series: SeriesInfo) -> Bool {
+        switch self {
+        case .and(let a, let b): a.matches(series) && b.matches(series)
+        case .or(let a, let b): a.matches(series) || b.matches(series)
+        case .equal(let key, let value, let negated): ((series.tag(key) ?? "") == value) != negated
+        case .regex(let key, let re, let negated): InfluxQL.matches(re, series.tag(key) ?? "") != negated
         }
     }
 }

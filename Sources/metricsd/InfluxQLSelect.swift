@@ -13,7 +13,8 @@ struct SelectExecution {
     func run() throws(QueryError) -> [SelectSeries] {
         let interval = state.configuration.rollup.interval.nanoseconds
         let now = nowNanoseconds()
-        var (from, to, tagCondition) = try Self.split(select.condition, now: now)
+        var (from, to, condition) = try Self.split(select.condition, now: now)
+        let tagFilter = try condition.map { (e: Expr) throws(QueryError) in try TagFilter(e) }
         // Without a lower bound: everything still kept per minute (from the first whole hour of retention_1m).
         let hour: Int64 = 3_600_000_000_000
         from = from ?? (Self.floor(now - state.configuration.storage.retention1m.nanoseconds, hour) + hour)
@@ -45,9 +46,7 @@ struct SelectExecution {
             let cells: [(start: Int64, cell: ClosedCell)]
             do {
                 // The tag condition also picks the stored series, so other series' rows are never decoded.
-                let accept: ((SeriesInfo) -> Bool)? = tagCondition.map { condition in
-                    { (try? InfluxQL.matches(condition, $0)) ?? false }
-                }
+                let accept: ((SeriesInfo) -> Bool)? = tagFilter.map { filter in { filter.matches($0) } }
                 cells = try HTTPRoutes.rollupCells(
                     state, measurement: select.measurement, field: field, from: state.engine.bucketStartOf(lower),
                     to: upper, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval, series: accept)
@@ -55,7 +54,7 @@ struct SelectExecution {
                 throw QueryError(error.message)
             }
             for (start, cell) in cells where start >= lower && start < upper {
-                if let tagCondition, try !InfluxQL.matches(tagCondition, cell.series) { continue }
+                if let tagFilter, !tagFilter.matches(cell.series) { continue }
                 if select.groupByAllTags {
                     for t in cell.series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
                 }
