@@ -9,7 +9,7 @@ SERIES=${1:-20000}
 MINUTES=${2:-10}
 BIN=.build/release/metricsd
 TMP=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. scripts/bench-lib.sh
 IPORT=$(free_port); MPORT=$(free_port)
 MPID=""; IPID=""
 cleanup() { [ -n "$MPID" ] && kill "$MPID" 2>/dev/null; [ -n "$IPID" ] && scripts/peers.sh stop "$IPID"; rm -rf "$TMP"; }
@@ -66,16 +66,16 @@ c2=$(cpu $MPID)
 stored=$(curl -s "http://127.0.0.1:$IPORT/query?db=metrics" --data-urlencode "q=SELECT count(usage_user_count) FROM cpu_1m" \
     | python3 -c "import json,sys; print(json.load(sys.stdin)['results'][0]['series'][0]['values'][0][1])")
 python3 - "$LINES" "$POINTS" "$c0" "$c1" "$c2" "$t0" "$t1" "$stored" <<'PY'
-import sys, json, re, datetime, subprocess
+import sys
 lines, points, c0, c1, c2, t0, t1, stored = sys.argv[1:]
 lines, points, stored = int(lines), int(points), int(stored)
 ingest_cpu, forward_cpu = float(c1) - float(c0), float(c2) - float(c1)
 seconds = float(t1) - float(t0)
-sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+sys.path.insert(0, "scripts")
+from perfdoc import machine, sh, write_section
 out = ["## Forwarding (`make bench-forward`)", ""]
-out.append("Measured %s UTC on %s (%s cores), to a local influxd %s over loopback (gzip, batches of 5000 points)." % (
-    datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
-    sh("nproc"), sh("dpkg-query -W -f='${Version}' influxdb")))
+out.append("Measured %s, to a local influxd %s over loopback (gzip, batches of 5000 points)." % (
+    machine(), sh("dpkg-query -W -f='${Version}' influxdb")))
 out.append("")
 out.append("| what | result |")
 out.append("| --- | ---: |")
@@ -88,10 +88,6 @@ out.append("")
 out.append("Forwarding is bounded by influxd here (it uses the other core); metricsd's own cost per forwarded point is about %.1f µs of CPU. "
            "Command: `make bench-forward` (or `scripts/bench-forward.sh SERIES MINUTES`)." % (forward_cpu / points * 1e6))
 section = "\n".join(out)
-doc = open("docs/PERFORMANCE.md").read()
-if "<!-- forward:begin -->" not in doc:
-    doc = doc.replace("<!-- storage:end -->", "<!-- storage:end -->\n\n<!-- forward:begin -->\n<!-- forward:end -->")
-doc = re.sub(r"<!-- forward:begin -->.*<!-- forward:end -->", "<!-- forward:begin -->\n" + section.replace("\\", "\\\\") + "\n<!-- forward:end -->", doc, flags=re.S)
-open("docs/PERFORMANCE.md", "w").write(doc)
+write_section("forward", section, after="storage")
 print(section)
 PY

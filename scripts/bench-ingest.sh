@@ -19,7 +19,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do scripts/peers.sh stop "$p"; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. scripts/bench-lib.sh
 MD_HTTP=$(free_port); MD_UDP=$(free_port); MD_TCP=$(free_port); VM=$(free_port); IX=$(free_port)
 
 $BIN serve --data-dir "$TMP/metricsd" --http 127.0.0.1:$MD_HTTP --udp 127.0.0.1:$MD_UDP --tcp 127.0.0.1:$MD_TCP \

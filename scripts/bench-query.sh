@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-100}
 BIN=.build/release/metricsd
 TMP=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. scripts/bench-lib.sh
 IPORT=$(free_port); MPORT=$(free_port)
 MPID=""; IPID=""
 cleanup() { [ -n "$MPID" ] && kill "$MPID" 2>/dev/null; [ -n "$IPID" ] && scripts/peers.sh stop "$IPID"; rm -rf "$TMP"; }
@@ -18,7 +18,7 @@ $BIN serve --data-dir "$TMP/var" --http 127.0.0.1:$MPORT --udp "" --tcp "" > "$T
 MPID=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/ping" && break; sleep 0.1; done
 python3 - "$MPORT" "$IPORT" "$RUNS" <<'PY'
-import http.client, json, re, sys, time, datetime, subprocess, urllib.parse
+import http.client, json, sys, time, urllib.parse
 mport, iport, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 now = int(time.time()) // 60 * 60
 lines = []
@@ -79,13 +79,12 @@ for name, qs in queries.items():
             t0 = time.perf_counter(); run(port, qs); times.append((time.perf_counter() - t0) * 1000)
         times.sort()
         results[(name, target)] = (times[len(times) // 2], times[int(len(times) * 0.99) - 1], series)
-sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+sys.path.insert(0, "scripts")
+from perfdoc import machine, sh, write_section
 out = ["## Queries (`make bench-query`)", ""]
-out.append("Measured %s UTC on %s (%s cores); metricsd and influxd %s hold the same points (1 series × 24 h, 1,000 hosts × 10 min, "
+out.append("Measured %s; metricsd and influxd %s hold the same points (1 series × 24 h, 1,000 hosts × 10 min, "
            "the Hosts dashboard's measurements for 2 hosts, 100,000 active series); %d timed runs each over a kept-alive "
-           "connection, after 5 warm-ups." % (datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
-           sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(), sh("nproc"),
-           sh("dpkg-query -W -f='${Version}' influxdb"), runs))
+           "connection, after 5 warm-ups." % (machine(), sh("dpkg-query -W -f='${Version}' influxdb"), runs))
 out.append("")
 out.append("| query | metricsd p50 / p99 | InfluxDB p50 / p99 | series (metricsd / InfluxDB) | p99 ratio |")
 out.append("| --- | ---: | ---: | ---: | ---: |")
@@ -101,10 +100,6 @@ out.append("Goal: p99 < 10 ms for the single-series query (%s: %.2f ms) and ≥ 
     "met" if m1 < 10 else "not met", m1, "met" if ratio >= 10 else "not met", ratio))
 out.append("Command: `make bench-query` (or `scripts/bench-query.sh RUNS`).")
 section = "\n".join(out)
-doc = open("docs/PERFORMANCE.md").read()
-if "<!-- query:begin -->" not in doc:
-    doc = doc.replace("<!-- forward:end -->", "<!-- forward:end -->\n\n<!-- query:begin -->\n<!-- query:end -->")
-doc = re.sub(r"<!-- query:begin -->.*<!-- query:end -->", "<!-- query:begin -->\n" + section.replace("\\", "\\\\") + "\n<!-- query:end -->", doc, flags=re.S)
-open("docs/PERFORMANCE.md", "w").write(doc)
+write_section("query", section, after="forward")
 print(section)
 PY

@@ -14,7 +14,7 @@ cat $OUT/storage.jsonl
 BIN=.build/release/metricsd
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. scripts/bench-lib.sh
 : > $OUT/durability.jsonl
 for mode in none batch fsync; do
     port=$(free_port)
@@ -37,17 +37,17 @@ print(json.dumps({'durability':'$mode','lines_per_second':sum(x['acknowledged_li
 done
 cat $OUT/durability.jsonl
 python3 - <<'PY'
-import json, re, datetime, subprocess
+import json, sys
 rows = [json.loads(l) for l in open(".build-bench/results/storage.jsonl")]
 flush = next(r for r in rows if r["benchmark"] == "flush")
 wal = next(r for r in rows if r["benchmark"] == "wal")
 dur = [json.loads(l) for l in open(".build-bench/results/durability.jsonl")]
 none = next(d for d in dur if d["durability"] == "none")["lines_per_second"]
-sh = lambda c: subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+sys.path.insert(0, "scripts")
+from perfdoc import machine, sh, write_section
 out = ["## Storage (`make bench-storage`)", ""]
-out.append("Measured %s UTC on %s (%s cores), SQLite %s (system library), WAL mode, `synchronous = NORMAL`." % (
-    datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip(),
-    sh("nproc"), sh("dpkg-query -W -f='${Version}' libsqlite3-0")))
+out.append("Measured %s, SQLite %s (system library), WAL mode, `synchronous = NORMAL`." % (
+    machine(), sh("dpkg-query -W -f='${Version}' libsqlite3-0")))
 out.append("")
 out.append("| what | result |")
 out.append("| --- | ---: |")
@@ -76,10 +76,6 @@ out.append(text)
 out.append("")
 out.append("Command: `make bench-storage` (or `scripts/bench-storage.sh CELLS SECONDS`).")
 section = "\n".join(out)
-doc = open("docs/PERFORMANCE.md").read()
-if "<!-- storage:begin -->" not in doc:
-    doc = doc.replace("<!-- ingest:end -->", "<!-- ingest:end -->\n\n<!-- storage:begin -->\n<!-- storage:end -->")
-doc = re.sub(r"<!-- storage:begin -->.*<!-- storage:end -->", "<!-- storage:begin -->\n" + section.replace("\\", "\\\\") + "\n<!-- storage:end -->", doc, flags=re.S)
-open("docs/PERFORMANCE.md", "w").write(doc)
+write_section("storage", section, after="ingest")
 print(section)
 PY

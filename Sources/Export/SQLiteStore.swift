@@ -234,8 +234,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         guard buckets.contains(where: { !$0.cells.isEmpty }) || replayFrom != nil else { return }
         try connection.withLock { c throws(StoreError) in
             let db = c.db
-            try Self.execute(db, "BEGIN IMMEDIATE", context: "starting a flush")
-            do {
+            try Self.transaction(&c, "flush") { c throws(StoreError) in
                 let minutes = try RowWriter(db, table: "rollup_1m", outbox: recordsOutbox)
                 let probe = try Statement(db, "SELECT 1 FROM rollup_1m WHERE ts = ?1 LIMIT 1")
                 let watermark = try Statement(
@@ -282,15 +281,6 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     try meta.bind(1, String(replayFrom))
                     _ = try meta.step()
                 }
-                try Self.execute(db, "COMMIT", context: "committing a flush")
-            } catch let error as StoreError {
-                try? Self.execute(db, "ROLLBACK", context: "rolling back")
-                c.forgetCachedIDs()
-                throw error
-            } catch {
-                try? Self.execute(db, "ROLLBACK", context: "rolling back")
-                c.forgetCachedIDs()
-                throw StoreError(code: SQLITE_ERROR, message: "\(error)", context: "flush")
             }
         }
     }
@@ -430,6 +420,23 @@ public final class SQLiteStore: RollupSink, RollupReader {
         return merged
     }
 
+    /// Runs `body` in one `BEGIN IMMEDIATE` … `COMMIT`; on any error rolls back and forgets the cached ids (they may
+    /// name rows that were never committed).
+    private static func transaction<T>(
+        _ c: inout Connection, _ context: String, _ body: (inout Connection) throws(StoreError) -> T
+    ) throws(StoreError) -> T {
+        try execute(c.db, "BEGIN IMMEDIATE", context: context)
+        do throws(StoreError) {
+            let result = try body(&c)
+            try execute(c.db, "COMMIT", context: context)
+            return result
+        } catch {
+            try? execute(c.db, "ROLLBACK", context: context)
+            c.forgetCachedIDs()
+            throw error
+        }
+    }
+
     static let hour: Int64 = 3_600_000_000_000
 
     static func hourStart(_ t: Int64) -> Int64 {
@@ -461,8 +468,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
     {
         try connection.withLock { c throws(StoreError) in
             let db = c.db
-            try Self.execute(db, "BEGIN IMMEDIATE", context: "maintenance")
-            do {
+            return try Self.transaction(&c, "maintenance") { c throws(StoreError) -> Int64? in
                 var done: Int64?
                 let through = try Self.metaInt(db, "downsampled_through")
                 // The next hour to downsample: the one after `through`, or the oldest stored minute's hour.
@@ -516,16 +522,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 let cutFlushed = try Statement(db, "DELETE FROM flushed WHERE ts < ?1")
                 try cutFlushed.bind(1, now - retention1m)
                 _ = try cutFlushed.step()
-                try Self.execute(db, "COMMIT", context: "maintenance")
                 return done
-            } catch let error as StoreError {
-                try? Self.execute(db, "ROLLBACK", context: "maintenance")
-                c.forgetCachedIDs()
-                throw error
-            } catch {
-                try? Self.execute(db, "ROLLBACK", context: "maintenance")
-                c.forgetCachedIDs()
-                throw StoreError(code: SQLITE_ERROR, message: "\(error)", context: "maintenance")
             }
         }
     }

@@ -86,10 +86,6 @@ public struct ByteWriter: ~Copyable {
             f64(v)
         }
     }
-    public mutating func raw(_ v: [UInt8]) {
-        u64(UInt64(v.count))
-        bytes(v)
-    }
     public mutating func bytes(_ v: [UInt8]) { v.withUnsafeBytes { bytes($0) } }
     public mutating func bytes(_ v: UnsafeRawBufferPointer) {
         guard let source = v.baseAddress, !v.isEmpty else { return }
