@@ -388,6 +388,9 @@ public final class Forwarder: Sendable {
                 fields.append(("\(name)_count", .integer(rollup.count)))
                 let last = rollup.lastString
                 if !last.contains("\n") { fields.append(("\(name)_last", .string(last))) }
+            case .distinct:
+                fields.append(("\(name)_count", .integer(rollup.count)))
+                fields.append(("\(name)_distinct", .integer(Int64(rollup.distinct.estimate.rounded()))))
             }
         }
         guard !fields.isEmpty else { return nil }

@@ -3,12 +3,15 @@ public enum FieldKind: UInt8, Sendable, Hashable {
     case numeric = 0
     case boolean = 1
     case string = 2
+    /// Distinct values (user ids of events) counted with a ``DistinctSketch``; only metricsd itself writes these.
+    case distinct = 3
 
     public var name: String {
         switch self {
         case .numeric: "numeric"
         case .boolean: "boolean"
         case .string: "string"
+        case .distinct: "distinct"
         }
     }
 }
@@ -17,7 +20,8 @@ public enum FieldKind: UInt8, Sendable, Hashable {
 ///
 /// - numeric: ``NumericAggregate`` (count, sum, min, max, first, last, stddev) and a ``QuantileSketch``;
 /// - boolean: count, count of `true`, last value by timestamp;
-/// - string: count, last value by timestamp (kept as bytes in a buffer that is reused, not reallocated).
+/// - string: count, last value by timestamp (kept as bytes in a buffer that is reused, not reallocated);
+/// - distinct: count, last time, and a ``DistinctSketch`` of the values' hashes.
 public struct FieldRollup: Sendable {
     public internal(set) var kind: FieldKind
     public internal(set) var numeric = NumericAggregate()
@@ -28,6 +32,7 @@ public struct FieldRollup: Sendable {
     public internal(set) var lastTime: Int64 = .min
     public internal(set) var lastBool = false
     public internal(set) var lastBytes: [UInt8] = []
+    public internal(set) var distinct = DistinctSketch()
 
     public init(kind: FieldKind) {
         self.kind = kind
@@ -59,6 +64,13 @@ public struct FieldRollup: Sendable {
         }
     }
 
+    /// Adds a value of a distinct-count field by its hash (``DistinctSketch/hash(_:)``).
+    public mutating func add(distinctHash hash: UInt64, at time: Int64) {
+        count &+= 1
+        distinct.add(hash: hash)
+        if time >= lastTime { lastTime = time }
+    }
+
     /// Merges `other` (same series and field) into `self`. A rollup of another kind is ignored: a field's kind is
     /// fixed when it is first seen, and conflicting values are rejected at ingest.
     public mutating func merge(_ other: FieldRollup) {
@@ -79,6 +91,9 @@ public struct FieldRollup: Sendable {
                 lastTime = other.lastTime
                 lastBytes = other.lastBytes
             }
+        case .distinct:
+            distinct.merge(other.distinct)
+            if other.lastTime > lastTime { lastTime = other.lastTime }
         }
     }
 
@@ -99,6 +114,7 @@ public struct FieldRollup: Sendable {
         case (.boolean, .last): return lastBool ? 1 : 0
         case (.boolean, .sum): return Double(trueCount)
         case (.boolean, .mean): return Double(trueCount) / Double(count)
+        case (.distinct, .distinct): return distinct.estimate.rounded()
         default: return nil
         }
     }
@@ -107,6 +123,8 @@ public struct FieldRollup: Sendable {
 /// An aggregate a query can ask for.
 public enum Aggregate: Sendable, Hashable, CustomStringConvertible {
     case count, sum, min, max, mean, first, last, stddev, spread
+    /// The estimated number of distinct values (distinct-count fields only).
+    case distinct
     /// Quantile in 0...1 (`p99` is 0.99, `median` is 0.5).
     case quantile(Double)
 
@@ -122,6 +140,7 @@ public enum Aggregate: Sendable, Hashable, CustomStringConvertible {
         case "last": self = .last
         case "stddev": self = .stddev
         case "spread": self = .spread
+        case "distinct": self = .distinct
         case "median": self = .quantile(0.5)
         case let t where t.hasPrefix("p"):
             guard let n = Double(t.dropFirst()), n >= 0, n <= 100 else { return nil }
@@ -141,6 +160,7 @@ public enum Aggregate: Sendable, Hashable, CustomStringConvertible {
         case .last: "last"
         case .stddev: "stddev"
         case .spread: "spread"
+        case .distinct: "distinct"
         case .quantile(let q):
             "p" + String(q * 100).replacingZeroFraction()
         }

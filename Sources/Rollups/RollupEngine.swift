@@ -108,17 +108,20 @@ public final class RollupEngine: Sendable {
     /// - Parameters:
     ///   - now: the server clock in nanoseconds; also the point's time when the line has no timestamp.
     ///   - lateCells: receives the cells of a point whose bucket is already closed (for the sink).
+    ///   - distinct: one more field of kind ``FieldKind/distinct`` (events' `users`), given by its name and the hash
+    ///     of the value to count.
     public func ingest(
         _ decoder: LineDecoder,
         now: Int64,
         defaultTime: Int64? = nil,
         walPosition: UInt64 = 0,
-        lateCells: inout [ClosedCell]
+        lateCells: inout [ClosedCell],
+        distinct: (key: UnsafeBufferPointer<UInt8>, hash: UInt64)? = nil
     ) -> IngestResult {
         var result = IngestResult()
         let time = decoder.timestamp ?? defaultTime ?? now
         if time > now &+ configuration.maxFuture || time < now &- configuration.maxAge {
-            result.outOfRange = decoder.fields.count
+            result.outOfRange = decoder.fields.count + (distinct == nil ? 0 : 1)
             return result
         }
         let start = bucketStart(time)
@@ -129,24 +132,18 @@ public final class RollupEngine: Sendable {
         shard.state.withLock { state in
             guard let seriesIndex = state.intern(decoder, hash: hash, limit: config.maxSeries, count: seriesCount)
             else {
-                result.rejectedSeries = decoder.fields.count
+                result.rejectedSeries = decoder.fields.count + (distinct == nil ? 0 : 1)
                 return
             }
-            for field in decoder.fields {
-                let kind: FieldKind
-                switch field.value {
-                case .float, .integer, .unsigned: kind = .numeric
-                case .boolean: kind = .boolean
-                case .string: kind = .string
-                }
-                let slot = state.slot(series: seriesIndex, key: field.key, kind: kind)
+            func apply(_ key: UnsafeBufferPointer<UInt8>, _ kind: FieldKind, _ add: (inout FieldRollup) -> Void) {
+                let slot = state.slot(series: seriesIndex, key: key, kind: kind)
                 guard state.slots[Int(slot)].kind == kind else {
                     result.typeConflicts += 1
-                    continue
+                    return
                 }
                 if isLate {
                     var rollup = FieldRollup(kind: kind)
-                    Self.add(field.value, at: time, to: &rollup)
+                    add(&rollup)
                     lateCells.append(
                         ClosedCell(
                             series: state.series[Int(seriesIndex)].info,
@@ -156,11 +153,21 @@ public final class RollupEngine: Sendable {
                     )
                     result.late += 1
                 } else {
-                    state.withCell(bucket: start, slot: slot, kind: kind, walPosition: walPosition) {
-                        Self.add(field.value, at: time, to: &$0)
-                    }
+                    state.withCell(bucket: start, slot: slot, kind: kind, walPosition: walPosition, add)
                     result.applied += 1
                 }
+            }
+            for field in decoder.fields {
+                let kind: FieldKind
+                switch field.value {
+                case .float, .integer, .unsigned: kind = .numeric
+                case .boolean: kind = .boolean
+                case .string: kind = .string
+                }
+                apply(field.key, kind) { Self.add(field.value, at: time, to: &$0) }
+            }
+            if let distinct {
+                apply(distinct.key, .distinct) { $0.add(distinctHash: distinct.hash, at: time) }
             }
         }
         return result

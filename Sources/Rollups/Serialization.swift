@@ -6,7 +6,7 @@
 /// ``ByteWriter/number(_:)``; first time as a zigzag delta from a base, last time as a delta from the first) and
 /// the sketch (count, zero count, then per sign the bin count and each bin as an index delta and a count, all
 /// varints); boolean: true count, last time (delta from the base), last value byte; string: last time (delta),
-/// length, bytes.
+/// length, bytes; distinct: last time (delta), the sketch (``DistinctSketch/write(to:)``).
 /// Format 1 (the first release: fixed 8-byte words) is still read, for migrating old databases. Reading rejects
 /// anything malformed or from a newer version instead of guessing.
 public struct ByteWriter: ~Copyable {
@@ -280,6 +280,9 @@ extension FieldRollup {
             w.zigzag(lastTime &- base)
             w.varint(UInt64(lastBytes.count))
             w.bytes(lastBytes)
+        case .distinct:
+            w.zigzag(lastTime &- base)
+            distinct.write(to: &w)
         }
     }
 
@@ -316,6 +319,10 @@ extension FieldRollup {
             guard let time = r.zigzag(), let n = r.varint(), n <= 1 << 24, let s = r.take(Int(n)) else { return nil }
             lastTime = base &+ time
             lastBytes = s
+        case .distinct:
+            guard let time = r.zigzag(), let sketch = DistinctSketch(reading: &r) else { return nil }
+            lastTime = base &+ time
+            distinct = sketch
         }
     }
 
@@ -340,6 +347,8 @@ extension FieldRollup {
             guard let time = r.i64(), let s = r.raw() else { return nil }
             lastTime = time
             lastBytes = s
+        case .distinct:
+            return nil  // format 1 had no distinct-count fields
         }
     }
 }

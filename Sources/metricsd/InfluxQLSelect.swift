@@ -194,11 +194,7 @@ struct SelectExecution {
         case .field(let f):
             if !fields.contains(f) { fields.append(f) }
         case .call(let name, let args):
-            guard let first = args.first else { throw QueryError("\(name)() needs a field") }
-            guard case .field(let f) = first else {
-                throw QueryError("\(name)(): the first argument must be a field (nested functions are not supported)")
-            }
-            _ = try aggregate(name, args)
+            let f = try target(name, args).field
             if !fields.contains(f) { fields.append(f) }
         case .binary(let op, let a, let b) where "+-*/".contains(op):
             try collectFields(a, into: &fields)
@@ -207,6 +203,27 @@ struct SelectExecution {
         case .wildcard: throw QueryError("SELECT * is not supported: name the fields with an aggregate")
         default: throw QueryError("unsupported expression in SELECT")
         }
+    }
+
+    /// The field and aggregate of a function call: `agg("f")`, `percentile("f", N)`, or `count(distinct("f"))` on a
+    /// distinct-count field (events' `users`).
+    static func target(_ name: String, _ args: [Expr]) throws(QueryError) -> (field: String, aggregate: Aggregate) {
+        guard let first = args.first else { throw QueryError("\(name)() needs a field") }
+        if name == "count", args.count == 1, case .call("distinct", let inner) = first {
+            guard inner.count == 1, case .field(let f) = inner[0] else {
+                throw QueryError("count(distinct()) needs one field")
+            }
+            return (f, .distinct)
+        }
+        if name == "distinct" {
+            throw QueryError(
+                "distinct() alone is not supported: metricsd keeps distinct-count sketches, use count(distinct(\"field\"))"
+            )
+        }
+        guard case .field(let f) = first else {
+            throw QueryError("\(name)(): the first argument must be a field (nested functions are not supported)")
+        }
+        return (f, try aggregate(name, args))
     }
 
     static func aggregate(_ name: String, _ args: [Expr]) throws(QueryError) -> Aggregate {
@@ -228,7 +245,7 @@ struct SelectExecution {
             return .quantile(n / 100)
         default:
             throw QueryError(
-                "unsupported function \(name)(): metricsd answers mean, sum, count, min, max, first, last, median, percentile, stddev, spread"
+                "unsupported function \(name)(): metricsd answers mean, sum, count, min, max, first, last, median, percentile, stddev, spread, count(distinct())"
             )
         }
     }
@@ -239,8 +256,9 @@ struct SelectExecution {
         case .number(let n): return n
         case .field(let f): return window?[f]?.value(of: .mean)  // a raw field reads as the window's mean
         case .call(let name, let args):
-            guard case .field(let f) = args[0], let rollup = window?[f] else { return nil }
-            return rollup.value(of: try aggregate(name, args))
+            let (f, aggregate) = try target(name, args)
+            guard let rollup = window?[f] else { return nil }
+            return rollup.value(of: aggregate)
         case .binary(let op, let a, let b):
             guard let x = try evaluate(a, window), let y = try evaluate(b, window) else { return nil }
             switch op {

@@ -46,7 +46,7 @@ import Testing
         for round in 0..<500 {
             var fields: [(field: Int64, rollup: FieldRollup)] = []
             for f in 0..<Int.random(in: 1...6, using: &rng) {
-                let kind = [FieldKind.numeric, .numeric, .boolean, .string].randomElement(using: &rng)!
+                let kind = [FieldKind.numeric, .numeric, .boolean, .string, .distinct].randomElement(using: &rng)!
                 var r = FieldRollup(kind: kind)
                 for _ in 0..<Int.random(in: 0...20, using: &rng) {
                     let t = Int64.random(in: -1_000_000_000_000...1_000_000_000_000, using: &rng)
@@ -63,6 +63,7 @@ import Testing
                         Array("v\(Int.random(in: 0...999, using: &rng))".utf8).withUnsafeBufferPointer {
                             r.add($0, at: t)
                         }
+                    case .distinct: r.add(distinctHash: UInt64.random(in: 0...UInt64.max, using: &rng), at: t)
                     }
                 }
                 fields.append((Int64(f * 37 + round), r))
@@ -79,6 +80,7 @@ import Testing
                 #expect(got.rollup.sketch == want.rollup.sketch)
                 #expect(got.rollup.trueCount == want.rollup.trueCount && got.rollup.lastTime == want.rollup.lastTime)
                 #expect(got.rollup.lastBool == want.rollup.lastBool && got.rollup.lastBytes == want.rollup.lastBytes)
+                #expect(got.rollup.distinct == want.rollup.distinct)
             }
             // One field picked out; truncated bytes rejected.
             let one = try #require(PackedRow.decode(w.bytes, start: start, only: fields[0].field))
