@@ -83,7 +83,7 @@ oracle-update: deps-test oracle
 
 # ---- fuzzing (libFuzzer; recipe in docs/fuzzing.md) ------------------------------------------------------
 
-FUZZERS := FuzzLineProtocol FuzzInfluxQL
+FUZZERS := FuzzLineProtocol FuzzInfluxQL FuzzEvents
 
 fuzz-build:
 	@set -e; for f in $(FUZZERS); do \

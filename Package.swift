@@ -105,6 +105,9 @@ if Context.environment["METRICSD_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(name: "FuzzInfluxQL", dependencies: ["Query"], path: "FuzzTesting/Sources/FuzzInfluxQL")
     )
+    package.targets.append(
+        .executableTarget(name: "FuzzEvents", dependencies: ["LineProtocol"], path: "FuzzTesting/Sources/FuzzEvents")
+    )
 }
 if Context.environment["METRICSD_BENCH"] != nil {
     package.targets.append(
