@@ -1,0 +1,328 @@
+/// Product analytics over events: funnels, retention cohorts and A/B results. Pure functions over event rows (the
+/// store reads the rows; these decide what they mean); the exact semantics are in docs/events.md. Times are
+/// milliseconds since the epoch.
+
+/// One event as the analytics read it.
+public struct EventRow: Sendable, Hashable {
+    public var user: String
+    public var event: String
+    public var time: Int64
+    /// A property of the event (breakdown or variant), as text; `nil` when absent.
+    public var property: String?
+
+    public init(user: String, event: String, time: Int64, property: String? = nil) {
+        self.user = user
+        self.event = event
+        self.time = time
+        self.property = property
+    }
+}
+
+// MARK: - Funnel
+
+public struct FunnelStep: Sendable, Equatable {
+    public var event: String
+    public var users: Int
+    public var conversionFromFirst: Double
+    public var conversionFromPrevious: Double
+    public var dropoff: Int
+    /// Median of (t_k − t_1) over the users who reached this step; `nil` for step 1 and when nobody reached it.
+    public var medianMsFromFirst: Double?
+}
+
+public enum Funnel {
+    /// Per step: users, conversions, drop-off and median time from step 1.
+    ///
+    /// A user enters with any step-1 event at t1 in `[from, to)`; from that start they reach step k if there are
+    /// distinct events of steps 2…k at t1 ≤ t2 ≤ … ≤ tk ≤ t1 + window. Each user counts once, at the deepest step
+    /// reached over all their starts; their times are those of the earliest start reaching that depth, taking at
+    /// each step the earliest qualifying event (which gives every step its smallest possible time).
+    ///
+    /// `rows` may hold any events; only those named in `steps` matter.
+    public static func compute(steps: [String], rows: [EventRow], from: Int64, to: Int64, window: Int64)
+        -> [FunnelStep]
+    {
+        let depths = deepest(steps: steps, rows: rows, from: from, to: to, window: window, startFilter: nil)
+        return summarize(steps: steps, paths: Array(depths.values))
+    }
+
+    /// The same funnel per value of the step-1 event's property (`rows[].property`; absent → `"(none)"`): for
+    /// a value v only starts whose step-1 event has v count.
+    public static func breakdown(steps: [String], rows: [EventRow], from: Int64, to: Int64, window: Int64)
+        -> [String: [FunnelStep]]
+    {
+        guard let first = steps.first else { return [:] }
+        var values = Set<String>()
+        for r in rows where r.event == first && r.time >= from && r.time < to { values.insert(r.property ?? none) }
+        var out: [String: [FunnelStep]] = [:]
+        for v in values {
+            let depths = deepest(steps: steps, rows: rows, from: from, to: to, window: window, startFilter: v)
+            out[v] = summarize(steps: steps, paths: Array(depths.values))
+        }
+        return out
+    }
+
+    public static let none = "(none)"
+
+    /// Per user: the times t1…td of their best path (d = the deepest step reached).
+    static func deepest(
+        steps: [String], rows: [EventRow], from: Int64, to: Int64, window: Int64, startFilter: String?
+    ) -> [String: [Int64]] {
+        guard !steps.isEmpty else { return [:] }
+        // Per user, per step: the times of that step's events, sorted (an event appears under every step that
+        // names it; `used` keeps one occurrence from serving two steps of a path).
+        var stepIndex: [String: [Int]] = [:]
+        for (k, s) in steps.enumerated() { stepIndex[s, default: []].append(k) }
+        struct Occurrence {
+            var time: Int64
+            var id: Int
+            var property: String?
+        }
+        var perUser: [String: [[Occurrence]]] = [:]
+        for (id, r) in rows.enumerated() {
+            guard let ks = stepIndex[r.event] else { continue }
+            var lists = perUser[r.user] ?? Array(repeating: [], count: steps.count)
+            for k in ks { lists[k].append(Occurrence(time: r.time, id: id, property: r.property)) }
+            perUser[r.user] = lists
+        }
+        var out: [String: [Int64]] = [:]
+        for (user, var lists) in perUser {
+            for k in lists.indices { lists[k].sort { ($0.time, $0.id) < ($1.time, $1.id) } }
+            var best: [Int64] = []
+            for start in lists[0] where start.time >= from && start.time < to {
+                if let f = startFilter, (start.property ?? none) != f { continue }
+                var path = [start.time]
+                var used: Set<Int> = [start.id]
+                let limit = start.time &+ window
+                for k in 1..<steps.count {
+                    let previous = path[k - 1]
+                    // The earliest unused event of step k at or after the previous step's time.
+                    var lo = 0
+                    var hi = lists[k].count
+                    while lo < hi {
+                        let mid = (lo + hi) / 2
+                        if lists[k][mid].time < previous { lo = mid + 1 } else { hi = mid }
+                    }
+                    while lo < lists[k].count && used.contains(lists[k][lo].id) { lo += 1 }
+                    guard lo < lists[k].count, lists[k][lo].time <= limit else { break }
+                    used.insert(lists[k][lo].id)
+                    path.append(lists[k][lo].time)
+                }
+                if path.count > best.count { best = path }  // starts are in time order: ties keep the earliest
+                if best.count == steps.count { break }
+            }
+            if !best.isEmpty { out[user] = best }
+        }
+        return out
+    }
+
+    static func summarize(steps: [String], paths: [[Int64]]) -> [FunnelStep] {
+        var result: [FunnelStep] = []
+        let entered = paths.count
+        for (k, name) in steps.enumerated() {
+            let reached = paths.filter { $0.count > k }
+            let users = reached.count
+            let previous = k == 0 ? users : result[k - 1].users
+            var median: Double?
+            if k > 0 && !reached.isEmpty {
+                let d = reached.map { $0[k] - $0[0] }.sorted()
+                median =
+                    d.count % 2 == 1
+                    ? Double(d[d.count / 2]) : (Double(d[d.count / 2 - 1]) + Double(d[d.count / 2])) / 2
+            }
+            result.append(
+                FunnelStep(
+                    event: name,
+                    users: users,
+                    conversionFromFirst: entered == 0 ? 0 : Double(users) / Double(entered),
+                    conversionFromPrevious: previous == 0 ? 0 : Double(users) / Double(previous),
+                    dropoff: previous - users,
+                    medianMsFromFirst: median
+                ))
+        }
+        return result
+    }
+}
+
+// MARK: - Retention
+
+public enum RetentionPeriod: String, Sendable {
+    case day, week
+
+    /// The UTC start of the period holding `t` (ISO weeks start on Monday).
+    public func start(of t: Int64) -> Int64 {
+        let dayMs: Int64 = 86_400_000
+        let days = t >= 0 ? t / dayMs : -((-t + dayMs - 1) / dayMs)
+        switch self {
+        case .day: return days * dayMs
+        case .week:
+            // 1970-01-05 (day 4) was a Monday.
+            let offset = ((days - 4) % 7 + 7) % 7
+            return (days - offset) * dayMs
+        }
+    }
+
+    public var milliseconds: Int64 { self == .day ? 86_400_000 : 7 * 86_400_000 }
+}
+
+public struct Cohort: Sendable, Equatable {
+    public var start: Int64
+    public var size: Int
+    public var retained: [Int]
+    public var rates: [Double]
+}
+
+public enum Retention {
+    /// A user's cohort is the period of their first `cohortEvent` (over all of `rows`), which must lie in
+    /// `[from, to)`; period k counts the cohort's users with a `returnEvent` (any event when `returnEvent` is nil)
+    /// in `[cohortStart + k·period, cohortStart + (k+1)·period)`.
+    public static func compute(
+        cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, rows: [EventRow],
+        from: Int64, to: Int64
+    ) -> [Cohort] {
+        var first: [String: Int64] = [:]
+        for r in rows where r.event == cohortEvent {
+            if let t = first[r.user], t <= r.time { continue }
+            first[r.user] = r.time
+        }
+        var members: [Int64: Set<String>] = [:]
+        var cohortOf: [String: Int64] = [:]
+        for (user, t) in first where t >= from && t < to {
+            let s = period.start(of: t)
+            members[s, default: []].insert(user)
+            cohortOf[user] = s
+        }
+        var returned: [Int64: [Set<String>]] = [:]
+        for r in rows where returnEvent == nil || r.event == returnEvent {
+            guard let s = cohortOf[r.user], r.time >= s else { continue }
+            let k = Int((r.time - s) / period.milliseconds)
+            guard k < periods else { continue }
+            var sets = returned[s] ?? Array(repeating: [], count: periods)
+            sets[k].insert(r.user)
+            returned[s] = sets
+        }
+        return members.keys.sorted().map { s in
+            let size = members[s]!.count
+            let retained = (returned[s] ?? Array(repeating: [], count: periods)).map(\.count)
+            return Cohort(
+                start: s, size: size, retained: retained, rates: retained.map { Double($0) / Double(size) })
+        }
+    }
+}
+
+// MARK: - Experiment
+
+public struct VariantResult: Sendable, Equatable {
+    public var variant: String
+    public var exposed: Int
+    public var converted: Int
+    public var rate: Double
+    public var ci95: (Double, Double)
+    /// Relative to the control's rate; `nil` when the control's rate is 0.
+    public var uplift: Double?
+    /// Two-sided two-proportion z-test against the control; `nil` for the control and when undefined.
+    public var pValue: Double?
+
+    public static func == (a: VariantResult, b: VariantResult) -> Bool {
+        a.variant == b.variant && a.exposed == b.exposed && a.converted == b.converted && a.rate == b.rate
+            && a.ci95 == b.ci95 && a.uplift == b.uplift && a.pValue == b.pValue
+    }
+}
+
+public struct ExperimentResult: Sendable, Equatable {
+    public var control: String?
+    public var variants: [VariantResult]
+    public var excludedUsers: Int
+}
+
+public enum Experiment {
+    /// Per variant, from each user's first exposure in `[from, to)` (`rows` with `event == exposureEvent` carry
+    /// the variant in `property`; exposures without it are ignored): exposed users, users with a `goalEvent` in
+    /// `[t_exposure, t_exposure + window]`, the rate with its 95 % Wilson interval, uplift against the control and
+    /// the two-proportion z-test p-value. Users exposed to more than one variant in the range are excluded and
+    /// counted. The control is `control` if given, else the first variant by name.
+    public static func compute(
+        exposureEvent: String, goalEvent: String, rows: [EventRow], from: Int64, to: Int64, window: Int64,
+        control: String?
+    ) -> ExperimentResult {
+        var exposure: [String: (time: Int64, variant: String)] = [:]
+        var variantsSeen: [String: Set<String>] = [:]
+        var goals: [String: [Int64]] = [:]
+        for r in rows {
+            if r.event == exposureEvent, r.time >= from, r.time < to, let v = r.property {
+                variantsSeen[r.user, default: []].insert(v)
+                if let e = exposure[r.user], e.time <= r.time { continue }
+                exposure[r.user] = (r.time, v)
+            }
+            if r.event == goalEvent { goals[r.user, default: []].append(r.time) }
+        }
+        var exposed: [String: Int] = [:]
+        var converted: [String: Int] = [:]
+        var excluded = 0
+        for (user, e) in exposure {
+            if variantsSeen[user]!.count > 1 {
+                excluded += 1
+                continue
+            }
+            exposed[e.variant, default: 0] += 1
+            if goals[user]?.contains(where: { $0 >= e.time && $0 <= e.time &+ window }) == true {
+                converted[e.variant, default: 0] += 1
+            }
+        }
+        let names = exposed.keys.sorted()
+        let controlName = control ?? names.first
+        let c = controlName.flatMap { exposed[$0] != nil ? ($0, exposed[$0]!, converted[$0, default: 0]) : nil }
+        let variants = names.map { name -> VariantResult in
+            let n = exposed[name]!
+            let x = converted[name, default: 0]
+            let rate = Double(x) / Double(n)
+            var uplift: Double?
+            var p: Double?
+            if let (cn, nc, xc) = c {
+                let rc = Double(xc) / Double(nc)
+                if name == cn {
+                    uplift = 0
+                } else {
+                    uplift = rc == 0 ? nil : (rate - rc) / rc
+                    p = twoProportionP(x, n, xc, nc)
+                }
+            }
+            return VariantResult(
+                variant: name, exposed: n, converted: x, rate: rate, ci95: wilson(x, n), uplift: uplift, pValue: p)
+        }
+        return ExperimentResult(control: c?.0 ?? control, variants: variants, excludedUsers: excluded)
+    }
+
+    static let z95 = 1.959_963_984_540_054
+
+    /// Wilson score interval at 95 %.
+    public static func wilson(_ x: Int, _ n: Int) -> (Double, Double) {
+        guard n > 0 else { return (0, 0) }
+        let nd = Double(n)
+        let p = Double(x) / nd
+        let z2 = z95 * z95
+        let denominator = 1 + z2 / nd
+        let center = (p + z2 / (2 * nd)) / denominator
+        let half = z95 * (p * (1 - p) / nd + z2 / (4 * nd * nd)).squareRoot() / denominator
+        // At 0 and n successes the bound is exactly 0 or 1 (rounding would leave it a hair inside).
+        return (x == 0 ? 0 : max(0, center - half), x == n ? 1 : min(1, center + half))
+    }
+
+    /// Two-sided p-value of the pooled two-proportion z-test; `nil` when the pooled variance is 0.
+    public static func twoProportionP(_ x1: Int, _ n1: Int, _ x2: Int, _ n2: Int) -> Double? {
+        guard n1 > 0, n2 > 0 else { return nil }
+        let p1 = Double(x1) / Double(n1)
+        let p2 = Double(x2) / Double(n2)
+        let pooled = Double(x1 + x2) / Double(n1 + n2)
+        let se = (pooled * (1 - pooled) * (1 / Double(n1) + 1 / Double(n2))).squareRoot()
+        guard se > 0 else { return nil }
+        let z = abs(p1 - p2) / se
+        return erfc(z / 2.0.squareRoot())
+    }
+}
+
+#if canImport(Glibc)
+    import func Glibc.erfc
+#elseif canImport(Darwin)
+    import func Darwin.erfc
+#endif
