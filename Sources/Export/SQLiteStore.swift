@@ -58,15 +58,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
     public init(path: String, recordsOutbox: Bool = false) throws(StoreError) {
         self.path = path
         self.recordsOutbox = recordsOutbox
-        var handle: OpaquePointer?
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
-        let rc = sqlite3_open_v2(path, &handle, flags, nil)
-        guard rc == SQLITE_OK, let db = handle else {
-            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
-            sqlite3_close(handle)
-            throw StoreError(code: rc, message: message, context: "opening \(path)")
-        }
-        sqlite3_busy_timeout(db, 5_000)
+        let db = try Self.open(path, create: true)
         connection = Mutex(Connection(db: db))
         try execute(
             """
@@ -83,9 +75,25 @@ public final class SQLiteStore: RollupSink, RollupReader {
         try migrate()
     }
 
+    /// A connection to `path` (created if `create`), without SQLite's own mutex (callers hold theirs), waiting up
+    /// to 5 s for another connection's lock.
+    static func open(_ path: String, create: Bool) throws(StoreError) -> OpaquePointer {
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &handle, flags, nil)
+        guard rc == SQLITE_OK, let db = handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
+            sqlite3_close(handle)
+            throw StoreError(code: rc, message: message, context: "opening \(path)")
+        }
+        sqlite3_busy_timeout(db, 5_000)
+        return db
+    }
+
     /// The schema this build writes. Version 1 (the first release) kept one row per field with its own blob;
-    /// version 2 keeps one row per series and bucket with every field packed (4× fewer rows and B-tree inserts).
-    public static let schemaVersion: Int64 = 2
+    /// version 2 keeps one row per series and bucket with every field packed (4× fewer rows and B-tree inserts);
+    /// version 3 adds the `events` table (``EventStore``).
+    public static let schemaVersion: Int64 = 3
 
     /// Creates the schema, or brings an older one up to ``schemaVersion`` in one transaction. A database from a
     /// newer metricsd is refused rather than misread.
@@ -120,7 +128,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     CREATE TABLE IF NOT EXISTS dedup(
                         hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
                         PRIMARY KEY(hash_high, hash_low));
-                    """,
+                    """ + EventStore.schema,
                     context: "creating the schema"
                 )
                 if version == 1 {
@@ -199,7 +207,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         try connection.withLock { c throws(StoreError) in try Self.execute(c.db, sql, context: context) }
     }
 
-    private static func execute(_ db: OpaquePointer, _ sql: String, context: String) throws(StoreError) {
+    static func execute(_ db: OpaquePointer, _ sql: String, context: String) throws(StoreError) {
         var error: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(db, sql, nil, nil, &error)
         if rc != SQLITE_OK {

@@ -83,6 +83,16 @@ public enum EventDecoder {
         return out
     }
 
+    /// The value of a JSON string literal (`"a\\nb"` → a, newline, b); `nil` if `json` is not exactly one string.
+    public static func unquote(_ json: String) -> String? {
+        var bytes = Array(json.utf8)
+        return bytes.withUnsafeMutableBufferPointer { b -> String? in
+            var p = JSONParser(UnsafeBufferPointer(b))
+            guard !p.atEnd, p.peek == UInt8(ascii: "\""), let s = try? p.parseString(), p.atEnd else { return nil }
+            return s
+        }
+    }
+
     /// One event from one line (UDP/TCP: a line starting with `{`).
     public static func decode(_ bytes: UnsafeBufferPointer<UInt8>, limits: EventLimits = EventLimits())
         throws(EventError) -> Event

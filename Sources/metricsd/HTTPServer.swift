@@ -20,6 +20,7 @@ struct HTTPState: Sendable {
     let listeners: [String: String]
     let logger: Logger
     var forwarder: Forwarder? = nil
+    var events: EventPipeline? = nil
 }
 
 /// The version InfluxDB clients see in `X-Influxdb-Version`: metricsd speaks the 1.8 HTTP API.
@@ -56,6 +57,7 @@ enum HTTPRoutes {
         router.get("/api/v1/query") { request, _ in query(request, state) }
         router.get("/api/v1/series") { request, _ in series(request, state) }
         router.post("/api/v1/flush") { request, _ in flush(request, state) }
+        EventRoutes.register(router, state)
         router.get("/query") { request, _ in await InfluxQL.handle(request, state) }
         router.post("/query") { request, _ in await InfluxQL.handle(request, state) }
         return router
@@ -115,34 +117,14 @@ enum HTTPRoutes {
             state.stats.httpErrors.add(1)
             return error(.badRequest, "bucket is required")
         }
-        let limit = state.configuration.limits.maxBodySize.bytes
         var body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            state.stats.httpErrors.add(1)
-            return error(.contentTooLarge, "request body exceeds limits.max_body_size (\(limit) bytes)")
-        }
-        let encoding = request.headers[.contentEncoding]?.lowercased() ?? "identity"
         var inflated: [UInt8]?
-        switch encoding {
-        case "identity", "":
-            break
-        case "gzip", "x-gzip", "deflate":
-            do {
-                inflated = try body.withUnsafeReadableBytes { raw throws(GzipError) in
-                    try Gzip.decompress(raw, limit: limit)
-                }
-            } catch .tooLarge {
-                state.stats.httpErrors.add(1)
-                return error(.contentTooLarge, "decompressed body exceeds limits.max_body_size (\(limit) bytes)")
-            } catch .corrupt(let why) {
-                state.stats.httpErrors.add(1)
-                return error(.badRequest, "invalid gzip body: \(why)")
-            }
-        default:
-            state.stats.httpErrors.add(1)
-            return error(.unsupportedMediaType, "unsupported Content-Encoding \"\(encoding)\" (use gzip or identity)")
+        switch await readBody(request, state) {
+        case .raw(let buffer): body = buffer
+        case .inflated(let bytes):
+            body = ByteBuffer()
+            inflated = bytes
+        case .response(let response): return response
         }
 
         let ingester = LineIngester(
@@ -163,15 +145,16 @@ enum HTTPRoutes {
                 duplicate = true  // a retry of a batch already applied: acknowledge, do not apply again
                 return
             }
+            let received = nowNanoseconds()
             if let wal = state.wal {
                 do {
-                    logged = try wal.append(raw, receivedAt: nowNanoseconds(), precision: precision.walCode)
+                    logged = try wal.append(raw, receivedAt: received, precision: precision.walCode)
                 } catch {
                     walFailure = error
                     return
                 }
             }
-            ingester.begin(walPosition: logged ?? 0)
+            ingester.begin(walPosition: logged ?? 0, receivedAt: received)
             framer.feed(raw) { ingester.handle($0) }
             framer.finish { ingester.handle($0) }
             ingester.end(bytes: raw.count)
@@ -226,6 +209,66 @@ enum HTTPRoutes {
         return Response(status: .noContent)
     }
 
+    enum Body {
+        /// As received (no content encoding): read in place, never copied.
+        case raw(ByteBuffer)
+        /// Decompressed.
+        case inflated([UInt8])
+        /// The error to answer.
+        case response(Response)
+
+        /// The bytes (`.raw` copied); `nil` for `.response`.
+        var bytes: [UInt8]? {
+            switch self {
+            case .raw(let buffer): Array(buffer.readableBytesView)
+            case .inflated(let bytes): bytes
+            case .response: nil
+            }
+        }
+    }
+
+    /// A request body up to `limits.max_body_size`, decompressed when `Content-Encoding: gzip`; or the error
+    /// response to send.
+    static func readBody(_ request: Request, _ state: HTTPState) async -> Body {
+        let limit = state.configuration.limits.maxBodySize.bytes
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            state.stats.httpErrors.add(1)
+            return .response(error(.contentTooLarge, "request body exceeds limits.max_body_size (\(limit) bytes)"))
+        } catch let failure {
+            state.stats.httpErrors.add(1)
+            return .response(error(.badRequest, "reading the request body failed: \(failure)"))
+        }
+        let encoding = request.headers[.contentEncoding]?.lowercased() ?? "identity"
+        switch encoding {
+        case "identity", "":
+            return .raw(buffer)
+        case "gzip", "x-gzip", "deflate":
+            do throws(GzipError) {
+                return .inflated(
+                    try buffer.withUnsafeReadableBytes { raw throws(GzipError) in
+                        try Gzip.decompress(raw, limit: limit)
+                    })
+            } catch {
+                state.stats.httpErrors.add(1)
+                switch error {
+                case .tooLarge:
+                    return .response(
+                        HTTPRoutes.error(
+                            .contentTooLarge, "decompressed body exceeds limits.max_body_size (\(limit) bytes)"))
+                case .corrupt(let why):
+                    return .response(HTTPRoutes.error(.badRequest, "invalid gzip body: \(why)"))
+                }
+            }
+        default:
+            state.stats.httpErrors.add(1)
+            return .response(
+                error(.unsupportedMediaType, "unsupported Content-Encoding \"\(encoding)\" (use gzip or identity)"))
+        }
+    }
+
     // MARK: - Health and metrics
 
     static func counters(_ state: HTTPState) -> [String: Any] {
@@ -252,6 +295,10 @@ enum HTTPRoutes {
         out["store_pending_cells"] = state.store.pendingCells
         out["wal_errors"] = s.walErrors.current
         out["batches_deduplicated"] = s.duplicateBatches.current
+        out["events_accepted"] = s.eventsAccepted.current
+        out["events_duplicate"] = s.eventsDuplicate.current
+        out["events_invalid"] = s.eventsInvalid.current
+        out["events_pending"] = state.events?.pendingCount ?? 0
         let open = state.engine.openStatistics()
         out["buckets_open"] = open.buckets
         out["cells_open"] = open.cells

@@ -79,6 +79,9 @@ final class Stats: Sendable {
     let pendingDropped: StatCounter
     let duplicateBatches: StatCounter
     let walReplayed: StatCounter
+    let eventsAccepted: StatCounter
+    let eventsDuplicate: StatCounter
+    let eventsInvalid: StatCounter
     let forward: ForwardMetrics
     let activeSeries: Gauge
     let openBuckets: Gauge
@@ -155,6 +158,15 @@ final class Stats: Sendable {
             "metricsd_wal_replayed_records_total",
             help: "WAL records replayed at start-up after an unclean stop"
         )
+        eventsAccepted = StatCounter(
+            registry, "metricsd_events_accepted_total", help: "JSON events accepted (stored and rolled up)")
+        eventsDuplicate = StatCounter(
+            registry,
+            "metricsd_events_duplicate_total",
+            help: "Events ignored because their id was accepted within [events] dedup_window"
+        )
+        eventsInvalid = StatCounter(
+            registry, "metricsd_events_invalid_total", help: "Events rejected (invalid JSON, fields or timestamp)")
         forward = ForwardMetrics(registry)
         activeSeries = registry.makeGauge(
             descriptor: MetricNameDescriptor(
@@ -204,19 +216,29 @@ final class LineIngester {
     let stats: ListenerStats
     let global: Stats
     let decoder: LineDecoder
-    private var late: [ClosedCell] = []
+    var lateCells: [ClosedCell] = []
     var outcome = BatchOutcome()
-    private var now: Int64 = 0
-    private var position: UInt64 = 0
+    private(set) var batchNow: Int64 = 0
+    private(set) var batchPosition: UInt64 = 0
     private var defaultTime: Int64?
+    /// JSON events (lines starting with `{`) go here; `nil`: they are rejected.
+    let events: EventPipeline?
+    var eventCounts = EventCounts()
+    /// A decoder and buffer of its own for the rollup line of an event (reused).
+    let eventDecoder = LineDecoder(precision: .nanoseconds)
+    var eventLine: [UInt8] = []
+    /// During WAL replay: per bucket start, the WAL position the stored bucket already covers.
+    var replayWatermarks: [Int64: UInt64]?
 
     init(
-        engine: RollupEngine, sink: any RollupSink, stats: Stats, listener: String, precision: Precision = .nanoseconds
+        engine: RollupEngine, sink: any RollupSink, stats: Stats, listener: String, precision: Precision = .nanoseconds,
+        events: EventPipeline? = nil
     ) {
         self.engine = engine
         self.sink = sink
         self.global = stats
         self.stats = stats.listener(listener)
+        self.events = events
         decoder = LineDecoder(precision: precision)
     }
 
@@ -224,16 +246,18 @@ final class LineIngester {
     ///
     /// - Parameters:
     ///   - walPosition: where the batch was logged (0 without a WAL).
-    ///   - receivedAt: on replay, the time the batch was first received (lines without a timestamp get it).
+    ///   - receivedAt: the time the batch was received, as logged with it (lines without a timestamp and events get
+    ///     it, live and on replay alike).
     func begin(walPosition: UInt64 = 0, receivedAt: Int64? = nil) {
         outcome = BatchOutcome()
-        now = nowNanoseconds()
-        position = walPosition
+        eventCounts = EventCounts()
+        batchNow = nowNanoseconds()
+        batchPosition = walPosition
         defaultTime = receivedAt
     }
 
     /// The server time this batch uses for lines without a timestamp.
-    var batchTime: Int64 { defaultTime ?? now }
+    var batchTime: Int64 { defaultTime ?? batchNow }
 
     func handle(_ framed: FramedLine) {
         switch framed {
@@ -250,6 +274,10 @@ final class LineIngester {
     }
 
     func handle(_ line: UnsafeBufferPointer<UInt8>) {
+        if line.first == 0x7B {  // "{": a JSON event
+            handleEventLine(line)
+            return
+        }
         do {
             guard try decoder.decode(line) else {
                 outcome.lines += 1  // blank and comment lines count for line numbers, not as points
@@ -259,10 +287,10 @@ final class LineIngester {
             if decoder.timestamp == nil { outcome.untimestamped += 1 }
             outcome.result += engine.ingest(
                 decoder,
-                now: now,
+                now: batchNow,
                 defaultTime: defaultTime,
-                walPosition: position,
-                lateCells: &late
+                walPosition: batchPosition,
+                lateCells: &lateCells
             )
         } catch {
             outcome.lines += 1
@@ -276,13 +304,16 @@ final class LineIngester {
 
     /// Ends a batch: hands late cells to the sink and records the counters.
     func end(bytes: Int) {
-        if !late.isEmpty {
-            let buckets = late.map {
-                ClosedBucket(start: engine.bucketStartOf($0), cells: [$0], isLate: true, walPosition: position)
+        if !lateCells.isEmpty {
+            let buckets = lateCells.map {
+                ClosedBucket(start: engine.bucketStartOf($0), cells: [$0], isLate: true, walPosition: batchPosition)
             }
             try? sink.store(buckets)  // on failure the guard keeps them pending and retries
-            late.removeAll(keepingCapacity: true)
+            lateCells.removeAll(keepingCapacity: true)
         }
+        global.eventsAccepted.add(eventCounts.accepted)
+        global.eventsDuplicate.add(eventCounts.duplicates)
+        global.eventsInvalid.add(eventCounts.invalid)
         stats.lines.add(outcome.lines)
         stats.invalid.add(outcome.invalid)
         stats.points.add(outcome.result.applied + outcome.result.late)

@@ -21,6 +21,8 @@ struct IngestContext: Sendable {
     let maxLineLength: Int
     /// Accepted batches are appended here before they touch the rollups (nil: no durability, tests only).
     let wal: WriteAheadLog?
+    /// Where JSON event lines go.
+    var events: EventPipeline? = nil
 
     /// Logs a batch; `nil` when there is no WAL or the append failed (then the batch is dropped and counted:
     /// applying what cannot be made durable would break the replay guarantees).
@@ -55,7 +57,8 @@ final class UDPIngestHandler: ChannelInboundHandler {
     private let ingest: IngestContext
 
     init(_ context: IngestContext) {
-        ingester = LineIngester(engine: context.engine, sink: context.sink, stats: context.stats, listener: "udp")
+        ingester = LineIngester(
+            engine: context.engine, sink: context.sink, stats: context.stats, listener: "udp", events: context.events)
         framer = LineFramer(maxLineLength: context.maxLineLength)
         ingest = context
     }
@@ -64,9 +67,12 @@ final class UDPIngestHandler: ChannelInboundHandler {
         let envelope = unwrapInboundIn(data)
         let ingester = self.ingester
         envelope.data.withUnsafeReadableBytes { raw in
-            guard case .some(let position) = ingest.log(raw, receivedAt: nowNanoseconds(), precision: .nanoseconds)
+            // One receive time for the log and the batch, so a replay gives untimestamped lines and events the
+            // same time and identity as they got live.
+            let received = nowNanoseconds()
+            guard case .some(let position) = ingest.log(raw, receivedAt: received, precision: .nanoseconds)
             else { return }
-            ingester.begin(walPosition: position ?? 0)
+            ingester.begin(walPosition: position ?? 0, receivedAt: received)
             framer.feed(raw) { ingester.handle($0) }
             framer.finish { ingester.handle($0) }  // a datagram's last line needs no newline
             ingester.end(bytes: raw.count)
@@ -98,7 +104,8 @@ final class TCPIngestHandler: ChannelInboundHandler {
     private var overlong: [Int] = []
 
     init(_ context: IngestContext, maxConnections: Int) {
-        ingester = LineIngester(engine: context.engine, sink: context.sink, stats: context.stats, listener: "tcp")
+        ingester = LineIngester(
+            engine: context.engine, sink: context.sink, stats: context.stats, listener: "tcp", events: context.events)
         framer = LineFramer(maxLineLength: context.maxLineLength)
         stats = context.stats
         self.maxConnections = maxConnections
@@ -113,10 +120,12 @@ final class TCPIngestHandler: ChannelInboundHandler {
         }
         let ingester = self.ingester
         batch.withUnsafeBytes { raw in
-            guard case .some(let position) = ingest.log(raw, receivedAt: nowNanoseconds(), precision: .nanoseconds)
+            // One receive time for the log and the batch, so a replay gives untimestamped lines and events the
+            // same time and identity as they got live.
+            let received = nowNanoseconds()
+            guard case .some(let position) = ingest.log(raw, receivedAt: received, precision: .nanoseconds)
             else { return }
-            ingester.begin(walPosition: position ?? 0)
-            for n in overlong { ingester.handle(.overlong(byteCount: n)) }
+            ingester.begin(walPosition: position ?? 0, receivedAt: received)
             var start = 0
             let bytes = raw.bindMemory(to: UInt8.self)
             while start < bytes.count {
@@ -125,6 +134,9 @@ final class TCPIngestHandler: ChannelInboundHandler {
                 ingester.handle(UnsafeBufferPointer(rebasing: bytes[start..<end]))
                 start = end + 1
             }
+            // After the logged lines, so a line's number in the batch is the same live and on WAL replay (events
+            // are identified by it).
+            for n in overlong { ingester.handle(.overlong(byteCount: n)) }
             ingester.end(bytes: raw.count)
         }
     }

@@ -98,13 +98,25 @@ struct Server {
         )
         let dedup = DedupWindow(window: configuration.storage.dedupWindow.nanoseconds)
         dedup.load((try? store.loadDedup()) ?? [], now: nowNanoseconds())
-        try replay(wal: wal, store: store, engine: engine, stats: stats, dedup: dedup)
+        let events: EventPipeline
+        do {
+            let eventStore = try EventStore(path: store.path)
+            let ids = EventIDs(window: configuration.events.dedupWindow.nanoseconds)
+            ids.load(try eventStore.recentIDs(since: nowNanoseconds() - ids.window))
+            events = EventPipeline(
+                store: eventStore, ids: ids, retention: configuration.events.retention.nanoseconds,
+                maxFuture: rollupConfig.maxFuture)
+        } catch {
+            throw ValidationError("cannot open the event store: \(error)")
+        }
+        try replay(wal: wal, store: store, engine: engine, stats: stats, dedup: dedup, events: events)
         let context = IngestContext(
             engine: engine,
             sink: guarded,
             stats: stats,
             maxLineLength: configuration.limits.maxLineLength.bytes,
-            wal: wal
+            wal: wal,
+            events: events
         )
         let group = MultiThreadedEventLoopGroup.singleton
         let forwarder =
@@ -151,7 +163,8 @@ struct Server {
                 stats: stats,
                 listeners: listeners,
                 logger: logger,
-                forwarder: forwarder
+                forwarder: forwarder,
+                events: events
             )
             var httpLogger = logger
             httpLogger.logLevel = max(logger.logLevel, .warning)  // no line per request
@@ -168,6 +181,7 @@ struct Server {
                 store: guarded,
                 wal: wal,
                 dedup: dedup,
+                events: events,
                 stats: stats,
                 retention1m: configuration.storage.retention1m.nanoseconds,
                 retention1h: configuration.storage.retention1h.nanoseconds,
@@ -202,7 +216,10 @@ struct Server {
     /// Opens the write-ahead log and replays what the store does not hold yet: records from the recorded replay
     /// position, skipping every line whose bucket was already stored with that record in it (its watermark), so
     /// nothing is counted twice. A torn or corrupt tail is truncated and reported.
-    func replay(wal: WriteAheadLog, store: SQLiteStore, engine: RollupEngine, stats: Stats, dedup: DedupWindow) throws {
+    func replay(
+        wal: WriteAheadLog, store: SQLiteStore, engine: RollupEngine, stats: Stats, dedup: DedupWindow,
+        events: EventPipeline
+    ) throws {
         let (from, watermarks) = try store.walState()
         let recovery: WALRecovery
         do {
@@ -212,21 +229,38 @@ struct Server {
         }
         for problem in recovery.problems { logger.warning("wal: \(problem)") }
         guard !recovery.records.isEmpty else { return }
-        let ingester = LineIngester(engine: engine, sink: store, stats: stats, listener: "internal")
+        let ingester = LineIngester(engine: engine, sink: store, stats: stats, listener: "internal", events: events)
+        // Events of buckets already stored with the record in them are stored (idempotently) but not rolled up.
+        ingester.replayWatermarks = watermarks
         var applied = 0
         var skipped = 0
         for record in recovery.records {
-            ingester.decoder.precision = Precision(walCode: record.precision) ?? .nanoseconds
             ingester.begin(walPosition: record.position, receivedAt: record.receivedAt)
+            if record.precision == eventsBodyWALCode {
+                // An /api/v1/events body: decoded again exactly as when it was accepted.
+                record.payload.withUnsafeBufferPointer { bytes in
+                    for (index, result) in EventDecoder.decodeBody(bytes, limits: events.limits).enumerated() {
+                        if case .success(let event) = result {
+                            _ = ingester.handleEvent(event, index: index)
+                            applied += 1
+                        }
+                    }
+                }
+                ingester.end(bytes: record.payload.count)
+                stats.walReplayed.add(1)
+                continue
+            }
+            ingester.decoder.precision = Precision(walCode: record.precision) ?? .nanoseconds
             var framer = LineFramer(maxLineLength: Int(Int32.max))
             record.payload.withUnsafeBytes { raw in
                 let handle: (FramedLine) -> Void = { framed in
                     guard case .line(let line) = framed else { return }
-                    // Skip lines whose bucket already holds this record.
-                    if (try? ingester.decoder.decode(line)) == true {
+                    // Skip lines whose bucket already holds this record (events check per event, in handleEvent).
+                    if line.first != 0x7B, (try? ingester.decoder.decode(line)) == true {
                         let t = ingester.decoder.timestamp ?? record.receivedAt
                         if let mark = watermarks[engine.bucketStartOf(t)], mark >= record.position {
                             skipped += 1
+                            ingester.outcome.lines += 1  // keeps event indexes as they were live
                             return
                         }
                     }
@@ -244,8 +278,13 @@ struct Server {
                 }
             }
         }
+        do {
+            try events.flush()
+        } catch {
+            logger.error("storing replayed events failed (kept in memory, retrying): \(error)")
+        }
         logger.notice(
-            "wal: replayed \(recovery.records.count) records (\(applied) lines applied, \(skipped) already stored)"
+            "wal: replayed \(recovery.records.count) records (\(applied) lines or events applied, \(skipped) already stored)"
         )
     }
 
@@ -269,6 +308,7 @@ struct Ticker: Service {
     let store: StoreGuard
     let wal: WriteAheadLog
     let dedup: DedupWindow
+    let events: EventPipeline
     let stats: Stats
     let retention1m: Int64
     let retention1h: Int64
@@ -286,6 +326,7 @@ struct Ticker: Service {
             tick += 1
             guard tick % 10 == 0 else { continue }
             let now = nowNanoseconds()
+            storeEvents(now: now, maintenance: tick % 600 == 0)
             hand(engine.closeFinished(now: now))
             saveDedup(now: now)
             do {
@@ -318,11 +359,27 @@ struct Ticker: Service {
         }
         // Shutdown: listeners have stopped (they come later in the service list); store everything, including
         // the current partial minute.
+        storeEvents(now: nowNanoseconds(), maintenance: false)
         let all = engine.closeAll()
         hand(all)
         saveDedup(now: nowNanoseconds())
         wal.close()
         logger.info("stored \(all.count) open buckets on shutdown")
+    }
+
+    /// Stores pending events (every second); once a minute also forgets expired ids and deletes events older
+    /// than `[events] retention` (10,000 at most per pass, so the table is never locked for long).
+    func storeEvents(now: Int64, maintenance: Bool) {
+        do {
+            wal.syncAll()  // the store must never get ahead of the log
+            try events.flush()
+            if maintenance {
+                events.ids.prune(now: now)
+                try events.store.deleteOlder(than: (now - events.retention) / 1_000_000)
+            }
+        } catch {
+            logger.error("storing events failed (kept in memory, retrying): \(error)")
+        }
     }
 
     func saveDedup(now: Int64) {
@@ -339,7 +396,8 @@ struct Ticker: Service {
         guard !buckets.isEmpty || store.isDegraded else { return }
         let start = nowNanoseconds()
         // Replay must start at the oldest record still only in memory; segments wholly below it can go.
-        let replayFrom = engine.minOpenWALPosition() ?? wal.end
+        let open = [engine.minOpenWALPosition(), events.minPendingPosition].compactMap { $0 }
+        let replayFrom = open.min() ?? wal.end
         do {
             wal.syncAll()  // the store must never get ahead of the log
             let wasDegraded = store.isDegraded

@@ -176,3 +176,13 @@ import Testing
         #expect(RFC3339.nanoseconds("2262-04-11T23:47:16.854775808Z") == nil)
     }
 }
+
+@Suite struct JSONUnquoteTests {
+    @Test func unquotesOneStringLiteralOnly() {
+        #expect(EventDecoder.unquote(#""a\nb\u00e9\"""#) == "a\nbé\"")
+        #expect(EventDecoder.unquote(#""""#) == "")
+        #expect(EventDecoder.unquote(#""a" "b""#) == nil)
+        #expect(EventDecoder.unquote("12") == nil)
+        #expect(EventDecoder.unquote(#""open"#) == nil)
+    }
+}

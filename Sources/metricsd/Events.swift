@@ -1,0 +1,205 @@
+import Export
+import LineProtocol
+import Logging
+import Rollups
+import Synchronization
+
+/// The WAL's precision byte for a record holding an `/api/v1/events` body (line-protocol records use 0…5).
+let eventsBodyWALCode: UInt8 = 0xEE
+
+/// Event ids accepted within `[events] dedup_window`, each with the identity of the event that carried it (its
+/// receive time, WAL position and index): the same id from another event is a duplicate; from the same event
+/// (WAL replay after a crash) it is that event again, not a duplicate.
+final class EventIDs: Sendable {
+    struct Identity: Equatable, Sendable {
+        var received: Int64
+        var origin: UInt64
+        var index: Int
+    }
+
+    private let seen = Mutex<[String: Identity]>([:])
+    let window: Int64
+
+    init(window: Int64) { self.window = window }
+
+    /// Records `id` for the event `identity`; `false` when another event accepted within the window has it.
+    func accept(_ id: String, _ identity: Identity) -> Bool {
+        seen.withLock { seen in
+            if let previous = seen[id], previous != identity, previous.received >= identity.received - window {
+                return false
+            }
+            seen[id] = identity
+            return true
+        }
+    }
+
+    func load(_ entries: [(id: String, received: Int64, origin: UInt64, index: Int)]) {
+        seen.withLock { seen in
+            for e in entries { seen[e.id] = Identity(received: e.received, origin: e.origin, index: e.index) }
+        }
+    }
+
+    /// Forgets ids accepted before the window.
+    func prune(now: Int64) {
+        seen.withLock { seen in seen = seen.filter { $0.value.received >= now - window } }
+    }
+
+    var count: Int { seen.withLock { $0.count } }
+}
+
+/// Accepted events on their way to the `events` table: kept in memory until the ticker stores them (every
+/// second) or a query needs them (analytics store pending events first, so answers include them at once).
+final class EventPipeline: Sendable {
+    let store: EventStore
+    let ids: EventIDs
+    let retention: Int64
+    let maxFuture: Int64
+    let limits = EventLimits()
+    private struct Pending {
+        var events: [StoredEvent] = []
+        var minPosition: UInt64?
+    }
+    private let pending = Mutex(Pending())
+    /// Serializes stores so that a batch taken from `pending` is in SQLite before the next one is taken.
+    private let storing = Mutex(())
+
+    init(store: EventStore, ids: EventIDs, retention: Int64, maxFuture: Int64) {
+        self.store = store
+        self.ids = ids
+        self.retention = retention
+        self.maxFuture = maxFuture
+    }
+
+    enum Outcome: Equatable {
+        case accepted(time: Int64)
+        case duplicate
+        case rejected(String)
+    }
+
+    /// Decides an event's fate and queues it for storage. `received` is the WAL record's time (nanoseconds),
+    /// `position` its WAL position (0 without a log), `index` the event's place in the record.
+    func admit(_ event: Event, received: Int64, position: UInt64, index: Int, now: Int64) -> Outcome {
+        let time = event.timestamp ?? (received / 1_000_000)
+        let nowMs = now / 1_000_000
+        if time > nowMs + maxFuture / 1_000_000 {
+            return .rejected("\"timestamp\" is more than \(maxFuture / 60_000_000_000) minutes in the future")
+        }
+        if time < nowMs - retention / 1_000_000 { return .rejected("\"timestamp\" is older than [events] retention") }
+        if let id = event.id,
+            !ids.accept(id, EventIDs.Identity(received: received, origin: position, index: index))
+        {
+            return .duplicate
+        }
+        let stored = StoredEvent(
+            time: time, name: event.name, userID: event.userID, id: event.id, received: received, origin: position,
+            index: index, properties: event.propertiesJSON)
+        pending.withLock { p in
+            p.events.append(stored)
+            if position > 0 { p.minPosition = min(p.minPosition ?? position, position) }
+        }
+        return .accepted(time: time)
+    }
+
+    /// The oldest WAL position of an event not yet stored: replay must start there.
+    var minPendingPosition: UInt64? { pending.withLock { $0.minPosition } }
+
+    var pendingCount: Int { pending.withLock { $0.events.count } }
+
+    /// Stores every pending event. On failure they stay pending (in order) for the next attempt.
+    @discardableResult
+    func flush() throws(StoreError) -> Int {
+        try storing.withLock { _ throws(StoreError) in
+            let batch = pending.withLock { p in
+                defer { p = Pending() }
+                return p
+            }
+            guard !batch.events.isEmpty else { return 0 }
+            do throws(StoreError) {
+                return try store.insert(batch.events)
+            } catch {
+                pending.withLock { p in
+                    p.events.insert(contentsOf: batch.events, at: 0)
+                    if let m = batch.minPosition { p.minPosition = min(p.minPosition ?? m, m) }
+                }
+                throw error
+            }
+        }
+    }
+}
+
+extension LineIngester {
+    static let usersField: [UInt8] = Array("users".utf8)
+
+    /// Feeds an accepted event into the rollups: measurement `events`, tag `event=<name>`, field `count` (1) and
+    /// the distinct-count field `users`.
+    func feedRollups(_ event: Event, time: Int64) {
+        let point = Point(
+            measurement: "events", tags: [(key: "event", value: event.name)], fields: [("count", .integer(1))],
+            timestamp: time * 1_000_000)
+        eventLine.removeAll(keepingCapacity: true)
+        guard (try? LineEncoder.append(point, to: &eventLine)) != nil else { return }
+        let hash = DistinctSketch.hash(event.userID)
+        let users = Self.usersField
+        eventLine.withUnsafeBufferPointer { buffer in
+            let line = UnsafeBufferPointer(rebasing: buffer.dropLast())  // without the newline
+            guard (try? eventDecoder.decode(line)) == true else { return }
+            users.withUnsafeBufferPointer { key in
+                outcome.result += engine.ingest(
+                    eventDecoder, now: batchNow, defaultTime: nil, walPosition: batchPosition, lateCells: &lateCells,
+                    distinct: (key, hash))
+            }
+        }
+    }
+
+    /// Handles one decoded event at `index` of the current batch: dedup, storage queue, rollups.
+    func handleEvent(_ event: Event, index: Int) -> EventPipeline.Outcome {
+        guard let events else { return .rejected("events are not enabled here") }
+        let outcome = events.admit(
+            event, received: batchTime, position: batchPosition, index: index, now: batchNow)
+        switch outcome {
+        case .accepted(let time):
+            eventCounts.accepted += 1
+            // On WAL replay, the rollups of buckets already stored with this record in them are not fed again.
+            if let marks = replayWatermarks,
+                let mark = marks[engine.bucketStartOf(time * 1_000_000)], mark >= batchPosition
+            {
+                return outcome
+            }
+            feedRollups(event, time: time)
+        case .duplicate: eventCounts.duplicates += 1
+        case .rejected: eventCounts.invalid += 1
+        }
+        return outcome
+    }
+
+    /// A line starting with `{` on UDP or TCP: one JSON event.
+    func handleEventLine(_ line: UnsafeBufferPointer<UInt8>) {
+        outcome.lines += 1
+        let index = outcome.lines
+        var why: String?
+        if let events {
+            do throws(EventError) {
+                let event = try EventDecoder.decode(line, limits: events.limits)
+                if case .rejected(let reason) = handleEvent(event, index: index) { why = reason }
+            } catch {
+                eventCounts.invalid += 1
+                why = error.message
+            }
+        } else {
+            why = "JSON events are not enabled"
+        }
+        if let why {
+            outcome.invalid += 1
+            if outcome.firstError == nil {
+                outcome.firstError = (index, String(decoding: line.prefix(200), as: UTF8.self), why)
+            }
+        }
+    }
+}
+
+/// Events handled in one batch.
+struct EventCounts {
+    var accepted = 0
+    var duplicates = 0
+    var invalid = 0
+}
