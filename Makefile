@@ -21,14 +21,14 @@ APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang
             golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
 
 .PHONY: help deps deps-test deps-bench build run test lint swift-test oracle oracle-check oracle-update \
-        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward bench-query clean
+        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward bench-query bench-events clean
 
 help:
 	@echo "make run      build (release) and start metricsd in the foreground"
 	@echo "make test     install test dependencies, build, run every test"
 	@echo "make fuzz     fuzz every parser for FUZZ_TIME seconds each (default $(FUZZ_TIME))"
 	@echo "make bench    run the benchmarks and rewrite docs/PERFORMANCE.md (or one: make bench-parse,"
-	@echo "              bench-ingest, bench-storage, bench-forward, bench-query)"
+	@echo "              bench-ingest, bench-storage, bench-forward, bench-query, bench-events)"
 
 deps:
 	@scripts/apt-ensure.sh $(APT_RUN)
@@ -106,7 +106,7 @@ fuzz: fuzz-replay
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
 
-bench: bench-parse bench-ingest bench-storage bench-forward bench-query
+bench: bench-parse bench-ingest bench-storage bench-forward bench-query bench-events
 
 bench-parse: deps-bench
 	scripts/bench-parse.sh
@@ -122,6 +122,9 @@ bench-forward: deps-bench build
 
 bench-query: deps-bench build
 	scripts/bench-query.sh
+
+bench-events: deps-bench build
+	scripts/bench-events.sh
 
 clean:
 	rm -rf .build .build-* var
