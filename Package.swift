@@ -35,7 +35,7 @@ let package = Package(
         // Wire formats, no I/O: line-protocol decoder and encoder.
         .target(name: "LineProtocol", exclude: ["README.md"], swiftSettings: strictSettings),
         // InfluxQL: tokens → AST (the subset Grafana's InfluxDB data source sends).
-        .target(name: "Query", exclude: ["README.md"], swiftSettings: strictSettings),
+        .target(name: "Query", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
         // Aggregation, no I/O: mergeable per-bucket aggregates and sketches.
         .target(name: "Rollups", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
         // Where closed rollups go.
@@ -79,7 +79,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
-        .testTarget(name: "QueryTests", dependencies: ["Query"], swiftSettings: strictSettings),
+        .testTarget(name: "QueryTests", dependencies: ["Query", "LineProtocol"], swiftSettings: strictSettings),
         .testTarget(
             name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
             swiftSettings: strictSettings),

@@ -1,5 +1,4 @@
 import CSQLite
-import LineProtocol
 import Synchronization
 
 /// One accepted event as stored.
@@ -148,66 +147,12 @@ public final class EventStore: Sendable {
         }
     }
 
-    /// Events named in `names` with `from ≤ ts < to`: user, name, time and, when `property` is given, that
-    /// property's value as text (strings unquoted, numbers and booleans as JSON writes them; `nil` when absent).
-    public func rows(names: [String], from: Int64, to: Int64, property: String? = nil) throws(StoreError)
-        -> [(user: String, event: String, time: Int64, property: String?)]
-    {
-        guard !names.isEmpty else { return [] }
-        return try connection.withLock { h throws(StoreError) in
-            let placeholders = (0..<names.count).map { "?\($0 + 4)" }.joined(separator: ",")
-            let s = try Statement(
-                h.db,
-                """
-                SELECT user_id, event, ts, CASE WHEN ?3 IS NULL THEN NULL ELSE properties -> ?3 END
-                FROM events WHERE event IN (\(placeholders)) AND ts >= ?1 AND ts < ?2
-                """)
-            try s.bind(1, from)
-            try s.bind(2, to)
-            if let property { try s.bind(3, Self.jsonPath(property)) }
-            for (k, n) in names.enumerated() { try s.bind(Int32(k + 4), n) }
-            var out: [(String, String, Int64, String?)] = []
-            while try s.step() {
-                var value: String?
-                if sqlite3_column_type(s.handle, 3) != SQLITE_NULL {
-                    let json = s.text(3)
-                    value = json == "null" ? nil : Self.unquote(json)
-                }
-                out.append((s.text(0), s.text(1), s.int64(2), value))
-            }
-            return out
-        }
-    }
-
-    /// Every event in `from ≤ ts < to` (any name): for `return_event=any`.
-    public func allRows(from: Int64, to: Int64) throws(StoreError) -> [(user: String, event: String, time: Int64)] {
+    /// Calls `body` with every stored event (time, name, user, properties JSON), oldest first: how the daemon
+    /// builds its in-memory index at start-up.
+    public func forEach(_ body: (Int64, String, String, String) -> Void) throws(StoreError) {
         try connection.withLock { h throws(StoreError) in
-            let s = try Statement(h.db, "SELECT user_id, event, ts FROM events WHERE ts >= ?1 AND ts < ?2")
-            try s.bind(1, from)
-            try s.bind(2, to)
-            var out: [(String, String, Int64)] = []
-            while try s.step() { out.append((s.text(0), s.text(1), s.int64(2))) }
-            return out
-        }
-    }
-
-    /// Each user's first event named `name` (over every stored event) when it lies in `from ≤ ts < to`.
-    public func firstOccurrences(of name: String, from: Int64, to: Int64) throws(StoreError)
-        -> [(user: String, time: Int64)]
-    {
-        try connection.withLock { h throws(StoreError) in
-            let s = try Statement(
-                h.db,
-                """
-                SELECT user_id, MIN(ts) AS first FROM events WHERE event = ?1 GROUP BY user_id
-                HAVING first >= ?2 AND first < ?3
-                """)
-            try s.bind(1, name)
-            try s.bind(2, from)
-            try s.bind(3, to)
-            var out: [(String, Int64)] = []
-            while try s.step() { out.append((s.text(0), s.int64(1))) }
-            return out
+            let s = try Statement(h.db, "SELECT ts, event, user_id, properties FROM events ORDER BY seq")
+            while try s.step() { body(s.int64(0), s.text(1), s.text(2), s.text(3)) }
         }
     }
 
@@ -217,23 +162,5 @@ public final class EventStore: Sendable {
             _ = try s.step()
             return Int(s.int64(0))
         }
-    }
-
-    /// A JSON path naming one top-level key, quoted so dots and brackets in the key are literal.
-    static func jsonPath(_ key: String) -> String {
-        "$.\"" + key.replacingAll("\"", with: "\\\"") + "\""
-    }
-
-    /// A JSON scalar as text: strings lose their quotes and escapes, anything else stays as written.
-    static func unquote(_ json: String) -> String {
-        json.hasPrefix("\"") ? EventDecoder.unquote(json) ?? json : json
-    }
-}
-
-extension String {
-    fileprivate func replacingAll(_ target: Character, with replacement: String) -> String {
-        var out = ""
-        for c in self { if c == target { out += replacement } else { out.append(c) } }
-        return out
     }
 }

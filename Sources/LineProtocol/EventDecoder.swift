@@ -9,14 +9,29 @@ public struct Event: Sendable, Equatable {
     public var timestamp: Int64?
     /// The properties as compact JSON (an object of strings, numbers and booleans), keys in input order.
     public var propertiesJSON: String
+    /// The same properties as text: strings as they are, numbers and booleans as the JSON writes them.
+    public var properties: [EventProperty]
 
-    public init(id: String? = nil, name: String, userID: String, timestamp: Int64? = nil, propertiesJSON: String = "{}")
-    {
+    public init(
+        id: String? = nil, name: String, userID: String, timestamp: Int64? = nil, propertiesJSON: String = "{}",
+        properties: [EventProperty] = []
+    ) {
         self.id = id
         self.name = name
         self.userID = userID
         self.timestamp = timestamp
         self.propertiesJSON = propertiesJSON
+        self.properties = properties
+    }
+}
+
+/// One property of an event, its value as text.
+public struct EventProperty: Sendable, Hashable {
+    public var key: String
+    public var value: String
+    public init(_ key: String, _ value: String) {
+        self.key = key
+        self.value = value
     }
 }
 
@@ -113,7 +128,7 @@ public enum EventDecoder {
         var name: String?
         var user: String?
         var timestamp: Int64?
-        var properties = "{}"
+        var properties = ("{}", [EventProperty]())
         var seen: Set<String> = []
         func text(_ key: String, _ v: JSONValue, max: Int) throws(EventError) -> String {
             guard case .string(let s) = v else {
@@ -152,7 +167,10 @@ public enum EventDecoder {
             }
             guard let name else { throw EventError("\"event\" is required") }
             guard let user else { throw EventError("\"user_id\" is required") }
-            return .success(Event(id: id, name: name, userID: user, timestamp: timestamp, propertiesJSON: properties))
+            return .success(
+                Event(
+                    id: id, name: name, userID: user, timestamp: timestamp, propertiesJSON: properties.0,
+                    properties: properties.1))
         } catch {
             return .failure(error)
         }
@@ -177,9 +195,21 @@ public enum EventDecoder {
         }
     }
 
-    /// The properties object re-encoded as compact JSON (nulls dropped).
-    static func properties(_ v: JSONValue, limits: EventLimits) throws(EventError) -> String {
-        if case .null = v { return "{}" }
+    /// The properties of a stored event (the compact JSON ``Event/propertiesJSON`` wrote), as text pairs.
+    public static func properties(json: String) -> [EventProperty] {
+        var bytes = Array(json.utf8)
+        return bytes.withUnsafeMutableBufferPointer { b in
+            var p = JSONParser(UnsafeBufferPointer(b))
+            guard let value = try? p.parseValue(depth: 0),
+                let decoded = try? properties(value, limits: EventLimits())
+            else { return [] }
+            return decoded.1
+        }
+    }
+
+    /// The properties object re-encoded as compact JSON (nulls dropped), and as text pairs.
+    static func properties(_ v: JSONValue, limits: EventLimits) throws(EventError) -> (String, [EventProperty]) {
+        if case .null = v { return ("{}", []) }
         guard case .object(let members) = v else {
             throw EventError("\"properties\" must be an object, got \(v.typeName)")
         }
@@ -187,6 +217,7 @@ public enum EventDecoder {
             throw EventError("\"properties\" has more than \(limits.maxProperties) keys")
         }
         var out = "{"
+        var pairs: [EventProperty] = []
         var keys: Set<String> = []
         for (key, value) in members {
             if key.isEmpty || key.utf8.count > limits.maxPropertyKeyBytes {
@@ -194,24 +225,30 @@ public enum EventDecoder {
             }
             if !keys.insert(key).inserted { throw EventError("duplicate property \"\(key)\"") }
             let encoded: String
+            let text: String
             switch value {
             case .null: continue
-            case .bool(let b): encoded = b ? "true" : "false"
+            case .bool(let b):
+                encoded = b ? "true" : "false"
+                text = encoded
             case .number(let n, let integral):
                 encoded = integral && abs(n) < 9_007_199_254_740_992 ? String(Int64(n)) : "\(n)"
+                text = encoded
             case .string(let s):
                 if s.utf8.count > limits.maxPropertyValueBytes {
                     throw EventError("property \"\(key)\" is longer than \(limits.maxPropertyValueBytes) bytes")
                 }
                 encoded = JSONParser.quote(s)
+                text = s
             case .array, .object:
                 throw EventError(
                     "property \"\(key)\" must be a string, number or boolean, got \(value.typeName)")
             }
             if out.utf8.count > 1 { out += "," }
             out += JSONParser.quote(key) + ":" + encoded
+            pairs.append(EventProperty(key, text))
         }
-        return out + "}"
+        return (out + "}", pairs)
     }
 }
 

@@ -1,3 +1,5 @@
+import LineProtocol
+
 /// Product analytics over events: funnels, retention cohorts and A/B results. Pure functions over event rows (the
 /// store reads the rows; these decide what they mean); the exact semantics are in docs/events.md. Times are
 /// milliseconds since the epoch.
@@ -38,12 +40,12 @@ public enum Funnel {
     /// reached over all their starts; their times are those of the earliest start reaching that depth, taking at
     /// each step the earliest qualifying event (which gives every step its smallest possible time).
     ///
-    /// `rows` may hold any events; only those named in `steps` matter.
+    /// `rows` may hold any events; only those named in `steps` matter. (The daemon asks its ``EventIndex``
+    /// directly; this form is for tests and tools.)
     public static func compute(steps: [String], rows: [EventRow], from: Int64, to: Int64, window: Int64)
         -> [FunnelStep]
     {
-        let depths = deepest(steps: steps, rows: rows, from: from, to: to, window: window, startFilter: nil)
-        return summarize(steps: steps, paths: Array(depths.values))
+        EventIndex(rows).funnel(steps: steps, from: from, to: to, window: window).steps
     }
 
     /// The same funnel per value of the step-1 event's property (`rows[].property`; absent → `"(none)"`): for
@@ -51,97 +53,28 @@ public enum Funnel {
     public static func breakdown(steps: [String], rows: [EventRow], from: Int64, to: Int64, window: Int64)
         -> [String: [FunnelStep]]
     {
-        guard let first = steps.first else { return [:] }
-        var values = Set<String>()
-        for r in rows where r.event == first && r.time >= from && r.time < to { values.insert(r.property ?? none) }
-        var out: [String: [FunnelStep]] = [:]
-        for v in values {
-            let depths = deepest(steps: steps, rows: rows, from: from, to: to, window: window, startFilter: v)
-            out[v] = summarize(steps: steps, paths: Array(depths.values))
-        }
-        return out
+        EventIndex(rows).funnel(steps: steps, from: from, to: to, window: window, breakdown: EventRow.propertyKey)
+            .breakdown ?? [:]
     }
 
     public static let none = "(none)"
+}
 
-    /// Per user: the times t1…td of their best path (d = the deepest step reached).
-    static func deepest(
-        steps: [String], rows: [EventRow], from: Int64, to: Int64, window: Int64, startFilter: String?
-    ) -> [String: [Int64]] {
-        guard !steps.isEmpty else { return [:] }
-        // Per user, per step: the times of that step's events, sorted (an event appears under every step that
-        // names it; `used` keeps one occurrence from serving two steps of a path).
-        var stepIndex: [String: [Int]] = [:]
-        for (k, s) in steps.enumerated() { stepIndex[s, default: []].append(k) }
-        struct Occurrence {
-            var time: Int64
-            var id: Int
-            var property: String?
+extension EventIndex {
+    /// An index of `rows`, each row's `property` under the key ``EventRow/propertyKey``.
+    public init(_ rows: [EventRow]) {
+        self.init()
+        for r in rows {
+            append(
+                time: r.time, name: r.event, user: r.user,
+                properties: r.property.map { [EventProperty(EventRow.propertyKey, $0)] } ?? [])
         }
-        var perUser: [String: [[Occurrence]]] = [:]
-        for (id, r) in rows.enumerated() {
-            guard let ks = stepIndex[r.event] else { continue }
-            var lists = perUser[r.user] ?? Array(repeating: [], count: steps.count)
-            for k in ks { lists[k].append(Occurrence(time: r.time, id: id, property: r.property)) }
-            perUser[r.user] = lists
-        }
-        var out: [String: [Int64]] = [:]
-        for (user, var lists) in perUser {
-            for k in lists.indices { lists[k].sort { ($0.time, $0.id) < ($1.time, $1.id) } }
-            var best: [Int64] = []
-            for start in lists[0] where start.time >= from && start.time < to {
-                if let f = startFilter, (start.property ?? none) != f { continue }
-                var path = [start.time]
-                var used: Set<Int> = [start.id]
-                let limit = start.time &+ window
-                for k in 1..<steps.count {
-                    let previous = path[k - 1]
-                    // The earliest unused event of step k at or after the previous step's time.
-                    var lo = 0
-                    var hi = lists[k].count
-                    while lo < hi {
-                        let mid = (lo + hi) / 2
-                        if lists[k][mid].time < previous { lo = mid + 1 } else { hi = mid }
-                    }
-                    while lo < lists[k].count && used.contains(lists[k][lo].id) { lo += 1 }
-                    guard lo < lists[k].count, lists[k][lo].time <= limit else { break }
-                    used.insert(lists[k][lo].id)
-                    path.append(lists[k][lo].time)
-                }
-                if path.count > best.count { best = path }  // starts are in time order: ties keep the earliest
-                if best.count == steps.count { break }
-            }
-            if !best.isEmpty { out[user] = best }
-        }
-        return out
     }
+}
 
-    static func summarize(steps: [String], paths: [[Int64]]) -> [FunnelStep] {
-        var result: [FunnelStep] = []
-        let entered = paths.count
-        for (k, name) in steps.enumerated() {
-            let reached = paths.filter { $0.count > k }
-            let users = reached.count
-            let previous = k == 0 ? users : result[k - 1].users
-            var median: Double?
-            if k > 0 && !reached.isEmpty {
-                let d = reached.map { $0[k] - $0[0] }.sorted()
-                median =
-                    d.count % 2 == 1
-                    ? Double(d[d.count / 2]) : (Double(d[d.count / 2 - 1]) + Double(d[d.count / 2])) / 2
-            }
-            result.append(
-                FunnelStep(
-                    event: name,
-                    users: users,
-                    conversionFromFirst: entered == 0 ? 0 : Double(users) / Double(entered),
-                    conversionFromPrevious: previous == 0 ? 0 : Double(users) / Double(previous),
-                    dropoff: previous - users,
-                    medianMsFromFirst: median
-                ))
-        }
-        return result
-    }
+extension EventRow {
+    /// The property key under which ``EventIndex/init(_:)`` files `property`.
+    public static let propertyKey = "property"
 }
 
 // MARK: - Retention
@@ -180,33 +113,8 @@ public enum Retention {
         cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, rows: [EventRow],
         from: Int64, to: Int64
     ) -> [Cohort] {
-        var first: [String: Int64] = [:]
-        for r in rows where r.event == cohortEvent {
-            if let t = first[r.user], t <= r.time { continue }
-            first[r.user] = r.time
-        }
-        var members: [Int64: Set<String>] = [:]
-        var cohortOf: [String: Int64] = [:]
-        for (user, t) in first where t >= from && t < to {
-            let s = period.start(of: t)
-            members[s, default: []].insert(user)
-            cohortOf[user] = s
-        }
-        var returned: [Int64: [Set<String>]] = [:]
-        for r in rows where returnEvent == nil || r.event == returnEvent {
-            guard let s = cohortOf[r.user], r.time >= s else { continue }
-            let k = Int((r.time - s) / period.milliseconds)
-            guard k < periods else { continue }
-            var sets = returned[s] ?? Array(repeating: [], count: periods)
-            sets[k].insert(r.user)
-            returned[s] = sets
-        }
-        return members.keys.sorted().map { s in
-            let size = members[s]!.count
-            let retained = (returned[s] ?? Array(repeating: [], count: periods)).map(\.count)
-            return Cohort(
-                start: s, size: size, retained: retained, rates: retained.map { Double($0) / Double(size) })
-        }
+        EventIndex(rows).retention(
+            cohortEvent: cohortEvent, returnEvent: returnEvent, period: period, periods: periods, from: from, to: to)
     }
 }
 
@@ -245,36 +153,20 @@ public enum Experiment {
         exposureEvent: String, goalEvent: String, rows: [EventRow], from: Int64, to: Int64, window: Int64,
         control: String?
     ) -> ExperimentResult {
-        var exposure: [String: (time: Int64, variant: String)] = [:]
-        var variantsSeen: [String: Set<String>] = [:]
-        var goals: [String: [Int64]] = [:]
-        for r in rows {
-            if r.event == exposureEvent, r.time >= from, r.time < to, let v = r.property {
-                variantsSeen[r.user, default: []].insert(v)
-                if let e = exposure[r.user], e.time <= r.time { continue }
-                exposure[r.user] = (r.time, v)
-            }
-            if r.event == goalEvent { goals[r.user, default: []].append(r.time) }
-        }
-        var exposed: [String: Int] = [:]
-        var converted: [String: Int] = [:]
-        var excluded = 0
-        for (user, e) in exposure {
-            if variantsSeen[user]!.count > 1 {
-                excluded += 1
-                continue
-            }
-            exposed[e.variant, default: 0] += 1
-            if goals[user]?.contains(where: { $0 >= e.time && $0 <= e.time &+ window }) == true {
-                converted[e.variant, default: 0] += 1
-            }
-        }
-        let names = exposed.keys.sorted()
+        EventIndex(rows).experiment(
+            exposureEvent: exposureEvent, variantProperty: EventRow.propertyKey, goalEvent: goalEvent, from: from,
+            to: to, window: window, control: control)
+    }
+
+    /// Rates, intervals, uplift and p-values from per-variant counts.
+    static func results(_ counts: [String: (exposed: Int, converted: Int)], excluded: Int, control: String?)
+        -> ExperimentResult
+    {
+        let names = counts.keys.sorted()
         let controlName = control ?? names.first
-        let c = controlName.flatMap { exposed[$0] != nil ? ($0, exposed[$0]!, converted[$0, default: 0]) : nil }
+        let c = controlName.flatMap { name in counts[name].map { (name, $0.exposed, $0.converted) } }
         let variants = names.map { name -> VariantResult in
-            let n = exposed[name]!
-            let x = converted[name, default: 0]
+            let (n, x) = counts[name]!
             let rate = Double(x) / Double(n)
             var uplift: Double?
             var p: Double?

@@ -91,7 +91,7 @@ enum EventRoutes {
         init(_ message: String) { self.message = message }
     }
 
-    /// Runs an analytics query after storing pending events (so an event acknowledged a moment ago is counted).
+    /// Runs an analytics query on the in-memory index (an event acknowledged a moment ago is already in it).
     static func analytics(
         _ request: Request, _ state: HTTPState,
         _ body: (Request, HTTPState, EventPipeline) throws -> [String: Any]
@@ -101,12 +101,11 @@ enum EventRoutes {
         }
         guard let events = state.events else { return HTTPRoutes.error(.serviceUnavailable, "events are disabled") }
         do {
-            try events.flush()
             return HTTPRoutes.json(.ok, try body(request, state, events))
         } catch let e as BadParameter {
             return HTTPRoutes.error(.badRequest, e.message)
         } catch {
-            return HTTPRoutes.error(.internalServerError, "reading events failed: \(error)")
+            return HTTPRoutes.error(.internalServerError, "\(error)")
         }
     }
 
@@ -140,10 +139,6 @@ enum EventRoutes {
         return d.nanoseconds / 1_000_000
     }
 
-    static func rows(_ raw: [(user: String, event: String, time: Int64, property: String?)]) -> [EventRow] {
-        raw.map { EventRow(user: $0.user, event: $0.event, time: $0.time, property: $0.property) }
-    }
-
     static func funnel(_ request: Request, _ state: HTTPState, _ events: EventPipeline) throws -> [String: Any] {
         let steps = try required(request, "steps").split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
@@ -153,12 +148,11 @@ enum EventRoutes {
         }
         let (from, to) = try range(request)
         let window = try duration(request, "window", default: "1h")
-        let breakdown = HTTPRoutes.parameter(request, "breakdown")
-        // Step-1 events from [from, to); later steps up to the window after the last possible start.
-        let data = rows(
-            try events.store.rows(
-                names: Array(Set(steps)), from: from, to: to + window + 1,
-                property: breakdown?.isEmpty == false ? breakdown : nil))
+        let breakdownText = HTTPRoutes.parameter(request, "breakdown")
+        let breakdown = breakdownText?.isEmpty == false ? breakdownText : nil
+        let answer = events.index.withLock {
+            $0.funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown)
+        }
         func encode(_ steps: [FunnelStep]) -> [[String: Any]] {
             steps.map {
                 [
@@ -168,14 +162,8 @@ enum EventRoutes {
                 ]
             }
         }
-        var out: [String: Any] = [
-            "steps": encode(Funnel.compute(steps: steps, rows: data, from: from, to: to, window: window)),
-            "from": from, "to": to, "window_ms": window,
-        ]
-        if let breakdown, !breakdown.isEmpty {
-            let groups = Funnel.breakdown(steps: steps, rows: data, from: from, to: to, window: window)
-            out["breakdown"] = groups.mapValues { ["steps": encode($0)] }
-        }
+        var out: [String: Any] = ["steps": encode(answer.steps), "from": from, "to": to, "window_ms": window]
+        if let groups = answer.breakdown { out["breakdown"] = groups.mapValues { ["steps": encode($0)] } }
         return out
     }
 
@@ -192,20 +180,11 @@ enum EventRoutes {
             throw BadParameter("parameter 'periods' must be 1 to 366, got \"\(periodsText)\"")
         }
         let (from, to) = try range(request)
-        // Each user's first cohort event over everything stored; returns up to the end of the last period.
-        let firsts = try events.store.firstOccurrences(of: cohortEvent, from: from, to: to)
-        var data = firsts.map { EventRow(user: $0.user, event: cohortEvent, time: $0.time) }
-        let end = period.start(of: to - 1) + Int64(periods + 1) * period.milliseconds
-        if let returnEvent {
-            data += rows(try events.store.rows(names: [returnEvent], from: period.start(of: from), to: end))
-        } else {
-            data += try events.store.allRows(from: period.start(of: from), to: end).map {
-                EventRow(user: $0.user, event: $0.event, time: $0.time)
-            }
+        let cohorts = events.index.withLock {
+            $0.retention(
+                cohortEvent: cohortEvent, returnEvent: returnEvent, period: period, periods: periods, from: from,
+                to: to)
         }
-        let cohorts = Retention.compute(
-            cohortEvent: cohortEvent, returnEvent: returnEvent, period: period, periods: periods, rows: data,
-            from: from, to: to)
         return [
             "period": period.rawValue,
             "cohorts": cohorts.map {
@@ -221,11 +200,11 @@ enum EventRoutes {
         let (from, to) = try range(request)
         let window = try duration(request, "window", default: "7d")
         let control = HTTPRoutes.parameter(request, "control")
-        var data = rows(try events.store.rows(names: [exposure], from: from, to: to, property: variantProperty))
-        data += rows(try events.store.rows(names: [goal], from: from, to: to + window + 1))
-        let result = Experiment.compute(
-            exposureEvent: exposure, goalEvent: goal, rows: data, from: from, to: to, window: window,
-            control: control)
+        let result = events.index.withLock {
+            $0.experiment(
+                exposureEvent: exposure, variantProperty: variantProperty, goalEvent: goal, from: from, to: to,
+                window: window, control: control)
+        }
         if let control, !result.variants.contains(where: { $0.variant == control }) {
             throw BadParameter("parameter 'control': no exposures of variant \"\(control)\" in the range")
         }

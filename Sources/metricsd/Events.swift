@@ -1,6 +1,7 @@
 import Export
 import LineProtocol
 import Logging
+import Query
 import Rollups
 import Synchronization
 
@@ -47,8 +48,9 @@ final class EventIDs: Sendable {
     var count: Int { seen.withLock { $0.count } }
 }
 
-/// Accepted events on their way to the `events` table: kept in memory until the ticker stores them (every
-/// second) or a query needs them (analytics store pending events first, so answers include them at once).
+/// Accepted events go two ways: into the in-memory ``EventIndex`` at once (the analytics read it, so an event
+/// counts the moment it is acknowledged) and to the `events` table, queued until the ticker stores them (every
+/// second). At start-up the index is built from the table, after WAL replay has stored what the log held.
 final class EventPipeline: Sendable {
     let store: EventStore
     let ids: EventIDs
@@ -60,6 +62,9 @@ final class EventPipeline: Sendable {
         var minPosition: UInt64?
     }
     private let pending = Mutex(Pending())
+    let index = Mutex(EventIndex())
+    /// Off during WAL replay (the index is loaded from the store afterwards, once, without double entries).
+    private let indexing = Atomic<Bool>(true)
     /// Serializes stores so that a batch taken from `pending` is in SQLite before the next one is taken.
     private let storing = Mutex(())
 
@@ -97,7 +102,41 @@ final class EventPipeline: Sendable {
             p.events.append(stored)
             if position > 0 { p.minPosition = min(p.minPosition ?? position, position) }
         }
+        if indexing.load(ordering: .relaxed) {
+            self.index.withLock {
+                $0.append(time: time, name: event.name, user: event.userID, properties: event.properties)
+            }
+        }
         return .accepted(time: time)
+    }
+
+    /// Replay mode: events are stored, not indexed, until ``loadIndex()``.
+    func pauseIndexing() { indexing.store(false, ordering: .relaxed) }
+
+    /// Builds the index from every stored event and resumes indexing. Returns the event count.
+    @discardableResult
+    func loadIndex() throws(StoreError) -> Int {
+        var fresh = EventIndex()
+        try store.forEach { time, name, user, json in
+            fresh.append(time: time, name: name, user: user, properties: EventDecoder.properties(json: json))
+        }
+        // Replayed events the store refused (they stay pending) are indexed too.
+        for e in pending.withLock({ $0.events }) {
+            fresh.append(
+                time: e.time, name: e.name, user: e.userID, properties: EventDecoder.properties(json: e.properties))
+        }
+        index.withLock { $0 = fresh }
+        indexing.store(true, ordering: .relaxed)
+        return fresh.count
+    }
+
+    /// Forgets expired ids and deletes events older than `[events] retention` from the table (10,000 at most)
+    /// and from the index.
+    func maintain(now: Int64) throws(StoreError) {
+        ids.prune(now: now)
+        let cutoff = (now - retention) / 1_000_000
+        try store.deleteOlder(than: cutoff)
+        index.withLock { _ = $0.removeOlder(than: cutoff) }
     }
 
     /// The oldest WAL position of an event not yet stored: replay must start there.

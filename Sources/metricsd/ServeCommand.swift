@@ -109,7 +109,14 @@ struct Server {
         } catch {
             throw ValidationError("cannot open the event store: \(error)")
         }
+        events.pauseIndexing()
         try replay(wal: wal, store: store, engine: engine, stats: stats, dedup: dedup, events: events)
+        do {
+            let loaded = try events.loadIndex()
+            if loaded > 0 { logger.info("events: \(loaded) stored events indexed") }
+        } catch {
+            throw ValidationError("cannot read the stored events: \(error)")
+        }
         let context = IngestContext(
             engine: engine,
             sink: guarded,
@@ -373,10 +380,7 @@ struct Ticker: Service {
         do {
             wal.syncAll()  // the store must never get ahead of the log
             try events.flush()
-            if maintenance {
-                events.ids.prune(now: now)
-                try events.store.deleteOlder(than: (now - events.retention) / 1_000_000)
-            }
+            if maintenance { try events.maintain(now: now) }
         } catch {
             logger.error("storing events failed (kept in memory, retrying): \(error)")
         }

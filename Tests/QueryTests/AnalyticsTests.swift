@@ -190,6 +190,26 @@ import Testing
         #expect(empty.variants.isEmpty && empty.excludedUsers == 0)
     }
 
+    /// Retention of events drops old ones from the index: queries afterwards equal queries over the kept rows.
+    @Test func removingOldEventsEqualsIndexingOnlyTheRest() {
+        var rng = SplitMix(state: 4242)
+        for _ in 0..<20 {
+            let rows = Self.randomRows(&rng, names: ["a", "b", "c"])
+            var index = EventIndex(rows)
+            let cutoff = Int64.random(in: 0...40, using: &rng)
+            #expect(index.removeOlder(than: cutoff) == rows.filter { $0.time < cutoff }.count)
+            let kept = EventIndex(rows.filter { $0.time >= cutoff })
+            #expect(index.count == kept.count)
+            let f = { (i: EventIndex) in
+                i.funnel(steps: ["a", "b", "c"], from: 0, to: 40, window: 10, breakdown: EventRow.propertyKey)
+            }
+            #expect(f(index).steps == f(kept).steps && f(index).breakdown == f(kept).breakdown)
+            #expect(
+                index.retention(cohortEvent: "a", returnEvent: "b", period: .day, periods: 2, from: 0, to: 50)
+                    == kept.retention(cohortEvent: "a", returnEvent: "b", period: .day, periods: 2, from: 0, to: 50))
+        }
+    }
+
     // MARK: - Properties against reference implementations
 
     /// Random events for a few users over a short time line, so ties and window edges are common.

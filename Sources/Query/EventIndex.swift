@@ -1,0 +1,324 @@
+public import LineProtocol
+
+/// Every stored event, in memory, column by column, with each user's events listed together: what the funnel,
+/// retention and experiment queries scan. Names, users and property values are interned (an event costs about
+/// 30 bytes plus its properties), so a query over a million events touches compact integer arrays instead of
+/// strings. SQLite (`events` table) stays the durable copy; the daemon loads this index from it at start-up.
+///
+/// The semantics of each query are in docs/events.md and on ``Funnel``, ``Retention`` and ``Experiment``.
+public struct EventIndex: Sendable {
+    private var times: [Int64] = []
+    private var names: [Int32] = []
+    private var users: [Int32] = []
+    /// Properties of event i: `propertyPairs[propertyStart[i] ..< propertyStart[i + 1]]`, key and value ids
+    /// interleaved.
+    private var propertyStart: [Int32] = [0]
+    private var propertyPairs: [Int32] = []
+    private var nameIDs: [String: Int32] = [:]
+    private var userIDs: [String: Int32] = [:]
+    private var keyIDs: [String: Int32] = [:]
+    private var valueIDs: [String: Int32] = [:]
+    private var valueText: [String] = []
+    /// Positions of each user's events, in insertion order.
+    private var byUser: [[Int32]] = []
+
+    public init() {}
+
+    public var count: Int { times.count }
+
+    private static func intern(_ s: String, _ ids: inout [String: Int32], _ text: inout [String]?) -> Int32 {
+        if let id = ids[s] { return id }
+        let id = Int32(ids.count)
+        ids[s] = id
+        text?.append(s)
+        return id
+    }
+
+    public mutating func append(time: Int64, name: String, user: String, properties: [EventProperty]) {
+        var none: [String]? = nil
+        let position = Int32(times.count)
+        times.append(time)
+        names.append(Self.intern(name, &nameIDs, &none))
+        let u = Self.intern(user, &userIDs, &none)
+        if Int(u) == byUser.count { byUser.append([]) }
+        users.append(u)
+        byUser[Int(u)].append(position)
+        var text: [String]? = valueText
+        valueText = []
+        for p in properties {
+            propertyPairs.append(Self.intern(p.key, &keyIDs, &none))
+            propertyPairs.append(Self.intern(p.value, &valueIDs, &text))
+        }
+        valueText = text!
+        propertyStart.append(Int32(propertyPairs.count))
+    }
+
+    /// Drops events older than `cutoff` (milliseconds); returns how many. Rebuilds the columns (linear), so the
+    /// daemon calls it once a minute at most.
+    @discardableResult
+    public mutating func removeOlder(than cutoff: Int64) -> Int {
+        guard times.contains(where: { $0 < cutoff }) else { return 0 }
+        let old = self
+        var keep = EventIndex()
+        keep.nameIDs = old.nameIDs
+        keep.userIDs = old.userIDs
+        keep.keyIDs = old.keyIDs
+        keep.valueIDs = old.valueIDs
+        keep.valueText = old.valueText
+        keep.byUser = Array(repeating: [], count: old.byUser.count)
+        for i in 0..<old.times.count where old.times[i] >= cutoff {
+            let position = Int32(keep.times.count)
+            keep.times.append(old.times[i])
+            keep.names.append(old.names[i])
+            keep.users.append(old.users[i])
+            keep.byUser[Int(old.users[i])].append(position)
+            keep.propertyPairs.append(
+                contentsOf: old.propertyPairs[Int(old.propertyStart[i])..<Int(old.propertyStart[i + 1])])
+            keep.propertyStart.append(Int32(keep.propertyPairs.count))
+        }
+        self = keep
+        return old.times.count - times.count
+    }
+
+    /// The value id of property `key` of event `i`, or -1.
+    @inline(__always)
+    private func property(_ i: Int, _ key: Int32) -> Int32 {
+        guard key >= 0 else { return -1 }
+        var k = Int(propertyStart[i])
+        let end = Int(propertyStart[i + 1])
+        while k < end {
+            if propertyPairs[k] == key { return propertyPairs[k + 1] }
+            k += 2
+        }
+        return -1
+    }
+
+    private func valueName(_ id: Int32) -> String { id < 0 ? Funnel.none : valueText[Int(id)] }
+
+    // MARK: - Funnel
+
+    /// One event of one user during a query.
+    private struct Occurrence {
+        var name: Int32
+        var time: Int64
+        var id: Int32
+        var group: Int32
+    }
+
+    private struct FunnelTally {
+        var users: [Int]
+        var durations: [[Int64]]
+        init(_ n: Int) {
+            users = Array(repeating: 0, count: n)
+            durations = Array(repeating: [], count: n)
+        }
+        mutating func add(_ path: [Int64]) {
+            for k in 0..<path.count {
+                users[k] += 1
+                if k > 0 { durations[k].append(path[k] - path[0]) }
+            }
+        }
+    }
+
+    /// The funnel of ``Funnel/compute(steps:rows:from:to:window:)``, and with `breakdown` the same per value of
+    /// that property of the step-1 event.
+    public func funnel(steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String? = nil)
+        -> (steps: [FunnelStep], breakdown: [String: [FunnelStep]]?)
+    {
+        guard !steps.isEmpty else { return ([], breakdown == nil ? nil : [:]) }
+        let ids = steps.map { nameIDs[$0] ?? -1 }
+        let wanted = Set(ids.filter { $0 >= 0 })
+        let groupKey = breakdown.map { keyIDs[$0] ?? -1 } ?? -1
+        var overall = FunnelTally(steps.count)
+        var groups: [Int32: FunnelTally] = [:]
+        var mine: [Occurrence] = []
+        var lists = Array(repeating: [Int](), count: steps.count)
+        var startGroups: [Int32] = []
+        let last = to &+ window
+        for positions in byUser where !positions.isEmpty {
+            mine.removeAll(keepingCapacity: true)
+            var entered = false
+            for p in positions {
+                let i = Int(p)
+                let t = times[i]
+                guard t >= from, t <= last, wanted.contains(names[i]) else { continue }
+                if names[i] == ids[0] && t < to { entered = true }
+                mine.append(Occurrence(name: names[i], time: t, id: p, group: property(i, groupKey)))
+            }
+            guard entered else { continue }
+            mine.sort { ($0.time, $0.id) < ($1.time, $1.id) }
+            for k in 0..<steps.count {
+                lists[k].removeAll(keepingCapacity: true)
+                for (j, o) in mine.enumerated() where o.name == ids[k] { lists[k].append(j) }
+            }
+            overall.add(Self.bestPath(mine, lists, from: from, to: to, window: window, group: nil))
+            if breakdown != nil {
+                startGroups.removeAll(keepingCapacity: true)
+                for j in lists[0] where mine[j].time >= from && mine[j].time < to {
+                    if !startGroups.contains(mine[j].group) { startGroups.append(mine[j].group) }
+                }
+                for g in startGroups {
+                    let path = Self.bestPath(mine, lists, from: from, to: to, window: window, group: g)
+                    groups[g, default: FunnelTally(steps.count)].add(path)
+                }
+            }
+        }
+        let result = Self.summarize(steps, overall)
+        guard breakdown != nil else { return (result, nil) }
+        var out: [String: [FunnelStep]] = [:]
+        for (g, tally) in groups { out[valueName(g)] = Self.summarize(steps, tally) }
+        return (result, out)
+    }
+
+    /// The times of a user's best path: the deepest over every start in `[from, to)` (of group `group` when
+    /// given), the earliest start among equals, and at each step the earliest unused event at or after the
+    /// previous step's time.
+    private static func bestPath(
+        _ mine: [Occurrence], _ lists: [[Int]], from: Int64, to: Int64, window: Int64, group: Int32?
+    ) -> [Int64] {
+        var best: [Int64] = []
+        var path: [Int64] = []
+        var used: [Int32] = []
+        for s in lists[0] {
+            let start = mine[s]
+            guard start.time >= from, start.time < to else { continue }
+            if let group, start.group != group { continue }
+            path.removeAll(keepingCapacity: true)
+            used.removeAll(keepingCapacity: true)
+            path.append(start.time)
+            used.append(start.id)
+            let limit = start.time &+ window
+            for k in 1..<lists.count {
+                let previous = path[k - 1]
+                let list = lists[k]
+                var lo = 0
+                var hi = list.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if mine[list[mid]].time < previous { lo = mid + 1 } else { hi = mid }
+                }
+                while lo < list.count && used.contains(mine[list[lo]].id) { lo += 1 }
+                guard lo < list.count, mine[list[lo]].time <= limit else { break }
+                used.append(mine[list[lo]].id)
+                path.append(mine[list[lo]].time)
+            }
+            if path.count > best.count { best = path }
+            if best.count == lists.count { break }
+        }
+        return best
+    }
+
+    private static func summarize(_ steps: [String], _ tally: FunnelTally) -> [FunnelStep] {
+        var result: [FunnelStep] = []
+        let entered = tally.users[0]
+        for (k, name) in steps.enumerated() {
+            let users = tally.users[k]
+            let previous = k == 0 ? users : tally.users[k - 1]
+            var median: Double?
+            if k > 0 && !tally.durations[k].isEmpty {
+                let d = tally.durations[k].sorted()
+                let mid = d.count / 2
+                median = d.count % 2 == 1 ? Double(d[mid]) : (Double(d[mid - 1]) + Double(d[mid])) / 2
+            }
+            result.append(
+                FunnelStep(
+                    event: name,
+                    users: users,
+                    conversionFromFirst: entered == 0 ? 0 : Double(users) / Double(entered),
+                    conversionFromPrevious: previous == 0 ? 0 : Double(users) / Double(previous),
+                    dropoff: previous - users,
+                    medianMsFromFirst: median
+                ))
+        }
+        return result
+    }
+
+    // MARK: - Retention
+
+    /// See ``Retention/compute(cohortEvent:returnEvent:period:periods:rows:from:to:)``.
+    public func retention(
+        cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, from: Int64, to: Int64
+    ) -> [Cohort] {
+        guard let cohortID = nameIDs[cohortEvent], periods > 0 else { return [] }
+        let returnID = returnEvent.map { nameIDs[$0] ?? -1 }
+        let length = period.milliseconds
+        var sizes: [Int64: Int] = [:]
+        var retained: [Int64: [Int]] = [:]
+        var hit = Array(repeating: false, count: periods)
+        for positions in byUser where !positions.isEmpty {
+            var first = Int64.max
+            for p in positions where names[Int(p)] == cohortID { first = min(first, times[Int(p)]) }
+            guard first >= from, first < to else { continue }
+            let start = period.start(of: first)
+            sizes[start, default: 0] += 1
+            for k in 0..<periods { hit[k] = false }
+            for p in positions {
+                let i = Int(p)
+                if let returnID, names[i] != returnID { continue }
+                let t = times[i]
+                guard t >= start else { continue }
+                let k = (t - start) / length
+                if k < Int64(periods) { hit[Int(k)] = true }
+            }
+            var row = retained[start] ?? Array(repeating: 0, count: periods)
+            for k in 0..<periods where hit[k] { row[k] += 1 }
+            retained[start] = row
+        }
+        return sizes.keys.sorted().map { s in
+            let size = sizes[s]!
+            let row = retained[s]!
+            return Cohort(start: s, size: size, retained: row, rates: row.map { Double($0) / Double(size) })
+        }
+    }
+
+    // MARK: - Experiment
+
+    /// See ``Experiment/compute(exposureEvent:goalEvent:rows:from:to:window:control:)``; the variant is the
+    /// exposure event's property `variantProperty`.
+    public func experiment(
+        exposureEvent: String, variantProperty: String, goalEvent: String, from: Int64, to: Int64, window: Int64,
+        control: String?
+    ) -> ExperimentResult {
+        let exposureID = nameIDs[exposureEvent] ?? -1
+        let goalID = nameIDs[goalEvent] ?? -1
+        let key = keyIDs[variantProperty] ?? -1
+        var exposed: [Int32: Int] = [:]
+        var converted: [Int32: Int] = [:]
+        var excluded = 0
+        for positions in byUser where !positions.isEmpty {
+            var firstTime = Int64.max
+            var firstID: Int32 = -1
+            var variant: Int32 = -1
+            var seen: Int32 = -1
+            var several = false
+            for p in positions where names[Int(p)] == exposureID {
+                let i = Int(p)
+                let t = times[i]
+                guard t >= from, t < to else { continue }
+                let v = property(i, key)
+                guard v >= 0 else { continue }  // an exposure without a variant is ignored
+                if seen < 0 { seen = v } else if v != seen { several = true }
+                if t < firstTime || (t == firstTime && p < firstID) {
+                    firstTime = t
+                    firstID = p
+                    variant = v
+                }
+            }
+            guard variant >= 0 else { continue }
+            if several {
+                excluded += 1
+                continue
+            }
+            exposed[variant, default: 0] += 1
+            let limit = firstTime &+ window
+            if positions.contains(where: {
+                names[Int($0)] == goalID && times[Int($0)] >= firstTime && times[Int($0)] <= limit
+            }) {
+                converted[variant, default: 0] += 1
+            }
+        }
+        var byName: [String: (exposed: Int, converted: Int)] = [:]
+        for (v, n) in exposed { byName[valueText[Int(v)]] = (n, converted[v, default: 0]) }
+        return Experiment.results(byName, excluded: excluded, control: control)
+    }
+}
