@@ -149,7 +149,7 @@ public final class EventStore: Sendable {
 
     /// Calls `body` with every stored event (time, name, user, properties JSON), oldest first: how the daemon
     /// builds its in-memory index at start-up.
-    public func forEach(_ body: (Int64, String, String, String) -> Void) throws(StoreError) {
+    public func visitAll(_ body: (Int64, String, String, String) -> Void) throws(StoreError) {
         try connection.withLock { h throws(StoreError) in
             let s = try Statement(h.db, "SELECT ts, event, user_id, properties FROM events ORDER BY seq")
             while try s.step() { body(s.int64(0), s.text(1), s.text(2), s.text(3)) }

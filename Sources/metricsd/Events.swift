@@ -117,7 +117,7 @@ final class EventPipeline: Sendable {
     @discardableResult
     func loadIndex() throws(StoreError) -> Int {
         var fresh = EventIndex()
-        try store.forEach { time, name, user, json in
+        try store.visitAll { time, name, user, json in
             fresh.append(time: time, name: name, user: user, properties: EventDecoder.properties(json: json))
         }
         // Replayed events the store refused (they stay pending) are indexed too.
