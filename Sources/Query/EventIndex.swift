@@ -151,6 +151,7 @@ public struct EventIndex: Sendable {
         var mine: [Occurrence] = []
         var lists = Array(repeating: [Int](), count: steps.count)
         var startGroups: [Int32] = []
+        var scratch = PathScratch()
         let last = to &+ window
         var wanted = Array(repeating: false, count: nameIDs.count)
         for id in ids where id >= 0 { wanted[Int(id)] = true }
@@ -168,15 +169,22 @@ public struct EventIndex: Sendable {
                 lists[k].removeAll(keepingCapacity: true)
                 for (j, o) in mine.enumerated() where o.name == ids[k] { lists[k].append(j) }
             }
-            overall.add(Self.bestPath(mine, lists, from: from, to: to, window: window, group: nil))
+            // Most users never reach step 2: with no step-2 event their path is their first start.
+            let shallow = steps.count == 1 || lists[1].isEmpty || (lists[1].count == 1 && ids[1] == ids[0])
+            if shallow && breakdown == nil {
+                overall.users[0] += 1
+                continue
+            }
+            Self.bestPath(mine, lists, from: from, to: to, window: window, group: nil, scratch: &scratch)
+            overall.add(scratch.best)
             if breakdown != nil {
                 startGroups.removeAll(keepingCapacity: true)
                 for j in lists[0] where mine[j].time >= from && mine[j].time < to {
                     if !startGroups.contains(mine[j].group) { startGroups.append(mine[j].group) }
                 }
                 for g in startGroups {
-                    let path = Self.bestPath(mine, lists, from: from, to: to, window: window, group: g)
-                    groups[g, default: FunnelTally(steps.count)].add(path)
+                    Self.bestPath(mine, lists, from: from, to: to, window: window, group: g, scratch: &scratch)
+                    groups[g, default: FunnelTally(steps.count)].add(scratch.best)
                 }
             }
         }
@@ -190,23 +198,29 @@ public struct EventIndex: Sendable {
     /// The times of a user's best path: the deepest over every start in `[from, to)` (of group `group` when
     /// given), the earliest start among equals, and at each step the earliest unused event at or after the
     /// previous step's time.
-    private static func bestPath(
-        _ mine: [Occurrence], _ lists: [[Int]], from: Int64, to: Int64, window: Int64, group: Int32?
-    ) -> [Int64] {
+    /// Buffers reused from user to user (a query allocates nothing per user in steady state).
+    private struct PathScratch {
         var best: [Int64] = []
         var path: [Int64] = []
         var used: [Int32] = []
-        for s in lists[0] {
-            let start = mine[s]
-            guard start.time >= from, start.time < to else { continue }
-            if let group, start.group != group { continue }
-            path.removeAll(keepingCapacity: true)
-            used.removeAll(keepingCapacity: true)
-            path.append(start.time)
-            used.append(start.id)
-            let limit = start.time &+ window
+    }
+
+    private static func bestPath(
+        _ mine: [Occurrence], _ lists: [[Int]], from: Int64, to: Int64, window: Int64, group: Int32?,
+        scratch s: inout PathScratch
+    ) {
+        s.best.removeAll(keepingCapacity: true)
+        for start in lists[0] {
+            let first = mine[start]
+            guard first.time >= from, first.time < to else { continue }
+            if let group, first.group != group { continue }
+            s.path.removeAll(keepingCapacity: true)
+            s.used.removeAll(keepingCapacity: true)
+            s.path.append(first.time)
+            s.used.append(first.id)
+            let limit = first.time &+ window
             for k in 1..<lists.count {
-                let previous = path[k - 1]
+                let previous = s.path[k - 1]
                 let list = lists[k]
                 var lo = 0
                 var hi = list.count
@@ -214,15 +228,17 @@ public struct EventIndex: Sendable {
                     let mid = (lo + hi) / 2
                     if mine[list[mid]].time < previous { lo = mid + 1 } else { hi = mid }
                 }
-                while lo < list.count && used.contains(mine[list[lo]].id) { lo += 1 }
+                while lo < list.count && s.used.contains(mine[list[lo]].id) { lo += 1 }
                 guard lo < list.count, mine[list[lo]].time <= limit else { break }
-                used.append(mine[list[lo]].id)
-                path.append(mine[list[lo]].time)
+                s.used.append(mine[list[lo]].id)
+                s.path.append(mine[list[lo]].time)
             }
-            if path.count > best.count { best = path }
-            if best.count == lists.count { break }
+            if s.path.count > s.best.count {
+                s.best.removeAll(keepingCapacity: true)
+                s.best.append(contentsOf: s.path)
+            }
+            if s.best.count == lists.count { break }
         }
-        return best
     }
 
     private static func summarize(_ steps: [String], _ tally: FunnelTally) -> [FunnelStep] {
