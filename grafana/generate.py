@@ -93,7 +93,41 @@ def metricsd_panels():
         panel(5, "Flush (sink) latency", [q('max("sink_seconds") AS "max"')], 0, 16, "s"),
         panel(6, "Open buckets and late points", [q('last("buckets_open") AS "open buckets", '
                                                    'spread("points_late") AS "late points"')], 12, 16),
+        panel(7, "Events per interval", [q('spread("events_accepted") AS "accepted", spread("events_duplicate") AS '
+                                          '"duplicates", spread("events_invalid") AS "invalid"')], 0, 24,
+              interval="5m"),
     ]
+
+
+def event_variable():
+    q = 'SHOW TAG VALUES FROM "events" WITH KEY = "event"'
+    return {
+        "name": "event", "label": "event", "type": "query", "datasource": {"type": "influxdb", "uid": "metricsd"},
+        "query": q, "definition": q, "refresh": 2, "multi": True, "includeAll": True,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1,
+    }
+
+
+def events_panels():
+    """Product events from the `events` measurement (docs/events.md): counts, and distinct users from merged
+    HyperLogLog sketches, so a window's users are distinct over the whole window."""
+    where = 'WHERE "event" =~ /^$event$/ AND $timeFilter'
+    by_event = 'GROUP BY time($__interval), "event" fill(none)'
+    p = [
+        panel(1, "Events per interval", ['SELECT sum("count") AS "events" FROM "events" %s %s' % (where, by_event)],
+              0, 0),
+        panel(2, "Unique users per interval",
+              ['SELECT count(distinct("users")) AS "users" FROM "events" %s %s' % (where, by_event)], 12, 0),
+        panel(3, "Events per user", ['SELECT sum("count") / count(distinct("users")) AS "per user" FROM "events" '
+                                     '%s %s' % (where, by_event)], 0, 8),
+        panel(4, "Unique users per hour (any selected event)",
+              ['SELECT count(distinct("users")) AS "users" FROM "events" %s GROUP BY time(1h) fill(none)' % where],
+              12, 8),
+    ]
+    for x in p:
+        for t in x["targets"]:
+            t["alias"] = "$tag_event $col"
+    return p
 
 
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboards")
@@ -104,6 +138,8 @@ boards = {
                                 hosts("influxdb-longterm", "_1m", "_mean"),
                                 [host_variable("influxdb-longterm", "cpu_1m")], refresh="5m", time_from="now-7d"),
     "metricsd.json": dashboard("metricsd-self", "metricsd", metricsd_panels(), []),
+    "events.json": dashboard("metricsd-events", "Events (live, metricsd)", events_panels(), [event_variable()],
+                             time_from="now-24h"),
 }
 for name, board in boards.items():
     with open(os.path.join(out, name), "w") as f:

@@ -443,6 +443,9 @@ struct Ticker: Service {
             ("buckets_closed", .integer(stats.closedBuckets.current)),
             ("sink_seconds", .float(Double(stats.lastSinkNanoseconds.load(ordering: .relaxed)) / 1e9)),
             ("tcp_connections", .integer(Int64(stats.tcpConnectionCount.load(ordering: .relaxed)))),
+            ("events_accepted", .integer(stats.eventsAccepted.current)),
+            ("events_duplicate", .integer(stats.eventsDuplicate.current)),
+            ("events_invalid", .integer(stats.eventsInvalid.current)),
         ]
         var bytes: [UInt8] = []
         let point = Point(measurement: "metricsd", tags: [], fields: fields, timestamp: now)

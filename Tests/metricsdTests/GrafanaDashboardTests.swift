@@ -46,19 +46,22 @@ import Testing
     }
 
     /// Grafana's expansion: `$timeFilter` → `time >= <from>ms and time <= <to>ms`, `$__interval` → the panel's
-    /// minimum interval or 1m, a multi-value `$host` inside a regex → `(a|b)`.
-    static func expand(_ query: String, interval: String?, hosts: [String]) -> String {
+    /// minimum interval or 1m, a multi-value `$host` or `$event` inside a regex → `(a|b)`.
+    static func expand(_ query: String, interval: String?, hosts: [String], events: [String] = ["view", "signup"])
+        -> String
+    {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         return query.replacingOccurrences(of: "$timeFilter", with: "time >= \(now - 3_600_000)ms and time <= \(now)ms")
             .replacingOccurrences(of: "$__interval", with: interval ?? "1m")
             .replacingOccurrences(of: "$host", with: "(" + hosts.joined(separator: "|") + ")")
+            .replacingOccurrences(of: "$event", with: "(" + events.joined(separator: "|") + ")")
     }
 
     @Test func dashboardsAreValidAndEveryDataSourceIsProvisioned() throws {
         let uids = try Self.provisionedUIDs()
         #expect(uids == ["metricsd", "influxdb-longterm"])
         let boards = try Self.dashboards()
-        #expect(boards.map(\.name) == ["hosts.json", "long-term.json", "metricsd.json"])
+        #expect(boards.map(\.name) == ["events.json", "hosts.json", "long-term.json", "metricsd.json"])
         var dashboardUIDs = Set<String>()
         for (name, board) in boards {
             #expect((board["schemaVersion"] as? Int ?? 0) >= 36, "\(name)")
@@ -78,7 +81,9 @@ import Testing
                 for variable in query.split(separator: "$").dropFirst().map({
                     String($0.prefix { $0.isLetter || $0 == "_" })
                 })
-                where !variable.isEmpty && !["timeFilter", "__interval", "tag_host", "col"].contains(variable) {
+                where !variable.isEmpty
+                    && !["timeFilter", "__interval", "tag_host", "tag_event", "col"].contains(variable)
+                {
                     #expect(defined.contains(variable), "\(name): $\(variable) is defined")
                 }
             }
@@ -133,6 +138,9 @@ import Testing
         let reply = try daemon.http(
             "POST", "/write?precision=s", body: Data(Self.telegraf(hosts: hosts, now: now - 3).utf8))
         #expect(reply.status == 204)
+        let events = (0..<6).map { #"{"event":"\#($0 % 2 == 0 ? "view" : "signup")","user_id":"u\#($0)"}"# }
+        #expect(
+            try daemon.http("POST", "/api/v1/events", body: Data(events.joined(separator: "\n").utf8)).status == 200)
         // Self metrics and forwarding need a few ticks.
         let ready = try daemon.eventually(30) {
             let forwarding = try daemon.http("GET", "/health").json["forwarding"] as? [String: Any]
