@@ -47,10 +47,15 @@ import Testing
         let rejected = (reply.json["rejected"] as? [[String: Any]]) ?? []
         #expect(rejected.map { $0["index"] as? Int } == [1, 3, 4])
         #expect(try funnel(d, "steps=view,cart&from=\(t - 1000)&to=\(t + 1000)") == [1, 1])
+        // Gzip bodies, as for /write.
+        let gz = Data(Gzip.compress(Array(#"{"event":"view","user_id":"z","timestamp":\#(t)}"#.utf8)))
+        let zipped = try d.http("POST", "/api/v1/events", body: gz, headers: ["Content-Encoding": "gzip"])
+        #expect(zipped.status == 200 && zipped.json["accepted"] as? Int == 1, "\(zipped.text)")
+        #expect(try funnel(d, "steps=view,cart&from=\(t - 1000)&to=\(t + 1000)") == [2, 1])
         // A body with nothing usable, bad JSON, and an empty body.
         #expect(try d.http("POST", "/api/v1/events", body: Data("{\"event\":".utf8)).status == 400)
         #expect(try d.http("POST", "/api/v1/events", body: Data()).status == 400)
-        #expect(try d.counter("events_accepted") == 2)
+        #expect(try d.counter("events_accepted") == 3)
     }
 
     @Test func udpAndTCPLinesStartingWithABraceAreEvents() throws {
