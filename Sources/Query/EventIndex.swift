@@ -158,22 +158,25 @@ public struct EventIndex: Sendable {
         for entries in byUser where !entries.isEmpty {
             mine.removeAll(keepingCapacity: true)
             var entered = false
+            var secondSteps = 0
             for e in entries {
                 guard e.time >= from, e.time <= last, wanted[Int(e.name)] else { continue }
                 if e.name == ids[0] && e.time < to { entered = true }
+                if steps.count > 1 && e.name == ids[1] { secondSteps += 1 }
                 let group = groupKey >= 0 ? property(Int(e.position), groupKey) : -1
                 mine.append(Occurrence(name: e.name, time: e.time, id: e.position, group: group))
             }
             guard entered else { continue }  // `mine` is in (time, position) order already
-            for k in 0..<steps.count {
-                lists[k].removeAll(keepingCapacity: true)
-                for (j, o) in mine.enumerated() where o.name == ids[k] { lists[k].append(j) }
-            }
-            // Most users never reach step 2: with no step-2 event their path is their first start.
-            let shallow = steps.count == 1 || lists[1].isEmpty || (lists[1].count == 1 && ids[1] == ids[0])
+            // Most users never reach step 2: with no step-2 event (other than the start itself, for a repeated
+            // step) their path is their first start.
+            let shallow = secondSteps == 0 || (secondSteps == 1 && ids[1] == ids[0])
             if shallow && breakdown == nil {
                 overall.users[0] += 1
                 continue
+            }
+            for k in 0..<steps.count { lists[k].removeAll(keepingCapacity: true) }
+            for (j, o) in mine.enumerated() {
+                for k in 0..<steps.count where o.name == ids[k] { lists[k].append(j) }
             }
             Self.bestPath(mine, lists, from: from, to: to, window: window, group: nil, scratch: &scratch)
             overall.add(scratch.best)
