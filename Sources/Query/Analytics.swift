@@ -69,6 +69,7 @@ extension EventIndex {
                 time: r.time, name: r.event, user: r.user,
                 properties: r.property.map { [EventProperty(EventRow.propertyKey, $0)] } ?? [])
         }
+        compact()
     }
 }
 

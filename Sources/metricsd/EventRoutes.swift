@@ -151,7 +151,8 @@ enum EventRoutes {
         let breakdownText = HTTPRoutes.parameter(request, "breakdown")
         let breakdown = breakdownText?.isEmpty == false ? breakdownText : nil
         let answer = events.index.withLock {
-            $0.funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown)
+            $0.compact()
+            return $0.funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown)
         }
         func encode(_ steps: [FunnelStep]) -> [[String: Any]] {
             steps.map {
@@ -181,7 +182,8 @@ enum EventRoutes {
         }
         let (from, to) = try range(request)
         let cohorts = events.index.withLock {
-            $0.retention(
+            $0.compact()
+            return $0.retention(
                 cohortEvent: cohortEvent, returnEvent: returnEvent, period: period, periods: periods, from: from,
                 to: to)
         }
@@ -201,7 +203,8 @@ enum EventRoutes {
         let window = try duration(request, "window", default: "7d")
         let control = HTTPRoutes.parameter(request, "control")
         let result = events.index.withLock {
-            $0.experiment(
+            $0.compact()
+            return $0.experiment(
                 exposureEvent: exposure, variantProperty: variantProperty, goalEvent: goal, from: from, to: to,
                 window: window, control: control)
         }
