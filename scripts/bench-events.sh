@@ -16,7 +16,7 @@ cleanup() { [ -n "$MPID" ] && kill "$MPID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 $BIN serve --data-dir "$TMP/var" --http 127.0.0.1:$MPORT --udp "" --tcp "" > "$TMP/metricsd.log" 2>&1 &
 MPID=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/ping" && break; sleep 0.1; done
+wait_ping $MPORT
 python3 - "$MPORT" "$EVENTS" "$RUNS" "$MPID" <<'PY'
 import http.client, json, random, sys, time
 port, total, runs, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -30,7 +30,7 @@ CONF
 $BIN serve --config "$TMP/metricsd.toml" --data-dir "$TMP/var" --http 127.0.0.1:$MPORT --udp "" --tcp "" \
     > "$TMP/metricsd.log" 2>&1 &
 MPID=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/ping" && break; sleep 0.1; done
+wait_ping $MPORT
 
 # SERIES × MINUTES series-minutes of a Telegraf-like cpu measurement (4 fields, 6 points a minute), in the past.
 python3 - "$SERIES" "$MINUTES" "$TMP/body" <<'PY'

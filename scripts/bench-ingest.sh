@@ -25,7 +25,7 @@ MD_HTTP=$(free_port); MD_UDP=$(free_port); MD_TCP=$(free_port); VM=$(free_port);
 $BIN serve --data-dir "$TMP/metricsd" --http 127.0.0.1:$MD_HTTP --udp 127.0.0.1:$MD_UDP --tcp 127.0.0.1:$MD_TCP \
     > "$TMP/metricsd.log" 2>&1 &
 MD_PID=$!; PIDS+=($MD_PID)
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MD_HTTP/ping" && break; sleep 0.1; done
+wait_ping $MD_HTTP
 VM_PID=$(scripts/peers.sh start-vm $VM "$TMP/vm"); PIDS+=($VM_PID)
 IX_PID=$(scripts/peers.sh start-influxd $IX "$TMP/influx"); PIDS+=($IX_PID)
 curl -s -XPOST "http://127.0.0.1:$IX/query" --data-urlencode "q=CREATE DATABASE bench" > /dev/null

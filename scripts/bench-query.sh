@@ -16,7 +16,7 @@ trap cleanup EXIT
 IPID=$(scripts/peers.sh start-influxd $IPORT "$TMP/influxd")
 $BIN serve --data-dir "$TMP/var" --http 127.0.0.1:$MPORT --udp "" --tcp "" > "$TMP/metricsd.log" 2>&1 &
 MPID=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MPORT/ping" && break; sleep 0.1; done
+wait_ping $MPORT
 python3 - "$MPORT" "$IPORT" "$RUNS" <<'PY'
 import http.client, json, sys, time, urllib.parse
 mport, iport, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -23,7 +23,7 @@ for mode in none batch fsync; do
     $BIN serve --config "$TMP/$mode/config.toml" --data-dir "$TMP/$mode/var" --http 127.0.0.1:$port --udp "" --tcp "" \
         > "$TMP/$mode/log" 2>&1 &
     pid=$!
-    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/ping" && break; sleep 0.1; done
+    wait_ping $port
     for s in 1 2; do
         $BIN send --http 127.0.0.1:$port --rate 0 --duration $SECS --series 10000 --batch 5000 --pool 20 --quiet \
             > "$TMP/$mode/send.$s.json" &

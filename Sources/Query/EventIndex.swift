@@ -77,31 +77,28 @@ public struct EventIndex: Sendable {
 
     public var count: Int { times.count }
 
-    private static func intern(_ s: String, _ ids: inout [String: Int32], _ text: inout [String]?) -> Int32 {
+    private static func intern(_ s: String, _ ids: inout [String: Int32]) -> Int32 {
         if let id = ids[s] { return id }
         let id = Int32(ids.count)
         ids[s] = id
-        text?.append(s)
         return id
     }
 
     public mutating func append(time: Int64, name: String, user: String, properties: [EventProperty]) {
-        var none: [String]? = nil
         let position = Int32(times.count)
-        let nameID = Self.intern(name, &nameIDs, &none)
+        let nameID = Self.intern(name, &nameIDs)
         times.append(time)
         names.append(nameID)
-        let u = Self.intern(user, &userIDs, &none)
+        let u = Self.intern(user, &userIDs)
         if Int(u) == byUser.count { byUser.append([]) }
         users.append(u)
         Self.insert(UserEntry(time: time, name: nameID, position: position), into: &byUser[Int(u)])
-        var text: [String]? = valueText
-        valueText = []
         for p in properties {
-            propertyPairs.append(Self.intern(p.key, &keyIDs, &none))
-            propertyPairs.append(Self.intern(p.value, &valueIDs, &text))
+            propertyPairs.append(Self.intern(p.key, &keyIDs))
+            let value = Self.intern(p.value, &valueIDs)
+            if Int(value) == valueText.count { valueText.append(p.value) }  // a new value: keep its text
+            propertyPairs.append(value)
         }
-        valueText = text!
         propertyStart.append(Int32(propertyPairs.count))
     }
 

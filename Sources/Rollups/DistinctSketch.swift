@@ -23,8 +23,6 @@ public struct DistinctSketch: Sendable, Equatable {
 
     public init() {}
 
-    public var isEmpty: Bool { registers.isEmpty }
-
     /// Adds a value by its 64-bit hash (see ``hash(_:)``; any well-mixed hash works if used consistently).
     @inline(__always)
     public mutating func add(hash: UInt64) {

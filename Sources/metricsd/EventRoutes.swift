@@ -34,6 +34,7 @@ enum EventRoutes {
         for (index, result) in results.enumerated() {
             if case .failure(let e) = result { rejected.append((index, e.message)) }
         }
+        state.stats.eventsInvalid.add(rejected.count)  // rejections after decoding are counted by the ingester
         var logged: UInt64?
         var duplicates = 0
         var accepted = 0
@@ -61,12 +62,11 @@ enum EventRoutes {
                 case .rejected(let why): rejected.append((index, why))
                 }
             }
-            ingester.end(bytes: body.count)
+            ingester.end(bytes: body.count)  // counts the bytes too
             if let logged, let wal = state.wal, wal.durability == .fsync { wal.sync(upTo: logged) }
+        } else {
+            state.stats.http.bytes.add(body.count)
         }
-        let decodeErrors = results.count(where: { if case .failure = $0 { true } else { false } })
-        state.stats.eventsInvalid.add(decodeErrors)
-        state.stats.http.bytes.add(body.count)
         if results.isEmpty {
             state.stats.httpErrors.add(1)
             return HTTPRoutes.error(.badRequest, "no events in the body")

@@ -44,8 +44,6 @@ final class EventIDs: Sendable {
     func prune(now: Int64) {
         seen.withLock { seen in seen = seen.filter { $0.value.received >= now - window } }
     }
-
-    var count: Int { seen.withLock { $0.count } }
 }
 
 /// Accepted events go two ways: into the in-memory ``EventIndex`` at once (the analytics read it, so an event

@@ -378,8 +378,10 @@ struct Ticker: Service {
     /// than `[events] retention` (10,000 at most per pass, so the table is never locked for long).
     func storeEvents(now: Int64, maintenance: Bool) {
         do {
-            wal.syncAll()  // the store must never get ahead of the log
-            try events.flush()
+            if events.pendingCount > 0 {
+                wal.syncAll()  // the store must never get ahead of the log
+                try events.flush()
+            }
             if maintenance { try events.maintain(now: now) }
         } catch {
             logger.error("storing events failed (kept in memory, retrying): \(error)")
