@@ -44,6 +44,8 @@ import Testing
         #expect(reply.status == 400)
         #expect(reply.json["accepted"] as? Int == 2)
         #expect((reply.json["error"] as? String)?.hasPrefix("event 1: \"user_id\" is required (and 2 more)") == true)
+        // Regression: an applied body's bytes were counted twice.
+        #expect(try d.counter("http_bytes") == body.count)
         let rejected = (reply.json["rejected"] as? [[String: Any]]) ?? []
         #expect(rejected.map { $0["index"] as? Int } == [1, 3, 4])
         #expect(try funnel(d, "steps=view,cart&from=\(t - 1000)&to=\(t + 1000)") == [1, 1])
