@@ -16,11 +16,15 @@ INFLUX_TEST_GO := /usr/share/gocode/src/github.com/influxdata/influxdb/models/po
 # System packages: what the daemon links against, and what the tests use (the InfluxDB parser as an oracle,
 # a real influxd, Go to build the oracle and the peer benchmarks).
 APT_RUN  := libcurl4-openssl-dev libsqlite3-dev zlib1g-dev netcat-openbsd curl
-APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb influxdb-client python3 python3-pip
+APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb influxdb-client python3 python3-pip \
+            python3-venv systemd procps strace
+# Offline Kubernetes schema validation of deploy/kubernetes, pinned, in its own virtualenv (the test finds it there).
+KUBERNETES_VALIDATE := kubernetes-validate==1.37.0
+TOOLS_VENV := .build-tools/venv
 APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang-github-valyala-fastjson-dev \
             golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
 
-.PHONY: help deps deps-test deps-bench build run test lint swift-test oracle oracle-check oracle-update \
+.PHONY: help deps deps-test deps-bench build run install uninstall test lint swift-test oracle oracle-check oracle-update \
         fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward bench-query bench-events clean
 
 help:
@@ -37,6 +41,9 @@ deps-test:
 	@scripts/apt-ensure.sh $(APT_TEST)
 	@python3 -c "import influxdb, influxdb_client" 2>/dev/null || \
 	  python3 -m pip install --quiet --disable-pip-version-check influxdb influxdb-client 2>&1 | grep -v "Running pip as the 'root'" || true
+	@[ -x $(TOOLS_VENV)/bin/kubernetes-validate ] && \
+	  [ "$$($(TOOLS_VENV)/bin/pip show kubernetes-validate | sed -n 's/^Version: //p')" = "$(lastword $(subst ==, ,$(KUBERNETES_VALIDATE)))" ] || \
+	  { python3 -m venv $(TOOLS_VENV) && $(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check "$(KUBERNETES_VALIDATE)"; }
 
 deps-bench:
 	@scripts/apt-ensure.sh $(APT_BENCH)
@@ -47,6 +54,44 @@ build: deps
 run: build
 	@mkdir -p var
 	exec .build/release/metricsd serve --data-dir ./var
+
+# ---- install (PREFIX, DESTDIR; SYSCONFDIR for the configuration, /etc as the unit expects) ----------------
+# BIN=path installs that binary instead of building the release one (the install test uses the debug build).
+
+SYSCONFDIR ?= /etc
+BIN        ?= .build/release/metricsd
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SHAREDIR   := $(PREFIX)/share/metricsd
+DOCDIR     := $(PREFIX)/share/doc/metricsd
+INSTALL_BUILD := $(if $(filter command line,$(origin BIN)),,build)
+DOCS       := README.md metricsd.example.toml docs/*.md
+
+install: $(INSTALL_BUILD)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/metricsd
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHAREDIR)/grafana/dashboards \
+	  $(DESTDIR)$(SHAREDIR)/grafana/provisioning/dashboards $(DESTDIR)$(SHAREDIR)/grafana/provisioning/datasources \
+	  $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/metricsd
+	sed -e 's#/usr/local/bin/metricsd#$(PREFIX)/bin/metricsd#' -e 's#/etc/metricsd/#$(SYSCONFDIR)/metricsd/#' \
+	  -e 's#/usr/local/share/doc/metricsd#$(DOCDIR)#' systemd/metricsd.service > $(DESTDIR)$(UNITDIR)/metricsd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/metricsd.service
+	install -m 0644 grafana/dashboards/*.json $(DESTDIR)$(SHAREDIR)/grafana/dashboards/
+	install -m 0644 grafana/provisioning/dashboards/*.yaml $(DESTDIR)$(SHAREDIR)/grafana/provisioning/dashboards/
+	install -m 0644 grafana/provisioning/datasources/*.yaml $(DESTDIR)$(SHAREDIR)/grafana/provisioning/datasources/
+	install -m 0644 grafana/README.md $(DESTDIR)$(SHAREDIR)/grafana/
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	@# The configuration is the operator's: installed once, never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/metricsd/metricsd.toml ]; then \
+	  echo "kept $(DESTDIR)$(SYSCONFDIR)/metricsd/metricsd.toml (the new example is $(DOCDIR)/metricsd.example.toml)"; \
+	else install -m 0644 metricsd.example.toml $(DESTDIR)$(SYSCONFDIR)/metricsd/metricsd.toml; fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; \
+	  echo "installed; start with: systemctl enable --now metricsd"; fi
+
+# Removes what install put there except the configuration and the data (/var/lib/metricsd).
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/metricsd $(DESTDIR)$(UNITDIR)/metricsd.service
+	rm -rf $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/metricsd/metricsd.toml and the data under /var/lib/metricsd"
 
 lint:
 	$(SWIFT) format lint --strict --recursive Sources Tests FuzzTesting Benchmarks Package.swift

@@ -85,7 +85,7 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",
-            dependencies: ["LineProtocol", "Export", "metricsd"],
+            dependencies: ["LineProtocol", "Export", "metricsd", .product(name: "Logging", package: "swift-log")],
             exclude: ["influx_clients.py", "fake_influx.py"],
             swiftSettings: strictSettings
         ),

@@ -20,7 +20,11 @@ public struct ForwarderConfiguration: Sendable, Hashable {
     public var measurementSuffix = "_1m"
     /// With a name, every point gets the tag `<name>=<hostname>`, so several instances never overwrite each other.
     public var instanceTag = ""
-    public var hostname = ProcessInfo.processInfo.hostName
+    /// The instance tag's value: `$HOSTNAME` when set (Kubernetes sets it to the pod name; a DaemonSet can set
+    /// it to the node name), otherwise the host name.
+    public var hostname =
+        ProcessInfo.processInfo.environment["HOSTNAME"].flatMap { $0.isEmpty ? nil : $0 }
+        ?? ProcessInfo.processInfo.hostName
     public var createDatabase = false
     /// Points (one per series and minute) per request.
     public var batchSize = 5000
@@ -93,20 +97,30 @@ public final class ForwarderStats: Sendable {
 /// loop). The outbox cursor lives in SQLite and moves only after the receiver answered 2xx (or rejected points for
 /// good with a 400), so an outage of any length loses nothing, and a resend overwrites the same points.
 public final class Forwarder: Sendable {
-    public let configuration: ForwarderConfiguration
+    /// Where and how it sends now; `reconfigure` changes it while running (SIGHUP).
+    public var configuration: ForwarderConfiguration { settings.withLock { $0.configuration } }
+    private let settings: Mutex<(configuration: ForwarderConfiguration, generation: Int)>
     public let stats = ForwarderStats()
     let store: SQLiteStore
     let logger: Logger
     private let signal = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
-    private let aggregates: [(suffix: String, aggregate: Aggregate)]
 
     public init(store: SQLiteStore, configuration: ForwarderConfiguration, logger: Logger) {
         self.store = store
-        self.configuration = configuration
+        self.settings = Mutex((configuration, 0))
         self.logger = logger
-        aggregates = configuration.aggregates.compactMap { name in Aggregate(name).map { (name, $0) } }
+    }
+
+    /// Sends to a new target (or with new credentials, batch size, aggregates…) from the next round on. The outbox
+    /// cursor stays: what the old target acknowledged is not sent again, everything after it goes to the new one.
+    public func reconfigure(_ configuration: ForwarderConfiguration) {
+        settings.withLock {
+            $0.configuration = configuration
+            $0.generation += 1
+        }
+        wake()
     }
 
     /// Starts the sending thread.
@@ -122,14 +136,31 @@ public final class Forwarder: Sendable {
     /// Asks for a send round now (after a flush) instead of at the next interval.
     public func wake() { signal.signal() }
 
-    /// Stops the thread (a request in flight finishes or times out first) and waits for it.
-    public func stop() {
+    /// Stops the thread (a request in flight finishes or times out first) and waits for it. With `drain` > 0 it
+    /// first sends what the outbox holds, for up to that many nanoseconds, and stops early when the outbox is empty
+    /// or the receiver fails (what is left stays in the outbox for the next start).
+    public func stop(drain: Int64 = 0) {
+        if drain > 0 {
+            drainUntil.store(Self.now() + drain, ordering: .sequentiallyConsistent)
+            signal.signal()
+            let grace = Int(clamping: drain) + configuration.timeout * 1_000_000_000 + 1_000_000_000
+            if finished.wait(timeout: .now() + .nanoseconds(grace)) == .success { return }
+        }
         stopping.store(true, ordering: .sequentiallyConsistent)
         signal.signal()
         finished.wait()
     }
 
-    private var isStopping: Bool { stopping.load(ordering: .sequentiallyConsistent) }
+    private let drainUntil = Atomic<Int64>(0)
+
+    /// A drain asked for is under way: nothing waits, the first idle or failed round ends the thread.
+    private var isDraining: Bool { drainUntil.load(ordering: .sequentiallyConsistent) != 0 }
+
+    private var isStopping: Bool {
+        if stopping.load(ordering: .sequentiallyConsistent) { return true }
+        let until = drainUntil.load(ordering: .sequentiallyConsistent)
+        return until != 0 && Self.now() >= until
+    }
 
     /// Sleeps up to `nanoseconds`, or until woken or stopped.
     private func pause(_ nanoseconds: Int64) {
@@ -137,13 +168,11 @@ public final class Forwarder: Sendable {
     }
 
     private func run() {
-        let client = CurlClient(
-            options: .init(
-                timeout: configuration.timeout, caFile: configuration.caFile,
-                insecureSkipVerify: configuration.insecureSkipVerify))
-        var databaseReady = !(configuration.createDatabase && configuration.version == 1)
+        var generation = -1
+        var client = CurlClient(options: .init())
+        var databaseReady = false
         var attempt = 0
-        var batchSize = configuration.batchSize
+        var batchSize = 0
         var cursor: SQLiteStore.OutboxCursor
         do {
             cursor = try store.outboxCursor()
@@ -151,17 +180,30 @@ public final class Forwarder: Sendable {
             logger.error("forwarding cannot read its cursor; not forwarding: \(error)")
             return
         }
-        while !isStopping {
+        rounds: while !isStopping {
+            let (configuration, current) = settings.withLock { ($0.configuration, $0.generation) }
+            if current != generation {
+                generation = current
+                client = CurlClient(
+                    options: .init(
+                        timeout: configuration.timeout, caFile: configuration.caFile,
+                        insecureSkipVerify: configuration.insecureSkipVerify))
+                databaseReady = !(configuration.createDatabase && configuration.version == 1)
+                attempt = 0
+                batchSize = configuration.batchSize
+            }
             if !databaseReady {
                 switch createDatabase(client) {
                 case .sent: databaseReady = true
                 case .retry(let after):
                     attempt += 1
                     refreshBacklog(cursor, status: "retrying")
+                    if isDraining { break rounds }
                     pause(backoff(attempt, retryAfter: after))
                     continue
                 case .refused, .tooLarge:
                     refreshBacklog(cursor, status: "failing")
+                    if isDraining { break rounds }
                     pause(configuration.retryMax)
                     continue
                 }
@@ -182,10 +224,11 @@ public final class Forwarder: Sendable {
                     continue
                 }
                 refreshBacklog(cursor, status: "idle")
+                if isDraining { break rounds }
                 pause(configuration.flushInterval)
                 continue
             }
-            let body = encode(batch.rows)
+            let body = encode(batch.rows, configuration)
             switch send(client, body: body.lines, points: body.points) {
             case .sent(let rejected):
                 do {
@@ -212,11 +255,13 @@ public final class Forwarder: Sendable {
                 attempt += 1
                 stats.retries.add(1, ordering: .relaxed)
                 refreshBacklog(cursor, status: "retrying")
+                if isDraining { break rounds }
                 pause(backoff(attempt, retryAfter: after))
             case .refused:
                 attempt += 1
                 stats.retries.add(1, ordering: .relaxed)
                 refreshBacklog(cursor, status: "failing")
+                if isDraining { break rounds }
                 pause(configuration.retryMax)
             }
         }
@@ -346,12 +391,15 @@ public final class Forwarder: Sendable {
     // MARK: - Points
 
     /// The line protocol for `rows`: one point per series and minute (see docs/forwarding.md).
-    func encode(_ rows: [SQLiteStore.OutboxRow]) -> (lines: [UInt8], points: Int) {
+    func encode(_ rows: [SQLiteStore.OutboxRow], _ configuration: ForwarderConfiguration) -> (
+        lines: [UInt8], points: Int
+    ) {
+        let aggregates = configuration.aggregates.compactMap { name in Aggregate(name).map { (name, $0) } }
         var out: [UInt8] = []
         out.reserveCapacity(rows.count * 256)
         var points = 0
         for row in rows {
-            guard let point = point(for: row) else { continue }
+            guard let point = point(for: row, configuration, aggregates) else { continue }
             do {
                 try LineEncoder.append(point, to: &out)
                 points += 1
@@ -363,7 +411,10 @@ public final class Forwarder: Sendable {
         return (out, points)
     }
 
-    func point(for row: SQLiteStore.OutboxRow) -> Point? {
+    func point(
+        for row: SQLiteStore.OutboxRow, _ configuration: ForwarderConfiguration,
+        _ aggregates: [(suffix: String, aggregate: Aggregate)]
+    ) -> Point? {
         var tags = row.series.tags.map { (key: $0.key, value: $0.value) }
         if !configuration.instanceTag.isEmpty {
             tags.removeAll { $0.key == configuration.instanceTag }

@@ -21,6 +21,8 @@ struct HTTPState: Sendable {
     let logger: Logger
     var forwarder: Forwarder? = nil
     var events: EventPipeline? = nil
+    /// What a reload may change (the auth token).
+    var settings: RuntimeSettings
 }
 
 /// The version InfluxDB clients see in `X-Influxdb-Version`: metricsd speaks the 1.8 HTTP API.
@@ -86,7 +88,7 @@ enum HTTPRoutes {
     /// With `[auth] token` set, a request needs `Authorization: Token <t>` or `Bearer <t>`, HTTP Basic with the
     /// token as password, or v1's `u`/`p` query parameters with `p` = token.
     static func authorized(_ request: Request, _ state: HTTPState) -> Bool {
-        let token = state.configuration.auth.token
+        let token = state.settings.authToken
         if token.isEmpty { return true }
         if let header = request.headers[.authorization] {
             if header == "Token \(token)" || header == "Bearer \(token)" { return true }

@@ -90,6 +90,8 @@ final class Stats: Sendable {
     let tcpConnections: Gauge
     let tcpConnectionCount = Atomic<Int>(0)
     let lastSinkNanoseconds = Atomic<Int64>(0)
+    /// When the ticker last went round (the watchdog is fed only while it does).
+    let lastTickNanoseconds = Atomic<Int64>(nowNanoseconds())
     let started = nowNanoseconds()
 
     init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {

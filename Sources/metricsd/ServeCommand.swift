@@ -64,9 +64,13 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try loadConfiguration()
-        var logger = Logger(label: "metricsd")
-        logger.logLevel = Logger.Level(rawValue: configuration.log.level) ?? .info
-        try await Server(configuration: configuration, logger: logger).run()
+        LoggingSystem.bootstrap { DaemonLogHandler(label: $0) }
+        DaemonLogHandler.setLevel(Logger.Level(rawValue: configuration.log.level) ?? .info)
+        let command = self
+        try await Server(
+            configuration: configuration, logger: Logger(label: "metricsd"),
+            reload: { try command.loadConfiguration() }
+        ).run()
     }
 }
 
@@ -74,6 +78,8 @@ struct ServeCommand: AsyncParsableCommand {
 struct Server {
     let configuration: Configuration
     let logger: Logger
+    /// Builds the configuration anew for a SIGHUP reload.
+    let reload: @Sendable () throws -> Configuration
 
     func run() async throws {
         try makeDataDirectory(configuration.dataDir)
@@ -135,6 +141,8 @@ struct Server {
         // intake first and flushes last.
         var services: [any Service] = []
         var listeners: [String: String] = [:]
+        let settings = RuntimeSettings(configuration)
+        let httpListening = ReadyLatch()
         var udpPort: Int?
 
         if let address = HostPort(configuration.listen.udp) {
@@ -171,16 +179,20 @@ struct Server {
                 listeners: listeners,
                 logger: logger,
                 forwarder: forwarder,
-                events: events
+                events: events,
+                settings: settings
             )
             var httpLogger = logger
             httpLogger.logLevel = max(logger.logLevel, .warning)  // no line per request
             let app = Application(
                 router: HTTPRoutes.router(state),
                 configuration: .init(address: .hostname(address.host, port: address.port), serverName: "metricsd"),
+                onServerRunning: { _ in httpListening.open() },
                 logger: httpLogger
             )
             services.append(app)
+        } else {
+            httpListening.open()
         }
         services.insert(
             Ticker(
@@ -198,9 +210,19 @@ struct Server {
             at: 0
         )
         if let forwarder {
-            // After the ticker (which stores on shutdown): the forwarder stops first, the outbox stays in SQLite.
-            services.insert(ForwarderService(forwarder: forwarder), at: 1)
+            // First in the list, so it stops last: after the ticker stored every open minute it sends what the
+            // outbox holds (bounded), so a replica scaled away leaves nothing unsent when InfluxDB is up.
+            services.insert(ForwarderService(forwarder: forwarder), at: 0)
         }
+        let notifier = SystemdNotifier()
+        services.append(
+            ReloadService(
+                load: reload, initial: configuration, settings: settings, forwarder: forwarder, notifier: notifier,
+                logger: logger))
+        // Last: told of a shutdown first, so STOPPING=1 goes out before the listeners close.
+        let summary = Server.statusLine(listeners: listeners, engine: engine, stats: stats)
+        services.append(
+            NotifyService(notifier: notifier, stats: stats, status: summary, listening: httpListening))
         let udpText = listeners["udp"] ?? "off"
         logger.info(
             "metricsd \(metricsdVersion) listening: udp \(udpText), tcp \(listeners["tcp"] ?? "off"), http \(listeners["http"] ?? "off"); data under \(configuration.dataDir)"
@@ -218,6 +240,17 @@ struct Server {
         )
         try await serviceGroup.run()
         logger.info("clean shutdown")
+    }
+
+    /// The one-line STATUS= shown by `systemctl status`: listeners, series, points so far.
+    static func statusLine(listeners: [String: String], engine: RollupEngine, stats: Stats) -> @Sendable () -> String {
+        let where_ = ["udp", "tcp", "http"].compactMap { name in listeners[name].map { "\(name) \($0)" } }
+            .joined(separator: ", ")
+        return {
+            let points = [stats.udp, stats.tcp, stats.http].reduce(Int64(0)) { $0 + $1.points.current }
+            return
+                "listening on \(where_.isEmpty ? "nothing" : where_); \(engine.activeSeries) series, \(points) points"
+        }
     }
 
     /// Opens the write-ahead log and replays what the store does not hold yet: records from the recorded replay
@@ -331,6 +364,7 @@ struct Ticker: Service {
             try? await Task.sleep(for: .milliseconds(100))
             if wal.durability == .batch { wal.syncAll() }
             tick += 1
+            stats.lastTickNanoseconds.store(nowNanoseconds(), ordering: .relaxed)
             guard tick % 10 == 0 else { continue }
             let now = nowNanoseconds()
             storeEvents(now: now, maintenance: tick % 600 == 0)
@@ -466,8 +500,13 @@ struct ForwarderService: Service {
     func run() async throws {
         forwarder.start()
         try? await gracefulShutdown()
-        forwarder.stop()
+        // The ticker has stopped and stored everything (it comes later in the list, so it stopped first).
+        forwarder.wake()
+        await Task.detached { forwarder.stop(drain: ForwarderService.drain) }.value
     }
+
+    /// The longest a shutdown waits for the outbox to be sent (systemd's TimeoutStopSec is 60 s).
+    static let drain: Int64 = 20_000_000_000
 }
 
 extension Configuration.Influx {

@@ -46,8 +46,16 @@ final class Daemon: @unchecked Sendable {
     private var stopped = false
     private let ownsDataDir: Bool
 
-    /// - Parameter dataDir: reuse a directory (a restart); otherwise a new temporary one, removed at the end.
-    init(config: String = "", dataDir existing: URL? = nil, extraArguments: [String] = []) throws {
+    /// - Parameters:
+    ///   - dataDir: reuse a directory (a restart); otherwise a new temporary one, removed at the end.
+    ///   - environment: added to the test's environment.
+    ///   - executable: another binary (an installed one); `configFile`: its own file instead of `config`.
+    ///   - waitUntilListening: false returns at once after the start (the caller watches readiness itself).
+    init(
+        config: String = "", dataDir existing: URL? = nil, extraArguments: [String] = [],
+        environment: [String: String] = [:], executable: URL? = nil, configFile: URL? = nil,
+        waitUntilListening: Bool = true, wrapping: [String] = [], logFile existingLog: URL? = nil
+    ) throws {
         udpPort = try freePort()
         tcpPort = try freePort()
         httpPort = try freePort()
@@ -56,29 +64,44 @@ final class Daemon: @unchecked Sendable {
             existing
             ?? FileManager.default.temporaryDirectory.appendingPathComponent("metricsd-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
-        let configFile = dataDir.appendingPathComponent("metricsd.toml")
-        try config.write(to: configFile, atomically: true, encoding: .utf8)
-        logFile = dataDir.appendingPathComponent("metricsd.log")
-        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        process.executableURL = try metricsdBinary()
+        let ownConfig = dataDir.appendingPathComponent("metricsd.toml")
+        try config.write(to: ownConfig, atomically: true, encoding: .utf8)
+        let configFile = configFile ?? ownConfig
+        logFile = existingLog ?? dataDir.appendingPathComponent("metricsd.log")
+        if existingLog == nil { _ = FileManager.default.createFile(atPath: logFile.path, contents: nil) }
+        process.executableURL = try executable ?? metricsdBinary()
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.arguments =
             [
                 "serve", "--config", configFile.path, "--data-dir", dataDir.appendingPathComponent("var").path,
                 "--udp", "127.0.0.1:\(udpPort)", "--tcp", "127.0.0.1:\(tcpPort)", "--http", "127.0.0.1:\(httpPort)",
             ] + extraArguments
+        // A wrapper (strace): it runs, its last arguments name the binary.
+        if !wrapping.isEmpty { process.arguments = wrapping + (process.arguments ?? []) }
         let logHandle = try FileHandle(forWritingTo: logFile)
+        try logHandle.seekToEnd()
         process.standardOutput = logHandle
         process.standardError = logHandle
         try process.run()
-        // Ready when /ping answers (bounded wait).
-        let deadline = Date().addingTimeInterval(20)
+        if !waitUntilListening { return }
+        if !waitForPing(timeout: 20) {
+            let running = process.isRunning
+            stop()
+            throw CLIError("metricsd \(running ? "did not start listening" : "exited early"):\n\(log())")
+        }
+    }
+
+    /// Waits (bounded) until /ping answers 204; false when the time passes or the process exits.
+    func waitForPing(timeout: TimeInterval) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if (try? http("GET", "/ping").status) == 204 { return }
-            if !process.isRunning { throw CLIError("metricsd exited early:\n\(log())") }
+            if (try? http("GET", "/ping").status) == 204 { return true }
+            if !process.isRunning { return false }
             usleep(50_000)
         }
-        stop()
-        throw CLIError("metricsd did not start listening:\n\(log())")
+        return false
     }
 
     deinit {

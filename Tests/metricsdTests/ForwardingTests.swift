@@ -1,3 +1,4 @@
+import Export
 import Foundation
 import Testing
 
@@ -227,7 +228,7 @@ final class FakeInflux: @unchecked Sendable {
         #expect(try daemon.eventually(30) { try influx.rows("SELECT * FROM cpu_1m").count == 12 })
         let rows = try influx.rows("SELECT * FROM cpu_1m")
         #expect(rows.count == 12, "one point per series and minute")
-        let hostname = ProcessInfo.processInfo.hostName
+        let hostname = ForwarderConfiguration().hostname  // $HOSTNAME, else the host name
         let aggregates = ["count", "sum", "min", "max", "mean", "stddev", "first", "last", "p50", "p90", "p99"]
         // What metricsd itself stores, per aggregate, per host and minute.
         var stored: [String: Double] = [:]
@@ -294,6 +295,31 @@ final class FakeInflux: @unchecked Sendable {
             #expect(abs((row["usage_sum"] as? Double ?? 0) - values.reduce(0, +)) < 1e-9)
         }
         #expect(daemon.stop() == 0)
+    }
+
+    /// A graceful stop sends what the outbox holds before exiting (a replica scaled away by Kubernetes leaves
+    /// nothing behind): here the forwarder's next try would be an hour away, so only the drain can send it.
+    @Test func shutdownDrainsTheOutbox() throws {
+        let influx = try Influxd()
+        influx.stop()
+        let daemon = try Daemon(
+            config:
+                "[influx]\nurl = \"\(influx.url)\"\ncreate_database = true\nretry_initial = \"1h\"\nretry_max = \"1h\"\n"
+        )
+        let start = Self.minuteAgo(30)
+        let data = Self.points(start: start, hosts: 5, minutes: 3)
+        try Self.write(daemon, data.body)
+        #expect(try daemon.eventually(20) { try Self.stored(daemon, "count", from: start, minutes: 3).count == 15 })
+        try influx.start()
+        usleep(500_000)
+        #expect((try Self.forwarding(daemon)["points_forwarded"] as? Int) == 0, "still waiting out the backoff")
+        #expect(daemon.stop() == 0)
+        let rows = try influx.rows("SELECT * FROM cpu_1m")
+        #expect(rows.count == 15, "\(daemon.log())")
+        for row in rows {
+            let values = try #require(data.usage["\(row["host"] as? String ?? "") \(row["time"] as? Int ?? 0)"])
+            #expect(row["usage_count"] as? Int == values.count)
+        }
     }
 
     /// 500s, a 429 with Retry-After, a partial write (400) and a refusal (401): retried, honoured, counted, surfaced.
