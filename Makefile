@@ -5,7 +5,7 @@ SHELL := /bin/bash
 SWIFT        ?= swift
 PREFIX       ?= /usr/local
 BUILD_FLAGS  ?=
-FUZZ_TIME    ?= 20
+FUZZ_TIME    ?= 30
 FUZZ_SCRATCH := .build-fuzz
 BENCH_SCRATCH:= .build-bench
 ORACLE_DIR   := .build-oracle
@@ -128,7 +128,7 @@ oracle-update: deps-test oracle
 
 # ---- fuzzing (libFuzzer; recipe in docs/fuzzing.md) ------------------------------------------------------
 
-FUZZERS := FuzzLineProtocol FuzzInfluxQL FuzzEvents
+FUZZERS := FuzzLineProtocol FuzzInfluxQL FuzzEvents FuzzConfig
 
 fuzz-build:
 	@set -e; for f in $(FUZZERS); do \

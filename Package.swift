@@ -108,6 +108,12 @@ if Context.environment["METRICSD_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(name: "FuzzEvents", dependencies: ["LineProtocol"], path: "FuzzTesting/Sources/FuzzEvents")
     )
+    // The daemon's Configuration.swift (a symbolic link), with the TOML library it uses.
+    package.targets.append(
+        .executableTarget(
+            name: "FuzzConfig", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            path: "FuzzTesting/Sources/FuzzConfig")
+    )
 }
 if Context.environment["METRICSD_BENCH"] != nil {
     package.targets.append(

@@ -190,7 +190,8 @@ struct Server {
                 onServerRunning: { _ in httpListening.open() },
                 logger: httpLogger
             )
-            services.append(app)
+            // Connections that never finish a request (slow or stuck clients) must not hold the shutdown.
+            services.append(BoundedShutdown(inner: app, grace: .seconds(5)))
         } else {
             httpListening.open()
         }
@@ -490,6 +491,32 @@ struct Ticker: Service {
         ingester.begin()
         bytes.withUnsafeBufferPointer { buffer in ingester.handle(UnsafeBufferPointer(rebasing: buffer.dropLast())) }
         ingester.end(bytes: bytes.count)
+    }
+}
+
+/// Runs a service; once a graceful shutdown begins, gives it `grace` to finish, then cancels it. Hummingbird's
+/// graceful shutdown waits for every open connection to finish its request, which a slow client (slowloris) never
+/// does: without this bound, SIGTERM would hang until systemd's SIGKILL, and the open minutes would not be stored.
+struct BoundedShutdown: Service {
+    let inner: any Service
+    let grace: Duration
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await inner.run()
+                return true
+            }
+            group.addTask {
+                try await gracefulShutdown()
+                try await Task.sleep(for: grace)
+                return false
+            }
+            // Whichever ends first: the service (done), or the grace period (cancel the service).
+            let finished = try await group.next()
+            group.cancelAll()
+            if finished == false { _ = try? await group.next() }
+        }
     }
 }
 

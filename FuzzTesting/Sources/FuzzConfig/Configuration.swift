@@ -1,0 +1,1 @@
+../../../Sources/metricsd/Configuration.swift
