@@ -152,6 +152,10 @@ extension Configuration {
     /// Parses TOML text over the defaults. Unknown keys and wrong types are errors that name the key.
     init(toml text: String) throws(ConfigError) {
         self.init()
+        if let (line, column) = Self.nonASCIIOutsideStrings(text) {
+            throw ConfigError(
+                "invalid TOML at line \(line), column \(column): a non-ASCII character outside a string or comment")
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -461,5 +465,85 @@ private struct TableReader {
         for key in table.keys.sorted() where !used.contains(key) {
             throw ConfigError("unknown key '\(name(key))'")
         }
+    }
+}
+
+extension Configuration {
+    /// toml++ (inside TOMLKit) asserts, and so aborts the whole process, on a table header whose key starts with a
+    /// non-ASCII character (`[é]`, `[[é]]`; found by the config fuzzer). TOML allows non-ASCII text only inside
+    /// strings and comments, so such a file is rejected here first, with the position — a bad file given to
+    /// `check-config`, `serve` or a SIGHUP reload must never crash the daemon.
+    static func nonASCIIOutsideStrings(_ text: String) -> (line: Int, column: Int)? {
+        enum State { case normal, comment, basic, literal, multiBasic, multiLiteral }
+        let bytes = Array(text.utf8)
+        var state = State.normal
+        var line = 1
+        var column = 0
+        var i = 0
+        func triple(_ quote: UInt8) -> Bool { i + 2 < bytes.count && bytes[i + 1] == quote && bytes[i + 2] == quote }
+        while i < bytes.count {
+            let b = bytes[i]
+            if b & 0xC0 != 0x80 { column += 1 }  // characters, not bytes
+            if b == UInt8(ascii: "\n") {
+                line += 1
+                column = 0
+                if state == .comment || state == .basic || state == .literal { state = .normal }
+                i += 1
+                continue
+            }
+            switch state {
+            case .normal:
+                if b >= 0x80 { return (line, column) }
+                if b == UInt8(ascii: "#") {
+                    state = .comment
+                } else if b == UInt8(ascii: "\"") {
+                    if triple(b) {
+                        state = .multiBasic
+                        i += 2
+                    } else {
+                        state = .basic
+                    }
+                } else if b == UInt8(ascii: "'") {
+                    if triple(b) {
+                        state = .multiLiteral
+                        i += 2
+                    } else {
+                        state = .literal
+                    }
+                }
+            case .comment:
+                break
+            case .basic, .multiBasic:
+                if b == UInt8(ascii: "\\") {
+                    if i + 1 < bytes.count, bytes[i + 1] != UInt8(ascii: "\n") { i += 1 }  // an escaped character
+                } else if b == UInt8(ascii: "\"") {
+                    if state == .basic {
+                        state = .normal
+                    } else if triple(b) {
+                        state = .normal
+                        i += 2
+                    }
+                }
+            case .literal:
+                if b == UInt8(ascii: "'") { state = .normal }
+            case .multiLiteral:
+                if b == UInt8(ascii: "'"), triple(b) {
+                    state = .normal
+                    i += 2
+                }
+            }
+            i += 1
+        }
+        return nil
+    }
+}
+
+/// Self-contained (no other file of the daemon): the config fuzzer compiles this file on its own.
+extension String {
+    func trimming(_ character: Character) -> String {
+        var s = Substring(self)
+        while s.first == character { s = s.dropFirst() }
+        while s.last == character { s = s.dropLast() }
+        return String(s)
     }
 }

@@ -349,12 +349,3 @@ final class HTTPTransport: Transport {
         if fd >= 0 { _ = Glibc.close(fd) }
     }
 }
-
-extension String {
-    func trimming(_ character: Character) -> String {
-        var s = Substring(self)
-        while s.first == character { s = s.dropFirst() }
-        while s.last == character { s = s.dropLast() }
-        return String(s)
-    }
-}

@@ -68,6 +68,35 @@ import Testing
         }
     }
 
+    /// Found by FuzzConfig: toml++ aborted the process on a table header starting with a non-ASCII character, so a
+    /// bad file crashed `check-config`, and a SIGHUP reload with it would have taken the daemon down.
+    @Test(arguments: ["[\u{FFFD}]\n", "[[é]]\n", "[ é ]\n", "é = 1\n", "[influx]\nurl = \"x\" é\n"])
+    func nonASCIIOutsideStringsIsAnErrorNotACrash(text: String) {
+        #expect(throws: ConfigError.self) { try Configuration(toml: text) }
+    }
+
+    @Test func nonASCIIInsideStringsAndCommentsIsFine() throws {
+        let text = [
+            "# métriques, ☃", "[influx] # é", #"database = "métriques""#, "instance_tag = 'agrégat'",
+            #"password = """p\"é""""#,
+        ].joined(separator: "\n")
+        let c = try Configuration(toml: text)
+        #expect(c.influx.database == "métriques")
+        #expect(c.influx.instanceTag == "agrégat")
+        #expect(c.influx.password == "p\"é")
+        let position = Configuration.nonASCIIOutsideStrings("a = \"é\"\n[é]")
+        #expect(position?.line == 2 && position?.column == 2)
+    }
+
+    @Test func aCrashingFileIsRejectedByCheckConfig() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("bad-\(UUID().uuidString).toml")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data([0x5B, 0xEF, 0xBF, 0xBD, 0x5D, 0x0A]).write(to: file)
+        let (status, _, errors) = try runMetricsd(["check-config", file.path], input: [])
+        #expect(status == 64, "\(errors)")
+        #expect(errors.contains("line 1, column 2: a non-ASCII character outside a string or comment"))
+    }
+
     @Test func durationsAndSizes() {
         #expect(ConfigDuration(parsing: "1h30m")?.nanoseconds == 5_400_000_000_000)
         #expect(ConfigDuration(parsing: "250ms")?.nanoseconds == 250_000_000)
