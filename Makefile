@@ -22,10 +22,11 @@ APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb in
 KUBERNETES_VALIDATE := kubernetes-validate==1.37.0
 TOOLS_VENV := .build-tools/venv
 APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang-github-valyala-fastjson-dev \
-            golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc
+            golang-github-victoriametrics-metrics-dev golang-github-victoriametrics-metricsql-dev victoria-metrics gcc \
+            gnuplot-nox
 
 .PHONY: help deps deps-test deps-bench build run install uninstall test soak lint swift-test oracle oracle-check oracle-update \
-        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward bench-query bench-events clean
+        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward bench-query bench-events bench-memory clean
 
 help:
 	@echo "make run      build (release) and start metricsd in the foreground"
@@ -33,7 +34,7 @@ help:
 	@echo "make fuzz     fuzz every parser for FUZZ_TIME seconds each (default $(FUZZ_TIME))"
 	@echo "make soak     mixed load with forwarding for SOAK_SECONDS (default $(SOAK_SECONDS)); report in docs/SOAK.md"
 	@echo "make bench    run the benchmarks and rewrite docs/PERFORMANCE.md (or one: make bench-parse,"
-	@echo "              bench-ingest, bench-storage, bench-forward, bench-query, bench-events)"
+	@echo "              bench-ingest, bench-memory, bench-storage, bench-forward, bench-query, bench-events)"
 
 deps:
 	@scripts/apt-ensure.sh $(APT_RUN)
@@ -165,13 +166,16 @@ fuzz: fuzz-replay
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
 
-bench: bench-parse bench-ingest bench-storage bench-forward bench-query bench-events
+bench: bench-parse bench-ingest bench-memory bench-storage bench-forward bench-query bench-events
 
 bench-parse: deps-bench
 	scripts/bench-parse.sh
 
 bench-ingest: deps-bench build
 	scripts/bench-ingest.sh
+
+bench-memory: deps-bench build
+	scripts/bench-memory.sh
 
 bench-storage: deps-bench build
 	scripts/bench-storage.sh
