@@ -27,6 +27,8 @@ bind-address = "127.0.0.1:$((port + 1))"
   dir = "$dir/data"
   wal-dir = "$dir/wal"
   query-log-enabled = false
+  # No per-tag value cap (default 100,000): the memory benchmark writes up to 1,000,000 series.
+  max-values-per-tag = 0
 [http]
   bind-address = "127.0.0.1:$port"
   log-enabled = false
