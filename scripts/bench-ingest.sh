@@ -20,41 +20,76 @@ cleanup() { for p in "${PIDS[@]}"; do scripts/peers.sh stop "$p"; done; rm -rf "
 trap cleanup EXIT
 
 . scripts/bench-lib.sh
-MD_HTTP=$(free_port); MD_UDP=$(free_port); MD_TCP=$(free_port); VM=$(free_port); IX=$(free_port)
+MD_HTTP=$(free_port); MD_UDP=$(free_port); MD_TCP=$(free_port); VM=$(free_port); VM_LP=$(free_port); IX=$(free_port)
 
 $BIN serve --data-dir "$TMP/metricsd" --http 127.0.0.1:$MD_HTTP --udp 127.0.0.1:$MD_UDP --tcp 127.0.0.1:$MD_TCP \
     > "$TMP/metricsd.log" 2>&1 &
 MD_PID=$!; PIDS+=($MD_PID)
 wait_ping $MD_HTTP
-VM_PID=$(scripts/peers.sh start-vm $VM "$TMP/vm"); PIDS+=($VM_PID)
+VM_PID=$(scripts/peers.sh start-vm $VM "$TMP/vm" $VM_LP); PIDS+=($VM_PID)
 IX_PID=$(scripts/peers.sh start-influxd $IX "$TMP/influx"); PIDS+=($IX_PID)
 curl -s -XPOST "http://127.0.0.1:$IX/query" --data-urlencode "q=CREATE DATABASE bench" > /dev/null
 
 RESULTS=$OUT/ingest.jsonl
 : > $RESULTS
+# CPU seconds (user + system) a process has used so far.
+cpu_seconds() { awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$1/stat"; }
+pid_of() { case $1 in metricsd) echo $MD_PID ;; victoriametrics) echo $VM_PID ;; influxdb) echo $IX_PID ;; esac; }
 run_target() { # name port path
-    local name=$1 port=$2 path=$3 files=()
+    local name=$1 port=$2 path=$3 files=() cpu0 cpu1
+    cpu0=$(cpu_seconds "$(pid_of $name)")
     for s in $(seq 1 $SENDERS); do
         $BIN send --http 127.0.0.1:$port --path "$path" --rate 0 --duration $SECONDS_PER_RUN --series $SERIES \
             --batch $BATCH --pool 20 --quiet > "$TMP/$name.$s.json" &
         files+=("$TMP/$name.$s.json")
     done
     wait $(jobs -p | grep -v -w -e "$MD_PID" -e "$VM_PID" -e "$IX_PID" || true) 2>/dev/null || true
-    python3 - "$name" "${files[@]}" >> $RESULTS <<'PY'
+    cpu1=$(cpu_seconds "$(pid_of $name)")
+    python3 - "$name" "$cpu0" "$cpu1" "${files[@]}" >> $RESULTS <<'PY'
 import json, sys
-name, files = sys.argv[1], sys.argv[2:]
+name, cpu0, cpu1, files = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 runs = [json.load(open(f)) for f in files]
 acked = sum(r["acknowledged_lines"] for r in runs)
 errors = sum(r["errors"] for r in runs)
 seconds = max(r["seconds"] for r in runs)
-print(json.dumps({"target": name, "lines": acked, "errors": errors, "seconds": seconds, "lines_per_second": acked / seconds}))
+print(json.dumps({"target": name, "lines": acked, "errors": errors, "seconds": seconds, "lines_per_second": acked / seconds,
+                  "cpu_seconds": cpu1 - cpu0, "cpu_seconds_per_million": (cpu1 - cpu0) / max(1, acked) * 1e6}))
 PY
 }
+# TCP line protocol: metricsd vs VictoriaMetrics (InfluxDB 1.x has no TCP line-protocol listener). TCP has no
+# acknowledgement, so the rate is what the server counted as received until its counter stopped moving.
+received() { # name
+    case $1 in
+    metricsd) curl -s "http://127.0.0.1:$MD_HTTP/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tcp_lines"])' ;;
+    # VictoriaMetrics counts a row per field value; rows read by its line-protocol parser are lines.
+    victoriametrics) curl -s "http://127.0.0.1:$VM/metrics" | awk '/^vm_protoparser_rows_read_total\{type="influx"\}/{print $2}' ;;
+    esac
+}
+run_tcp() { # name port
+    local name=$1 port=$2 before after last t0 t1 sent cpu0 cpu1
+    before=$(received $name); before=${before:-0}
+    cpu0=$(cpu_seconds "$(pid_of $name)")
+    t0=$(date +%s.%N)
+    sent=$($BIN send --tcp 127.0.0.1:$port --rate 0 --duration $SECONDS_PER_RUN --series $SERIES --batch $BATCH --pool 20 \
+        --quiet | python3 -c 'import json,sys; print(json.load(sys.stdin)["sent_lines"])')
+    last=-1; t1=$(date +%s.%N)
+    for _ in $(seq 1 100); do
+        after=$(received $name); after=${after:-0}
+        [ "$after" = "$last" ] && break
+        last=$after; t1=$(date +%s.%N); sleep 0.2
+    done
+    cpu1=$(cpu_seconds "$(pid_of $name)")
+    python3 -c "import json; r=$after-$before; s=$t1-$t0; print(json.dumps({'target': '$name', 'transport': 'tcp', 'sent': $sent, 'received': r, 'seconds': s, 'lines_per_second': r / s, 'cpu_seconds_per_million': ($cpu1-$cpu0) / max(1, r) * 1e6}))" >> $TCP_RESULTS
+}
+TCP_RESULTS=$OUT/tcp.jsonl
+: > $TCP_RESULTS
 for round in $(seq $ROUNDS); do
     echo "== round $round/$ROUNDS"
     run_target metricsd $MD_HTTP "/write?db=bench&precision=ns"
     run_target victoriametrics $VM "/write?db=bench&precision=ns"
     run_target influxdb $IX "/write?db=bench&precision=ns"
+    run_tcp metricsd $MD_TCP
+    run_tcp victoriametrics $VM_LP
 done
 RSS_MD=$(awk '/VmRSS/{print $2}' /proc/$MD_PID/status)
 
@@ -73,11 +108,12 @@ for rate in 200000 300000 400000; do
     echo "== udp $rate lines/s: sent $sent received $((after - before))"
 done
 
-python3 - "$RESULTS" "$UDP_RESULTS" "$SECONDS_PER_RUN" "$SENDERS" "$BATCH" "$SERIES" "$RSS_MD" <<'PY'
+python3 - "$RESULTS" "$UDP_RESULTS" "$SECONDS_PER_RUN" "$SENDERS" "$BATCH" "$SERIES" "$RSS_MD" "$TCP_RESULTS" <<'PY'
 import json, re, statistics, subprocess, sys, datetime
 rows = [json.loads(l) for l in open(sys.argv[1])]
 udp = [json.loads(l) for l in open(sys.argv[2])]
 secs, senders, batch, series, rss = sys.argv[3:8]
+tcp = [json.loads(l) for l in open(sys.argv[8])]
 def sh(c): return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
 by = {}
 for r in rows: by.setdefault(r["target"], []).append(r)
@@ -93,18 +129,43 @@ out.append("Measured %s UTC on %s (%s cores). Targets on 127.0.0.1 in the same r
            sh("dpkg-query -W -f='${Version}' victoria-metrics"), sh("dpkg-query -W -f='${Version}' influxdb"),
            senders, batch, series, secs, len(by.get("metricsd", []))))
 out.append("")
-out.append("| target | median lines/s | median field values/s | runs (lines/s) | errors | vs metricsd |")
-out.append("| --- | ---: | ---: | --- | ---: | ---: |")
+out.append("| target | median lines/s | median field values/s | runs (lines/s) | errors | vs metricsd | CPU s per million lines (median) | CPU vs metricsd |")
+out.append("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+cpu = {k: statistics.median(x.get("cpu_seconds_per_million", 0) for x in v) for k, v in by.items()}
 for k in ["metricsd", "victoriametrics", "influxdb"]:
     v = by.get(k, [])
     if not v: continue
-    out.append("| %s | %.0f | %.0f | %s | %d | %s |" % (k, med[k], med[k] * FIELDS_PER_LINE,
+    out.append("| %s | %.0f | %.0f | %s | %d | %s | %.2f | %s |" % (k, med[k], med[k] * FIELDS_PER_LINE,
                ", ".join("%.0f" % x["lines_per_second"] for x in v), sum(x["errors"] for x in v),
-               "1.00×" if k == "metricsd" else "%.2f× slower" % (med["metricsd"] / med[k])))
+               "1.00×" if k == "metricsd" else "%.2f× slower" % (med["metricsd"] / med[k]), cpu[k],
+               "1.00×" if k == "metricsd" else "%.2f× more" % (cpu[k] / max(1e-9, cpu["metricsd"]))))
 out.append("")
 out.append("Ratio: metricsd ingests **%.2f×** VictoriaMetrics and **%.2f×** InfluxDB 1.6 over HTTP (goal ≥ 3× "
            "VictoriaMetrics). The sender shares the 2 cores with the server, for every target alike. metricsd RSS "
            "after the runs: %.0f MiB." % (med["metricsd"] / med["victoriametrics"], med["metricsd"] / med["influxdb"], int(rss) / 1024))
+out.append("")
+out.append("CPU is the server process's user + system time (`/proc/PID/stat`) over the run, per million acknowledged "
+           "lines (%.1f field values each on average)." % FIELDS_PER_LINE)
+out.append("")
+out.append("### TCP ingest (metricsd vs VictoriaMetrics)")
+out.append("")
+out.append("One `metricsd send --tcp` connection, %s lines per write, %s s per run, the same pre-generated batches; "
+           "InfluxDB 1.x has no TCP line-protocol listener. TCP has no acknowledgement: the rate is the lines the "
+           "server counted (metricsd `tcp_lines`, VictoriaMetrics `vm_protoparser_rows_read_total{type=\"influx\"}`) "
+           "divided by the time until that count stopped moving." % (batch, secs))
+out.append("")
+out.append("| target | median received lines/s | runs | received of sent | CPU s per million lines | vs metricsd |")
+out.append("| --- | ---: | --- | ---: | ---: | ---: |")
+tby = {}
+for r in tcp: tby.setdefault(r["target"], []).append(r)
+tmed = {k: statistics.median(x["lines_per_second"] for x in v) for k, v in tby.items()}
+for k in ["metricsd", "victoriametrics"]:
+    v = tby.get(k, [])
+    if not v: continue
+    out.append("| %s | %.0f | %s | %d of %d | %.2f | %s |" % (k, tmed[k], ", ".join("%.0f" % x["lines_per_second"] for x in v),
+               sum(x["received"] for x in v), sum(x["sent"] for x in v),
+               statistics.median(x["cpu_seconds_per_million"] for x in v),
+               "1.00×" if k == "metricsd" else "%.2f× slower" % (tmed["metricsd"] / tmed[k])))
 out.append("")
 out.append("### UDP loss vs rate (metricsd)")
 out.append("")
@@ -119,7 +180,7 @@ out.append("Datagrams of 200 lines, `SO_RCVBUF` 8 MiB (capped by `net.core.rmem_
            "datagrams per call. The sender's achieved rate is `sent / seconds`." % sh("cat /proc/sys/net/core/rmem_max"))
 out.append("")
 out.append("Command: `make bench-ingest` (or `scripts/bench-ingest.sh SECONDS ROUNDS UDP_SECONDS`). Raw: "
-           "`.build-bench/results/ingest.jsonl`, `udp.jsonl`.")
+           "`.build-bench/results/ingest.jsonl`, `tcp.jsonl`, `udp.jsonl`.")
 section = "\n".join(out)
 path = "docs/PERFORMANCE.md"
 doc = open(path).read()

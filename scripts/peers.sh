@@ -3,7 +3,7 @@
 # victoria-metrics, each on a given loopback port with a temporary data directory, stopped by PID.
 #   scripts/peers.sh start-influxd PORT DIR      -> prints the PID once /ping answers
 #   scripts/peers.sh influxd-config PORT DIR     -> only writes DIR/influxdb.conf
-#   scripts/peers.sh start-vm PORT DIR           -> prints the PID once /health answers
+#   scripts/peers.sh start-vm PORT DIR [LP_PORT] -> prints the PID once /health answers
 #   scripts/peers.sh stop PID
 set -euo pipefail
 cmd=$1; shift
@@ -50,9 +50,10 @@ start-influxd)
     wait_http "http://127.0.0.1:$port/ping" $pid
     echo $pid ;;
 start-vm)
-    port=$1; dir=$2; mkdir -p "$dir"
+    # Optional third argument: a port for VictoriaMetrics' line-protocol listener (TCP and UDP).
+    port=$1; dir=$2; influx=${3:-}; mkdir -p "$dir"
     victoria-metrics -httpListenAddr "127.0.0.1:$port" -storageDataPath "$dir/data" -loggerLevel ERROR \
-        > "$dir/vm.log" 2>&1 &
+        ${influx:+-influxListenAddr "127.0.0.1:$influx"} > "$dir/vm.log" 2>&1 &
     pid=$!
     wait_http "http://127.0.0.1:$port/health" $pid
     echo $pid ;;

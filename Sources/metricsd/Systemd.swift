@@ -156,7 +156,26 @@ struct DaemonLogHandler: LogHandler {
         let line = Self.format(
             level: event.level, label: label, message: "\(event.message)", metadata: merged, journal: Self.journal,
             time: nowNanoseconds())
-        FileHandle.standardError.write(Data(line.utf8))
+        Self.writeToStandardError(line)
+    }
+
+    /// One write(2) per line (lines from several threads never interleave), ignoring failures: a full disk or a
+    /// closed journal stream must not stop the daemon (Foundation's FileHandle.write traps on errors).
+    static func writeToStandardError(_ line: String) {
+        var bytes = Array(line.utf8)
+        bytes.withUnsafeMutableBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(2, raw.baseAddress! + offset, raw.count - offset)
+                if n > 0 {
+                    offset += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return
+                }
+            }
+        }
     }
 
     /// One line of output (newlines inside a message are escaped so a record is never split).

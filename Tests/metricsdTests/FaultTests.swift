@@ -98,6 +98,71 @@ import Testing
         #expect(daemon.stop() == 0)
     }
 
+    /// A real full disk: the data directory on a 16 MiB tmpfs, filled by another file while writes go on. Writes
+    /// are refused (503, not acknowledged) or stored late, `/health` reports the fault, nothing crashes; after the
+    /// file is removed, storing resumes by itself and every acknowledged value is stored exactly once.
+    @Test func diskFullAndBack() throws {
+        let root = try temporaryDirectory("metricsd-diskfull")
+        let mountPoint = root.appendingPathComponent("mnt")
+        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
+        let (mounted, why) = try runTool(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mountPoint.path])
+        try #require(mounted == 0, "this test mounts a small tmpfs (needs root): \(why)")
+        defer {
+            _ = try? runTool(["umount", mountPoint.path])
+            try? FileManager.default.removeItem(at: root)
+        }
+        let daemon = try Daemon(
+            config: "[rollup]\ninterval = \"1s\"\nlateness = \"0s\"\n", dataDir: mountPoint)
+        let filler = mountPoint.appendingPathComponent("filler")
+        var acknowledged = 0
+        var refused = 0
+        var batch = 0
+        func write() throws {
+            let now = Int64(Date().timeIntervalSince1970 * 1e9)
+            var text = ""
+            for i in 0..<200 { text += "full,host=h\(i % 20) v=1i \(now - Int64(i))\n" }
+            let status = try daemon.http("POST", "/write", body: Data(text.utf8)).status
+            if status == 204 { acknowledged += 200 } else { refused += 1 }
+            #expect(status == 204 || status == 503 || status == 500, "status \(status)")
+            batch += 1
+        }
+        for _ in 0..<20 { try write() }
+        // Fill the file system to the last byte.
+        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: filler)
+        let block = Data(count: 1 << 20)
+        while (try? handle.write(contentsOf: block)) != nil {}
+        while (try? handle.write(contentsOf: Data(count: 4096))) != nil {}
+        try handle.close()
+        // Writes go on against the full disk for 3 s.
+        let until = Date().addingTimeInterval(3)
+        while Date() < until {
+            try write()
+            usleep(50_000)
+        }
+        let counters = try daemon.counters()
+        let faults = (counters["store_errors"] as? Int ?? 0) + (counters["wal_errors"] as? Int ?? 0)
+        #expect(faults > 0 || refused > 0, "the full disk was noticed: \(counters)")
+        #expect(daemon.process.isRunning)
+        // Free the space: storing resumes by itself.
+        try FileManager.default.removeItem(at: filler)
+        for _ in 0..<10 { try write() }
+        #expect(
+            try daemon.eventually(30) {
+                let health = try daemon.http("GET", "/health").json
+                let pending = (health["counters"] as? [String: Any])?["store_pending_cells"] as? Int
+                return health["status"] as? String == "pass" && pending == 0
+            }, "\((try? daemon.http("GET", "/health").text) ?? "")")
+        #expect(try daemon.http("POST", "/api/v1/flush").status == 200)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let json = try daemon.query(
+            "measurement=full&field=v&agg=count&from=\(now - 3_600_000)&to=\(now + 60_000)&step=1h")
+        let stored = ((json["series"] as? [[String: Any]]) ?? []).flatMap { ($0["points"] as? [[Double]]) ?? [] }
+            .reduce(0) { $0 + $1[1] }
+        #expect(Int(stored) == acknowledged, "acknowledged \(acknowledged), stored \(Int(stored)), refused \(refused)")
+        #expect(daemon.stop() == 0)
+    }
+
     func connect(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()

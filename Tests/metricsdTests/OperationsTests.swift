@@ -314,6 +314,17 @@ final class NotifySocket {
         #expect(lines.allSatisfy { $0.hasPrefix("<") }, "\(daemon.log())")
     }
 
+    /// Log lines to a stream that refuses them (a full disk, a closed journal stream) are dropped, never fatal:
+    /// Foundation's FileHandle.write traps on a write error, which killed the daemon at its first log line.
+    @Test func aFullLogStreamDoesNotStopTheDaemon() throws {
+        let daemon = try Daemon(logFile: URL(fileURLWithPath: "/dev/full"))
+        #expect(try daemon.http("POST", "/write", body: Data("m v=1\n".utf8)).status == 204)
+        kill(daemon.process.processIdentifier, SIGHUP)  // logs a reload line
+        usleep(200_000)
+        #expect(daemon.process.isRunning)
+        #expect(daemon.stop() == 0)
+    }
+
     @Test func sighupReloadsTokenLogLevelAndForwardingTarget() throws {
         let directory = try temporaryDirectory("metricsd-reload")
         defer { try? FileManager.default.removeItem(at: directory) }
