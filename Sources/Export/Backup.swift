@@ -28,8 +28,7 @@ extension SQLiteStore {
         let from = try open(source, create: false)
         defer { sqlite3_close(from) }
         let to = try open(destination, create: true)
-        var closed = false
-        defer { if !closed { sqlite3_close(to) } }
+        defer { sqlite3_close(to) }  // after every Statement below is finalized (they live in the do block)
         guard let handle = sqlite3_backup_init(to, "main", from, "main") else {
             throw StoreError(code: sqlite3_errcode(to), message: String(cString: sqlite3_errmsg(to)), context: "backup")
         }
@@ -46,31 +45,14 @@ extension SQLiteStore {
         }
         // A standalone file: no -wal beside it to lose.
         try execute(to, "PRAGMA journal_mode=DELETE", context: "backup")
-        var integrity = ""
-        var statement: OpaquePointer?
-        guard sqlite3_prepare_v2(to, "PRAGMA integrity_check", -1, &statement, nil) == SQLITE_OK else {
-            throw StoreError(code: sqlite3_errcode(to), message: String(cString: sqlite3_errmsg(to)), context: "backup")
+        var lines: [String] = []
+        var pageSize = 0
+        do {
+            let check = try Statement(to, "PRAGMA integrity_check")
+            while try check.step() { lines.append(check.text(0)) }
+            let size = try Statement(to, "PRAGMA page_size")
+            if try size.step() { pageSize = Int(size.int64(0)) }
         }
-        while sqlite3_step(statement) == SQLITE_ROW {
-            if let text = sqlite3_column_text(statement, 0) {
-                integrity += (integrity.isEmpty ? "" : "; ") + String(cString: text)
-            }
-        }
-        sqlite3_finalize(statement)
-        let pageSize = Int(try intPragma(to, "page_size"))
-        sqlite3_close(to)
-        closed = true
-        return BackupResult(pages: pages, bytes: pages * pageSize, integrity: integrity)
-    }
-
-    private static func intPragma(_ db: OpaquePointer, _ name: String) throws(StoreError) -> Int64 {
-        var statement: OpaquePointer?
-        defer { sqlite3_finalize(statement) }
-        guard sqlite3_prepare_v2(db, "PRAGMA \(name)", -1, &statement, nil) == SQLITE_OK,
-            sqlite3_step(statement) == SQLITE_ROW
-        else {
-            throw StoreError(code: sqlite3_errcode(db), message: String(cString: sqlite3_errmsg(db)), context: name)
-        }
-        return sqlite3_column_int64(statement, 0)
+        return BackupResult(pages: pages, bytes: pages * pageSize, integrity: lines.joined(separator: "; "))
     }
 }

@@ -496,19 +496,13 @@ extension Configuration {
                 if b >= 0x80 { return (line, column) }
                 if b == UInt8(ascii: "#") {
                     state = .comment
-                } else if b == UInt8(ascii: "\"") {
+                } else if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
+                    let basic = b == UInt8(ascii: "\"")
                     if triple(b) {
-                        state = .multiBasic
+                        state = basic ? .multiBasic : .multiLiteral
                         i += 2
                     } else {
-                        state = .basic
-                    }
-                } else if b == UInt8(ascii: "'") {
-                    if triple(b) {
-                        state = .multiLiteral
-                        i += 2
-                    } else {
-                        state = .literal
+                        state = basic ? .basic : .literal
                     }
                 }
             case .comment:

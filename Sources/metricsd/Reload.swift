@@ -32,15 +32,14 @@ struct ReloadService: Service {
     let logger: Logger
 
     func run() async throws {
-        let current = Mutex(initial)
+        var current = initial
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         for await _ in hangups.cancelOnGracefulShutdown() {
             notifier.notify("RELOADING=1")
             do {
                 let next = try load()
-                let old = current.withLock { $0 }
-                apply(next, over: old)
-                current.withLock { $0 = next }
+                apply(next, over: current)
+                current = next
             } catch {
                 logger.error("reload: configuration not changed: \(error)")
             }

@@ -245,12 +245,12 @@ struct Server {
 
     /// The one-line STATUS= shown by `systemctl status`: listeners, series, points so far.
     static func statusLine(listeners: [String: String], engine: RollupEngine, stats: Stats) -> @Sendable () -> String {
-        let where_ = ["udp", "tcp", "http"].compactMap { name in listeners[name].map { "\(name) \($0)" } }
+        let bound = ["udp", "tcp", "http"].compactMap { name in listeners[name].map { "\(name) \($0)" } }
             .joined(separator: ", ")
         return {
             let points = [stats.udp, stats.tcp, stats.http].reduce(Int64(0)) { $0 + $1.points.current }
             return
-                "listening on \(where_.isEmpty ? "nothing" : where_); \(engine.activeSeries) series, \(points) points"
+                "listening on \(bound.isEmpty ? "nothing" : bound); \(engine.activeSeries) series, \(points) points"
         }
     }
 

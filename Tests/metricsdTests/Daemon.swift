@@ -199,18 +199,23 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// Opens a TCP connection to the line listener; the caller writes and closes.
-    func connectTCP() throws -> Int32 {
+    /// A TCP connection to the line-protocol listener, or to `port` (e.g. the HTTP one).
+    func connectTCP(port: Int? = nil) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = in_port_t(UInt16(tcpPort).bigEndian)
+        addr.sin_port = in_port_t(UInt16(port ?? tcpPort).bigEndian)
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard rc == 0 else { throw CLIError("connect failed") }
+        guard rc == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw CLIError("connect failed: \(reason)")
+        }
         return fd
     }
 

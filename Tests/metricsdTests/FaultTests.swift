@@ -15,13 +15,13 @@ import Testing
         let daemon = try Daemon()
         var slow: [Int32] = []
         for _ in 0..<64 {
-            let fd = try connect(port: daemon.httpPort)
+            let fd = try daemon.connectTCP(port: daemon.httpPort)
             _ = "POST /write?db=x HTTP/1.1\r\nHost: a\r\n".withCString { write(fd, $0, strlen($0)) }
             slow.append(fd)
         }
         defer { for fd in slow { close(fd) } }
         // A slow body too: headers promise 1 MB, a few bytes arrive.
-        let body = try connect(port: daemon.httpPort)
+        let body = try daemon.connectTCP(port: daemon.httpPort)
         defer { close(body) }
         _ = "POST /write HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\nm v=1\n".withCString {
             write(body, $0, strlen($0))
@@ -161,23 +161,5 @@ import Testing
             .reduce(0) { $0 + $1[1] }
         #expect(Int(stored) == acknowledged, "acknowledged \(acknowledged), stored \(Int(stored)), refused \(refused)")
         #expect(daemon.stop() == 0)
-    }
-
-    func connect(port: Int) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard rc == 0 else {
-            close(fd)
-            throw CLIError("connect: \(String(cString: strerror(errno)))")
-        }
-        return fd
     }
 }

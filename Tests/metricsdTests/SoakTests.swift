@@ -19,6 +19,11 @@ import Testing
         let sent = Atomic<Int>(0)
         let acknowledged = Atomic<Int>(0)
         let failed = Atomic<Int>(0)
+
+        /// `count` values the server answered for: acknowledged when `ok`, failed otherwise.
+        func answered(_ count: Int, ok: Bool) {
+            if ok { acknowledged.add(count, ordering: .relaxed) } else { failed.add(count, ordering: .relaxed) }
+        }
     }
 
     @Test func mixedLoadLosesNothingAcknowledged() throws {
@@ -37,89 +42,55 @@ import Testing
                 """)
         let series = 500
         let deadline = Date().addingTimeInterval(Self.seconds)
-        let stop = Atomic<Bool>(false)
+        let senders = Senders()
         let http = Tally()
         let tcp = Tally()
         let udp = Tally()
         let events = Tally()
+        /// `count` lines of `measurement`, continuing through the series round after round.
+        @Sendable func lines(_ measurement: String, _ round: Int, _ count: Int) -> String {
+            (0..<count).map { "\(measurement),series=s\((round * count + $0) % series) v=1i\n" }.joined()
+        }
 
         // HTTP: 20 batches of 250 lines a second (5,000 values/s), each counted once acknowledged.
-        let httpThread = Thread {
-            var round = 0
-            while !stop.load(ordering: .relaxed) {
-                let started = Date()
-                var body = ""
-                for i in 0..<250 { body += "soak_http,series=s\((round * 250 + i) % series) v=1i\n" }
-                http.sent.add(250, ordering: .relaxed)
-                if (try? daemon.http("POST", "/write?db=soak", body: Data(body.utf8)).status) == 204 {
-                    http.acknowledged.add(250, ordering: .relaxed)
-                } else {
-                    http.failed.add(250, ordering: .relaxed)
-                }
-                round += 1
-                Self.pace(started, 0.05)
-            }
+        senders.start(every: 0.05) { round in
+            http.sent.add(250, ordering: .relaxed)
+            let body = Data(lines("soak_http", round, 250).utf8)
+            let ok = (try? daemon.http("POST", "/write?db=soak", body: body).status) == 204
+            http.answered(250, ok: ok)
         }
         // TCP: one connection, 3,000 lines a second in writes of 150.
-        let tcpThread = Thread {
-            guard let fd = try? daemon.connectTCP() else { return }
-            var round = 0
-            while !stop.load(ordering: .relaxed) {
-                let started = Date()
-                var chunk = ""
-                for i in 0..<150 { chunk += "soak_tcp,series=s\((round * 150 + i) % series) v=1i\n" }
-                let bytes = Array(chunk.utf8)
-                var offset = 0
-                while offset < bytes.count {
-                    let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-                    if n <= 0 { break }
-                    offset += n
-                }
-                if offset == bytes.count {
-                    tcp.sent.add(150, ordering: .relaxed)
-                } else {
-                    tcp.failed.add(150, ordering: .relaxed)
-                }
-                round += 1
-                Self.pace(started, 0.05)
+        let fd = try daemon.connectTCP()
+        senders.start(every: 0.05) { round in
+            let bytes = Array(lines("soak_tcp", round, 150).utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                if n <= 0 { break }
+                offset += n
             }
-            close(fd)
+            if offset == bytes.count {
+                tcp.sent.add(150, ordering: .relaxed)
+            } else {
+                tcp.failed.add(150, ordering: .relaxed)
+            }
         }
         // UDP: 2,000 lines a second in datagrams of 50.
-        let udpThread = Thread {
-            var round = 0
-            while !stop.load(ordering: .relaxed) {
-                let started = Date()
-                var datagram = ""
-                for i in 0..<50 { datagram += "soak_udp,series=s\((round * 50 + i) % series) v=1i\n" }
-                daemon.sendUDP(Array(datagram.utf8))
-                udp.sent.add(50, ordering: .relaxed)
-                round += 1
-                Self.pace(started, 0.025)
-            }
+        senders.start(every: 0.025) { round in
+            daemon.sendUDP(Array(lines("soak_udp", round, 50).utf8))
+            udp.sent.add(50, ordering: .relaxed)
         }
         // Events: 10 batches of 20 a second, with ids (a retried batch would be deduplicated).
-        let eventsThread = Thread {
-            var round = 0
-            while !stop.load(ordering: .relaxed) {
-                let started = Date()
-                var body = ""
-                for i in 0..<20 {
-                    let n = round * 20 + i
-                    body += #"{"id":"e\#(n)","event":"soak","user_id":"u\#(n % 300)"}"# + "\n"
-                }
-                events.sent.add(20, ordering: .relaxed)
-                let reply = try? daemon.http("POST", "/api/v1/events", body: Data(body.utf8))
-                if reply?.status == 200, (reply?.json["accepted"] as? Int) == 20 {
-                    events.acknowledged.add(20, ordering: .relaxed)
-                } else {
-                    events.failed.add(20, ordering: .relaxed)
-                }
-                round += 1
-                Self.pace(started, 0.1)
-            }
+        senders.start(every: 0.1) { round in
+            let body = (0..<20).map { i in
+                let n = round * 20 + i
+                return #"{"id":"e\#(n)","event":"soak","user_id":"u\#(n % 300)"}"# + "\n"
+            }.joined()
+            events.sent.add(20, ordering: .relaxed)
+            let reply = try? daemon.http("POST", "/api/v1/events", body: Data(body.utf8))
+            let ok = reply?.status == 200 && (reply?.json["accepted"] as? Int) == 20
+            events.answered(20, ok: ok)
         }
-        for thread in [httpThread, tcpThread, udpThread, eventsThread] { thread.start() }
 
         // Resident memory every 2 s.
         var rss: [(Double, Int)] = []
@@ -128,8 +99,8 @@ import Testing
             Thread.sleep(forTimeInterval: min(2, max(0, deadline.timeIntervalSinceNow)))
             rss.append((Date().timeIntervalSince(start), daemon.residentBytes()))
         }
-        stop.store(true, ordering: .relaxed)
-        Thread.sleep(forTimeInterval: 0.5)  // the senders finish their round
+        senders.stop()
+        close(fd)
 
         // Everything received is applied before the counters are read: TCP lines are in flight until read.
         #expect(
@@ -200,9 +171,32 @@ import Testing
         if let path = Self.report { try text.write(toFile: path, atomically: true, encoding: .utf8) }
     }
 
-    static func pace(_ started: Date, _ period: Double) {
-        let left = period - Date().timeIntervalSince(started)
-        if left > 0 { Thread.sleep(forTimeInterval: left) }
+    /// Sender threads, each running one round every `period` seconds until stopped.
+    final class Senders: Sendable {
+        private let stopped = Atomic<Bool>(false)
+        private let running = Atomic<Int>(0)
+
+        func start(every period: Double, _ round: @escaping @Sendable (Int) -> Void) {
+            running.add(1, ordering: .sequentiallyConsistent)
+            Thread { [self] in
+                var n = 0
+                while !stopped.load(ordering: .relaxed) {
+                    let started = Date()
+                    round(n)
+                    n += 1
+                    let left = period - Date().timeIntervalSince(started)
+                    if left > 0 { Thread.sleep(forTimeInterval: left) }
+                }
+                running.subtract(1, ordering: .sequentiallyConsistent)
+            }.start()
+        }
+
+        /// Stops every sender and waits (bounded) until each has finished its round.
+        func stop() {
+            stopped.store(true, ordering: .relaxed)
+            let deadline = Date().addingTimeInterval(10)
+            while running.load(ordering: .sequentiallyConsistent) > 0 && Date() < deadline { usleep(10_000) }
+        }
     }
 
     /// The sum of `count` of `field` over every stored bucket of the last day.
