@@ -36,10 +36,16 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// The field-name dictionary (rows name fields by id), both ways.
         var fieldIDs: [String: Int64] = [:]
         var fieldNames: [Int64: String] = [:]
+        /// Stored series per measurement (row id and decoded tags), for queries; dropped when a series of the
+        /// measurement is added.
+        var seriesOfMeasurement: [String: [(row: Int64, info: SeriesInfo)]] = [:]
+        /// Every bucket start in `rollup_1m` is a multiple of this (``noteBucketWidth(_:)``); `nil`: unknown.
+        var bucketGrid: Int64?
 
         /// Forgets every cached id: after a rolled-back transaction they may name rows that were never committed.
         mutating func forgetCachedIDs() {
             seriesIDs = [:]
+            seriesOfMeasurement = [:]
             seriesByRow = [:]
             fieldIDs = [:]
             fieldNames = [:]
@@ -604,6 +610,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         try insert.bind(2, series.measurement)
         try insert.bind(3, tags)
         _ = try insert.step()
+        if sqlite3_changes(c.db) > 0 { c.seriesOfMeasurement[series.measurement] = nil }
         try select.bind(1, series.measurement)
         try select.bind(2, tags)
         guard try select.step() else {
@@ -822,47 +829,196 @@ public final class SQLiteStore: RollupSink, RollupReader {
         measurement: String, field: String?, from: Int64, to: Int64, table: String,
         accept: ((SeriesInfo) -> Bool)?
     ) throws(StoreError) -> [(start: Int64, cell: ClosedCell)] {
-        try connection.withLock { c throws(StoreError) in
-            let db = c.db
-            var series: [Int64: SeriesInfo] = [:]
-            let list = try Statement(db, "SELECT id, hash, tags FROM series WHERE measurement = ?1")
-            try list.bind(1, measurement)
-            while try list.step() {
-                let info = SeriesInfo(
-                    id: UInt64(bitPattern: list.int64(1)),
-                    measurement: measurement,
-                    tags: Self.decodeTags(list.text(2))
-                )
-                if accept?(info) ?? true { series[list.int64(0)] = info }
-            }
-            guard !series.isEmpty else { return [] }
-            var only: Int64?
-            if let field {
-                let lookup = try Statement(db, "SELECT id FROM fields WHERE name = ?1")
-                try lookup.bind(1, field)
-                guard try lookup.step() else { return [] }
-                only = lookup.int64(0)
-            }
-            let sql =
-                "SELECT ts, series, data FROM \(table) WHERE ts >= ?1 AND ts < ?2"
-                + " AND series IN (SELECT id FROM series WHERE measurement = ?3)"
-            let query = try Statement(db, sql)
-            try query.bind(1, from)
-            try query.bind(2, to)
-            try query.bind(3, measurement)
-            var out: [(start: Int64, cell: ClosedCell)] = []
-            while try query.step() {
-                let start = query.int64(0)
-                guard let info = series[query.int64(1)],
-                    let fields = PackedRow.decode(query.blob(2), start: start, only: only)
-                else { continue }
-                for (field, rollup) in fields {
-                    out.append(
-                        (start, ClosedCell(series: info, field: try Self.fieldName(field, in: &c), rollup: rollup)))
-                }
-            }
-            return out
+        try read(
+            CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to),
+            hourly: table == "rollup_1h",
+            series: accept)
+    }
+
+    /// What a query reads from one tier.
+    public struct CellRead: Sendable {
+        public var measurement: String
+        /// The fields to read (`nil`: every field).
+        public var fields: [String]?
+        /// Bucket starts in `[from, to)`.
+        public var from: Int64
+        public var to: Int64
+        /// Whether quantile sketches are decoded; a query that computes no quantile leaves them empty.
+        public var sketches: Bool
+
+        public init(measurement: String, fields: [String]?, from: Int64, to: Int64, sketches: Bool = true) {
+            self.measurement = measurement
+            self.fields = fields
+            self.from = from
+            self.to = to
+            self.sketches = sketches
         }
+    }
+
+    /// How the last ``read(_:hourly:series:)`` found its rows (tests check the plan, benchmarks the speed).
+    public enum ReadPlan: Sendable, Equatable {
+        /// Every row of the range, skipping other series' rows.
+        case scan
+        /// Each chosen series' rows looked up by key, bucket start by bucket start.
+        case probe(series: Int)
+    }
+
+    /// Stored rollups (1-minute tier, or the hourly one) for a query: only the series `accept` takes (their tags
+    /// are matched once, from a cache) and only the fields asked for are decoded.
+    ///
+    /// Rows are keyed (bucket start, series). When the chosen series are a small part of the measurement (at
+    /// most a quarter) and bucket starts lie on a known grid (the bucket width, 1 h for the hourly tier), each
+    /// chosen series' rows are looked up by key, so a one-host query over a day reads that host's 1,440 rows,
+    /// not the day's rows of every host; otherwise the range is scanned once.
+    public func read(_ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?)
+        throws(StoreError) -> [(start: Int64, cell: ClosedCell)]
+    {
+        try readPlanned(read, hourly: hourly, series: accept).cells
+    }
+
+    /// ``read(_:hourly:series:)`` with the plan it took.
+    public func readPlanned(_ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?)
+        throws(StoreError) -> (cells: [(start: Int64, cell: ClosedCell)], plan: ReadPlan)
+    {
+        var cells: [(start: Int64, cell: ClosedCell)] = []
+        let plan = try visit(read, hourly: hourly, series: accept) { start, series, field, rollup in
+            cells.append((start, ClosedCell(series: series, field: field, rollup: rollup)))
+        }
+        return (cells, plan)
+    }
+
+    /// ``read(_:hourly:series:)`` without collecting: `body` gets each cell (bucket start, series, field name,
+    /// rollup) as it is decoded, with the store's connection held (it must not call back into the store).
+    public func visit(
+        _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
+        _ body: (Int64, SeriesInfo, String, FieldRollup) -> Void
+    ) throws(StoreError) -> ReadPlan {
+        let table = hourly ? "rollup_1h" : "rollup_1m"
+        return try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            let all = try Self.series(of: read.measurement, in: &c)
+            var chosen: [Int64: SeriesInfo] = [:]
+            for (row, info) in all where accept?(info) ?? true { chosen[row] = info }
+            guard !chosen.isEmpty, read.from < read.to else { return .scan }
+            var wanted: [Int64: String]?
+            if let fields = read.fields {
+                var ids: [Int64: String] = [:]
+                for name in fields {
+                    if let id = try Self.existingFieldID(name, in: &c) { ids[id] = name }
+                }
+                guard !ids.isEmpty else { return .scan }
+                wanted = ids
+            }
+            let names: [Int64: String]
+            if let wanted { names = wanted } else { names = try Self.allFieldNames(in: &c) }
+            // A row naming a field id that is not in `fields` is corrupt: the read fails rather than guessing.
+            var failure: StoreError?
+            func collect(_ start: Int64, _ info: SeriesInfo, _ bytes: [UInt8]) {
+                // A malformed row is skipped, as the forwarder and downsampling skip it.
+                _ = PackedRow.visit(
+                    bytes, start: start, sketches: read.sketches, wanted: { wanted == nil || wanted?[$0] != nil },
+                    each: { field, rollup in
+                        guard let name = names[field] else {
+                            failure = StoreError(
+                                code: SQLITE_CORRUPT, message: "no field with id \(field)", context: "reading rollups")
+                            return
+                        }
+                        body(start, info, name, rollup)
+                    })
+            }
+            let grid = hourly ? Self.hour : c.bucketGrid
+            if let grid, chosen.count * 4 <= all.count, (read.to - read.from) / grid <= 1_000_000 {
+                let q = read.from / grid
+                let first = (read.from % grid > 0 ? q + 1 : q) * grid
+                let probe = try Statement(
+                    db,
+                    "WITH RECURSIVE grid(t) AS (SELECT ?1 UNION ALL SELECT t + ?3 FROM grid WHERE t + ?3 < ?2)"
+                        + " SELECT ts, data FROM grid CROSS JOIN \(table) ON ts = t AND series = ?4")
+                try probe.bind(1, first)
+                try probe.bind(2, read.to)
+                try probe.bind(3, grid)
+                for (row, info) in chosen {
+                    try probe.bind(4, row)
+                    while try probe.step() { collect(probe.int64(0), info, probe.blob(1)) }
+                    probe.reset()
+                }
+                if let failure { throw failure }
+                return .probe(series: chosen.count)
+            }
+            let query = try Statement(
+                db,
+                "SELECT ts, series, data FROM \(table) WHERE ts >= ?1 AND ts < ?2"
+                    + " AND series IN (SELECT id FROM series WHERE measurement = ?3)")
+            try query.bind(1, read.from)
+            try query.bind(2, read.to)
+            try query.bind(3, read.measurement)
+            while try query.step() {
+                guard let info = chosen[query.int64(1)] else { continue }
+                collect(query.int64(0), info, query.blob(2))
+            }
+            if let failure { throw failure }
+            return .scan
+        }
+    }
+
+    /// The stored series of `measurement` with their row ids, decoded once and cached until one is added.
+    private static func series(of measurement: String, in c: inout Connection) throws(StoreError) -> [(
+        row: Int64, info: SeriesInfo
+    )] {
+        if let known = c.seriesOfMeasurement[measurement] { return known }
+        let list = try Statement(c.db, "SELECT id, hash, tags FROM series WHERE measurement = ?1")
+        try list.bind(1, measurement)
+        var out: [(row: Int64, info: SeriesInfo)] = []
+        while try list.step() {
+            let info = SeriesInfo(
+                id: UInt64(bitPattern: list.int64(1)), measurement: measurement, tags: decodeTags(list.text(2)))
+            out.append((list.int64(0), info))
+        }
+        c.seriesOfMeasurement[measurement] = out
+        return out
+    }
+
+    /// Every stored field name by id.
+    private static func allFieldNames(in c: inout Connection) throws(StoreError) -> [Int64: String] {
+        let list = try Statement(c.db, "SELECT id, name FROM fields")
+        var out: [Int64: String] = [:]
+        while try list.step() { out[list.int64(0)] = list.text(1) }
+        return out
+    }
+
+    /// The id of a field name already stored, or `nil` (a read never adds names).
+    private static func existingFieldID(_ name: String, in c: inout Connection) throws(StoreError) -> Int64? {
+        if let id = c.fieldIDs[name] { return id }
+        let lookup = try Statement(c.db, "SELECT id FROM fields WHERE name = ?1")
+        try lookup.bind(1, name)
+        guard try lookup.step() else { return nil }
+        return remember(field: name, id: lookup.int64(0), in: &c)
+    }
+
+    /// Records that bucket starts of the 1-minute tier are multiples of `width` (the configured bucket width),
+    /// keeping in `meta` the greatest common divisor of every width this database was written with — of the
+    /// stored starts themselves the first time — so keyed reads (``read(_:hourly:series:)``) find every row
+    /// even after the width was changed.
+    public func noteBucketWidth(_ width: Int64) throws(StoreError) {
+        precondition(width > 0)
+        try connection.withLock { c throws(StoreError) in
+            var grid = try Self.metaInt(c.db, "bucket_grid")
+            if grid == nil {
+                let starts = try Statement(c.db, "SELECT DISTINCT ts FROM rollup_1m")
+                var g: Int64 = 0
+                while try starts.step() { g = Self.gcd(g, starts.int64(0)) }
+                grid = g
+            }
+            let updated = Self.gcd(grid ?? 0, width)
+            if updated != grid { try Self.setMeta(c.db, "bucket_grid", updated) }
+            c.bucketGrid = updated
+        }
+    }
+
+    static func gcd(_ a: Int64, _ b: Int64) -> Int64 {
+        var (x, y) = (a.magnitude, b.magnitude)
+        while y != 0 { (x, y) = (y, x % y) }
+        return Int64(x)
     }
 
     /// Every stored series (measurement and tags).
@@ -926,6 +1082,13 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
     /// Runs `sql` (tests only: fault injection with triggers).
     func executeForTesting(_ sql: String) throws(StoreError) { try execute(sql, context: "test") }
+
+    /// Merges `bucket` into the hourly tier directly (tests only; the daemon fills it by downsampling).
+    func storeHourlyForTesting(_ bucket: ClosedBucket) throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in
+            try RowWriter(c.db, table: "rollup_1h").write(bucket, merging: true, connection: &c)
+        }
+    }
 
     func setSchemaVersionForTesting(_ version: Int64) throws(StoreError) {
         try connection.withLock { c throws(StoreError) in try Self.setMeta(c.db, "schema_version", version) }
@@ -1047,20 +1210,43 @@ enum PackedRow {
 
     /// The fields of a row (only field `only`, when given); `nil` when the bytes are malformed or of a newer format.
     static func decode(_ bytes: [UInt8], start: Int64, only: Int64? = nil) -> [(field: Int64, rollup: FieldRollup)]? {
-        var r = ByteReader(bytes)
-        guard r.u8() == FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count) else { return nil }
         var out: [(field: Int64, rollup: FieldRollup)] = []
-        out.reserveCapacity(only == nil ? Int(n) : 1)
+        let ok = visit(
+            bytes, start: start, sketches: true, wanted: { only == nil || $0 == only }, each: { out.append(($0, $1)) })
+        return ok ? out : nil
+    }
+
+    /// Calls `body` with each field of a row that `wanted` accepts, in order; `false` when the bytes are malformed
+    /// or of a newer format (`body` may have been called for the fields before the fault). Unwanted fields are
+    /// stepped over by their length after reading only their time anchor (the next field's times are relative to
+    /// it); with `sketches` false quantile sketches are skipped too. Nothing is allocated for what is skipped.
+    static func visit(
+        _ bytes: [UInt8], start: Int64, sketches: Bool, wanted: (Int64) -> Bool,
+        each body: (Int64, FieldRollup) -> Void
+    ) -> Bool {
+        var r = ByteReader(bytes)
+        guard r.u8() == FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count) else { return false }
         var base = start
         for _ in 0..<n {
-            guard let word = r.varint(), let length = r.varint(), length <= UInt64(bytes.count) else { return nil }
+            guard let word = r.varint(), let length = r.varint(), length <= UInt64(bytes.count - r.offset) else {
+                return false
+            }
             let field = Int64(bitPattern: word)
             let end = r.offset + Int(length)
-            // Every field is decoded (its times anchor the next one's), but only wanted ones are kept.
-            guard let rollup = FieldRollup(reading: &r, base: base), r.offset == end else { return nil }
-            base = rollup.timeAnchor
-            if only == nil || only == field { out.append((field, rollup)) }
+            if wanted(field) {
+                guard let rollup = FieldRollup(reading: &r, base: base, sketches: sketches), r.offset == end else {
+                    return false
+                }
+                base = rollup.timeAnchor
+                body(field, rollup)
+            } else {
+                guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base), r.offset <= end else {
+                    return false
+                }
+                base = anchor
+                r.seek(to: end)
+            }
         }
-        return r.atEnd ? out : nil
+        return r.atEnd
     }
 }

@@ -125,27 +125,39 @@ public struct QuantileSketch: Sendable, Hashable {
     }
 
     init?(reading r: inout ByteReader) {
-        guard let count = r.varint(), let zero = r.varint() else { return nil }
-        var sets: [[UInt64]] = []
-        for _ in 0..<2 {
-            guard let n = r.varint(), n <= UInt64(Self.maxBins) else { return nil }
-            var bins: [UInt64] = []
-            bins.reserveCapacity(Int(n))
-            var index: UInt64 = 0
-            for k in 0..<Int(n) {
-                guard let delta = r.varint(), let binCount = r.varint(), k == 0 || delta > 0,
-                    binCount > 0, binCount <= 0xFFFF_FFFF
-                else { return nil }
-                index &+= delta
-                guard index <= 0xFFFF_FFFF else { return nil }
-                bins.append(index << 32 | binCount)
-            }
-            sets.append(bins)
-        }
+        guard let count = r.varint(), let zero = r.varint(), let positive = Self.readBins(&r, keep: true),
+            let negative = Self.readBins(&r, keep: true)
+        else { return nil }
         self.count = count
         self.zeroCount = zero
-        self.positive = sets[0]
-        self.negative = sets[1]
+        self.positive = positive
+        self.negative = negative
+    }
+
+    /// Moves `r` past a sketch written by ``write(to:)``, checking it as ``init(reading:)`` does but keeping
+    /// nothing (queries that ask for no quantile skip the bins: no allocation). `false` when malformed.
+    static func skip(reading r: inout ByteReader) -> Bool {
+        guard r.varint() != nil, r.varint() != nil, readBins(&r, keep: false) != nil, readBins(&r, keep: false) != nil
+        else { return false }
+        return true
+    }
+
+    /// One sign's bins: their number, then per bin an index delta and a count. With `keep` false the words are
+    /// checked and dropped (an empty array: no allocation).
+    private static func readBins(_ r: inout ByteReader, keep: Bool) -> [UInt64]? {
+        guard let n = r.varint(), n <= UInt64(Self.maxBins) else { return nil }
+        var bins: [UInt64] = []
+        if keep { bins.reserveCapacity(Int(n)) }
+        var index: UInt64 = 0
+        for k in 0..<Int(n) {
+            guard let delta = r.varint(), let binCount = r.varint(), k == 0 || delta > 0,
+                binCount > 0, binCount <= 0xFFFF_FFFF
+            else { return nil }
+            index &+= delta
+            guard index <= 0xFFFF_FFFF else { return nil }
+            if keep { bins.append(index << 32 | binCount) }
+        }
+        return bins
     }
 
     /// Reads the first storage format (fixed 8-byte words: count, zero count, then per sign n and n bin words),

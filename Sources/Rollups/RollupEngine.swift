@@ -233,15 +233,29 @@ public final class RollupEngine: Sendable {
     public func openCells(measurement: String, field: String?, from: Int64, to: Int64) -> [(
         start: Int64, cell: ClosedCell
     )] {
+        openCells(measurement: measurement, fields: field.map { [$0] }, from: from, to: to)
+    }
+
+    /// Open cells of `measurement` (only `fields`, when given; only series `accept` takes, when given) in
+    /// buckets starting in `[from, to)`.
+    public func openCells(
+        measurement: String, fields: [String]?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)? = nil
+    ) -> [(start: Int64, cell: ClosedCell)] {
         var out: [(start: Int64, cell: ClosedCell)] = []
         for shard in shards {
             shard.state.withLock { state in
                 guard let slots = state.slotsByMeasurement[measurement] else { return }
+                // The slots this read takes, decided once per call (not per bucket).
+                let taken = slots.filter { slot in
+                    let meta = state.slots[Int(slot)]
+                    return (fields?.contains(meta.field) ?? true)
+                        && (accept?(state.series[Int(meta.series)].info) ?? true)
+                }
+                guard !taken.isEmpty else { return }
                 for bucket in state.buckets where bucket.start >= from && bucket.start < to {
                     let start = bucket.start
-                    for slot in slots {
+                    for slot in taken {
                         let meta = state.slots[Int(slot)]
-                        if let field, meta.field != field { continue }
                         guard Int(slot) < bucket.cellIndex.count else { continue }
                         let index = bucket.cellIndex[Int(slot)]
                         guard index >= 0 else { continue }

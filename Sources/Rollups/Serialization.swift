@@ -121,6 +121,8 @@ public struct ByteReader {
     public private(set) var offset = 0
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
     public var atEnd: Bool { offset == bytes.count }
+    /// Moves to `offset` (at most the end): past a part whose length is known.
+    public mutating func seek(to offset: Int) { self.offset = Swift.min(Swift.max(offset, 0), bytes.count) }
     public mutating func u8() -> UInt8? {
         guard offset < bytes.count else { return nil }
         defer { offset += 1 }
@@ -297,8 +299,9 @@ extension FieldRollup {
         guard r.atEnd else { return nil }
     }
 
-    /// Reads what ``write(to:base:)`` wrote with the same `base`.
-    public init?(reading r: inout ByteReader, base: Int64) {
+    /// Reads what ``write(to:base:)`` wrote with the same `base`. With `sketches` false a numeric rollup's
+    /// quantile sketch is skipped and left empty (for reads that compute no quantile: nothing is allocated).
+    public init?(reading r: inout ByteReader, base: Int64, sketches: Bool = true) {
         guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), let count = r.varint() else {
             return nil
         }
@@ -306,10 +309,14 @@ extension FieldRollup {
         self.count = Int64(bitPattern: count)
         switch kind {
         case .numeric:
-            guard let numeric = NumericAggregate(reading: &r, base: base), let sketch = QuantileSketch(reading: &r)
-            else { return nil }
+            guard let numeric = NumericAggregate(reading: &r, base: base) else { return nil }
             self.numeric = numeric
-            self.sketch = sketch
+            if sketches {
+                guard let sketch = QuantileSketch(reading: &r) else { return nil }
+                self.sketch = sketch
+            } else {
+                guard QuantileSketch.skip(reading: &r) else { return nil }
+            }
         case .boolean:
             guard let t = r.varint(), let time = r.zigzag(), let b = r.u8() else { return nil }
             trueCount = Int64(bitPattern: t)
@@ -323,6 +330,21 @@ extension FieldRollup {
             guard let time = r.zigzag(), let sketch = DistinctSketch(reading: &r) else { return nil }
             lastTime = base &+ time
             distinct = sketch
+        }
+    }
+
+    /// The ``timeAnchor`` of a rollup written by ``write(to:base:)``, read without building the rollup: `r` is
+    /// left inside it (the caller moves on by the rollup's length). `nil` when malformed.
+    public static func timeAnchor(reading r: inout ByteReader, base: Int64) -> Int64? {
+        guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), r.varint() != nil else { return nil }
+        switch kind {
+        case .numeric:
+            return NumericAggregate(reading: &r, base: base)?.firstTime
+        case .boolean:
+            guard r.varint() != nil, let time = r.zigzag() else { return nil }
+            return base &+ time
+        case .string, .distinct:
+            return r.zigzag().map { base &+ $0 }
         }
     }
 

@@ -364,12 +364,39 @@ enum HTTPRoutes {
         _ state: HTTPState, measurement: String, field: String?, from: Int64, to: Int64, step: Int64,
         series accept: ((SeriesInfo) -> Bool)? = nil
     ) throws(ReadFailure) -> [(start: Int64, cell: ClosedCell)] {
-        var cells = state.engine.openCells(measurement: measurement, field: field, from: from, to: to)
+        try rollupCells(
+            state, SQLiteStore.CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to),
+            step: step, series: accept)
+    }
+
+    /// Cells of a read from the open buckets and the stored tiers.
+    static func rollupCells(
+        _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil
+    ) throws(ReadFailure) -> [(start: Int64, cell: ClosedCell)] {
+        var cells: [(start: Int64, cell: ClosedCell)] = []
+        try visitRollups(state, read, step: step, series: accept) { start, series, field, rollup in
+            cells.append((start, ClosedCell(series: series, field: field, rollup: rollup)))
+        }
+        return cells
+    }
+
+    /// Every cell of a read, from the open buckets and the stored tiers: the 1-minute tier within
+    /// `retention_1m`, the hourly one before it (which needs a `step` that is a multiple of 1 h). Open cells of
+    /// series `accept` rejects are left out; stored ones are never decoded.
+    static func visitRollups(
+        _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
+        _ body: (Int64, SeriesInfo, String, FieldRollup) -> Void
+    ) throws(ReadFailure) {
+        for (start, cell) in state.engine.openCells(
+            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept)
+        {
+            body(start, cell.series, cell.field, cell.rollup)
+        }
         let hour: Int64 = 3_600_000_000_000
         let cutoff = nowNanoseconds() - state.configuration.storage.retention1m.nanoseconds
         let boundary = (cutoff / hour + 1) * hour
         do {
-            if from < boundary {
+            if read.from < boundary {
                 guard step % hour == 0 else {
                     throw ReadFailure(
                         status: .badRequest,
@@ -377,19 +404,20 @@ enum HTTPRoutes {
                             "the range reaches back beyond storage.retention_1m: use a step that is a multiple of 1h"
                     )
                 }
-                cells += try state.store.hourlyCells(
-                    measurement: measurement, field: field, from: from, to: min(boundary, to), series: accept)
+                var hourly = read
+                hourly.to = min(boundary, read.to)
+                try state.store.visit(hourly, hourly: true, series: accept, body)
             }
-            if to > boundary || from >= boundary {
-                cells += try state.store.storedCells(
-                    measurement: measurement, field: field, from: max(from, boundary), to: to, series: accept)
+            if read.to > boundary || read.from >= boundary {
+                var minutes = read
+                minutes.from = max(read.from, boundary)
+                try state.store.visit(minutes, hourly: false, series: accept, body)
             }
         } catch let failure as ReadFailure {
             throw failure
         } catch {
             throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
         }
-        return cells
     }
 
     static func parameter(_ request: Request, _ name: String) -> String? {

@@ -1,3 +1,4 @@
+import Export
 import Foundation
 import Query
 import Rollups
@@ -35,57 +36,95 @@ struct SelectExecution {
         guard select.interval == nil || (upper - lower) / step <= 100_000 else {
             throw QueryError("too many windows: widen GROUP BY time() or narrow the time range")
         }
-        // What the statement needs: one computation per field of the select list.
+        // What the statement needs: the fields it reads, each select expression compiled against them once.
         var fields: [String] = []
         for f in select.fields { try Self.collectFields(f.expr, into: &fields) }
         guard !fields.isEmpty else { throw QueryError("at least 1 non-time field must be queried") }
-        var byGroup: [[String]: [Int64: [String: FieldRollup]]] = [:]
-        var groupKeys = select.groupByTags
+        let terms = try select.fields.map { f throws(QueryError) in try Term(f.expr, fields: fields) }
+        let fieldIndex = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1, $0) })
+        let windowCount = select.interval.map { Int((upper - lower + $0 - 1) / $0) } ?? 1
         let readStep = select.interval ?? interval
-        for field in fields {
-            let cells: [(start: Int64, cell: ClosedCell)]
-            do {
-                // The tag condition also picks the stored series, so other series' rows are never decoded.
-                let accept: ((SeriesInfo) -> Bool)? = tagFilter.map { filter in { filter.matches($0) } }
-                cells = try HTTPRoutes.rollupCells(
-                    state, measurement: select.measurement, field: field, from: state.engine.bucketStartOf(lower),
-                    to: upper, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval, series: accept)
-            } catch {
-                throw QueryError(error.message)
-            }
-            for (start, cell) in cells where start >= lower && start < upper {
-                if let tagFilter, !tagFilter.matches(cell.series) { continue }
-                if select.groupByAllTags {
-                    for t in cell.series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
+        // Windows of each group: a slot per (window, field), found through the window's index.
+        struct Group {
+            var key: [String]
+            var tags: [TagPair]
+            var slots: [Int: Int] = [:]
+            var rollups: [FieldRollup?] = []
+        }
+        var groups: [Group] = []
+        var groupIndex: [[String]: Int] = [:]
+        var groupOfSeries: [UInt64: Int] = [:]  // -1: the tag condition rejects the series
+        var groupKeys = select.groupByTags
+        func accumulate(_ start: Int64, _ series: SeriesInfo, _ field: String, _ rollup: FieldRollup) {
+            guard start >= lower, start < upper, let f = fieldIndex[field] else { return }
+            let g: Int
+            if let known = groupOfSeries[series.id] {
+                g = known
+            } else {
+                if let tagFilter, !tagFilter.matches(series) {
+                    g = -1
+                } else {
+                    let key =
+                        select.groupByAllTags
+                        ? series.tags.map { "\($0.key)\u{0}\($0.value)" } : groupKeys.map { series.tag($0) ?? "" }
+                    if let existing = groupIndex[key] {
+                        g = existing
+                    } else {
+                        g = groups.count
+                        groupIndex[key] = g
+                        groups.append(Group(key: key, tags: series.tags))
+                    }
+                    if select.groupByAllTags {
+                        for t in series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
+                    }
                 }
-                let window = select.interval.map { lower + Self.floor(start - lower, $0) } ?? lower
-                let group =
-                    select.groupByAllTags
-                    ? cell.series.tags.map { "\($0.key)\u{0}\($0.value)" } : groupKeys.map { cell.series.tag($0) ?? "" }
-                byGroup[group, default: [:]][window, default: [:]][field, default: FieldRollup(kind: cell.rollup.kind)]
-                    .merge(cell.rollup)
+                groupOfSeries[series.id] = g
             }
+            guard g >= 0 else { return }
+            let window = select.interval.map { Int((start - lower) / $0) } ?? 0
+            let base: Int
+            if let known = groups[g].slots[window] {
+                base = known
+            } else {
+                base = groups[g].rollups.count
+                groups[g].slots[window] = base
+                for _ in 0..<fields.count { groups[g].rollups.append(nil) }
+            }
+            if groups[g].rollups[base + f] == nil {
+                groups[g].rollups[base + f] = rollup
+            } else {
+                groups[g].rollups[base + f]!.merge(rollup)
+            }
+        }
+        do {
+            // One read for every field; the tag condition also picks the series, so other series' stored rows
+            // are never decoded, and sketches are decoded only for a quantile.
+            let accept: ((SeriesInfo) -> Bool)? = tagFilter.map { filter in { filter.matches($0) } }
+            let read = SQLiteStore.CellRead(
+                measurement: select.measurement, fields: fields, from: state.engine.bucketStartOf(lower), to: upper,
+                sketches: terms.contains { $0.needsSketch })
+            try HTTPRoutes.visitRollups(
+                state, read, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval, series: accept,
+                accumulate)
+        } catch {
+            throw QueryError(error.message)
         }
         if select.groupByAllTags { groupKeys.sort() }
         let columns = ["time"] + Self.columnNames(select.fields)
         var series: [SelectSeries] = []
         let scale = epoch.flatMap(InfluxQL.epochScale)
-        for group in byGroup.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-            let windows = byGroup[group]!
+        for group in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
             var rows: [[Double?]] = []
             var times: [Int64] = []
-            var previous: [Double?] = Array(repeating: nil, count: select.fields.count)
-            var starts: [Int64] = [lower]
-            if let d = select.interval {
-                starts = []
-                var t = lower
-                while t < upper {
-                    starts.append(t)
-                    t += d
+            rows.reserveCapacity(select.fill == .none ? group.slots.count : windowCount)
+            var previous: [Double?] = Array(repeating: nil, count: terms.count)
+            for window in 0..<windowCount {
+                var values: [Double?]
+                if let base = group.slots[window] {
+                    values = terms.map { $0.value(group.rollups, base) }
+                } else {
+                    values = Array(repeating: nil, count: terms.count)
                 }
-            }
-            for start in starts {
-                var values = try select.fields.map { f throws(QueryError) in try Self.evaluate(f.expr, windows[start]) }
                 if values.allSatisfy({ $0 == nil }) && select.interval != nil {
                     switch select.fill {
                     case .none: continue
@@ -99,7 +138,7 @@ struct SelectExecution {
                     values = values.map { $0 ?? v }
                 }
                 previous = values
-                times.append(start)
+                times.append(lower + Int64(window) * (select.interval ?? 0))
                 rows.append(values)
             }
             if case .linear = select.fill { rows = Self.interpolate(rows) }
@@ -115,14 +154,9 @@ struct SelectExecution {
             var tags: [(key: String, value: String)]?
             if !groupKeys.isEmpty {
                 if select.groupByAllTags {
-                    var found: [String: String] = [:]
-                    for pair in group {
-                        let parts = pair.split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false)
-                        found[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-                    }
-                    tags = groupKeys.map { ($0, found[$0] ?? "") }
+                    tags = groupKeys.map { k in (k, group.tags.first { $0.key == k }?.value ?? "") }
                 } else {
-                    tags = zip(groupKeys, group).map { ($0, $1) }
+                    tags = zip(groupKeys, group.key).map { ($0, $1) }
                 }
             }
             series.append(
@@ -132,6 +166,51 @@ struct SelectExecution {
         }
         if let slimit = select.slimit { series = Array(series.prefix(slimit)) }
         return series
+    }
+
+    /// A select expression compiled against the statement's field list: aggregates name their field by index.
+    indirect enum Term {
+        case constant(Double)
+        case aggregate(field: Int, Aggregate)
+        case arithmetic(Character, Term, Term)
+
+        init(_ e: Expr, fields: [String]) throws(QueryError) {
+            switch e {
+            case .number(let n): self = .constant(n)
+            case .field(let f): self = .aggregate(field: fields.firstIndex(of: f)!, .mean)  // a raw field: the mean
+            case .call(let name, let args):
+                let (f, aggregate) = try SelectExecution.target(name, args)
+                self = .aggregate(field: fields.firstIndex(of: f)!, aggregate)
+            case .binary(let op, let a, let b) where op.count == 1 && "+-*/".contains(op):
+                self = .arithmetic(Character(op), try Term(a, fields: fields), try Term(b, fields: fields))
+            default: throw QueryError("unsupported expression in SELECT")
+            }
+        }
+
+        var needsSketch: Bool {
+            switch self {
+            case .constant: false
+            case .aggregate(_, let a):
+                if case .quantile = a { true } else { false }
+            case .arithmetic(_, let a, let b): a.needsSketch || b.needsSketch
+            }
+        }
+
+        /// The value for the window whose rollups start at `base` (`nil`: no data, or undefined).
+        func value(_ rollups: [FieldRollup?], _ base: Int) -> Double? {
+            switch self {
+            case .constant(let n): return n
+            case .aggregate(let f, let a): return rollups[base + f]?.value(of: a)
+            case .arithmetic(let op, let a, let b):
+                guard let x = a.value(rollups, base), let y = b.value(rollups, base) else { return nil }
+                switch op {
+                case "+": return x + y
+                case "-": return x - y
+                case "*": return x * y
+                default: return y == 0 ? nil : x / y
+                }
+            }
+        }
     }
 
     static func floor(_ a: Int64, _ b: Int64) -> Int64 {
@@ -247,27 +326,6 @@ struct SelectExecution {
             throw QueryError(
                 "unsupported function \(name)(): metricsd answers mean, sum, count, min, max, first, last, median, percentile, stddev, spread, count(distinct())"
             )
-        }
-    }
-
-    /// The value of a select expression for one window (`nil`: no data, or undefined).
-    static func evaluate(_ e: Expr, _ window: [String: FieldRollup]?) throws(QueryError) -> Double? {
-        switch e {
-        case .number(let n): return n
-        case .field(let f): return window?[f]?.value(of: .mean)  // a raw field reads as the window's mean
-        case .call(let name, let args):
-            let (f, aggregate) = try target(name, args)
-            guard let rollup = window?[f] else { return nil }
-            return rollup.value(of: aggregate)
-        case .binary(let op, let a, let b):
-            guard let x = try evaluate(a, window), let y = try evaluate(b, window) else { return nil }
-            switch op {
-            case "+": return x + y
-            case "-": return x - y
-            case "*": return x * y
-            default: return y == 0 ? nil : x / y
-            }
-        default: return nil
         }
     }
 

@@ -30,8 +30,27 @@ struct JSONText {
     /// NaN and infinities (not JSON) as null.
     mutating func number(_ v: Double?) {
         guard let v, v.isFinite else { return raw("null") }
-        if v == v.rounded(), abs(v) < 1e15 { return raw(String(Int64(v))) }
+        if v == v.rounded(), abs(v) < 1e15 { return integer(Int64(v)) }
         raw(v.description)
+    }
+
+    /// Decimal digits of `v`, written in place (times and integral values: no string per value).
+    mutating func integer(_ v: Int64) {
+        if v < 0 { bytes.append(0x2D) }
+        var magnitude = v.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 20 digits, last first
+        let count = withUnsafeMutableBytes(of: &digits) { buffer in
+            var n = 0
+            repeat {
+                buffer[n] = 0x30 + UInt8(magnitude % 10)
+                magnitude /= 10
+                n += 1
+            } while magnitude > 0
+            return n
+        }
+        withUnsafeBytes(of: &digits) { buffer in
+            for k in stride(from: count - 1, through: 0, by: -1) { bytes.append(buffer[k]) }
+        }
     }
 
     /// Untyped values: String, Int, Int64, Double, Bool, nil/NSNull-like, arrays and string-keyed dictionaries
@@ -98,7 +117,7 @@ struct SelectSeries {
         for (k, row) in rows.enumerated() {
             json.raw(k > 0 ? ",[" : "[")
             if let scale = epochScale {
-                json.raw(String(times[k] / scale))
+                json.integer(times[k] / scale)
             } else {
                 json.string(TimeText.format(times[k]).replacingOccurrences(of: ".000Z", with: "Z"))
             }

@@ -93,6 +93,7 @@ struct Server {
         do {
             store = try SQLiteStore(
                 path: configuration.dataDir + "/metricsd.db", recordsOutbox: !configuration.influx.url.isEmpty)
+            try store.noteBucketWidth(rollupConfig.interval)
         } catch {
             throw ValidationError("cannot open the rollup store: \(error)")
         }

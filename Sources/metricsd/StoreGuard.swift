@@ -99,14 +99,35 @@ final class StoreGuard: RollupSink, RollupReader {
         try store.hourlyCells(measurement: measurement, field: field, from: from, to: to, series: accept)
     }
 
+    /// A query's read of one tier (``SQLiteStore/visit(_:hourly:series:_:)``), with cells still pending a store
+    /// (1-minute tier) as if they were stored.
+    func visit(
+        _ read: SQLiteStore.CellRead, hourly: Bool, series accept: ((SeriesInfo) -> Bool)?,
+        _ body: (Int64, SeriesInfo, String, FieldRollup) -> Void
+    ) throws {
+        _ = try store.visit(read, hourly: hourly, series: accept, body)
+        guard !hourly else { return }
+        for (start, cell) in pendingCells(
+            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
+        where accept?(cell.series) ?? true {
+            body(start, cell.series, cell.field, cell.rollup)
+        }
+    }
+
     private func pendingCells(measurement: String, field: String?, from: Int64, to: Int64) -> [(
+        start: Int64, cell: ClosedCell
+    )] {
+        pendingCells(measurement: measurement, fields: field.map { [$0] }, from: from, to: to)
+    }
+
+    private func pendingCells(measurement: String, fields: [String]?, from: Int64, to: Int64) -> [(
         start: Int64, cell: ClosedCell
     )] {
         state.withLock { s in
             var out: [(start: Int64, cell: ClosedCell)] = []
             for bucket in s.pending where bucket.start >= from && bucket.start < to {
                 for cell in bucket.cells
-                where cell.series.measurement == measurement && (field == nil || cell.field == field) {
+                where cell.series.measurement == measurement && (fields?.contains(cell.field) ?? true) {
                     out.append((bucket.start, cell))
                 }
             }

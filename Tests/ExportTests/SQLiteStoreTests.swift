@@ -82,9 +82,25 @@ import Testing
                 #expect(got.rollup.lastBool == want.rollup.lastBool && got.rollup.lastBytes == want.rollup.lastBytes)
                 #expect(got.rollup.distinct == want.rollup.distinct)
             }
-            // One field picked out; truncated bytes rejected.
-            let one = try #require(PackedRow.decode(w.bytes, start: start, only: fields[0].field))
-            #expect(one.map(\.field) == [fields[0].field])
+            // One field picked out (the ones before it are stepped over by their time anchors); truncated bytes
+            // rejected.
+            let pick = fields.randomElement(using: &rng)!
+            let one = try #require(PackedRow.decode(w.bytes, start: start, only: pick.field))
+            #expect(one.map(\.field) == [pick.field])
+            #expect(
+                one.first?.rollup.numeric == pick.rollup.numeric && one.first?.rollup.lastTime == pick.rollup.lastTime)
+            #expect(one.first?.rollup.lastBytes == pick.rollup.lastBytes)
+            // Without sketches: every other part equal, the quantile sketch left empty.
+            var lean: [(Int64, FieldRollup)] = []
+            #expect(
+                PackedRow.visit(
+                    w.bytes, start: start, sketches: false, wanted: { _ in true }, each: { lean.append(($0, $1)) })
+            )
+            #expect(lean.map(\.0) == fields.map(\.field))
+            for (got, want) in zip(lean.map(\.1), fields.map(\.rollup)) {
+                #expect(got.numeric == want.numeric && got.count == want.count && got.sketch.count == 0)
+                #expect(got.distinct == want.distinct && got.lastBytes == want.lastBytes)
+            }
             #expect(PackedRow.decode(Array(w.bytes.dropLast()), start: start) == nil)
         }
     }
@@ -204,6 +220,67 @@ import Testing
         #expect(cpu.map(\.start).sorted() == [120_000_000_000, 180_000_000_000, 240_000_000_000])
         #expect(try store.storedCells(measurement: "cpu", field: nil, from: 0, to: .max).count == 20)
         #expect(try store.storedCells(measurement: "disk", field: nil, from: 0, to: .max).isEmpty)
+    }
+
+    /// A read of a few series looks their rows up by key (bucket start by bucket start) instead of scanning
+    /// the range: it must find exactly what a scan finds, for 1-minute and hourly rows, on the grid the stored
+    /// starts really lie on — including a database written with a finer bucket width than the current one, and
+    /// one written before the grid was recorded.
+    @Test func keyedReadsFindWhatScansFind() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let second: Int64 = 1_000_000_000
+        let hosts = (0..<12).map { SeriesInfo(measurement: "cpu", tags: [TagPair("host", "h\($0)")]) }
+        func write(_ store: SQLiteStore, width: Int64, buckets: Range<Int64>, offset: Int64 = 0) throws {
+            for b in buckets {
+                let start = offset + b * width
+                // Not every host in every bucket: keyed reads must not invent or miss gaps.
+                let cells = hosts.enumerated().filter { (k, _) in (Int64(k) + b) % 3 != 0 }.map { (k, h) in
+                    Self.cell(h, "usage", [(Double(k) + Double(b), start + second)])
+                }
+                try store.store([ClosedBucket(start: start, cells: cells)])
+            }
+        }
+        func sums(_ cells: [(start: Int64, cell: ClosedCell)]) -> [String] {
+            cells.map { "\($0.start) \($0.cell.series.tags[0].value) \($0.cell.rollup.numeric.sum)" }.sorted()
+        }
+        do {
+            // Written before the grid was recorded, with 10 s buckets offset by 30 s from the minute.
+            let store = try SQLiteStore(path: path)
+            try write(store, width: 10 * second, buckets: 0..<30, offset: 30 * second)
+        }
+        let store = try SQLiteStore(path: path)
+        try store.noteBucketWidth(60 * second)  // the grid becomes gcd(stored starts, 60 s) = 10 s
+        try write(store, width: 60 * second, buckets: 5..<40)
+        let one: (SeriesInfo) -> Bool = { $0.tags[0].value == "h3" }
+        let read = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 3_000 * second)
+        let keyed = try store.readPlanned(read, series: one)
+        #expect(keyed.plan == .probe(series: 1))
+        let scanned = try store.readPlanned(read, series: nil)
+        #expect(scanned.plan == .scan)
+        let expected = scanned.cells.filter { one($0.cell.series) }
+        #expect(!expected.isEmpty)
+        #expect(sums(keyed.cells) == sums(expected))
+        // A range starting off the grid, and one ending on a bucket start (excluded).
+        let inner = SQLiteStore.CellRead(measurement: "cpu", fields: nil, from: 65 * second, to: 600 * second)
+        #expect(
+            sums(try store.read(inner, series: one))
+                == sums(try store.read(inner, series: nil).filter { one($0.cell.series) }))
+        // The hourly tier: hour starts.
+        let hour: Int64 = 3_600 * second
+        for h in 0..<5 as Range<Int64> {
+            let cells = hosts.map { Self.cell($0, "usage", [(Double(h), h * hour + second)]) }
+            try store.storeHourlyForTesting(ClosedBucket(start: h * hour, cells: cells))
+        }
+        let hours = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: hour / 2, to: 5 * hour)
+        let keyedHours = try store.readPlanned(hours, hourly: true, series: one)
+        #expect(keyedHours.plan == .probe(series: 1))
+        #expect(
+            sums(keyedHours.cells)
+                == sums(try store.read(hours, hourly: true, series: nil).filter { one($0.cell.series) }))
+        #expect(keyedHours.cells.count == 4)
+        // Many series chosen: one scan.
+        #expect(try store.readPlanned(read, series: { $0.tags[0].value != "h0" }).plan == .scan)
     }
 
     @Test func aReadOnlyDatabaseFailsWithAClearError() throws {
