@@ -1,4 +1,5 @@
 import CSQLite
+import Dispatch
 public import Rollups
 import Synchronization
 
@@ -41,11 +42,14 @@ public final class SQLiteStore: RollupSink, RollupReader {
         var seriesOfMeasurement: [String: [(row: Int64, info: SeriesInfo)]] = [:]
         /// Every bucket start in `rollup_1m` is a multiple of this (``noteBucketWidth(_:)``); `nil`: unknown.
         var bucketGrid: Int64?
+        /// Rows found by keyed reads (``RowCache``).
+        var rowCache = RowCache()
 
         /// Forgets every cached id: after a rolled-back transaction they may name rows that were never committed.
         mutating func forgetCachedIDs() {
             seriesIDs = [:]
             seriesOfMeasurement = [:]
+            rowCache.clear()
             seriesByRow = [:]
             fieldIDs = [:]
             fieldNames = [:]
@@ -315,7 +319,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// Rows of series ids above this are still to be read by a pending whole-minute entry: not queued again.
         var queueAbove: Int64?
 
+        /// Whether this writes the hourly tier (for ``RowCache`` invalidation).
+        let hourly: Bool
+
         init(_ db: OpaquePointer, table: String, outbox: Bool = false) throws(StoreError) {
+            hourly = table == "rollup_1h"
             self.outbox = outbox ? try Statement(db, "INSERT INTO outbox(ts, series) VALUES(?1, ?2)") : nil
             select = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2")
             upsert = try Statement(db, "INSERT OR REPLACE INTO \(table)(ts, series, data) VALUES(?1, ?2, ?3)")
@@ -326,6 +334,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// Stores `bucket`'s cells; with `merging`, each series' row is first read and merged with (the only way a
         /// stored row changes: merged into, never overwritten).
         func write(_ bucket: ClosedBucket, merging: Bool, connection c: inout Connection) throws(StoreError) {
+            c.rowCache.invalidate(hourly: hourly, start: bucket.start)
             let cells = bucket.cells
             keyed.removeAll(keepingCapacity: true)
             keyed.reserveCapacity(cells.count)
@@ -333,19 +342,23 @@ public final class SQLiteStore: RollupSink, RollupReader {
             var previous: (hash: UInt64, id: Int64)?
             fields.removeAll(keepingCapacity: true)
             fields.reserveCapacity(cells.count)
-            for (k, cell) in cells.enumerated() {
-                let hash = cell.series.id
+            // A bucket holds a handful of field names, repeated: compared with the last few (short names compare
+            // as two words) instead of hashed per cell.
+            recentFields.removeAll(keepingCapacity: true)
+            for k in cells.indices {
+                let hash = cells[k].series.id
                 let id: Int64
                 if let previous, previous.hash == hash {
                     id = previous.id
                 } else {
-                    id = try SQLiteStore.seriesID(for: cell.series, in: &c)
+                    id = try SQLiteStore.seriesID(for: cells[k].series, in: &c)
                 }
                 previous = (hash, id)
                 keyed.append((id, Int32(k)))
-                fields.append(try SQLiteStore.fieldID(for: cell.field, in: &c))
+                fields.append(try fieldID(cells[k].field, in: &c))
             }
             keyed.sort { $0.id != $1.id ? $0.id < $1.id : $0.index < $1.index }
+            if !merging, keyed.count >= Self.pipelineMinimum, try writeNew(bucket) { return }
             var k = 0
             while k < keyed.count {
                 let id = keyed[k].id
@@ -399,6 +412,92 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 }
                 k = end
             }
+        }
+
+        var recentFields: [(name: String, id: Int64)] = []
+
+        /// Below this many cells a bucket is encoded row by row, between the inserts (a thread is not worth it).
+        static let pipelineMinimum = 20_000
+        static let rowsPerChunk = 4_096
+
+        /// Rows of a bucket encoded on another thread, a chunk at a time, published by `ready`: the encoder writes
+        /// `bytes`/`ends` once and then signals; the writer reads them only after waiting. So a chunk is never
+        /// touched by both threads at once, which is what makes the unchecked `Sendable` sound.
+        final class EncodedChunk: @unchecked Sendable {
+            let runs: Range<Int>
+            let ready = DispatchSemaphore(value: 0)
+            var bytes: [UInt8] = []
+            /// Where each row ends in `bytes`.
+            var ends: [Int] = []
+            init(runs: Range<Int>) { self.runs = runs }
+        }
+
+        /// A bucket never stored, with one cell per field in every series (a bucket closed from memory): its rows
+        /// are encoded on a second thread while this one inserts the rows encoded before, so encoding (about a
+        /// third of a flush) overlaps SQLite's B-tree inserts instead of preceding each. `false` (nothing written)
+        /// when some series has a field twice; the row-by-row path merges those.
+        func writeNew(_ bucket: ClosedBucket) throws(StoreError) -> Bool {
+            var runs: [Range<Int>] = []
+            var k = 0
+            while k < keyed.count {
+                var end = k + 1
+                while end < keyed.count && keyed[end].id == keyed[k].id { end += 1 }
+                guard distinctFields(keyed[k..<end]) else { return false }
+                runs.append(k..<end)
+                k = end
+            }
+            let chunks = stride(from: 0, to: runs.count, by: Self.rowsPerChunk).map {
+                EncodedChunk(runs: $0..<min($0 + Self.rowsPerChunk, runs.count))
+            }
+            let (cells, keyed, fields, start) = (bucket.cells, self.keyed, self.fields, bucket.start)
+            DispatchQueue.global(qos: .userInitiated).async { [runs] in
+                var w = ByteWriter(capacity: 1 << 20)
+                for chunk in chunks {
+                    w.reset()
+                    var ends: [Int] = []
+                    ends.reserveCapacity(chunk.runs.count)
+                    for run in runs[chunk.runs] {
+                        PackedRow.header(fields: run.count, into: &w)
+                        var base = start
+                        for j in run {
+                            let cell = Int(keyed[j].index)
+                            PackedRow.append(fields[cell], cells[cell].rollup, base: &base, into: &w)
+                        }
+                        ends.append(w.count)
+                    }
+                    chunk.bytes = w.bytes
+                    chunk.ends = ends
+                    chunk.ready.signal()
+                }
+            }
+            // The encoder always runs to its end (it only reads values it owns), so an error here just stops
+            // waiting for it; every chunk is awaited before returning otherwise.
+            for chunk in chunks {
+                chunk.ready.wait()
+                let bytes = chunk.bytes
+                chunk.bytes = []
+                try bytes.withUnsafeBytes { (all: UnsafeRawBufferPointer) -> Result<Void, StoreError> in
+                    Result { () throws(StoreError) in
+                        var from = 0
+                        for (row, run) in zip(chunk.ends, runs[chunk.runs]) {
+                            try insert.bind(1, start)
+                            try insert.bind(2, keyed[run.lowerBound].id)
+                            _ = try insert.stepBinding(blob: UnsafeRawBufferPointer(rebasing: all[from..<row]), at: 3)
+                            insert.reset()
+                            from = row
+                        }
+                    }
+                }.get()
+            }
+            return true
+        }
+
+        private func fieldID(_ name: String, in c: inout Connection) throws(StoreError) -> Int64 {
+            for k in recentFields.indices where recentFields[k].name == name { return recentFields[k].id }
+            let id = try SQLiteStore.fieldID(for: name, in: &c)
+            if recentFields.count == 8 { recentFields.removeFirst() }
+            recentFields.append((name, id))
+            return id
         }
 
         /// Whether the cells of one series have distinct fields (they do for a bucket closed from memory).
@@ -526,9 +625,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 let cut1m = try Statement(db, "DELETE FROM rollup_1m WHERE ts < ?1")
                 try cut1m.bind(1, min(now - retention1m, downsampled))
                 _ = try cut1m.step()
+                c.rowCache.invalidate(hourly: false, before: min(now - retention1m, downsampled))
                 let cut1h = try Statement(db, "DELETE FROM rollup_1h WHERE ts < ?1")
                 try cut1h.bind(1, now - retention1h)
                 _ = try cut1h.step()
+                c.rowCache.invalidate(hourly: true, before: now - retention1h)
                 // Minutes deleted by retention cannot be forwarded any more: their outbox entries go too.
                 let cutOutbox = try Statement(db, "DELETE FROM outbox WHERE ts < ?1")
                 try cutOutbox.bind(1, min(now - retention1m, downsampled))
@@ -927,20 +1028,52 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     })
             }
             let grid = hourly ? Self.hour : c.bucketGrid
-            if let grid, chosen.count * 4 <= all.count, (read.to - read.from) / grid <= 1_000_000 {
+            if let grid, chosen.count * 4 <= all.count, (read.to - read.from) / grid <= 100_000 {
                 let q = read.from / grid
                 let first = (read.from % grid > 0 ? q + 1 : q) * grid
-                let probe = try Statement(
+                let starts = stride(from: first, to: read.to, by: Int(grid))
+                // Rows the cache knows are delivered from it; what it does not know is looked up one by one when
+                // few, else with one pass over the grid — and remembered, including bucket starts with no row.
+                let single = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2")
+                let range = try Statement(
                     db,
                     "WITH RECURSIVE grid(t) AS (SELECT ?1 UNION ALL SELECT t + ?3 FROM grid WHERE t + ?3 < ?2)"
                         + " SELECT ts, data FROM grid CROSS JOIN \(table) ON ts = t AND series = ?4")
-                try probe.bind(1, first)
-                try probe.bind(2, read.to)
-                try probe.bind(3, grid)
+                var missing: [Int64] = []
                 for (row, info) in chosen {
-                    try probe.bind(4, row)
-                    while try probe.step() { collect(probe.int64(0), info, probe.blob(1)) }
-                    probe.reset()
+                    missing.removeAll(keepingCapacity: true)
+                    for start in starts {
+                        if let bytes = c.rowCache.row(hourly: hourly, start: start, series: row) {
+                            if !bytes.isEmpty { collect(start, info, bytes) }
+                        } else {
+                            missing.append(start)
+                        }
+                    }
+                    if missing.count <= 64 {
+                        for start in missing {
+                            try single.bind(1, start)
+                            try single.bind(2, row)
+                            let bytes = try single.step() ? single.blob(0) : []
+                            single.reset()
+                            c.rowCache.remember(hourly: hourly, start: start, series: row, row: bytes)
+                            if !bytes.isEmpty { collect(start, info, bytes) }
+                        }
+                    } else {
+                        var unknown = Set(missing)
+                        try range.bind(1, missing[0])
+                        try range.bind(2, missing[missing.count - 1] + 1)
+                        try range.bind(3, grid)
+                        try range.bind(4, row)
+                        while try range.step() {
+                            let start = range.int64(0)
+                            guard unknown.remove(start) != nil else { continue }  // delivered from the cache
+                            let bytes = range.blob(1)
+                            c.rowCache.remember(hourly: hourly, start: start, series: row, row: bytes)
+                            collect(start, info, bytes)
+                        }
+                        range.reset()
+                        for start in unknown { c.rowCache.remember(hourly: hourly, start: start, series: row, row: []) }
+                    }
                 }
                 if let failure { throw failure }
                 return .probe(series: chosen.count)
@@ -1140,13 +1273,19 @@ final class Statement {
 
     /// Binds `bytes` to parameter `i` without copying them (SQLITE_STATIC) and steps while they are pinned.
     func stepBinding(blob bytes: borrowing ByteWriter, at i: Int32) throws(StoreError) -> Bool {
-        let (bound, rc) = bytes.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) -> (Int32, Int32) in
-            let bound = sqlite3_bind_blob(handle, i, buffer.baseAddress, Int32(buffer.count), nil)
-            guard bound == SQLITE_OK else { return (bound, SQLITE_OK) }
-            let rc = sqlite3_step(handle)
+        try bytes.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) -> Result<Bool, StoreError> in
+            Result { () throws(StoreError) in try stepBinding(blob: buffer, at: i) }
+        }.get()
+    }
+
+    /// Binds `buffer` to parameter `i` without copying it and steps; it is unbound before returning.
+    func stepBinding(blob buffer: UnsafeRawBufferPointer, at i: Int32) throws(StoreError) -> Bool {
+        let bound = sqlite3_bind_blob(handle, i, buffer.baseAddress, Int32(buffer.count), nil)
+        var rc = SQLITE_OK
+        if bound == SQLITE_OK {
+            rc = sqlite3_step(handle)
             // The bytes are only borrowed for this step: unbind before they can move.
             sqlite3_bind_null(handle, i)
-            return (bound, rc)
         }
         try check(bound, "bind")
         if rc == SQLITE_ROW { return true }
@@ -1190,15 +1329,20 @@ enum PackedRow {
     /// bucket start.
     static func begin(fields: Int, into w: inout ByteWriter) {
         w.reset()
+        header(fields: fields, into: &w)
+    }
+
+    /// The row header alone, appended after what `w` holds (rows encoded back to back).
+    static func header(fields: Int, into w: inout ByteWriter) {
         w.u8(FieldRollup.formatVersion)
         w.varint(UInt64(fields))
     }
 
     static func append(_ field: Int64, _ rollup: FieldRollup, base: inout Int64, into w: inout ByteWriter) {
         w.varint(UInt64(bitPattern: field))
-        let at = w.count
+        let mark = w.beginLength()
         rollup.write(to: &w, base: base)
-        w.insertVarint(UInt64(w.count - at), at: at)
+        w.endLength(mark)
         base = rollup.timeAnchor
     }
 

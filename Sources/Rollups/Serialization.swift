@@ -98,6 +98,26 @@ public struct ByteWriter: ~Copyable {
         var s = s
         s.withUTF8 { bytes(UnsafeRawBufferPointer($0)) }
     }
+    /// Reserves one byte for the length of what follows; ``endLength(_:)`` fills it in. Most parts are shorter
+    /// than 128 bytes, so the length costs one byte and no move.
+    public mutating func beginLength() -> Int {
+        u8(0)
+        return count - 1
+    }
+
+    /// Writes the length of the bytes after `mark` (from ``beginLength()``) as a varint at `mark`, moving them
+    /// only when it needs more than one byte.
+    public mutating func endLength(_ mark: Int) {
+        let length = count - mark - 1
+        if length < 0x80 {
+            base.storeBytes(of: UInt8(length), toByteOffset: mark, as: UInt8.self)
+        } else {
+            (base + mark).copyMemory(from: base + mark + 1, byteCount: length)
+            count -= 1
+            insertVarint(UInt64(length), at: mark)
+        }
+    }
+
     /// Inserts `v` as a varint at `offset`, moving the bytes after it (a length put in front of its payload once
     /// the payload is written: a few dozen bytes moved, cheaper than writing it twice).
     public mutating func insertVarint(_ v: UInt64, at offset: Int) {

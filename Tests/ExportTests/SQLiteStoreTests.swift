@@ -105,6 +105,23 @@ import Testing
         }
     }
 
+    /// Field lengths of one byte (< 128) and longer: the length is written in place, or the field moved by the
+    /// extra bytes.
+    @Test func packedRowsOfLongFields() throws {
+        for length in [0, 100, 127, 128, 129, 300, 20_000] {
+            var text = FieldRollup(kind: .string)
+            Array(repeating: UInt8(ascii: "x"), count: length).withUnsafeBufferPointer { text.add($0, at: 7) }
+            var wide = FieldRollup(kind: .numeric)
+            for i in 0..<(length / 2) { wide.add(Double(i) * 1.37, at: Int64(i)) }
+            var w = ByteWriter()
+            PackedRow.encode([(1, text), (2, wide), (3, text)], start: 5, into: &w)
+            let back = try #require(PackedRow.decode(w.bytes, start: 5))
+            #expect(back.map(\.field) == [1, 2, 3])
+            #expect(back[0].rollup.lastBytes.count == length && back[2].rollup.lastBytes == text.lastBytes)
+            #expect(back[1].rollup.numeric == wide.numeric && back[1].rollup.sketch == wide.sketch)
+        }
+    }
+
     /// A database written by the first release (schema 1: one row per field, fixed-width blobs; the fixture was
     /// written by that build from known points) is migrated on open, and reads back the same rollups.
     @Test func schemaVersion1IsMigrated() throws {
@@ -281,6 +298,58 @@ import Testing
         #expect(keyedHours.cells.count == 4)
         // Many series chosen: one scan.
         #expect(try store.readPlanned(read, series: { $0.tags[0].value != "h0" }).plan == .scan)
+    }
+
+    /// Keyed reads remember the rows they looked up (and the bucket starts with none); a later write to a bucket
+    /// — late data merged into a stored minute, a minute stored where there was none, hourly rows, retention —
+    /// must never be hidden by what was remembered.
+    @Test func rememberedRowsNeverHideWrites() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try SQLiteStore(path: path)
+        let minute: Int64 = 60_000_000_000
+        try store.noteBucketWidth(minute)
+        let hosts = (0..<8).map { SeriesInfo(measurement: "cpu", tags: [TagPair("host", "h\($0)")]) }
+        for m in 0..<200 as Range<Int64> where m % 7 != 3 {  // gaps at every 7th minute
+            try store.store([
+                ClosedBucket(start: m * minute, cells: hosts.map { Self.cell($0, "usage", [(1, m * minute)]) })
+            ])
+        }
+        let one: (SeriesInfo) -> Bool = { $0.tags[0].value == "h1" }
+        func sum(_ from: Int64 = 0, _ to: Int64 = 200) throws -> (Double, Int) {
+            let read = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: from * minute, to: to * minute)
+            let (cells, plan) = try store.readPlanned(read, series: one)
+            #expect(plan == .probe(series: 1))
+            return (cells.reduce(0) { $0 + $1.cell.rollup.numeric.sum }, cells.count)
+        }
+        #expect(try sum() == (171, 171))
+        #expect(try sum() == (171, 171))  // from the cache now
+        // Late data merges into a remembered minute; a minute that had no row gets one.
+        try store.store([
+            ClosedBucket(start: 11 * minute, cells: [Self.cell(hosts[1], "usage", [(5, 11 * minute)])], isLate: true)
+        ])
+        try store.store([ClosedBucket(start: 3 * minute, cells: [Self.cell(hosts[1], "usage", [(2, 3 * minute)])])])
+        #expect(try sum() == (178, 172))
+        #expect(try sum(0, 20) == (24, 18))  // a narrower range, partly remembered
+        // A rolled-back write forgets everything; what is read after it is still right.
+        try store.executeForTesting(
+            "CREATE TRIGGER fail BEFORE INSERT ON rollup_1m WHEN NEW.ts = 660000000000000 BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+        #expect(throws: StoreError.self) {
+            try store.store([ClosedBucket(start: 660_000_000_000_000, cells: [Self.cell(hosts[1], "usage", [(1, 0)])])])
+        }
+        #expect(try sum() == (178, 172))
+        // Retention: deleted minutes are not served from memory.
+        try store.maintain(
+            now: 100 * minute + 3_600_000_000_000 * 3, settle: 0, retention1m: 3_600_000_000_000 * 3,
+            retention1h: .max / 2)
+        let left = try sum()
+        #expect(left.1 < 172)
+        #expect(
+            left
+                == (try store.read(
+                    SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 200 * minute), series: nil
+                ).filter { one($0.cell.series) }.reduce((0.0, 0)) { ($0.0 + $1.cell.rollup.numeric.sum, $0.1 + 1) }))
     }
 
     @Test func aReadOnlyDatabaseFailsWithAClearError() throws {
