@@ -946,6 +946,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         public var to: Int64
         /// Whether quantile sketches are decoded; a query that computes no quantile leaves them empty.
         public var sketches: Bool
+        /// Whether rows may be looked up by key (tests turn it off to compare with a scan).
+        public var keyed = true
 
         public init(measurement: String, fields: [String]?, from: Int64, to: Int64, sketches: Bool = true) {
             self.measurement = measurement
@@ -1028,7 +1030,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     })
             }
             let grid = hourly ? Self.hour : c.bucketGrid
-            if let grid, chosen.count * 4 <= all.count, (read.to - read.from) / grid <= 100_000 {
+            // Keys to look up: few enough, or a small part of the measurement. A scan visits every row of the
+            // range, every measurement's (the key is time-major), so it wins only when most rows are wanted.
+            if let grid, read.keyed, (read.to - read.from) / grid <= 100_000,
+                chosen.count * 4 <= all.count || chosen.count * Int((read.to - read.from) / grid) <= Self.keyedReadLimit
+            {
                 let q = read.from / grid
                 let first = (read.from % grid > 0 ? q + 1 : q) * grid
                 let starts = stride(from: first, to: read.to, by: Int(grid))
@@ -1093,6 +1099,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
             return .scan
         }
     }
+
+    /// Up to this many (series, bucket start) keys a read looks rows up by key, however many of the
+    /// measurement's series it takes.
+    static let keyedReadLimit = 50_000
 
     /// The stored series of `measurement` with their row ids, decoded once and cached until one is added.
     private static func series(of measurement: String, in c: inout Connection) throws(StoreError) -> [(

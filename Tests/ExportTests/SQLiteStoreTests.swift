@@ -273,31 +273,43 @@ import Testing
         let read = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 3_000 * second)
         let keyed = try store.readPlanned(read, series: one)
         #expect(keyed.plan == .probe(series: 1))
-        let scanned = try store.readPlanned(read, series: nil)
+        var scan = read
+        scan.keyed = false
+        let scanned = try store.readPlanned(scan, series: nil)
         #expect(scanned.plan == .scan)
         let expected = scanned.cells.filter { one($0.cell.series) }
         #expect(!expected.isEmpty)
         #expect(sums(keyed.cells) == sums(expected))
         // A range starting off the grid, and one ending on a bucket start (excluded).
-        let inner = SQLiteStore.CellRead(measurement: "cpu", fields: nil, from: 65 * second, to: 600 * second)
-        #expect(
-            sums(try store.read(inner, series: one))
-                == sums(try store.read(inner, series: nil).filter { one($0.cell.series) }))
+        var inner = SQLiteStore.CellRead(measurement: "cpu", fields: nil, from: 65 * second, to: 600 * second)
+        let innerKeyed = try store.read(inner, series: one)
+        inner.keyed = false
+        #expect(sums(innerKeyed) == sums(try store.read(inner, series: nil).filter { one($0.cell.series) }))
         // The hourly tier: hour starts.
         let hour: Int64 = 3_600 * second
         for h in 0..<5 as Range<Int64> {
             let cells = hosts.map { Self.cell($0, "usage", [(Double(h), h * hour + second)]) }
             try store.storeHourlyForTesting(ClosedBucket(start: h * hour, cells: cells))
         }
-        let hours = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: hour / 2, to: 5 * hour)
+        var hours = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: hour / 2, to: 5 * hour)
         let keyedHours = try store.readPlanned(hours, hourly: true, series: one)
         #expect(keyedHours.plan == .probe(series: 1))
+        hours.keyed = false
         #expect(
             sums(keyedHours.cells)
                 == sums(try store.read(hours, hourly: true, series: nil).filter { one($0.cell.series) }))
         #expect(keyedHours.cells.count == 4)
-        // Many series chosen: one scan.
-        #expect(try store.readPlanned(read, series: { $0.tags[0].value != "h0" }).plan == .scan)
+        // Most series of the measurement over a range with more keys than the limit: one scan; fewer keys, or a
+        // small part of the series: keys.
+        let most: (SeriesInfo) -> Bool = { $0.tags[0].value != "h0" }
+        let long = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 50_000 * 10 * second)
+        #expect(11 * 50_000 > SQLiteStore.keyedReadLimit)
+        let scannedMost = try store.readPlanned(long, series: most)
+        #expect(scannedMost.plan == .scan)
+        let keyedMost = try store.readPlanned(read, series: most)
+        #expect(keyedMost.plan == .probe(series: 11))
+        #expect(sums(keyedMost.cells) == sums(scannedMost.cells.filter { $0.start < read.to }))
+        #expect(try store.readPlanned(long, series: one).plan == .probe(series: 1))
     }
 
     /// Keyed reads remember the rows they looked up (and the bucket starts with none); a later write to a bucket
@@ -345,11 +357,10 @@ import Testing
             retention1h: .max / 2)
         let left = try sum()
         #expect(left.1 < 172)
-        #expect(
-            left
-                == (try store.read(
-                    SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 200 * minute), series: nil
-                ).filter { one($0.cell.series) }.reduce((0.0, 0)) { ($0.0 + $1.cell.rollup.numeric.sum, $0.1 + 1) }))
+        var all = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 200 * minute)
+        all.keyed = false
+        let stored = try store.read(all, series: one)
+        #expect(left == (stored.reduce(0) { $0 + $1.cell.rollup.numeric.sum }, stored.count))
     }
 
     @Test func aReadOnlyDatabaseFailsWithAClearError() throws {
