@@ -40,6 +40,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// Stored series per measurement (row id and decoded tags), for queries; dropped when a series of the
         /// measurement is added.
         var seriesOfMeasurement: [String: [(row: Int64, info: SeriesInfo)]] = [:]
+        /// Per measurement, the series a read's condition took (``CellRead/condition``), dropped with the above.
+        var chosenByCondition: [String: [String: [(row: Int64, info: SeriesInfo)]]] = [:]
         /// Every bucket start in `rollup_1m` is a multiple of this (``noteBucketWidth(_:)``); `nil`: unknown.
         var bucketGrid: Int64?
         /// Rows found by keyed reads (``RowCache``).
@@ -49,6 +51,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         mutating func forgetCachedIDs() {
             seriesIDs = [:]
             seriesOfMeasurement = [:]
+            chosenByCondition = [:]
             rowCache.clear()
             seriesByRow = [:]
             fieldIDs = [:]
@@ -711,7 +714,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
         try insert.bind(2, series.measurement)
         try insert.bind(3, tags)
         _ = try insert.step()
-        if sqlite3_changes(c.db) > 0 { c.seriesOfMeasurement[series.measurement] = nil }
+        if sqlite3_changes(c.db) > 0 {
+            c.seriesOfMeasurement[series.measurement] = nil
+            c.chosenByCondition[series.measurement] = nil
+        }
         try select.bind(1, series.measurement)
         try select.bind(2, tags)
         guard try select.step() else {
@@ -948,6 +954,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
         public var sketches: Bool
         /// Whether rows may be looked up by key (tests turn it off to compare with a scan).
         public var keyed = true
+        /// The text of the series condition the read is made with, when it has one: reads with the same text take
+        /// the same series, so which they are is remembered (until a series is added to the measurement).
+        public var condition: String?
 
         public init(measurement: String, fields: [String]?, from: Int64, to: Int64, sketches: Bool = true) {
             self.measurement = measurement
@@ -994,14 +1003,28 @@ public final class SQLiteStore: RollupSink, RollupReader {
     /// rollup) as it is decoded, with the store's connection held (it must not call back into the store).
     public func visit(
         _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
-        _ body: (Int64, SeriesInfo, String, FieldRollup) -> Void
+        _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws(StoreError) -> ReadPlan {
         let table = hourly ? "rollup_1h" : "rollup_1m"
         return try connection.withLock { c throws(StoreError) in
             let db = c.db
             let all = try Self.series(of: read.measurement, in: &c)
+            let taken: [(row: Int64, info: SeriesInfo)]
+            if let accept, let condition = read.condition {
+                if let known = c.chosenByCondition[read.measurement]?[condition] {
+                    taken = known
+                } else {
+                    taken = all.filter { accept($0.info) }
+                    if c.chosenByCondition[read.measurement, default: [:]].count >= 256 {
+                        c.chosenByCondition[read.measurement] = [:]
+                    }
+                    c.chosenByCondition[read.measurement, default: [:]][condition] = taken
+                }
+            } else {
+                taken = accept.map { accept in all.filter { accept($0.info) } } ?? all
+            }
             var chosen: [Int64: SeriesInfo] = [:]
-            for (row, info) in all where accept?(info) ?? true { chosen[row] = info }
+            for (row, info) in taken { chosen[row] = info }
             guard !chosen.isEmpty, read.from < read.to else { return .scan }
             var wanted: [Int64: String]?
             if let fields = read.fields {
@@ -1020,6 +1043,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 // A malformed row is skipped, as the forwarder and downsampling skip it.
                 _ = PackedRow.visit(
                     bytes, start: start, sketches: read.sketches, wanted: { wanted == nil || wanted?[$0] != nil },
+                    stopAfter: wanted?.count ?? .max,
                     each: { field, rollup in
                         guard let name = names[field] else {
                             failure = StoreError(
@@ -1375,9 +1399,10 @@ enum PackedRow {
     /// stepped over by their length after reading only their time anchor (the next field's times are relative to
     /// it); with `sketches` false quantile sketches are skipped too. Nothing is allocated for what is skipped.
     static func visit(
-        _ bytes: [UInt8], start: Int64, sketches: Bool, wanted: (Int64) -> Bool,
-        each body: (Int64, FieldRollup) -> Void
+        _ bytes: [UInt8], start: Int64, sketches: Bool, wanted: (Int64) -> Bool, stopAfter: Int = .max,
+        each body: (Int64, consuming FieldRollup) -> Void
     ) -> Bool {
+        var found = 0
         var r = ByteReader(bytes)
         guard r.u8() == FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count) else { return false }
         var base = start
@@ -1393,6 +1418,9 @@ enum PackedRow {
                 }
                 base = rollup.timeAnchor
                 body(field, rollup)
+                found += 1
+                // Every wanted field seen: the rest of the row is not read (nor checked).
+                if found == stopAfter { return true }
             } else {
                 guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base), r.offset <= end else {
                     return false

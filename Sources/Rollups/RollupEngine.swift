@@ -237,19 +237,31 @@ public final class RollupEngine: Sendable {
     }
 
     /// Open cells of `measurement` (only `fields`, when given; only series `accept` takes, when given) in
-    /// buckets starting in `[from, to)`.
+    /// buckets starting in `[from, to)`. `condition`, the text `accept` was made from, lets the slots it takes be
+    /// remembered per shard until the measurement gets a new slot (slots are only ever added).
     public func openCells(
-        measurement: String, fields: [String]?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)? = nil
+        measurement: String, fields: [String]?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
+        condition: String? = nil
     ) -> [(start: Int64, cell: ClosedCell)] {
         var out: [(start: Int64, cell: ClosedCell)] = []
+        let key = condition.map { measurement + "\u{0}" + (fields?.joined(separator: "\u{0}") ?? "*") + "\u{0}" + $0 }
         for shard in shards {
             shard.state.withLock { state in
                 guard let slots = state.slotsByMeasurement[measurement] else { return }
-                // The slots this read takes, decided once per call (not per bucket).
-                let taken = slots.filter { slot in
-                    let meta = state.slots[Int(slot)]
-                    return (fields?.contains(meta.field) ?? true)
-                        && (accept?(state.series[Int(meta.series)].info) ?? true)
+                // The slots this read takes, decided once per call (not per bucket), or remembered.
+                let taken: [Int32]
+                if let key, let known = state.takenSlots[key], known.slotCount == slots.count {
+                    taken = known.taken
+                } else {
+                    taken = slots.filter { slot in
+                        let meta = state.slots[Int(slot)]
+                        return (fields?.contains(meta.field) ?? true)
+                            && (accept?(state.series[Int(meta.series)].info) ?? true)
+                    }
+                    if let key {
+                        if state.takenSlots.count >= 256 { state.takenSlots = [:] }
+                        state.takenSlots[key] = (slots.count, taken)
+                    }
                 }
                 guard !taken.isEmpty else { return }
                 for bucket in state.buckets where bucket.start >= from && bucket.start < to {
@@ -406,6 +418,9 @@ private struct ShardState: ~Copyable {
     var series: [SeriesEntry] = []
     var slots: [SlotInfo] = []
     var slotsByMeasurement: [String: [Int32]] = [:]
+    /// Slots a query condition took (``RollupEngine/openCells(measurement:fields:from:to:series:condition:)``),
+    /// with the measurement's slot count then: stale once it has more.
+    var takenSlots: [String: (slotCount: Int, taken: [Int32])] = [:]
     /// Open buckets, few at a time (the current one plus those within `lateness`): a linear scan beats hashing.
     var buckets: [OpenBucket] = []
     /// Index in `buckets` of the bucket used last (the common case for the next point).

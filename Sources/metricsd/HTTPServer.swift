@@ -385,10 +385,11 @@ enum HTTPRoutes {
     /// series `accept` rejects are left out; stored ones are never decoded.
     static func visitRollups(
         _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
-        _ body: (Int64, SeriesInfo, String, FieldRollup) -> Void
+        _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws(ReadFailure) {
         for (start, cell) in state.engine.openCells(
-            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept)
+            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
+            condition: read.condition)
         {
             body(start, cell.series, cell.field, cell.rollup)
         }

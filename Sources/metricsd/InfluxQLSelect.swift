@@ -45,21 +45,48 @@ struct SelectExecution {
         let windowCount = select.interval.map { Int((upper - lower + $0 - 1) / $0) } ?? 1
         let readStep = select.interval ?? interval
         // Windows of each group: a slot per (window, field), found through the window's index.
+        // Up to `denseWindows` windows a group indexes its slots with an array, beyond with a dictionary.
+        let denseWindows = 4_096
         struct Group {
             var key: [String]
             var tags: [TagPair]
-            var slots: [Int: Int] = [:]
+            var dense: [Int32]
+            var sparse: [Int: Int] = [:]
             var rollups: [FieldRollup?] = []
+
+            func slot(_ window: Int) -> Int? {
+                if dense.isEmpty { return sparse[window] }
+                let base = dense[window]
+                return base >= 0 ? Int(base) : nil
+            }
+
+            mutating func setSlot(_ window: Int, _ base: Int) {
+                if dense.isEmpty { sparse[window] = base } else { dense[window] = Int32(base) }
+            }
         }
         var groups: [Group] = []
         var groupIndex: [[String]: Int] = [:]
         var groupOfSeries: [UInt64: Int] = [:]  // -1: the tag condition rejects the series
         var groupKeys = select.groupByTags
-        func accumulate(_ start: Int64, _ series: SeriesInfo, _ field: String, _ rollup: FieldRollup) {
-            guard start >= lower, start < upper, let f = fieldIndex[field] else { return }
+        // Cells come in runs of one series and field: the last ones are checked before hashing.
+        var lastSeries: (id: UInt64, group: Int)?
+        var lastField: (name: String, index: Int)?
+        func accumulate(_ start: Int64, _ series: SeriesInfo, _ field: String, _ rollup: consuming FieldRollup) {
+            guard start >= lower, start < upper else { return }
+            let f: Int
+            if let lastField, lastField.name == field {
+                f = lastField.index
+            } else {
+                guard let known = fieldIndex[field] else { return }
+                f = known
+                lastField = (field, known)
+            }
             let g: Int
-            if let known = groupOfSeries[series.id] {
+            if let lastSeries, lastSeries.id == series.id {
+                g = lastSeries.group
+            } else if let known = groupOfSeries[series.id] {
                 g = known
+                lastSeries = (series.id, known)
             } else {
                 if let tagFilter, !tagFilter.matches(series) {
                     g = -1
@@ -72,26 +99,28 @@ struct SelectExecution {
                     } else {
                         g = groups.count
                         groupIndex[key] = g
-                        groups.append(Group(key: key, tags: series.tags))
+                        let dense = windowCount <= denseWindows ? Array(repeating: Int32(-1), count: windowCount) : []
+                        groups.append(Group(key: key, tags: series.tags, dense: dense))
                     }
                     if select.groupByAllTags {
                         for t in series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
                     }
                 }
                 groupOfSeries[series.id] = g
+                lastSeries = (series.id, g)
             }
             guard g >= 0 else { return }
             let window = select.interval.map { Int((start - lower) / $0) } ?? 0
             let base: Int
-            if let known = groups[g].slots[window] {
+            if let known = groups[g].slot(window) {
                 base = known
             } else {
                 base = groups[g].rollups.count
-                groups[g].slots[window] = base
+                groups[g].setSlot(window, base)
                 for _ in 0..<fields.count { groups[g].rollups.append(nil) }
             }
             if groups[g].rollups[base + f] == nil {
-                groups[g].rollups[base + f] = rollup
+                groups[g].rollups[base + f] = consume rollup
             } else {
                 groups[g].rollups[base + f]!.merge(rollup)
             }
@@ -100,9 +129,10 @@ struct SelectExecution {
             // One read for every field; the tag condition also picks the series, so other series' stored rows
             // are never decoded, and sketches are decoded only for a quantile.
             let accept: ((SeriesInfo) -> Bool)? = tagFilter.map { filter in { filter.matches($0) } }
-            let read = SQLiteStore.CellRead(
+            var read = SQLiteStore.CellRead(
                 measurement: select.measurement, fields: fields, from: state.engine.bucketStartOf(lower), to: upper,
                 sketches: terms.contains { $0.needsSketch })
+            read.condition = condition.map { String(describing: $0) }
             try HTTPRoutes.visitRollups(
                 state, read, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval, series: accept,
                 accumulate)
@@ -116,11 +146,11 @@ struct SelectExecution {
         for group in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
             var rows: [[Double?]] = []
             var times: [Int64] = []
-            rows.reserveCapacity(select.fill == .none ? group.slots.count : windowCount)
+            rows.reserveCapacity(select.fill == .none ? group.rollups.count / fields.count : windowCount)
             var previous: [Double?] = Array(repeating: nil, count: terms.count)
             for window in 0..<windowCount {
                 var values: [Double?]
-                if let base = group.slots[window] {
+                if let base = group.slot(window) {
                     values = terms.map { $0.value(group.rollups, base) }
                 } else {
                     values = Array(repeating: nil, count: terms.count)

@@ -36,20 +36,20 @@ struct JSONText {
 
     /// Decimal digits of `v`, written in place (times and integral values: no string per value).
     mutating func integer(_ v: Int64) {
-        if v < 0 { bytes.append(0x2D) }
-        var magnitude = v.magnitude
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 20 digits, last first
-        let count = withUnsafeMutableBytes(of: &digits) { buffer in
-            var n = 0
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: 19 digits and a sign fit
+        withUnsafeMutableBytes(of: &digits) { raw in
+            var magnitude = v.magnitude
+            var at = raw.count
             repeat {
-                buffer[n] = 0x30 + UInt8(magnitude % 10)
+                at -= 1
+                raw[at] = 0x30 + UInt8(magnitude % 10)
                 magnitude /= 10
-                n += 1
             } while magnitude > 0
-            return n
-        }
-        withUnsafeBytes(of: &digits) { buffer in
-            for k in stride(from: count - 1, through: 0, by: -1) { bytes.append(buffer[k]) }
+            if v < 0 {
+                at -= 1
+                raw[at] = 0x2D
+            }
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[at...]))
         }
     }
 

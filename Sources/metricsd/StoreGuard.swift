@@ -103,7 +103,7 @@ final class StoreGuard: RollupSink, RollupReader {
     /// (1-minute tier) as if they were stored.
     func visit(
         _ read: SQLiteStore.CellRead, hourly: Bool, series accept: ((SeriesInfo) -> Bool)?,
-        _ body: (Int64, SeriesInfo, String, FieldRollup) -> Void
+        _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws {
         _ = try store.visit(read, hourly: hourly, series: accept, body)
         guard !hourly else { return }

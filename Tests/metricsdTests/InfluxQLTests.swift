@@ -44,6 +44,36 @@ import Testing
         (Int64(Date().timeIntervalSince1970) / 600 - minutes / 10) * 600
     }
 
+    /// What a tag condition took (series in memory and stored) is remembered between queries: a series that
+    /// appears later — open or stored — must still be found by the same query text.
+    @Test func aRepeatedConditionSeesNewSeries() throws {
+        let daemon = try Daemon()
+        let base = "http://127.0.0.1:\(daemon.httpPort)"
+        let now = Int64(Date().timeIntervalSince1970)
+        let old = Self.minuteAgo(60)
+        let q =
+            "SELECT sum(v) FROM m WHERE (host = 'b' OR host =~ /^(c|d)$/) AND time >= \(old - 600)s GROUP BY host fill(none)"
+        func sums() throws -> [String: Int] {
+            var out: [String: Int] = [:]
+            for (key, values) in Self.rows(try Self.query(base, q)) {
+                out[String(key.split(separator: "|")[0])] = values.first as? Int
+            }
+            return out
+        }
+        func write(_ lines: String) throws {
+            #expect(try daemon.http("POST", "/write?precision=s", body: Data(lines.utf8)).status == 204)
+        }
+        // Hosts in every shard of the engine, so the new ones join shards whose answer was remembered.
+        try write(
+            (0..<32).map { "m,host=a\($0) v=1i \(old)\nm,host=a\($0) v=1i \(now)" }.joined(separator: "\n") + "\n")
+        #expect(try sums().isEmpty)
+        #expect(try sums().isEmpty)  // remembered: nothing taken
+        try write("m,host=b v=2i \(now)\nm,host=c v=3i \(old)\n")  // b open, c late (stored)
+        #expect(try sums() == ["host=b": 2, "host=c": 3])
+        try write("m,host=d v=4i \(old)\nm,host=b v=5i \(old)\n")
+        #expect(try sums() == ["host=b": 7, "host=c": 3, "host=d": 4])
+    }
+
     @Test func selectShowAndErrorsInInfluxDBsShape() throws {
         let daemon = try Daemon()
         let start = Self.minuteAgo(30)
