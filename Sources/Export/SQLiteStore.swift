@@ -42,6 +42,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         var seriesOfMeasurement: [String: [(row: Int64, info: SeriesInfo)]] = [:]
         /// Per measurement, the series a read's condition took (``CellRead/condition``), dropped with the above.
         var chosenByCondition: [String: [String: [(row: Int64, info: SeriesInfo)]]] = [:]
+        var chosenTotal = 0
         /// Every bucket start in `rollup_1m` is a multiple of this (``noteBucketWidth(_:)``); `nil`: unknown.
         var bucketGrid: Int64?
         /// Rows found by keyed reads (``RowCache``).
@@ -52,6 +53,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             seriesIDs = [:]
             seriesOfMeasurement = [:]
             chosenByCondition = [:]
+            chosenTotal = 0
             rowCache.clear()
             seriesByRow = [:]
             fieldIDs = [:]
@@ -1015,8 +1017,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     taken = known
                 } else {
                     taken = all.filter { accept($0.info) }
-                    if c.chosenByCondition[read.measurement, default: [:]].count >= 256 {
-                        c.chosenByCondition[read.measurement] = [:]
+                    // Bounded: at most 256 conditions per measurement and a million remembered series in all.
+                    c.chosenTotal += taken.count
+                    if c.chosenByCondition[read.measurement, default: [:]].count >= 256 || c.chosenTotal > 1 << 20 {
+                        c.chosenByCondition = [:]
+                        c.chosenTotal = taken.count
                     }
                     c.chosenByCondition[read.measurement, default: [:]][condition] = taken
                 }

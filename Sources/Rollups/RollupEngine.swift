@@ -259,7 +259,12 @@ public final class RollupEngine: Sendable {
                             && (accept?(state.series[Int(meta.series)].info) ?? true)
                     }
                     if let key {
-                        if state.takenSlots.count >= 256 { state.takenSlots = [:] }
+                        // Bounded: at most 256 conditions and a million remembered slots per shard (4 MiB).
+                        state.takenSlotsTotal += taken.count
+                        if state.takenSlots.count >= 256 || state.takenSlotsTotal > 1 << 20 {
+                            state.takenSlots = [:]
+                            state.takenSlotsTotal = taken.count
+                        }
                         state.takenSlots[key] = (slots.count, taken)
                     }
                 }
@@ -421,6 +426,7 @@ private struct ShardState: ~Copyable {
     /// Slots a query condition took (``RollupEngine/openCells(measurement:fields:from:to:series:condition:)``),
     /// with the measurement's slot count then: stale once it has more.
     var takenSlots: [String: (slotCount: Int, taken: [Int32])] = [:]
+    var takenSlotsTotal = 0
     /// Open buckets, few at a time (the current one plus those within `lateness`): a linear scan beats hashing.
     var buckets: [OpenBucket] = []
     /// Index in `buckets` of the bucket used last (the common case for the next point).
