@@ -71,8 +71,18 @@ struct NotifyService: Service {
     let listening: ReadyLatch
 
     func run() async throws {
-        await listening.wait()
-        guard !Task.isShuttingDownGracefully else { return }
+        // Until HTTP listens — or the daemon stops before it ever does (its port was taken): then the latch is
+        // released so this service ends with the others instead of holding the process.
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await listening.wait()
+            } onCancel: {
+                listening.open()
+            }
+        } onGracefulShutdown: {
+            listening.open()
+        }
+        guard !Task.isShuttingDownGracefully, !Task.isCancelled else { return }
         notifier.notify("READY=1\nSTATUS=\(status())\nMAINPID=\(getpid())")
         let watchdog = notifier.watchdogInterval
         let period = min(watchdog ?? .seconds(5), .seconds(5))
@@ -99,7 +109,8 @@ struct NotifyService: Service {
     }
 }
 
-/// A one-shot signal: `open()` once, `wait()` from anywhere.
+/// A one-shot signal: `open()` once (by the HTTP server when it listens, or on shutdown to release waiters),
+/// `wait()` from anywhere.
 final class ReadyLatch: Sendable {
     private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 

@@ -37,10 +37,10 @@ func freePort() throws -> Int {
 /// The real metricsd binary on free loopback ports with a temporary data directory. Stopped by PID when the test
 /// ends (SIGTERM, then SIGKILL after a deadline).
 final class Daemon: @unchecked Sendable {
-    let process = Process()
-    let udpPort: Int
-    let tcpPort: Int
-    let httpPort: Int
+    private(set) var process = Process()
+    private(set) var udpPort: Int
+    private(set) var tcpPort: Int
+    private(set) var httpPort: Int
     let dataDir: URL
     let logFile: URL
     private var stopped = false
@@ -69,36 +69,61 @@ final class Daemon: @unchecked Sendable {
         let configFile = configFile ?? ownConfig
         logFile = existingLog ?? dataDir.appendingPathComponent("metricsd.log")
         if existingLog == nil { _ = FileManager.default.createFile(atPath: logFile.path, contents: nil) }
-        process.executableURL = try executable ?? metricsdBinary()
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        process.arguments =
-            [
-                "serve", "--config", configFile.path, "--data-dir", dataDir.appendingPathComponent("var").path,
-                "--udp", "127.0.0.1:\(udpPort)", "--tcp", "127.0.0.1:\(tcpPort)", "--http", "127.0.0.1:\(httpPort)",
-            ] + extraArguments
-        // A wrapper (strace): it runs, its last arguments name the binary.
-        if !wrapping.isEmpty { process.arguments = wrapping + (process.arguments ?? []) }
         let logHandle = try FileHandle(forWritingTo: logFile)
-        try logHandle.seekToEnd()
-        process.standardOutput = logHandle
-        process.standardError = logHandle
-        try process.run()
-        if !waitUntilListening { return }
-        if !waitForPing(timeout: 20) {
+        // Ports are free when picked but not reserved: a daemon of a test running alongside may take one first.
+        // Then this one exits (it cannot bind) while its /ping may answer from the other daemon — so readiness
+        // means this process's own listeners answering, and a start that lost a port is retried on new ones.
+        for attempt in 1...3 {
+            if attempt > 1 {
+                process = Process()
+                udpPort = try freePort()
+                tcpPort = try freePort()
+                httpPort = try freePort()
+            }
+            process.executableURL = try executable ?? metricsdBinary()
+            if !environment.isEmpty {
+                process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+            }
+            process.arguments =
+                [
+                    "serve", "--config", configFile.path, "--data-dir", dataDir.appendingPathComponent("var").path,
+                    "--udp", "127.0.0.1:\(udpPort)", "--tcp", "127.0.0.1:\(tcpPort)", "--http",
+                    "127.0.0.1:\(httpPort)",
+                ] + extraArguments
+            // A wrapper (strace): it runs, its last arguments name the binary.
+            if !wrapping.isEmpty { process.arguments = wrapping + (process.arguments ?? []) }
+            try logHandle.seekToEnd()
+            process.standardOutput = logHandle
+            process.standardError = logHandle
+            try process.run()
+            if !waitUntilListening { return }
+            if waitForPing(timeout: 20) { return }
             let running = process.isRunning
+            if !running && attempt < 3 && log().contains("Address already in use") { continue }
             stop()
             throw CLIError("metricsd \(running ? "did not start listening" : "exited early"):\n\(log())")
         }
+    }
+
+    /// Whether the daemon answering on `httpPort` is this process: its `/health` names this instance's UDP and
+    /// TCP listeners (when it has them).
+    private func answersAsItself() -> Bool {
+        guard let health = try? http("GET", "/health"), health.status == 200 || health.status == 503 else {
+            return false
+        }
+        let listeners = health.json["listeners"] as? [String: String] ?? [:]
+        for (kind, port) in [("udp", udpPort), ("tcp", tcpPort)] {
+            if let address = listeners[kind], !address.hasSuffix(":\(port)") { return false }
+        }
+        return true
     }
 
     /// Waits (bounded) until /ping answers 204; false when the time passes or the process exits.
     func waitForPing(timeout: TimeInterval) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if (try? http("GET", "/ping").status) == 204 { return true }
             if !process.isRunning { return false }
+            if (try? http("GET", "/ping").status) == 204 && process.isRunning && answersAsItself() { return true }
             usleep(50_000)
         }
         return false

@@ -11,6 +11,51 @@ import Testing
 @Suite struct FaultTests {
     /// Slow HTTP clients (slowloris) trickle partial request headers over many connections; meanwhile ordinary
     /// clients write and query and are answered promptly.
+    /// Regression: with its HTTP port taken the daemon shut its other services down but never exited (the
+    /// systemd readiness service waited forever for an HTTP server that had failed). It must exit non-zero at
+    /// once, saying why — for each listener.
+    @Test(arguments: ["--http", "--tcp"])
+    func aTakenPortStopsTheDaemonWithAnError(flag: String) throws {
+        let taken = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(taken) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(taken, $0, len) }
+        }
+        #expect(listen(taken, 4) == 0)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(taken, $0, &len) }
+        }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("metricsd-taken-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var arguments = [
+            "serve", "--data-dir", dir.path, "--udp", "", "--tcp", "", "--http", "127.0.0.1:\(try freePort())",
+        ]
+        arguments[arguments.firstIndex(of: flag)! + 1] = "127.0.0.1:\(port)"
+        let process = Process()
+        process.executableURL = try metricsdBinary()
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardError = output
+        process.standardOutput = output
+        try process.run()
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            Issue.record("metricsd still running 15 s after failing to bind \(flag) \(port)")
+            return
+        }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus != 0)
+        #expect(text.contains("Address already in use"), "\(text)")
+    }
+
     @Test func slowClientsDoNotStarveOthers() throws {
         let daemon = try Daemon()
         var slow: [Int32] = []
