@@ -424,6 +424,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// Below this many cells a bucket is encoded row by row, between the inserts (a thread is not worth it).
         static let pipelineMinimum = 20_000
         static let rowsPerChunk = 4_096
+        static let chunksAhead = 8
 
         /// Rows of a bucket encoded on another thread, a chunk at a time, published by `ready`: the encoder writes
         /// `bytes`/`ends` once and then signals; the writer reads them only after waiting. So a chunk is never
@@ -455,9 +456,12 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 EncodedChunk(runs: $0..<min($0 + Self.rowsPerChunk, runs.count))
             }
             let (cells, keyed, fields, start) = (bucket.cells, self.keyed, self.fields, bucket.start)
+            // At most this many chunks encoded ahead of the inserts (memory: a few MiB, not the whole bucket).
+            let ahead = DispatchSemaphore(value: Self.chunksAhead)
             DispatchQueue.global(qos: .userInitiated).async { [runs] in
                 var w = ByteWriter(capacity: 1 << 20)
                 for chunk in chunks {
+                    ahead.wait()
                     w.reset()
                     var ends: [Int] = []
                     ends.reserveCapacity(chunk.runs.count)
@@ -475,24 +479,31 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     chunk.ready.signal()
                 }
             }
-            // The encoder always runs to its end (it only reads values it owns), so an error here just stops
-            // waiting for it; every chunk is awaited before returning otherwise.
-            for chunk in chunks {
-                chunk.ready.wait()
-                let bytes = chunk.bytes
-                chunk.bytes = []
-                try bytes.withUnsafeBytes { (all: UnsafeRawBufferPointer) -> Result<Void, StoreError> in
-                    Result { () throws(StoreError) in
-                        var from = 0
-                        for (row, run) in zip(chunk.ends, runs[chunk.runs]) {
-                            try insert.bind(1, start)
-                            try insert.bind(2, keyed[run.lowerBound].id)
-                            _ = try insert.stepBinding(blob: UnsafeRawBufferPointer(rebasing: all[from..<row]), at: 3)
-                            insert.reset()
-                            from = row
+            // Every chunk is awaited before returning. On an error the encoder is let run to its end (it only
+            // reads values it owns; `ahead` is signalled for every chunk left so it never waits for ever).
+            do throws(StoreError) {
+                for chunk in chunks {
+                    chunk.ready.wait()
+                    let bytes = chunk.bytes
+                    chunk.bytes = []
+                    ahead.signal()
+                    try bytes.withUnsafeBytes { (all: UnsafeRawBufferPointer) -> Result<Void, StoreError> in
+                        Result { () throws(StoreError) in
+                            var from = 0
+                            for (row, run) in zip(chunk.ends, runs[chunk.runs]) {
+                                try insert.bind(1, start)
+                                try insert.bind(2, keyed[run.lowerBound].id)
+                                _ = try insert.stepBinding(
+                                    blob: UnsafeRawBufferPointer(rebasing: all[from..<row]), at: 3)
+                                insert.reset()
+                                from = row
+                            }
                         }
-                    }
-                }.get()
+                    }.get()
+                }
+            } catch {
+                for _ in chunks { ahead.signal() }
+                throw error
             }
             return true
         }

@@ -184,6 +184,31 @@ import Testing
         #expect(cells.first?.cell.rollup.numeric.sum == 2)
     }
 
+    /// A large new bucket is encoded on a second thread while rows are inserted: a failure in the middle rolls
+    /// the whole bucket back, and storing it again stores every row once.
+    @Test func aFailedLargeFlushRollsBackWhole() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try SQLiteStore(path: path)
+        let minute: Int64 = 60_000_000_000
+        let series = (0..<12_000).map { SeriesInfo(measurement: "cpu", tags: [TagPair("host", "h\($0)")]) }
+        try store.store([ClosedBucket(start: 0, cells: series.map { Self.cell($0, "a", [(1, 0)]) })])  // ids exist
+        let cells = series.flatMap { s in ["a", "b", "c"].map { Self.cell(s, $0, [(2, minute)]) } }
+        #expect(cells.count >= 20_000)  // the pipelined path
+        try store.executeForTesting(
+            "CREATE TRIGGER fail BEFORE INSERT ON rollup_1m WHEN NEW.ts = \(minute) AND NEW.series = 9000"
+                + " BEGIN SELECT RAISE(ABORT, 'injected'); END")
+        for _ in 0..<3 {
+            #expect(throws: StoreError.self) { try store.store([ClosedBucket(start: minute, cells: cells)]) }
+        }
+        #expect(try store.rowCount() == 12_000)
+        try store.executeForTesting("DROP TRIGGER fail")
+        try store.store([ClosedBucket(start: minute, cells: cells)])
+        #expect(try store.rowCount() == 24_000)
+        let stored = try store.storedCells(measurement: "cpu", field: nil, from: minute, to: 2 * minute)
+        #expect(stored.count == 36_000 && stored.allSatisfy { $0.cell.rollup.numeric.sum == 2 })
+    }
+
     /// Storing the same (bucket, series, field) twice merges — the mechanism behind late data and restarts
     /// mid-minute — and the result equals one rollup of all the points.
     @Test func storingTwiceMergesExactly() throws {
