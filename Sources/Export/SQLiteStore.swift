@@ -363,12 +363,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 fields.append(try fieldID(cells[k].field, in: &c))
             }
             keyed.sort { $0.id != $1.id ? $0.id < $1.id : $0.index < $1.index }
-            if !merging, keyed.count >= Self.pipelineMinimum, try writeNew(bucket) { return }
-            var k = 0
-            while k < keyed.count {
-                let id = keyed[k].id
-                var end = k + 1
-                while end < keyed.count && keyed[end].id == id { end += 1 }
+            let runs = seriesRuns()
+            if !merging, keyed.count >= Self.pipelineMinimum, try writeNew(bucket, runs: runs) { return }
+            for run in runs {
+                let (k, end, id) = (run.lowerBound, run.upperBound, keyed[run.lowerBound].id)
                 if !merging && distinctFields(keyed[k..<end]) {
                     // The common case: a new row, one cell per field — encoded straight from the cells.
                     PackedRow.begin(fields: end - k, into: &writer)
@@ -415,8 +413,20 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     _ = try outbox.step()
                     outbox.reset()
                 }
+            }
+        }
+
+        /// The ranges of `keyed` (sorted by series id) that belong to one series: one row each.
+        func seriesRuns() -> [Range<Int>] {
+            var runs: [Range<Int>] = []
+            var k = 0
+            while k < keyed.count {
+                var end = k + 1
+                while end < keyed.count && keyed[end].id == keyed[k].id { end += 1 }
+                runs.append(k..<end)
                 k = end
             }
+            return runs
         }
 
         var recentFields: [(name: String, id: Int64)] = []
@@ -442,16 +452,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// are encoded on a second thread while this one inserts the rows encoded before, so encoding (about a
         /// third of a flush) overlaps SQLite's B-tree inserts instead of preceding each. `false` (nothing written)
         /// when some series has a field twice; the row-by-row path merges those.
-        func writeNew(_ bucket: ClosedBucket) throws(StoreError) -> Bool {
-            var runs: [Range<Int>] = []
-            var k = 0
-            while k < keyed.count {
-                var end = k + 1
-                while end < keyed.count && keyed[end].id == keyed[k].id { end += 1 }
-                guard distinctFields(keyed[k..<end]) else { return false }
-                runs.append(k..<end)
-                k = end
-            }
+        func writeNew(_ bucket: ClosedBucket, runs: [Range<Int>]) throws(StoreError) -> Bool {
+            guard runs.allSatisfy({ distinctFields(self.keyed[$0]) }) else { return false }
             let chunks = stride(from: 0, to: runs.count, by: Self.rowsPerChunk).map {
                 EncodedChunk(runs: $0..<min($0 + Self.rowsPerChunk, runs.count))
             }
@@ -935,23 +937,15 @@ public final class SQLiteStore: RollupSink, RollupReader {
     public func storedCells(
         measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)?
     ) throws(StoreError) -> [(start: Int64, cell: ClosedCell)] {
-        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1m", accept: accept)
+        try read(CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to), series: accept)
     }
 
     /// Stored 1-hour rollups (bucket starts are hour starts).
     public func hourlyCells(
         measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)? = nil
     ) throws(StoreError) -> [(start: Int64, cell: ClosedCell)] {
-        try storedCells(measurement: measurement, field: field, from: from, to: to, table: "rollup_1h", accept: accept)
-    }
-
-    func storedCells(
-        measurement: String, field: String?, from: Int64, to: Int64, table: String,
-        accept: ((SeriesInfo) -> Bool)?
-    ) throws(StoreError) -> [(start: Int64, cell: ClosedCell)] {
         try read(
-            CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to),
-            hourly: table == "rollup_1h",
+            CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to), hourly: true,
             series: accept)
     }
 
@@ -980,7 +974,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         }
     }
 
-    /// How the last ``read(_:hourly:series:)`` found its rows (tests check the plan, benchmarks the speed).
+    /// How a read found its rows (tests check the plan).
     public enum ReadPlan: Sendable, Equatable {
         /// Every row of the range, skipping other series' rows.
         case scan
@@ -991,10 +985,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
     /// Stored rollups (1-minute tier, or the hourly one) for a query: only the series `accept` takes (their tags
     /// are matched once, from a cache) and only the fields asked for are decoded.
     ///
-    /// Rows are keyed (bucket start, series). When the chosen series are a small part of the measurement (at
-    /// most a quarter) and bucket starts lie on a known grid (the bucket width, 1 h for the hourly tier), each
-    /// chosen series' rows are looked up by key, so a one-host query over a day reads that host's 1,440 rows,
-    /// not the day's rows of every host; otherwise the range is scanned once.
+    /// Rows are keyed (bucket start, series). When bucket starts lie on a known grid (the bucket width, 1 h for
+    /// the hourly tier) and the keys are few (at most ``keyedReadLimit`` series × starts, or a quarter of the
+    /// measurement's series or fewer), each chosen series' rows are looked up by key — remembered in ``RowCache``
+    /// — so a one-host query over a day reads that host's 1,440 rows, not the day's rows of every host; otherwise
+    /// the range is scanned once.
     public func read(_ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?)
         throws(StoreError) -> [(start: Int64, cell: ClosedCell)]
     {
@@ -1039,9 +1034,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             } else {
                 taken = accept.map { accept in all.filter { accept($0.info) } } ?? all
             }
-            var chosen: [Int64: SeriesInfo] = [:]
-            for (row, info) in taken { chosen[row] = info }
-            guard !chosen.isEmpty, read.from < read.to else { return .scan }
+            guard !taken.isEmpty, read.from < read.to else { return .scan }
             var wanted: [Int64: String]?
             if let fields = read.fields {
                 var ids: [Int64: String] = [:]
@@ -1073,7 +1066,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             // Keys to look up: few enough, or a small part of the measurement. A scan visits every row of the
             // range, every measurement's (the key is time-major), so it wins only when most rows are wanted.
             if let grid, read.keyed, (read.to - read.from) / grid <= 100_000,
-                chosen.count * 4 <= all.count || chosen.count * Int((read.to - read.from) / grid) <= Self.keyedReadLimit
+                taken.count * 4 <= all.count || taken.count * Int((read.to - read.from) / grid) <= Self.keyedReadLimit
             {
                 let q = read.from / grid
                 let first = (read.from % grid > 0 ? q + 1 : q) * grid
@@ -1086,7 +1079,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     "WITH RECURSIVE grid(t) AS (SELECT ?1 UNION ALL SELECT t + ?3 FROM grid WHERE t + ?3 < ?2)"
                         + " SELECT ts, data FROM grid CROSS JOIN \(table) ON ts = t AND series = ?4")
                 var missing: [Int64] = []
-                for (row, info) in chosen {
+                for (row, info) in taken {
                     missing.removeAll(keepingCapacity: true)
                     for start in starts {
                         if let bytes = c.rowCache.row(hourly: hourly, start: start, series: row) {
@@ -1122,7 +1115,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     }
                 }
                 if let failure { throw failure }
-                return .probe(series: chosen.count)
+                return .probe(series: taken.count)
             }
             let query = try Statement(
                 db,
@@ -1131,6 +1124,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             try query.bind(1, read.from)
             try query.bind(2, read.to)
             try query.bind(3, read.measurement)
+            let chosen = Dictionary(taken, uniquingKeysWith: { first, _ in first })
             while try query.step() {
                 guard let info = chosen[query.int64(1)] else { continue }
                 collect(query.int64(0), info, query.blob(2))

@@ -76,27 +76,12 @@ final class StoreGuard: RollupSink, RollupReader {
     func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws -> [(
         start: Int64, cell: ClosedCell
     )] {
-        try storedCells(measurement: measurement, field: field, from: from, to: to, series: nil)
-    }
-
-    func storedCells(
-        measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)?
-    ) throws -> [(start: Int64, cell: ClosedCell)] {
-        var cells = try store.storedCells(measurement: measurement, field: field, from: from, to: to, series: accept)
-        cells += pendingCells(measurement: measurement, field: field, from: from, to: to)
+        var cells: [(start: Int64, cell: ClosedCell)] = []
+        let read = SQLiteStore.CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to)
+        try visit(read, hourly: false, series: nil) { start, series, field, rollup in
+            cells.append((start, ClosedCell(series: series, field: field, rollup: rollup)))
+        }
         return cells
-    }
-
-    func hourlyCells(measurement: String, field: String?, from: Int64, to: Int64) throws -> [(
-        start: Int64, cell: ClosedCell
-    )] {
-        try store.hourlyCells(measurement: measurement, field: field, from: from, to: to)
-    }
-
-    func hourlyCells(
-        measurement: String, field: String?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)?
-    ) throws -> [(start: Int64, cell: ClosedCell)] {
-        try store.hourlyCells(measurement: measurement, field: field, from: from, to: to, series: accept)
     }
 
     /// A query's read of one tier (``SQLiteStore/visit(_:hourly:series:_:)``), with cells still pending a store
@@ -112,12 +97,6 @@ final class StoreGuard: RollupSink, RollupReader {
         where accept?(cell.series) ?? true {
             body(start, cell.series, cell.field, cell.rollup)
         }
-    }
-
-    private func pendingCells(measurement: String, field: String?, from: Int64, to: Int64) -> [(
-        start: Int64, cell: ClosedCell
-    )] {
-        pendingCells(measurement: measurement, fields: field.map { [$0] }, from: from, to: to)
     }
 
     private func pendingCells(measurement: String, fields: [String]?, from: Int64, to: Int64) -> [(
