@@ -189,6 +189,11 @@ final class Daemon: @unchecked Sendable {
         return reply.json
     }
 
+    /// The values of every point of every series in an `/api/v1/query` answer.
+    static func pointValues(_ json: [String: Any]) -> [Double] {
+        ((json["series"] as? [[String: Any]]) ?? []).flatMap { ($0["points"] as? [[Double]] ?? []).map { $0[1] } }
+    }
+
     func counters() throws -> [String: Any] {
         (try http("GET", "/health").json["counters"] as? [String: Any]) ?? [:]
     }
