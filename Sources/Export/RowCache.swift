@@ -1,3 +1,5 @@
+import Rollups
+
 /// Stored rows that keyed reads (``SQLiteStore/read(_:hourly:series:)`` for a few series) looked up, kept so the
 /// next refresh of the same panels does not look them up again: a dashboard re-reads the same series' last hours
 /// every few seconds, and only the newest minutes change.
@@ -15,6 +17,60 @@ struct RowCache {
     private var tiers: [[Int64: [Int64: [UInt8]]]] = [[:], [:]]
     private(set) var bytes = 0
 
+    /// Decoded summaries (``FieldSummary``) of one series and field over ``blockLength`` consecutive bucket starts
+    /// of the grid, by tier and block start, then (series row id, field id); a summary with count 0 where no row
+    /// or no such field is stored. Reads that need no sketch take these instead of decoding rows again.
+    private var blocks: [[Int64: [BlockKey: ContiguousArray<FieldSummary>]]] = [[:], [:]]
+    /// The span of a block per tier (grid × ``blockLength``); 0 while the tier has none.
+    private var spans: [Int64] = [0, 0]
+
+    struct BlockKey: Hashable {
+        var series: Int64
+        var field: Int64
+    }
+
+    static let blockLength = 60
+    static let summaryBytes = MemoryLayout<FieldSummary>.stride * blockLength + overhead
+
+    /// The block of starts `[blockStart, blockStart + grid × blockLength)`, or `nil` when unknown.
+    func block(hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64) -> ContiguousArray<
+        FieldSummary
+    >? {
+        let t = hourly ? 1 : 0
+        guard spans[t] == grid * Int64(Self.blockLength) else { return nil }
+        return blocks[t][blockStart]?[BlockKey(series: series, field: field)]
+    }
+
+    mutating func remember(
+        hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64, block: ContiguousArray<FieldSummary>
+    ) {
+        precondition(block.count == Self.blockLength)
+        let t = hourly ? 1 : 0
+        let span = grid * Int64(Self.blockLength)
+        if spans[t] != span {
+            dropBlocks(t)
+            spans[t] = span
+        }
+        if bytes + Self.summaryBytes > Self.budget { clear() }
+        spans[t] = span
+        if blocks[t][blockStart, default: [:]].updateValue(block, forKey: BlockKey(series: series, field: field))
+            == nil
+        {
+            bytes += Self.summaryBytes
+        }
+    }
+
+    /// The start of the block holding bucket start `start` (blocks of span `span` start at its multiples).
+    static func blockStart(_ start: Int64, span: Int64) -> Int64 {
+        let q = start / span
+        return (start % span < 0 ? q - 1 : q) * span
+    }
+
+    private mutating func dropBlocks(_ t: Int) {
+        for block in blocks[t].values { bytes -= block.count * Self.summaryBytes }
+        blocks[t] = [:]
+    }
+
     /// The cached row (empty: known to have no row), or `nil` when unknown.
     func row(hourly: Bool, start: Int64, series: Int64) -> [UInt8]? {
         tiers[hourly ? 1 : 0][start]?[series]
@@ -28,17 +84,26 @@ struct RowCache {
 
     /// A write to bucket `start` of a tier.
     mutating func invalidate(hourly: Bool, start: Int64) {
-        guard let gone = tiers[hourly ? 1 : 0].removeValue(forKey: start) else { return }
+        let t = hourly ? 1 : 0
+        if spans[t] > 0, let gone = blocks[t].removeValue(forKey: Self.blockStart(start, span: spans[t])) {
+            bytes -= gone.count * Self.summaryBytes
+        }
+        guard let gone = tiers[t].removeValue(forKey: start) else { return }
         bytes -= gone.values.reduce(0) { $0 + $1.count + Self.overhead }
     }
 
-    /// Rows of buckets before `start` deleted (retention).
+    /// Rows of buckets before `start` deleted (retention): every block that holds such a bucket goes too.
     mutating func invalidate(hourly: Bool, before start: Int64) {
-        for key in tiers[hourly ? 1 : 0].keys where key < start { invalidate(hourly: hourly, start: key) }
+        let t = hourly ? 1 : 0
+        for key in tiers[t].keys where key < start { invalidate(hourly: hourly, start: key) }
+        for key in blocks[t].keys where key < start {
+            bytes -= (blocks[t].removeValue(forKey: key)?.count ?? 0) * Self.summaryBytes
+        }
     }
 
     mutating func clear() {
         tiers = [[:], [:]]
+        blocks = [[:], [:]]
         bytes = 0
     }
 }

@@ -1013,26 +1013,16 @@ public final class SQLiteStore: RollupSink, RollupReader {
         _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
         _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws(StoreError) -> ReadPlan {
-        let table = hourly ? "rollup_1h" : "rollup_1m"
-        return try connection.withLock { c throws(StoreError) in
-            let db = c.db
+        try connection.withLock { c throws(StoreError) in
             let all = try Self.series(of: read.measurement, in: &c)
-            let taken: [(row: Int64, info: SeriesInfo)]
-            if let accept, let condition = read.condition {
-                if let known = c.chosenByCondition[read.measurement]?[condition] {
+            var taken = all
+            if let accept {
+                if let known = Self.chosen(read, in: c) {
                     taken = known
                 } else {
                     taken = all.filter { accept($0.info) }
-                    // Bounded: at most 256 conditions per measurement and a million remembered series in all.
-                    c.chosenTotal += taken.count
-                    if c.chosenByCondition[read.measurement, default: [:]].count >= 256 || c.chosenTotal > 1 << 20 {
-                        c.chosenByCondition = [:]
-                        c.chosenTotal = taken.count
-                    }
-                    c.chosenByCondition[read.measurement, default: [:]][condition] = taken
+                    Self.remember(read, chose: taken, in: &c)
                 }
-            } else {
-                taken = accept.map { accept in all.filter { accept($0.info) } } ?? all
             }
             guard !taken.isEmpty, read.from < read.to else { return .scan }
             var wanted: [Int64: String]?
@@ -1062,75 +1052,231 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         body(start, info, name, rollup)
                     })
             }
-            let grid = hourly ? Self.hour : c.bucketGrid
-            // Keys to look up: few enough, or a small part of the measurement. A scan visits every row of the
-            // range, every measurement's (the key is time-major), so it wins only when most rows are wanted.
-            if let grid, read.keyed, (read.to - read.from) / grid <= 100_000,
-                taken.count * 4 <= all.count || taken.count * Int((read.to - read.from) / grid) <= Self.keyedReadLimit
-            {
-                let q = read.from / grid
-                let first = (read.from % grid > 0 ? q + 1 : q) * grid
-                let starts = stride(from: first, to: read.to, by: Int(grid))
-                // Rows the cache knows are delivered from it; what it does not know is looked up one by one when
-                // few, else with one pass over the grid — and remembered, including bucket starts with no row.
-                let single = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2")
-                let range = try Statement(
-                    db,
-                    "WITH RECURSIVE grid(t) AS (SELECT ?1 UNION ALL SELECT t + ?3 FROM grid WHERE t + ?3 < ?2)"
-                        + " SELECT ts, data FROM grid CROSS JOIN \(table) ON ts = t AND series = ?4")
-                var missing: [Int64] = []
+            if let grid = Self.keyedGrid(read, hourly: hourly, taken: taken.count, all: all.count, in: c) {
+                var lookup = try KeyedLookup(c.db, hourly: hourly, grid: grid)
+                let starts = Self.gridStarts(read, grid: grid)
                 for (row, info) in taken {
-                    missing.removeAll(keepingCapacity: true)
-                    for start in starts {
-                        if let bytes = c.rowCache.row(hourly: hourly, start: start, series: row) {
-                            if !bytes.isEmpty { collect(start, info, bytes) }
-                        } else {
-                            missing.append(start)
-                        }
-                    }
-                    if missing.count <= 64 {
-                        for start in missing {
-                            try single.bind(1, start)
-                            try single.bind(2, row)
-                            let bytes = try single.step() ? single.blob(0) : []
-                            single.reset()
-                            c.rowCache.remember(hourly: hourly, start: start, series: row, row: bytes)
-                            if !bytes.isEmpty { collect(start, info, bytes) }
-                        }
-                    } else {
-                        var unknown = Set(missing)
-                        try range.bind(1, missing[0])
-                        try range.bind(2, missing[missing.count - 1] + 1)
-                        try range.bind(3, grid)
-                        try range.bind(4, row)
-                        while try range.step() {
-                            let start = range.int64(0)
-                            guard unknown.remove(start) != nil else { continue }  // delivered from the cache
-                            let bytes = range.blob(1)
-                            c.rowCache.remember(hourly: hourly, start: start, series: row, row: bytes)
-                            collect(start, info, bytes)
-                        }
-                        range.reset()
-                        for start in unknown { c.rowCache.remember(hourly: hourly, start: start, series: row, row: []) }
-                    }
+                    try lookup.rows(series: row, starts: starts, in: &c)
+                    for (start, bytes) in lookup.found { collect(start, info, bytes) }
                 }
                 if let failure { throw failure }
                 return .probe(series: taken.count)
             }
-            let query = try Statement(
-                db,
-                "SELECT ts, series, data FROM \(table) WHERE ts >= ?1 AND ts < ?2"
-                    + " AND series IN (SELECT id FROM series WHERE measurement = ?3)")
-            try query.bind(1, read.from)
-            try query.bind(2, read.to)
-            try query.bind(3, read.measurement)
+            let rows = try Self.scan(read, hourly: hourly, db: c.db)
             let chosen = Dictionary(taken, uniquingKeysWith: { first, _ in first })
-            while try query.step() {
-                guard let info = chosen[query.int64(1)] else { continue }
-                collect(query.int64(0), info, query.blob(2))
+            while try rows.step() {
+                guard let info = chosen[rows.int64(1)] else { continue }
+                collect(rows.int64(0), info, rows.blob(2))
             }
             if let failure { throw failure }
             return .scan
+        }
+    }
+
+    /// ``visit(_:hourly:series:_:)`` for reads that need no quantile and no distinct count: `body` gets each
+    /// cell's summary (``FieldSummary``) and its field's index in `read.fields` (which must be given).
+    ///
+    /// A keyed read keeps what it decodes: each chosen series' summaries of a field over ``RowCache/blockLength``
+    /// bucket starts of the grid (a block), dropped with the rows they were decoded from (``RowCache``) — so a
+    /// dashboard's next refresh decodes only the blocks a flush changed.
+    public func visitSummaries(
+        _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
+        _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+    ) throws(StoreError) -> ReadPlan {
+        precondition(read.fields != nil, "a summary read names its fields")
+        return try connection.withLock { c throws(StoreError) in
+            let all = try Self.series(of: read.measurement, in: &c)
+            var taken = all
+            if let accept {
+                if let known = Self.chosen(read, in: c) {
+                    taken = known
+                } else {
+                    taken = all.filter { accept($0.info) }
+                    Self.remember(read, chose: taken, in: &c)
+                }
+            }
+            guard !taken.isEmpty, read.from < read.to else { return .scan }
+            // Field ids with their index in `read.fields`.
+            var ids: [(id: Int64, index: Int)] = []
+            for (index, name) in (read.fields ?? []).enumerated() {
+                if let id = try Self.existingFieldID(name, in: &c) { ids.append((id, index)) }
+            }
+            guard !ids.isEmpty else { return .scan }
+            // A field id's position in `ids` (a handful: compared, not hashed).
+            func position(_ id: Int64) -> Int? {
+                for (k, wanted) in ids.enumerated() where wanted.id == id { return k }
+                return nil
+            }
+            guard let grid = Self.keyedGrid(read, hourly: hourly, taken: taken.count, all: all.count, in: c) else {
+                let rows = try Self.scan(read, hourly: hourly, db: c.db)
+                let chosen = Dictionary(taken, uniquingKeysWith: { first, _ in first })
+                while try rows.step() {
+                    guard let info = chosen[rows.int64(1)] else { continue }
+                    let start = rows.int64(0)
+                    _ = PackedRow.visitSummaries(rows.blob(2), start: start, wanted: position, stopAfter: ids.count) {
+                        body(start, info, ids[$0].index, $1)
+                    }
+                }
+                return .scan
+            }
+            var lookup = try KeyedLookup(c.db, hourly: hourly, grid: grid)
+            let length = RowCache.blockLength
+            let span = grid * Int64(length)
+            let empty = ContiguousArray(repeating: FieldSummary(), count: length)
+            var fresh: [ContiguousArray<FieldSummary>] = []
+            for (row, info) in taken {
+                var blockStart = RowCache.blockStart(read.from, span: span)
+                while blockStart < read.to {
+                    // The block of every wanted field: from the cache, or decoded from the block's rows (each row
+                    // once for all fields) and remembered.
+                    var known: [ContiguousArray<FieldSummary>?] = ids.map {
+                        c.rowCache.block(
+                            hourly: hourly, grid: grid, blockStart: blockStart, series: row, field: $0.id)
+                    }
+                    if known.contains(where: { $0 == nil }) {
+                        fresh = Array(repeating: empty, count: ids.count)
+                        let starts = stride(from: blockStart, to: blockStart + span, by: Int(grid))
+                        try lookup.rows(series: row, starts: starts, in: &c)
+                        for (start, bytes) in lookup.found {
+                            let slot = Int((start - blockStart) / grid)
+                            _ = PackedRow.visitSummaries(bytes, start: start, wanted: position, stopAfter: ids.count) {
+                                fresh[$0][slot] = $1
+                            }
+                        }
+                        for (k, wanted) in ids.enumerated() where known[k] == nil {
+                            c.rowCache.remember(
+                                hourly: hourly, grid: grid, blockStart: blockStart, series: row, field: wanted.id,
+                                block: fresh[k])
+                            known[k] = fresh[k]
+                        }
+                    }
+                    // Deliver start by start (the fields of one start together, as a row would), within the range.
+                    let first = Swift.max(0, Int((read.from - blockStart + grid - 1) / grid))
+                    let last = Swift.min(length, Int((read.to - blockStart + grid - 1) / grid))
+                    if first < last {
+                        for slot in first..<last {
+                            let start = blockStart + Int64(slot) * grid
+                            for (k, wanted) in ids.enumerated() {
+                                let summary = known[k].unsafelyUnwrapped[slot]
+                                if summary.count > 0 { body(start, info, wanted.index, summary) }
+                            }
+                        }
+                    }
+                    blockStart += span
+                }
+            }
+            return .probe(series: taken.count)
+        }
+    }
+
+    /// The series a read with the same condition text took before, when remembered.
+    private static func chosen(_ read: CellRead, in c: borrowing Connection) -> [(row: Int64, info: SeriesInfo)]? {
+        read.condition.flatMap { c.chosenByCondition[read.measurement]?[$0] }
+    }
+
+    /// Remembers the series a read took by its condition text (when it has one). Bounded: at most 256 conditions
+    /// per measurement and a million remembered series in all.
+    private static func remember(
+        _ read: CellRead, chose taken: [(row: Int64, info: SeriesInfo)], in c: inout Connection
+    ) {
+        guard let condition = read.condition else { return }
+        c.chosenTotal += taken.count
+        if c.chosenByCondition[read.measurement, default: [:]].count >= 256 || c.chosenTotal > 1 << 20 {
+            c.chosenByCondition = [:]
+            c.chosenTotal = taken.count
+        }
+        c.chosenByCondition[read.measurement, default: [:]][condition] = taken
+    }
+
+    /// The grid to look rows up on by key, or `nil` to scan: keys few enough, or a small part of the measurement.
+    /// A scan visits every row of the range, every measurement's (the key is time-major), so it wins only when
+    /// most rows are wanted.
+    private static func keyedGrid(_ read: CellRead, hourly: Bool, taken: Int, all: Int, in c: borrowing Connection)
+        -> Int64?
+    {
+        guard let grid = hourly ? Self.hour : c.bucketGrid, read.keyed, (read.to - read.from) / grid <= 100_000,
+            taken * 4 <= all || taken * Int((read.to - read.from) / grid) <= Self.keyedReadLimit
+        else { return nil }
+        return grid
+    }
+
+    /// The grid's bucket starts in `[read.from, read.to)`.
+    private static func gridStarts(_ read: CellRead, grid: Int64) -> StrideTo<Int64> {
+        let q = read.from / grid
+        let first = (read.from % grid > 0 ? q + 1 : q) * grid
+        return stride(from: first, to: read.to, by: Int(grid))
+    }
+
+    /// The stored rows of the range, of the read's measurement: (bucket start, series row id, row bytes).
+    private static func scan(_ read: CellRead, hourly: Bool, db: OpaquePointer) throws(StoreError) -> Statement {
+        let query = try Statement(
+            db,
+            "SELECT ts, series, data FROM \(hourly ? "rollup_1h" : "rollup_1m") WHERE ts >= ?1 AND ts < ?2"
+                + " AND series IN (SELECT id FROM series WHERE measurement = ?3)")
+        try query.bind(1, read.from)
+        try query.bind(2, read.to)
+        try query.bind(3, read.measurement)
+        return query
+    }
+
+    /// Rows looked up by key (bucket start, series): from ``RowCache`` when it knows them, else one by one when
+    /// few, else with one pass over the grid — and remembered, including bucket starts with no row.
+    private struct KeyedLookup {
+        let hourly: Bool
+        let grid: Int64
+        let single: Statement
+        let range: Statement
+        var missing: [Int64] = []
+        /// What ``rows(series:starts:in:)`` found: (bucket start, row bytes), cached rows first.
+        var found: [(start: Int64, bytes: [UInt8])] = []
+
+        init(_ db: OpaquePointer, hourly: Bool, grid: Int64) throws(StoreError) {
+            let table = hourly ? "rollup_1h" : "rollup_1m"
+            self.hourly = hourly
+            self.grid = grid
+            single = try Statement(db, "SELECT data FROM \(table) WHERE ts = ?1 AND series = ?2")
+            range = try Statement(
+                db,
+                "WITH RECURSIVE grid(t) AS (SELECT ?1 UNION ALL SELECT t + ?3 FROM grid WHERE t + ?3 < ?2)"
+                    + " SELECT ts, data FROM grid CROSS JOIN \(table) ON ts = t AND series = ?4")
+        }
+
+        /// The stored rows of series `row` at `starts` (ascending, on the grid), into ``found``.
+        mutating func rows(series row: Int64, starts: StrideTo<Int64>, in c: inout Connection) throws(StoreError) {
+            missing.removeAll(keepingCapacity: true)
+            found.removeAll(keepingCapacity: true)
+            for start in starts {
+                if let bytes = c.rowCache.row(hourly: hourly, start: start, series: row) {
+                    if !bytes.isEmpty { found.append((start, bytes)) }
+                } else {
+                    missing.append(start)
+                }
+            }
+            if missing.count <= 64 {
+                for start in missing {
+                    try single.bind(1, start)
+                    try single.bind(2, row)
+                    let bytes = try single.step() ? single.blob(0) : []
+                    single.reset()
+                    c.rowCache.remember(hourly: hourly, start: start, series: row, row: bytes)
+                    if !bytes.isEmpty { found.append((start, bytes)) }
+                }
+            } else {
+                var unknown = Set(missing)
+                try range.bind(1, missing[0])
+                try range.bind(2, missing[missing.count - 1] + 1)
+                try range.bind(3, grid)
+                try range.bind(4, row)
+                while try range.step() {
+                    let start = range.int64(0)
+                    guard unknown.remove(start) != nil else { continue }  // delivered from the cache
+                    let bytes = range.blob(1)
+                    c.rowCache.remember(hourly: hourly, start: start, series: row, row: bytes)
+                    found.append((start, bytes))
+                }
+                range.reset()
+                for start in unknown { c.rowCache.remember(hourly: hourly, start: start, series: row, row: []) }
+            }
         }
     }
 
@@ -1430,6 +1576,40 @@ enum PackedRow {
                 body(field, rollup)
                 found += 1
                 // Every wanted field seen: the rest of the row is not read (nor checked).
+                if found == stopAfter { return true }
+            } else {
+                guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base), r.offset <= end else {
+                    return false
+                }
+                base = anchor
+                r.seek(to: end)
+            }
+        }
+        return r.atEnd
+    }
+
+    /// ``visit(_:start:sketches:wanted:stopAfter:each:)`` for summaries (``FieldSummary``): `wanted` gives a
+    /// wanted field's index (the caller's numbering) or `nil`; `body` gets the index and the summary.
+    static func visitSummaries(
+        _ bytes: [UInt8], start: Int64, wanted: (Int64) -> Int?, stopAfter: Int = .max,
+        each body: (Int, FieldSummary) -> Void
+    ) -> Bool {
+        var found = 0
+        var r = ByteReader(bytes)
+        guard r.u8() == FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count) else { return false }
+        var base = start
+        for _ in 0..<n {
+            guard let word = r.varint(), let length = r.varint(), length <= UInt64(bytes.count - r.offset) else {
+                return false
+            }
+            let end = r.offset + Int(length)
+            if let index = wanted(Int64(bitPattern: word)) {
+                guard let summary = FieldSummary(reading: &r, base: base), r.offset <= end else { return false }
+                if summary.kind == .numeric, r.offset != end { return false }
+                base = summary.timeAnchor
+                r.seek(to: end)
+                body(index, summary)
+                found += 1
                 if found == stopAfter { return true }
             } else {
                 guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base), r.offset <= end else {

@@ -393,32 +393,65 @@ enum HTTPRoutes {
         {
             body(start, cell.series, cell.field, cell.rollup)
         }
+        for (tierRead, hourly) in try storedReads(state, read, step: step) {
+            do {
+                _ = try state.store.visit(tierRead, hourly: hourly, series: accept, body)
+            } catch {
+                throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
+            }
+        }
+    }
+
+    /// ``visitRollups(_:_:step:series:_:)`` for reads that need no quantile and no distinct count: `body` gets
+    /// each cell's ``FieldSummary`` and its field's index in `read.fields` (which must be given).
+    static func visitSummaries(
+        _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
+        _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+    ) throws(ReadFailure) {
+        let fields = read.fields ?? []
+        for (start, cell) in state.engine.openCells(
+            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
+            condition: read.condition)
+        {
+            if let index = fields.firstIndex(of: cell.field) {
+                body(start, cell.series, index, FieldSummary(cell.rollup))
+            }
+        }
+        for (tierRead, hourly) in try storedReads(state, read, step: step) {
+            do {
+                _ = try state.store.visitSummaries(tierRead, hourly: hourly, series: accept, body)
+            } catch {
+                throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
+            }
+        }
+    }
+
+    /// The stored tiers a read covers: the hourly one before the first whole hour still kept per minute
+    /// (`retention_1m`), which needs `step` to be whole hours, and the 1-minute tier from there.
+    static func storedReads(_ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64) throws(ReadFailure)
+        -> [(read: SQLiteStore.CellRead, hourly: Bool)]
+    {
         let hour: Int64 = 3_600_000_000_000
         let cutoff = nowNanoseconds() - state.configuration.storage.retention1m.nanoseconds
         let boundary = (cutoff / hour + 1) * hour
-        do {
-            if read.from < boundary {
-                guard step % hour == 0 else {
-                    throw ReadFailure(
-                        status: .badRequest,
-                        message:
-                            "the range reaches back beyond storage.retention_1m: use a step that is a multiple of 1h"
-                    )
-                }
-                var hourly = read
-                hourly.to = min(boundary, read.to)
-                try state.store.visit(hourly, hourly: true, series: accept, body)
+        var reads: [(read: SQLiteStore.CellRead, hourly: Bool)] = []
+        if read.from < boundary {
+            guard step % hour == 0 else {
+                throw ReadFailure(
+                    status: .badRequest,
+                    message: "the range reaches back beyond storage.retention_1m: use a step that is a multiple of 1h"
+                )
             }
-            if read.to > boundary || read.from >= boundary {
-                var minutes = read
-                minutes.from = max(read.from, boundary)
-                try state.store.visit(minutes, hourly: false, series: accept, body)
-            }
-        } catch let failure as ReadFailure {
-            throw failure
-        } catch {
-            throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
+            var hourly = read
+            hourly.to = min(boundary, read.to)
+            reads.append((hourly, true))
         }
+        if read.to > boundary || read.from >= boundary {
+            var minutes = read
+            minutes.from = max(read.from, boundary)
+            reads.append((minutes, false))
+        }
+        return reads
     }
 
     static func parameter(_ request: Request, _ name: String) -> String? {

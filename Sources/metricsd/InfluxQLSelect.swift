@@ -44,158 +44,164 @@ struct SelectExecution {
         let fieldIndex = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1, $0) })
         let windowCount = select.interval.map { Int((upper - lower + $0 - 1) / $0) } ?? 1
         let readStep = select.interval ?? interval
-        // Windows of each group: a slot per (window, field), found through the window's index.
+        let storedStep = readStep % 3_600_000_000_000 == 0 ? readStep : interval
         // Up to `denseWindows` windows a group indexes its slots with an array, beyond with a dictionary.
         let denseWindows = 4_096
-        struct Group {
-            var key: [String]
-            var tags: [TagPair]
-            var dense: [Int32]
-            var sparse: [Int: Int] = [:]
-            var rollups: [FieldRollup?] = []
-
-            func slot(_ window: Int) -> Int? {
-                if dense.isEmpty { return sparse[window] }
-                let base = dense[window]
-                return base >= 0 ? Int(base) : nil
-            }
-
-            mutating func setSlot(_ window: Int, _ base: Int) {
-                if dense.isEmpty { sparse[window] = base } else { dense[window] = Int32(base) }
+        // Statements that compute no quantile and no distinct count read summaries (``FieldSummary``), without
+        // sketches: plain values, and stored ones remembered decoded between refreshes.
+        if terms.allSatisfy(\.summaryAnswers) {
+            return try execute(FieldSummary.self) { read, accept, body throws(HTTPRoutes.ReadFailure) in
+                try HTTPRoutes.visitSummaries(state, read, step: storedStep, series: accept, body)
             }
         }
-        var groups: [Group] = []
-        var groupIndex: [[String]: Int] = [:]
-        var groupOfSeries: [UInt64: Int] = [:]  // -1: the tag condition rejects the series
-        var groupKeys = select.groupByTags
-        // Cells come in runs of one series and field: the last ones are checked before hashing.
-        var lastSeries: (id: UInt64, group: Int)?
-        var lastField: (name: String, index: Int)?
-        func accumulate(_ start: Int64, _ series: SeriesInfo, _ field: String, _ rollup: consuming FieldRollup) {
-            guard start >= lower, start < upper else { return }
-            let f: Int
-            if let lastField, lastField.name == field {
-                f = lastField.index
-            } else {
-                guard let known = fieldIndex[field] else { return }
-                f = known
-                lastField = (field, known)
-            }
-            let g: Int
-            if let lastSeries, lastSeries.id == series.id {
-                g = lastSeries.group
-            } else if let known = groupOfSeries[series.id] {
-                g = known
-                lastSeries = (series.id, known)
-            } else {
-                if let tagFilter, !tagFilter.matches(series) {
-                    g = -1
+        return try execute(FieldRollup.self) { read, accept, body throws(HTTPRoutes.ReadFailure) in
+            // Cells come in runs of one field: the last one is checked before hashing.
+            var lastField: (name: String, index: Int)?
+            try HTTPRoutes.visitRollups(state, read, step: storedStep, series: accept) { start, series, field, rollup in
+                let f: Int
+                if let lastField, lastField.name == field {
+                    f = lastField.index
                 } else {
-                    let key =
-                        select.groupByAllTags
-                        ? series.tags.map { "\($0.key)\u{0}\($0.value)" } : groupKeys.map { series.tag($0) ?? "" }
-                    if let existing = groupIndex[key] {
-                        g = existing
+                    guard let known = fieldIndex[field] else { return }
+                    f = known
+                    lastField = (field, known)
+                }
+                body(start, series, f, rollup)
+            }
+        }
+
+        /// The statement over cells of type `Cell`, which `visit` reads (with the read, the series filter, and
+        /// where each cell goes: bucket start, series, field index, cell).
+        func execute<Cell: WindowCell>(
+            _: Cell.Type,
+            visit: (
+                SQLiteStore.CellRead, ((SeriesInfo) -> Bool)?, (Int64, SeriesInfo, Int, consuming Cell) -> Void
+            ) throws(HTTPRoutes.ReadFailure) -> Void
+        ) throws(QueryError) -> [SelectSeries] {
+            var groups: [WindowGroup<Cell>] = []
+            var groupIndex: [[String]: Int] = [:]
+            var groupOfSeries: [UInt64: Int] = [:]  // -1: the tag condition rejects the series
+            var groupKeys = select.groupByTags
+            // Cells come in runs of one series: the last one is checked before hashing.
+            var lastSeries: (id: UInt64, group: Int)?
+            func accumulate(_ start: Int64, _ series: SeriesInfo, _ f: Int, _ rollup: consuming Cell) {
+                guard start >= lower, start < upper else { return }
+                let g: Int
+                if let lastSeries, lastSeries.id == series.id {
+                    g = lastSeries.group
+                } else if let known = groupOfSeries[series.id] {
+                    g = known
+                    lastSeries = (series.id, known)
+                } else {
+                    if let tagFilter, !tagFilter.matches(series) {
+                        g = -1
                     } else {
-                        g = groups.count
-                        groupIndex[key] = g
-                        let dense = windowCount <= denseWindows ? Array(repeating: Int32(-1), count: windowCount) : []
-                        groups.append(Group(key: key, tags: series.tags, dense: dense))
+                        let key =
+                            select.groupByAllTags
+                            ? series.tags.map { "\($0.key)\u{0}\($0.value)" } : groupKeys.map { series.tag($0) ?? "" }
+                        if let existing = groupIndex[key] {
+                            g = existing
+                        } else {
+                            g = groups.count
+                            groupIndex[key] = g
+                            let dense =
+                                windowCount <= denseWindows ? Array(repeating: Int32(-1), count: windowCount) : []
+                            groups.append(WindowGroup(key: key, tags: series.tags, dense: dense))
+                        }
+                        if select.groupByAllTags {
+                            for t in series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
+                        }
                     }
+                    groupOfSeries[series.id] = g
+                    lastSeries = (series.id, g)
+                }
+                guard g >= 0 else { return }
+                let window = select.interval.map { Int((start - lower) / $0) } ?? 0
+                let base: Int
+                if let known = groups[g].slot(window) {
+                    base = known
+                } else {
+                    base = groups[g].rollups.count
+                    groups[g].setSlot(window, base)
+                    for _ in 0..<fields.count { groups[g].rollups.append(nil) }
+                }
+                if groups[g].rollups[base + f] == nil {
+                    groups[g].rollups[base + f] = consume rollup
+                } else {
+                    groups[g].rollups[base + f]!.merge(rollup)
+                }
+            }
+            do {
+                // One read for every field; the tag condition also picks the series, so other series' stored rows
+                // are never decoded, and sketches are decoded only for a quantile.
+                let accept: ((SeriesInfo) -> Bool)? = tagFilter.map { filter in { filter.matches($0) } }
+                var read = SQLiteStore.CellRead(
+                    measurement: select.measurement, fields: fields, from: state.engine.bucketStartOf(lower), to: upper,
+                    sketches: terms.contains { $0.needsSketch })
+                read.condition = condition.map { String(describing: $0) }
+                try visit(read, accept, accumulate)
+            } catch {
+                throw QueryError(error.message)
+            }
+            if select.groupByAllTags { groupKeys.sort() }
+            let columns = ["time"] + Self.columnNames(select.fields)
+            var series: [SelectSeries] = []
+            let scale = epoch.flatMap(InfluxQL.epochScale)
+            for group in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                var rows: [[Double?]] = []
+                var times: [Int64] = []
+                rows.reserveCapacity(select.fill == .none ? group.rollups.count / fields.count : windowCount)
+                var previous: [Double?] = Array(repeating: nil, count: terms.count)
+                for window in 0..<windowCount {
+                    var values: [Double?]
+                    if let base = group.slot(window) {
+                        values = terms.map { $0.value(group.rollups, base) }
+                    } else {
+                        values = Array(repeating: nil, count: terms.count)
+                    }
+                    if values.allSatisfy({ $0 == nil }) && select.interval != nil {
+                        switch select.fill {
+                        case .none: continue
+                        case .null, .linear: break
+                        case .value(let v): values = values.map { _ in v }
+                        case .previous: values = previous
+                        }
+                    } else if case .previous = select.fill {
+                        values = zip(values, previous).map { $0 ?? $1 }
+                    } else if case .value(let v) = select.fill {
+                        values = values.map { $0 ?? v }
+                    }
+                    previous = values
+                    times.append(lower + Int64(window) * (select.interval ?? 0))
+                    rows.append(values)
+                }
+                if case .linear = select.fill { rows = Self.interpolate(rows) }
+                if select.descending {
+                    rows.reverse()
+                    times.reverse()
+                }
+                if let limit = select.limit {
+                    rows = Array(rows.prefix(limit))
+                    times = Array(times.prefix(limit))
+                }
+                guard !rows.isEmpty else { continue }
+                var tags: [(key: String, value: String)]?
+                if !groupKeys.isEmpty {
                     if select.groupByAllTags {
-                        for t in series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
+                        tags = groupKeys.map { k in (k, group.tags.first { $0.key == k }?.value ?? "") }
+                    } else {
+                        tags = zip(groupKeys, group.key).map { ($0, $1) }
                     }
                 }
-                groupOfSeries[series.id] = g
-                lastSeries = (series.id, g)
+                series.append(
+                    SelectSeries(
+                        name: select.measurement, tags: tags, columns: columns, times: times, epochScale: scale,
+                        rows: rows)
+                )
             }
-            guard g >= 0 else { return }
-            let window = select.interval.map { Int((start - lower) / $0) } ?? 0
-            let base: Int
-            if let known = groups[g].slot(window) {
-                base = known
-            } else {
-                base = groups[g].rollups.count
-                groups[g].setSlot(window, base)
-                for _ in 0..<fields.count { groups[g].rollups.append(nil) }
-            }
-            if groups[g].rollups[base + f] == nil {
-                groups[g].rollups[base + f] = consume rollup
-            } else {
-                groups[g].rollups[base + f]!.merge(rollup)
-            }
+            if let slimit = select.slimit { series = Array(series.prefix(slimit)) }
+            return series
         }
-        do {
-            // One read for every field; the tag condition also picks the series, so other series' stored rows
-            // are never decoded, and sketches are decoded only for a quantile.
-            let accept: ((SeriesInfo) -> Bool)? = tagFilter.map { filter in { filter.matches($0) } }
-            var read = SQLiteStore.CellRead(
-                measurement: select.measurement, fields: fields, from: state.engine.bucketStartOf(lower), to: upper,
-                sketches: terms.contains { $0.needsSketch })
-            read.condition = condition.map { String(describing: $0) }
-            try HTTPRoutes.visitRollups(
-                state, read, step: readStep % 3_600_000_000_000 == 0 ? readStep : interval, series: accept,
-                accumulate)
-        } catch {
-            throw QueryError(error.message)
-        }
-        if select.groupByAllTags { groupKeys.sort() }
-        let columns = ["time"] + Self.columnNames(select.fields)
-        var series: [SelectSeries] = []
-        let scale = epoch.flatMap(InfluxQL.epochScale)
-        for group in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
-            var rows: [[Double?]] = []
-            var times: [Int64] = []
-            rows.reserveCapacity(select.fill == .none ? group.rollups.count / fields.count : windowCount)
-            var previous: [Double?] = Array(repeating: nil, count: terms.count)
-            for window in 0..<windowCount {
-                var values: [Double?]
-                if let base = group.slot(window) {
-                    values = terms.map { $0.value(group.rollups, base) }
-                } else {
-                    values = Array(repeating: nil, count: terms.count)
-                }
-                if values.allSatisfy({ $0 == nil }) && select.interval != nil {
-                    switch select.fill {
-                    case .none: continue
-                    case .null, .linear: break
-                    case .value(let v): values = values.map { _ in v }
-                    case .previous: values = previous
-                    }
-                } else if case .previous = select.fill {
-                    values = zip(values, previous).map { $0 ?? $1 }
-                } else if case .value(let v) = select.fill {
-                    values = values.map { $0 ?? v }
-                }
-                previous = values
-                times.append(lower + Int64(window) * (select.interval ?? 0))
-                rows.append(values)
-            }
-            if case .linear = select.fill { rows = Self.interpolate(rows) }
-            if select.descending {
-                rows.reverse()
-                times.reverse()
-            }
-            if let limit = select.limit {
-                rows = Array(rows.prefix(limit))
-                times = Array(times.prefix(limit))
-            }
-            guard !rows.isEmpty else { continue }
-            var tags: [(key: String, value: String)]?
-            if !groupKeys.isEmpty {
-                if select.groupByAllTags {
-                    tags = groupKeys.map { k in (k, group.tags.first { $0.key == k }?.value ?? "") }
-                } else {
-                    tags = zip(groupKeys, group.key).map { ($0, $1) }
-                }
-            }
-            series.append(
-                SelectSeries(
-                    name: select.measurement, tags: tags, columns: columns, times: times, epochScale: scale, rows: rows)
-            )
-        }
-        if let slimit = select.slimit { series = Array(series.prefix(slimit)) }
-        return series
     }
 
     /// A select expression compiled against the statement's field list: aggregates name their field by index.
@@ -217,6 +223,15 @@ struct SelectExecution {
             }
         }
 
+        /// Whether a ``FieldSummary`` answers this term as the full rollup does.
+        var summaryAnswers: Bool {
+            switch self {
+            case .constant: true
+            case .aggregate(_, let a): FieldSummary.answers(a)
+            case .arithmetic(_, let a, let b): a.summaryAnswers && b.summaryAnswers
+            }
+        }
+
         var needsSketch: Bool {
             switch self {
             case .constant: false
@@ -227,7 +242,7 @@ struct SelectExecution {
         }
 
         /// The value for the window whose rollups start at `base` (`nil`: no data, or undefined).
-        func value(_ rollups: [FieldRollup?], _ base: Int) -> Double? {
+        func value<Cell: WindowCell>(_ rollups: [Cell?], _ base: Int) -> Double? {
             switch self {
             case .constant(let n): return n
             case .aggregate(let f, let a): return rollups[base + f]?.value(of: a)
@@ -394,5 +409,34 @@ struct SelectExecution {
             }
         }
         return out
+    }
+}
+
+/// What a window of a SELECT merges: full rollups (quantiles, distinct counts) or their summaries.
+protocol WindowCell {
+    mutating func merge(_ other: Self)
+    func value(of agg: Aggregate) -> Double?
+}
+
+extension FieldRollup: WindowCell {}
+extension FieldSummary: WindowCell {}
+
+/// One group of a SELECT (series with the same GROUP BY tags): a slot per (window, field), found through the
+/// window's index — an array up to a few thousand windows, a dictionary beyond.
+private struct WindowGroup<Cell: WindowCell> {
+    var key: [String]
+    var tags: [TagPair]
+    var dense: [Int32]
+    var sparse: [Int: Int] = [:]
+    var rollups: [Cell?] = []
+
+    func slot(_ window: Int) -> Int? {
+        if dense.isEmpty { return sparse[window] }
+        let base = dense[window]
+        return base >= 0 ? Int(base) : nil
+    }
+
+    mutating func setSlot(_ window: Int, _ base: Int) {
+        if dense.isEmpty { sparse[window] = base } else { dense[window] = Int32(base) }
     }
 }

@@ -99,6 +99,23 @@ final class StoreGuard: RollupSink, RollupReader {
         }
     }
 
+    /// ``visit(_:hourly:series:_:)`` for summaries (``SQLiteStore/visitSummaries(_:hourly:series:_:)``).
+    func visitSummaries(
+        _ read: SQLiteStore.CellRead, hourly: Bool, series accept: ((SeriesInfo) -> Bool)?,
+        _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+    ) throws {
+        _ = try store.visitSummaries(read, hourly: hourly, series: accept, body)
+        guard !hourly else { return }
+        let fields = read.fields ?? []
+        for (start, cell) in pendingCells(
+            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
+        where accept?(cell.series) ?? true {
+            if let index = fields.firstIndex(of: cell.field) {
+                body(start, cell.series, index, FieldSummary(cell.rollup))
+            }
+        }
+    }
+
     private func pendingCells(measurement: String, fields: [String]?, from: Int64, to: Int64) -> [(
         start: Int64, cell: ClosedCell
     )] {
