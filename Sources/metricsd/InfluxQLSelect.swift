@@ -78,113 +78,74 @@ struct SelectExecution {
                 SQLiteStore.CellRead, ((SeriesInfo) -> Bool)?, (Int64, SeriesInfo, Int, consuming Cell) -> Void
             ) throws(HTTPRoutes.ReadFailure) -> Void
         ) throws(QueryError) -> [SelectSeries] {
-            var groups: [WindowGroup<Cell>] = []
-            var groupIndex: [[String]: Int] = [:]
-            var groupOfSeries: [UInt64: Int] = [:]  // -1: the tag condition rejects the series
-            var groupKeys = select.groupByTags
-            // Cells come in runs of one series: the last one is checked before hashing.
-            var lastSeries: (id: UInt64, group: Int)?
-            func accumulate(_ start: Int64, _ series: SeriesInfo, _ f: Int, _ rollup: consuming Cell) {
-                guard start >= lower, start < upper else { return }
-                let g: Int
-                if let lastSeries, lastSeries.id == series.id {
-                    g = lastSeries.group
-                } else if let known = groupOfSeries[series.id] {
-                    g = known
-                    lastSeries = (series.id, known)
-                } else {
-                    if let tagFilter, !tagFilter.matches(series) {
-                        g = -1
-                    } else {
-                        let key =
-                            select.groupByAllTags
-                            ? series.tags.map { "\($0.key)\u{0}\($0.value)" } : groupKeys.map { series.tag($0) ?? "" }
-                        if let existing = groupIndex[key] {
-                            g = existing
-                        } else {
-                            g = groups.count
-                            groupIndex[key] = g
-                            let dense =
-                                windowCount <= denseWindows ? Array(repeating: Int32(-1), count: windowCount) : []
-                            groups.append(WindowGroup(key: key, tags: series.tags, dense: dense))
-                        }
-                        if select.groupByAllTags {
-                            for t in series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
-                        }
-                    }
-                    groupOfSeries[series.id] = g
-                    lastSeries = (series.id, g)
-                }
-                guard g >= 0 else { return }
-                let window = select.interval.map { Int((start - lower) / $0) } ?? 0
-                let base: Int
-                if let known = groups[g].slot(window) {
-                    base = known
-                } else {
-                    base = groups[g].rollups.count
-                    groups[g].setSlot(window, base)
-                    for _ in 0..<fields.count { groups[g].rollups.append(nil) }
-                }
-                if groups[g].rollups[base + f] == nil {
-                    groups[g].rollups[base + f] = consume rollup
-                } else {
-                    groups[g].rollups[base + f]!.merge(rollup)
-                }
-            }
+            var windows = WindowAccumulation<Cell>(
+                lower: lower, upper: upper, interval: select.interval, windowCount: windowCount, fields: fields.count,
+                dense: windowCount <= denseWindows, filter: tagFilter, groupByAllTags: select.groupByAllTags,
+                groupKeys: select.groupByTags)
             do {
                 // One read for every field; the tag condition also picks the series, so other series' stored rows
                 // are never decoded, and sketches are decoded only for a quantile.
                 let accept: ((SeriesInfo) -> Bool)? = tagFilter.map { filter in { filter.matches($0) } }
                 var read = SQLiteStore.CellRead(
-                    measurement: select.measurement, fields: fields, from: state.engine.bucketStartOf(lower), to: upper,
-                    sketches: terms.contains { $0.needsSketch })
+                    measurement: select.measurement, fields: fields, from: state.engine.bucketStartOf(lower),
+                    to: upper, sketches: terms.contains { $0.needsSketch })
                 read.condition = condition.map { String(describing: $0) }
-                try visit(read, accept, accumulate)
+                try visit(read, accept) { start, series, field, cell in windows.add(start, series, field, cell) }
             } catch {
                 throw QueryError(error.message)
             }
+            var groupKeys = windows.groupKeys
             if select.groupByAllTags { groupKeys.sort() }
             let columns = ["time"] + Self.columnNames(select.fields)
             var series: [SelectSeries] = []
             let scale = epoch.flatMap(InfluxQL.epochScale)
-            for group in groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
-                var rows: [[Double?]] = []
+            let width = terms.count
+            // One row's values, and the previous row's (fill(previous)), reused from row to row.
+            var row = [Double?](repeating: nil, count: width)
+            var previous = [Double?](repeating: nil, count: width)
+            for group in windows.groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                var values: [Double?] = []
                 var times: [Int64] = []
-                rows.reserveCapacity(select.fill == .none ? group.rollups.count / fields.count : windowCount)
-                var previous: [Double?] = Array(repeating: nil, count: terms.count)
+                let rowCount = select.fill == .none ? group.rollups.count / fields.count : windowCount
+                values.reserveCapacity(rowCount * width)
+                times.reserveCapacity(rowCount)
+                for t in 0..<width { previous[t] = nil }
                 for window in 0..<windowCount {
-                    var values: [Double?]
+                    var empty = true
                     if let base = group.slot(window) {
-                        values = terms.map { $0.value(group.rollups, base) }
+                        for t in 0..<width {
+                            row[t] = terms[t].value(group.rollups, base)
+                            if row[t] != nil { empty = false }
+                        }
                     } else {
-                        values = Array(repeating: nil, count: terms.count)
+                        for t in 0..<width { row[t] = nil }
                     }
-                    if values.allSatisfy({ $0 == nil }) && select.interval != nil {
+                    if empty && select.interval != nil {
                         switch select.fill {
                         case .none: continue
                         case .null, .linear: break
-                        case .value(let v): values = values.map { _ in v }
-                        case .previous: values = previous
+                        case .value(let v): for t in 0..<width { row[t] = v }
+                        case .previous: for t in 0..<width { row[t] = previous[t] }
                         }
                     } else if case .previous = select.fill {
-                        values = zip(values, previous).map { $0 ?? $1 }
+                        for t in 0..<width where row[t] == nil { row[t] = previous[t] }
                     } else if case .value(let v) = select.fill {
-                        values = values.map { $0 ?? v }
+                        for t in 0..<width where row[t] == nil { row[t] = v }
                     }
-                    previous = values
+                    for t in 0..<width { previous[t] = row[t] }
                     times.append(lower + Int64(window) * (select.interval ?? 0))
-                    rows.append(values)
+                    values.append(contentsOf: row)
                 }
-                if case .linear = select.fill { rows = Self.interpolate(rows) }
+                if case .linear = select.fill { Self.interpolate(&values, width: width) }
                 if select.descending {
-                    rows.reverse()
                     times.reverse()
+                    values = Self.reversedRows(values, width: width)
                 }
-                if let limit = select.limit {
-                    rows = Array(rows.prefix(limit))
-                    times = Array(times.prefix(limit))
+                if let limit = select.limit, limit < times.count {
+                    times.removeSubrange(limit...)
+                    values.removeSubrange((limit * width)...)
                 }
-                guard !rows.isEmpty else { continue }
+                guard !times.isEmpty else { continue }
                 var tags: [(key: String, value: String)]?
                 if !groupKeys.isEmpty {
                     if select.groupByAllTags {
@@ -196,7 +157,7 @@ struct SelectExecution {
                 series.append(
                     SelectSeries(
                         name: select.measurement, tags: tags, columns: columns, times: times, epochScale: scale,
-                        rows: rows)
+                        values: values)
                 )
             }
             if let slimit = select.slimit { series = Array(series.prefix(slimit)) }
@@ -395,18 +356,32 @@ struct SelectExecution {
     }
 
     /// fill(linear): nulls between two values become the straight line between them.
-    static func interpolate(_ rows: [[Double?]]) -> [[Double?]] {
-        guard let width = rows.first?.count else { return rows }
-        var out = rows
+    /// fill(linear): gaps inside each column of rows of `width` values (one flat array) filled on the straight
+    /// line between the values around them.
+    static func interpolate(_ values: inout [Double?], width: Int) {
+        guard width > 0 else { return }
+        let rows = values.count / width
         for column in 0..<width {
             var last: Int?
-            for (k, row) in rows.enumerated() {
-                guard let v = row[column] else { continue }
-                if let l = last, k - l > 1, let lv = rows[l][column] {
-                    for j in (l + 1)..<k { out[j][column] = lv + (v - lv) * Double(j - l) / Double(k - l) }
+            for k in 0..<rows {
+                guard let v = values[k * width + column] else { continue }
+                if let l = last, k - l > 1, let lv = values[l * width + column] {
+                    for j in (l + 1)..<k { values[j * width + column] = lv + (v - lv) * Double(j - l) / Double(k - l) }
                 }
                 last = k
             }
+        }
+    }
+
+    /// Rows of `width` values (one flat array) in reverse order.
+    static func reversedRows(_ values: [Double?], width: Int) -> [Double?] {
+        guard width > 0 else { return values }
+        var out: [Double?] = []
+        out.reserveCapacity(values.count)
+        var end = values.count
+        while end > 0 {
+            out.append(contentsOf: values[(end - width)..<end])
+            end -= width
         }
         return out
     }
@@ -438,5 +413,94 @@ private struct WindowGroup<Cell: WindowCell> {
 
     mutating func setSlot(_ window: Int, _ base: Int) {
         if dense.isEmpty { sparse[window] = base } else { dense[window] = Int32(base) }
+    }
+}
+
+/// The windows of every group of a SELECT as its cells arrive: each cell (bucket start, series, field index) is
+/// merged into its group's slot for its window and field.
+private struct WindowAccumulation<Cell: WindowCell> {
+    let lower: Int64
+    let upper: Int64
+    let interval: Int64?
+    let windowCount: Int
+    let fields: Int
+    let dense: Bool
+    let filter: TagFilter?
+    let groupByAllTags: Bool
+    /// The GROUP BY tags; with `GROUP BY *`, every tag key seen.
+    var groupKeys: [String]
+    var groups: [WindowGroup<Cell>] = []
+    var groupIndex: [[String]: Int] = [:]
+    /// -1: the tag condition rejects the series.
+    var groupOfSeries: [UInt64: Int] = [:]
+    /// Cells come in runs of one series: the last one is checked before hashing.
+    var lastSeries: (id: UInt64, group: Int)?
+
+    init(
+        lower: Int64, upper: Int64, interval: Int64?, windowCount: Int, fields: Int, dense: Bool, filter: TagFilter?,
+        groupByAllTags: Bool, groupKeys: [String]
+    ) {
+        self.lower = lower
+        self.upper = upper
+        self.interval = interval
+        self.windowCount = windowCount
+        self.fields = fields
+        self.dense = dense
+        self.filter = filter
+        self.groupByAllTags = groupByAllTags
+        self.groupKeys = groupKeys
+    }
+
+    mutating func add(_ start: Int64, _ series: SeriesInfo, _ f: Int, _ cell: consuming Cell) {
+        guard start >= lower, start < upper else { return }
+        let g: Int
+        if let lastSeries, lastSeries.id == series.id {
+            g = lastSeries.group
+        } else {
+            g = group(of: series)
+            lastSeries = (series.id, g)
+        }
+        guard g >= 0 else { return }
+        let window = interval.map { Int((start - lower) / $0) } ?? 0
+        let base: Int
+        if let known = groups[g].slot(window) {
+            base = known
+        } else {
+            base = groups[g].rollups.count
+            groups[g].setSlot(window, base)
+            for _ in 0..<fields { groups[g].rollups.append(nil) }
+        }
+        if groups[g].rollups[base + f] == nil {
+            groups[g].rollups[base + f] = consume cell
+        } else {
+            groups[g].rollups[base + f]!.merge(cell)
+        }
+    }
+
+    private mutating func group(of series: SeriesInfo) -> Int {
+        if let known = groupOfSeries[series.id] { return known }
+        let g: Int
+        if let filter, !filter.matches(series) {
+            g = -1
+        } else {
+            let key =
+                groupByAllTags
+                ? series.tags.map { "\($0.key)\u{0}\($0.value)" } : groupKeys.map { series.tag($0) ?? "" }
+            if let existing = groupIndex[key] {
+                g = existing
+            } else {
+                g = groups.count
+                groupIndex[key] = g
+                groups.append(
+                    WindowGroup(
+                        key: key, tags: series.tags, dense: dense ? Array(repeating: Int32(-1), count: windowCount) : []
+                    ))
+            }
+            if groupByAllTags {
+                for t in series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }
+            }
+        }
+        groupOfSeries[series.id] = g
+        return g
     }
 }

@@ -4,7 +4,12 @@
 struct JSONText {
     var bytes: [UInt8] = []
 
-    mutating func raw(_ s: String) { bytes.append(contentsOf: s.utf8) }
+    mutating func raw(_ s: String) {
+        var s = s
+        s.withUTF8 { bytes.append(contentsOf: $0) }
+    }
+
+    mutating func byte(_ b: UInt8) { bytes.append(b) }
 
     mutating func string(_ s: String) {
         bytes.append(0x22)
@@ -93,7 +98,8 @@ struct SelectSeries {
     /// Epoch times (with `epoch=`) or RFC 3339 strings.
     var times: [Int64]
     var epochScale: Int64?
-    var rows: [[Double?]]
+    /// The rows' values, row after row (`columns.count - 1` a row).
+    var values: [Double?]
 
     func write(to json: inout JSONText) {
         json.raw("{\"columns\":[")
@@ -114,18 +120,20 @@ struct SelectSeries {
             json.raw("}")
         }
         json.raw(",\"values\":[")
-        for (k, row) in rows.enumerated() {
-            json.raw(k > 0 ? ",[" : "[")
+        let width = columns.count - 1
+        for (k, time) in times.enumerated() {
+            if k > 0 { json.byte(0x2C) }
+            json.byte(0x5B)
             if let scale = epochScale {
-                json.integer(times[k] / scale)
+                json.integer(time / scale)
             } else {
-                json.string(TimeText.format(times[k]).replacingOccurrences(of: ".000Z", with: "Z"))
+                json.string(TimeText.format(time).replacingOccurrences(of: ".000Z", with: "Z"))
             }
-            for v in row {
-                json.raw(",")
+            for v in values[(k * width)..<((k + 1) * width)] {
+                json.byte(0x2C)
                 json.number(v)
             }
-            json.raw("]")
+            json.byte(0x5D)
         }
         json.raw("]}")
     }
