@@ -46,3 +46,30 @@ public enum Statement: Equatable, Sendable {
     case showFieldKeys(from: String?)
     case showSeries(from: String?, condition: Expr?)
 }
+
+extension Expr: CustomStringConvertible {
+    /// The expression as InfluxQL text, fully parenthesized, with names and strings quoted and escaped: two
+    /// expressions have the same text only when they are equal (the text keys what a condition selected).
+    public var description: String {
+        func quoted(_ s: String, _ quote: Character) -> String {
+            var out = String(quote)
+            for c in s {
+                if c == quote || c == "\\" { out.append("\\") }
+                out.append(c)
+            }
+            out.append(quote)
+            return out
+        }
+        switch self {
+        case .field(let name): return quoted(name, "\"")
+        case .call(let name, let args): return name + "(" + args.map(\.description).joined(separator: ", ") + ")"
+        case .number(let n): return n.description
+        case .string(let s): return quoted(s, "'")
+        case .regex(let r): return quoted(r, "/")
+        case .duration(let d): return "\(d)ns"
+        case .now: return "now()"
+        case .binary(let op, let a, let b): return "(" + a.description + " " + op + " " + b.description + ")"
+        case .wildcard: return "*"
+        }
+    }
+}

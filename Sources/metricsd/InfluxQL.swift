@@ -49,14 +49,48 @@ enum InfluxQL {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: json.bytes)))
     }
 
+    /// `application/x-www-form-urlencoded` pairs: `+` is a space, `%XX` a byte; a `%` not followed by two hex
+    /// digits is kept as it is, and invalid UTF-8 is repaired (U+FFFD).
     static func formDecode(_ text: String) -> [String: String] {
         var out: [String: String] = [:]
-        for pair in text.split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map {
-                let spaced = String($0).replacingOccurrences(of: "+", with: " ")
-                return spaced.removingPercentEncoding ?? spaced
+        var text = text
+        text.withUTF8 { bytes in
+            var decoded: [UInt8] = []
+            decoded.reserveCapacity(bytes.count)
+            func hex(_ b: UInt8) -> UInt8? {
+                switch b {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+                default: nil
+                }
             }
-            out[kv[0]] = kv.count > 1 ? kv[1] : ""
+            func decode(_ part: Slice<UnsafeBufferPointer<UInt8>>) -> String {
+                decoded.removeAll(keepingCapacity: true)
+                var i = part.startIndex
+                while i < part.endIndex {
+                    let b = part[i]
+                    if b == UInt8(ascii: "+") {
+                        decoded.append(0x20)
+                    } else if b == UInt8(ascii: "%"), i + 2 < part.endIndex, let high = hex(part[i + 1]),
+                        let low = hex(part[i + 2])
+                    {
+                        decoded.append(high << 4 | low)
+                        i += 2
+                    } else {
+                        decoded.append(b)
+                    }
+                    i += 1
+                }
+                return String(decoding: decoded, as: UTF8.self)
+            }
+            for pair in bytes.split(separator: UInt8(ascii: "&")) {
+                if let eq = pair.firstIndex(of: UInt8(ascii: "=")) {
+                    out[decode(pair[pair.startIndex..<eq])] = decode(pair[(eq + 1)..<pair.endIndex])
+                } else {
+                    out[decode(pair)] = ""
+                }
+            }
         }
         return out
     }
