@@ -17,10 +17,10 @@ struct RowCache {
     private var tiers: [[Int64: [Int64: [UInt8]]]] = [[:], [:]]
     private(set) var bytes = 0
 
-    /// Decoded summaries (``FieldSummary``) of one series and field over ``blockLength`` consecutive bucket starts
-    /// of the grid, by tier and block start, then (series row id, field id); a summary with count 0 where no row
-    /// or no such field is stored. Reads that need no sketch take these instead of decoding rows again.
-    private var blocks: [[Int64: [BlockKey: ContiguousArray<FieldSummary>]]] = [[:], [:]]
+    /// Decoded summaries of one series and field over ``blockLength`` consecutive bucket starts of the grid, by
+    /// tier and block start, then (series row id, field id). Reads that need no sketch take these instead of
+    /// decoding rows again.
+    private var blocks: [[Int64: [BlockKey: SummaryBlock]]] = [[:], [:]]
     /// The span of a block per tier (grid × ``blockLength``); 0 while the tier has none.
     private var spans: [Int64] = [0, 0]
 
@@ -29,22 +29,29 @@ struct RowCache {
         var field: Int64
     }
 
+    /// The summaries of one series and field at the bucket starts of a block, slot by slot: a slot whose bit is
+    /// set in `known` holds what is stored (a summary with count 0: no row, or no such field in it); other slots
+    /// were not looked up yet (a read fills in the slots of its range).
+    struct SummaryBlock {
+        var summaries = ContiguousArray(repeating: FieldSummary(), count: RowCache.blockLength)
+        var known: UInt64 = 0
+    }
+
+    /// Slots per block (at most 64: one bit each in ``SummaryBlock/known``).
     static let blockLength = 60
     static let summaryBytes = MemoryLayout<FieldSummary>.stride * blockLength + overhead
 
     /// The block of starts `[blockStart, blockStart + grid × blockLength)`, or `nil` when unknown.
-    func block(hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64) -> ContiguousArray<
-        FieldSummary
-    >? {
+    func block(hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64) -> SummaryBlock? {
         let t = hourly ? 1 : 0
         guard spans[t] == grid * Int64(Self.blockLength) else { return nil }
         return blocks[t][blockStart]?[BlockKey(series: series, field: field)]
     }
 
     mutating func remember(
-        hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64, block: ContiguousArray<FieldSummary>
+        hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64, block: SummaryBlock
     ) {
-        precondition(block.count == Self.blockLength)
+        precondition(block.summaries.count == Self.blockLength)
         let t = hourly ? 1 : 0
         let span = grid * Int64(Self.blockLength)
         if spans[t] != span {

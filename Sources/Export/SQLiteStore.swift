@@ -1122,47 +1122,53 @@ public final class SQLiteStore: RollupSink, RollupReader {
             var lookup = try KeyedLookup(c.db, hourly: hourly, grid: grid)
             let length = RowCache.blockLength
             let span = grid * Int64(length)
-            let empty = ContiguousArray(repeating: FieldSummary(), count: length)
-            var fresh: [ContiguousArray<FieldSummary>] = []
+            var blocks = Array(repeating: RowCache.SummaryBlock(), count: ids.count)
+            func bits(_ lower: Int, _ upper: Int) -> UInt64 { (1 << UInt64(upper - lower) - 1) << UInt64(lower) }
             for (row, info) in taken {
                 var blockStart = RowCache.blockStart(read.from, span: span)
                 while blockStart < read.to {
-                    // The block of every wanted field: from the cache, or decoded from the block's rows (each row
-                    // once for all fields) and remembered.
-                    var known: [ContiguousArray<FieldSummary>?] = ids.map {
-                        c.rowCache.block(
-                            hourly: hourly, grid: grid, blockStart: blockStart, series: row, field: $0.id)
+                    defer { blockStart += span }
+                    // The block's slots in the range; those of each field's block not known yet are looked up
+                    // (one span of rows for every field) and remembered.
+                    let first = Swift.max(0, Int((read.from - blockStart + grid - 1) / grid))
+                    let last = Swift.min(length, Int((read.to - blockStart + grid - 1) / grid))
+                    guard first < last else { continue }
+                    let needed = bits(first, last)
+                    var missing: UInt64 = 0
+                    for k in ids.indices {
+                        blocks[k] =
+                            c.rowCache.block(
+                                hourly: hourly, grid: grid, blockStart: blockStart, series: row, field: ids[k].id)
+                            ?? RowCache.SummaryBlock()
+                        missing |= needed & ~blocks[k].known
                     }
-                    if known.contains(where: { $0 == nil }) {
-                        fresh = Array(repeating: empty, count: ids.count)
-                        let starts = stride(from: blockStart, to: blockStart + span, by: Int(grid))
+                    if missing != 0 {
+                        let lower = missing.trailingZeroBitCount
+                        let upper = 64 - missing.leadingZeroBitCount
+                        let starts = stride(
+                            from: blockStart + Int64(lower) * grid, to: blockStart + Int64(upper) * grid, by: Int(grid))
                         try lookup.rows(series: row, starts: starts, in: &c)
                         for (start, bytes) in lookup.found {
                             let slot = Int((start - blockStart) / grid)
                             _ = PackedRow.visitSummaries(bytes, start: start, wanted: position, stopAfter: ids.count) {
-                                fresh[$0][slot] = $1
+                                blocks[$0].summaries[slot] = $1
                             }
                         }
-                        for (k, wanted) in ids.enumerated() where known[k] == nil {
+                        for k in ids.indices {
+                            blocks[k].known |= bits(lower, upper)
                             c.rowCache.remember(
-                                hourly: hourly, grid: grid, blockStart: blockStart, series: row, field: wanted.id,
-                                block: fresh[k])
-                            known[k] = fresh[k]
+                                hourly: hourly, grid: grid, blockStart: blockStart, series: row, field: ids[k].id,
+                                block: blocks[k])
                         }
                     }
-                    // Deliver start by start (the fields of one start together, as a row would), within the range.
-                    let first = Swift.max(0, Int((read.from - blockStart + grid - 1) / grid))
-                    let last = Swift.min(length, Int((read.to - blockStart + grid - 1) / grid))
-                    if first < last {
-                        for slot in first..<last {
-                            let start = blockStart + Int64(slot) * grid
-                            for (k, wanted) in ids.enumerated() {
-                                let summary = known[k].unsafelyUnwrapped[slot]
-                                if summary.count > 0 { body(start, info, wanted.index, summary) }
-                            }
+                    // Deliver start by start (the fields of one start together, as a row would).
+                    for slot in first..<last {
+                        let start = blockStart + Int64(slot) * grid
+                        for k in ids.indices {
+                            let summary = blocks[k].summaries[slot]
+                            if summary.count > 0 { body(start, info, ids[k].index, summary) }
                         }
                     }
-                    blockStart += span
                 }
             }
             return .probe(series: taken.count)

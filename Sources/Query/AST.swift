@@ -51,10 +51,12 @@ extension Expr: CustomStringConvertible {
     /// The expression as InfluxQL text, fully parenthesized, with names and strings quoted and escaped: two
     /// expressions have the same text only when they are equal (the text keys what a condition selected).
     public var description: String {
+        // Names and strings escape their quote and backslashes; a regex only its slashes (the lexer keeps a
+        // regex's other escapes as they are).
         func quoted(_ s: String, _ quote: Character) -> String {
             var out = String(quote)
             for c in s {
-                if c == quote || c == "\\" { out.append("\\") }
+                if c == quote || (c == "\\" && quote != "/") { out.append("\\") }
                 out.append(c)
             }
             out.append(quote)

@@ -388,6 +388,158 @@ import Testing
         #expect(left == (stored.reduce(0) { $0 + $1.cell.rollup.numeric.sum }, stored.count))
     }
 
+    /// Summary reads (``SQLiteStore/visitSummaries(_:hourly:series:_:)``, decoded blocks remembered) give, cell for
+    /// cell, the summaries of what full reads give: keyed and cold, keyed from remembered blocks, and scanned;
+    /// over ranges that start and end inside blocks, on and off the grid, in both tiers, for every field kind.
+    @Test func summaryReadsAnswerAsRollupReads() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try SQLiteStore(path: path)
+        let minute: Int64 = 60_000_000_000
+        try store.noteBucketWidth(minute)
+        let hosts = (0..<6).map { SeriesInfo(measurement: "cpu", tags: [TagPair("host", "h\($0)")]) }
+        func cells(_ start: Int64, _ k: Int, _ salt: Int64) -> [ClosedCell] {
+            var flag = FieldRollup(kind: .boolean)
+            flag.add((start / minute + salt) % 2 == 0, at: start + 5)
+            var name = FieldRollup(kind: .string)
+            Array("v\(k)".utf8).withUnsafeBufferPointer { name.add($0, at: start + 7) }
+            return [
+                Self.cell(
+                    hosts[k], "usage", [(Double(k) + Double(start / minute) * 0.5, start + 1), (Double(k), start + 9)]),
+                ClosedCell(series: hosts[k], field: "up", rollup: flag),
+                ClosedCell(series: hosts[k], field: "name", rollup: name),
+            ]
+        }
+        for m in 0..<150 as Range<Int64> {
+            let start = m * minute
+            // Gaps that differ per host; a field missing from some rows.
+            let bucket = hosts.indices.filter { (Int64($0) + m) % 5 != 0 }.flatMap { k in
+                cells(start, k, 0).filter { m % 4 != 1 || $0.field != "up" }
+            }
+            try store.store([ClosedBucket(start: start, cells: bucket)])
+        }
+        let hour = 60 * minute
+        for h in [0, 1, 2, 59, 60, 61] as [Int64] {
+            try store.storeHourlyForTesting(
+                ClosedBucket(start: h * hour, cells: hosts.indices.flatMap { cells(h * hour, $0, 1) }))
+        }
+        let fields = ["usage", "up", "name", "absent"]
+        func full(_ read: SQLiteStore.CellRead, hourly: Bool, _ accept: ((SeriesInfo) -> Bool)?) throws -> [String] {
+            var out: [String] = []
+            var scan = read
+            scan.keyed = false
+            _ = try store.visit(scan, hourly: hourly, series: accept) { start, series, field, rollup in
+                out.append("\(start) \(series.tags[0].value) \(fields.firstIndex(of: field)!) \(FieldSummary(rollup))")
+            }
+            return out.sorted()
+        }
+        func summaries(_ read: SQLiteStore.CellRead, hourly: Bool, _ accept: ((SeriesInfo) -> Bool)?) throws -> (
+            [String], SQLiteStore.ReadPlan
+        ) {
+            var out: [String] = []
+            let plan = try store.visitSummaries(read, hourly: hourly, series: accept) { start, series, field, summary in
+                out.append("\(start) \(series.tags[0].value) \(field) \(summary)")
+            }
+            return (out.sorted(), plan)
+        }
+        let one: (SeriesInfo) -> Bool = { $0.tags[0].value == "h2" }
+        let two: (SeriesInfo) -> Bool = { $0.tags[0].value == "h1" || $0.tags[0].value == "h4" }
+        let ranges: [(Int64, Int64)] = [
+            (0, 150 * minute), (5 * minute, 65 * minute), (59 * minute, 61 * minute), (61 * minute, 119 * minute),
+            (0, minute), (149 * minute, 150 * minute), (200 * minute, 300 * minute), (30_000_000_000, 90 * minute + 1),
+            (-10 * minute, 3 * minute),
+        ]
+        var compared = 0
+        for (from, to) in ranges {
+            for accept in [one, two] {
+                let read = SQLiteStore.CellRead(measurement: "cpu", fields: fields, from: from, to: to)
+                let expected = try full(read, hourly: false, accept)
+                let cold = try summaries(read, hourly: false, accept)
+                #expect(cold.1 != .scan, "a few series are read by key")
+                #expect(cold.0 == expected, "\(from)…\(to) cold")
+                #expect(try summaries(read, hourly: false, accept).0 == expected, "\(from)…\(to) remembered")
+                var scan = read
+                scan.keyed = false
+                #expect(try summaries(scan, hourly: false, accept) == (expected, .scan), "\(from)…\(to) scanned")
+                compared += expected.count
+            }
+        }
+        #expect(compared > 1_000)
+        // Every series: the plan may scan; the answer is the same.
+        let all = SQLiteStore.CellRead(measurement: "cpu", fields: ["up", "usage"], from: 0, to: 150 * minute)
+        var expectedAll: [String] = []
+        var scanAll = all
+        scanAll.keyed = false
+        _ = try store.visit(scanAll, series: nil) { start, series, field, rollup in
+            expectedAll.append("\(start) \(series.tags[0].value) \(field == "up" ? 0 : 1) \(FieldSummary(rollup))")
+        }
+        #expect(try summaries(all, hourly: false, nil).0 == expectedAll.sorted())
+        // The hourly tier: blocks of 60 hours.
+        for (from, to) in [(0, 62 * hour), (hour / 2, 60 * hour), (60 * hour, 61 * hour + 1)] as [(Int64, Int64)] {
+            let read = SQLiteStore.CellRead(measurement: "cpu", fields: fields, from: from, to: to)
+            let expected = try full(read, hourly: true, one)
+            #expect(!expected.isEmpty)
+            #expect(try summaries(read, hourly: true, one).0 == expected, "hours \(from)…\(to)")
+            #expect(try summaries(read, hourly: true, one).0 == expected, "hours \(from)…\(to) remembered")
+        }
+    }
+
+    /// The decoded blocks summary reads remember must never hide a write: late data merged into a minute of a
+    /// remembered block, a minute stored where there was none, a rolled-back write, retention cutting a block.
+    @Test func rememberedSummariesNeverHideWrites() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try SQLiteStore(path: path)
+        let minute: Int64 = 60_000_000_000
+        try store.noteBucketWidth(minute)
+        let hosts = (0..<8).map { SeriesInfo(measurement: "cpu", tags: [TagPair("host", "h\($0)")]) }
+        for m in 0..<200 as Range<Int64> where m % 7 != 3 {  // gaps at every 7th minute
+            try store.store([
+                ClosedBucket(start: m * minute, cells: hosts.map { Self.cell($0, "usage", [(1, m * minute)]) })
+            ])
+        }
+        let one: (SeriesInfo) -> Bool = { $0.tags[0].value == "h1" }
+        func sum(_ from: Int64 = 0, _ to: Int64 = 200) throws -> (Double, Int) {
+            let read = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: from * minute, to: to * minute)
+            var total = 0.0
+            var cells = 0
+            let plan = try store.visitSummaries(read, series: one) { _, _, _, summary in
+                total += summary.numeric.sum
+                cells += 1
+            }
+            #expect(plan == .probe(series: 1))
+            return (total, cells)
+        }
+        #expect(try sum() == (171, 171))
+        #expect(try sum() == (171, 171))  // from remembered blocks now
+        try store.store([
+            ClosedBucket(start: 11 * minute, cells: [Self.cell(hosts[1], "usage", [(5, 11 * minute)])], isLate: true)
+        ])
+        try store.store([ClosedBucket(start: 3 * minute, cells: [Self.cell(hosts[1], "usage", [(2, 3 * minute)])])])
+        #expect(try sum() == (178, 172))
+        #expect(try sum(0, 20) == (24, 18))
+        // A minute stored in the last block, past the rows it had (a flush of the newest minute).
+        try store.store([ClosedBucket(start: 200 * minute, cells: [Self.cell(hosts[1], "usage", [(4, 200 * minute)])])])
+        #expect(try sum(0, 201) == (182, 173))
+        try store.executeForTesting(
+            "CREATE TRIGGER fail BEFORE INSERT ON rollup_1m WHEN NEW.ts = 660000000000000 BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+        #expect(throws: StoreError.self) {
+            try store.store([ClosedBucket(start: 660_000_000_000_000, cells: [Self.cell(hosts[1], "usage", [(1, 0)])])])
+        }
+        #expect(try sum(0, 201) == (182, 173))
+        // Retention cuts minutes inside a remembered block: they are not served from memory.
+        try store.maintain(
+            now: 100 * minute + 3_600_000_000_000 * 3, settle: 0, retention1m: 3_600_000_000_000 * 3,
+            retention1h: .max / 2)
+        let left = try sum(0, 201)
+        #expect(left.1 < 173)
+        var all = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 201 * minute)
+        all.keyed = false
+        let stored = try store.read(all, series: one)
+        #expect(left == (stored.reduce(0) { $0 + $1.cell.rollup.numeric.sum }, stored.count))
+    }
+
     @Test func aReadOnlyDatabaseFailsWithAClearError() throws {
         #expect(throws: StoreError.self) { try SQLiteStore(path: "/proc/metricsd-cannot-be-here.db") }
     }

@@ -75,6 +75,41 @@ import Testing
         )
     }
 
+    /// An expression's text (what keys the series a condition selected) reads back as the same expression, and
+    /// different expressions have different texts — quotes, backslashes and slashes inside names included.
+    @Test func expressionTextReadsBackAsTheSameExpression() throws {
+        let conditions = [
+            #"host = 'a'"#, #""host" = 'a'"#, #"host = 'a' AND region = 'b'"#,
+            #"(host = 'a' AND region = 'b') OR c != 'x'"#,
+            #"host = 'a' AND (region = 'b' OR c != 'x')"#, #""we\"ird" = 'it\'s'"#, #"p =~ /a\/b/"#, #"p !~ /^(a|b)$/"#,
+            #"host = 'a\\b'"#, #"p =~ /a\\d/"#, #"time >= now() - 6h AND time <= 1700000000000ms"#, #"x = 'a' OR x = 'b'"#,
+            #""a" = 'b'"#, #"a = '"b'"#,
+        ]
+        var texts: [String: Expr] = [:]
+        for text in conditions {
+            guard case .select(let q) = try Parser.parse("SELECT mean(v) FROM m WHERE " + text)[0],
+                let condition = q.condition
+            else {
+                Issue.record("\(text) did not parse as a condition")
+                continue
+            }
+            let description = condition.description
+            let reparsed = try? Parser.parse("SELECT mean(v) FROM m WHERE " + description)
+            #expect(reparsed != nil, "\(text) → \(description) does not parse")
+            guard case .select(let again) = reparsed?[0] else {
+                Issue.record("\(description) did not parse")
+                continue
+            }
+            #expect(again.condition == condition, "\(text) → \(description)")
+            if let other = texts[description] {
+                #expect(other == condition, "\(text): another expression has the text \(description)")
+            }
+            texts[description] = condition
+        }
+        #expect(Expr.field("a\"").description != Expr.field("a").description)
+        #expect(Expr.string("a' OR x = 'b").description != Expr.binary("OR", .string("a"), .string("b")).description)
+    }
+
     /// Errors say what was found and what was expected; nothing unsupported is silently accepted.
     @Test func unsupportedAndMalformedQueriesAreClearErrors() {
         let cases: [(String, String)] = [

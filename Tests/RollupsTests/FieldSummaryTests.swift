@@ -1,0 +1,93 @@
+import Testing
+
+@testable import Rollups
+
+/// A ``FieldSummary`` must answer every aggregate it answers exactly as the full ``FieldRollup`` does: read from
+/// the stored bytes, merged, of every kind.
+@Suite struct FieldSummaryTests {
+    typealias SplitMix = NumericAggregateTests.SplitMix
+
+    static let aggregates: [Aggregate] = [.count, .sum, .min, .max, .mean, .first, .last, .stddev, .spread]
+
+    /// A random rollup of `kind` with 1…20 values at random times around `base`.
+    static func rollup(_ kind: FieldKind, base: Int64, _ rng: inout SplitMix) -> FieldRollup {
+        var r = FieldRollup(kind: kind)
+        for _ in 0..<Int.random(in: 1...20, using: &rng) {
+            let time = base + Int64.random(in: -5_000...60_000, using: &rng)
+            switch kind {
+            case .numeric:
+                // Integral and fractional values, repeats, negatives and ties in time.
+                let v =
+                    Bool.random(using: &rng)
+                    ? Double(Int.random(in: -5...5, using: &rng)) : Double.random(in: -1e6...1e6, using: &rng)
+                r.add(v, at: Bool.random(using: &rng) ? base : time)
+            case .boolean: r.add(Bool.random(using: &rng), at: time)
+            case .string:
+                let bytes = Array("value-\(Int.random(in: 0...999, using: &rng))".utf8)
+                bytes.withUnsafeBufferPointer { r.add($0, at: time) }
+            case .distinct: r.add(distinctHash: rng.next(), at: time)
+            }
+        }
+        return r
+    }
+
+    static func expectSame(_ s: FieldSummary, _ r: FieldRollup, _ context: String) {
+        #expect(s.kind == r.kind, "\(context)")
+        #expect(s.count == r.count, "\(context)")
+        for agg in aggregates {
+            let a = s.value(of: agg)
+            let b = r.value(of: agg)
+            #expect(
+                a?.bitPattern == b?.bitPattern,
+                "\(context) \(agg): summary \(String(describing: a)), rollup \(String(describing: b))")
+        }
+        #expect(s.value(of: .quantile(0.5)) == nil)
+        #expect(s.value(of: .distinct) == nil)
+    }
+
+    @Test(arguments: 1...40) func readFromStoredBytesAnswersAsTheRollup(seed: Int) throws {
+        var rng = SplitMix(state: UInt64(seed))
+        let base: Int64 = 1_795_860_000_000_000_000
+        for kind in [FieldKind.numeric, .boolean, .string, .distinct] {
+            let rollup = Self.rollup(kind, base: base, &rng)
+            var w = ByteWriter()
+            rollup.write(to: &w, base: base)
+            let bytes = w.bytes
+            var reader = ByteReader(bytes)
+            let summary = try #require(FieldSummary(reading: &reader, base: base))
+            // A numeric rollup is read to its end (its sketch checked); other kinds leave the rest to skip.
+            if kind == .numeric { #expect(reader.atEnd) }
+            #expect(summary.timeAnchor == rollup.timeAnchor)
+            Self.expectSame(summary, rollup, "seed \(seed) \(kind.name)")
+            Self.expectSame(FieldSummary(rollup), rollup, "seed \(seed) \(kind.name), converted")
+            // Every truncation is rejected or still a valid prefix read, never a crash.
+            for cut in 0..<bytes.count {
+                var short = ByteReader(Array(bytes[..<cut]))
+                _ = FieldSummary(reading: &short, base: base)
+            }
+        }
+    }
+
+    @Test(arguments: 1...40) func mergedSummariesEqualTheMergedRollup(seed: Int) {
+        var rng = SplitMix(state: UInt64(seed) &* 7919)
+        for kind in [FieldKind.numeric, .boolean, .string, .distinct] {
+            let parts = (0..<Int.random(in: 1...6, using: &rng)).map { _ in
+                Self.rollup(kind, base: 0, &rng)
+            }
+            var whole = FieldRollup(kind: kind)
+            for p in parts { whole.merge(p) }
+            var merged = FieldSummary()
+            for p in parts { merged.merge(FieldSummary(p)) }
+            Self.expectSame(merged, whole, "seed \(seed) \(kind.name), merged")
+        }
+    }
+
+    @Test func anEmptySummaryMergesAsNothing() {
+        var rng = SplitMix(state: 3)
+        let r = Self.rollup(.numeric, base: 0, &rng)
+        var s = FieldSummary(r)
+        s.merge(FieldSummary())
+        Self.expectSame(s, r, "merged with empty")
+        #expect(FieldSummary().value(of: .count) == nil)
+    }
+}
