@@ -7,8 +7,9 @@ import Rollups
 /// Entries are the row bytes by tier, bucket start and series row id, and also the absence of a row (an empty
 /// entry), so gaps are not looked up again either. Every write to a tier drops that bucket start's entries (all
 /// series), retention drops the starts it deleted, and a rolled-back transaction drops everything: an entry is
-/// never older than its row. Bounded by ``budget`` bytes (an estimate with per-entry overhead); when over it, the
-/// cache starts again empty.
+/// never older than its row. It also keeps summary reads' decoded blocks (``SummaryBlock``), dropped with any row
+/// of theirs. Bounded by ``budget`` bytes (an estimate with per-entry overhead); when over it, the cache starts
+/// again empty.
 struct RowCache {
     static let budget = 32 << 20
     /// The estimated cost of an entry beyond its bytes (dictionary slot, array header).

@@ -82,7 +82,8 @@ import Testing
             #"host = 'a'"#, #""host" = 'a'"#, #"host = 'a' AND region = 'b'"#,
             #"(host = 'a' AND region = 'b') OR c != 'x'"#,
             #"host = 'a' AND (region = 'b' OR c != 'x')"#, #""we\"ird" = 'it\'s'"#, #"p =~ /a\/b/"#, #"p !~ /^(a|b)$/"#,
-            #"host = 'a\\b'"#, #"p =~ /a\\d/"#, #"time >= now() - 6h AND time <= 1700000000000ms"#, #"x = 'a' OR x = 'b'"#,
+            #"host = 'a\\b'"#, #"p =~ /a\\d/"#, #"time >= now() - 6h AND time <= 1700000000000ms"#,
+            #"x = 'a' OR x = 'b'"#,
             #""a" = 'b'"#, #"a = '"b'"#,
         ]
         var texts: [String: Expr] = [:]
