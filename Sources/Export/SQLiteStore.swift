@@ -37,34 +37,52 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// The field-name dictionary (rows name fields by id), both ways.
         var fieldIDs: [String: Int64] = [:]
         var fieldNames: [Int64: String] = [:]
-        /// Stored series per measurement (row id and decoded tags), for queries; dropped when a series of the
-        /// measurement is added.
-        var seriesOfMeasurement: [String: [(row: Int64, info: SeriesInfo)]] = [:]
-        /// Per measurement, the series a read's condition took (``CellRead/condition``), dropped with the above.
-        var chosenByCondition: [String: [String: [(row: Int64, info: SeriesInfo)]]] = [:]
-        var chosenTotal = 0
-        /// Every bucket start in `rollup_1m` is a multiple of this (``noteBucketWidth(_:)``); `nil`: unknown.
-        var bucketGrid: Int64?
-        /// Rows found by keyed reads (``RowCache``).
-        var rowCache = RowCache()
+        /// What the open transaction changed that the reader may remember (``Reader``): told to it after commit.
+        var changes = Changes()
 
         /// Forgets every cached id: after a rolled-back transaction they may name rows that were never committed.
         mutating func forgetCachedIDs() {
             seriesIDs = [:]
-            seriesOfMeasurement = [:]
-            chosenByCondition = [:]
-            chosenTotal = 0
-            rowCache.clear()
             seriesByRow = [:]
             fieldIDs = [:]
             fieldNames = [:]
+            changes = Changes()
         }
         /// Prepared once, reused for every new series.
         var insertSeries: Statement?
         var selectSeries: Statement?
     }
 
+    /// What a transaction changed: bucket starts written per tier (0: 1-minute, 1: hourly), rows deleted before a
+    /// time per tier (retention), measurements that got a new series.
+    private struct Changes {
+        var starts: [Set<Int64>] = [[], []]
+        var cutBefore: [Int64?] = [nil, nil]
+        var measurements: Set<String> = []
+    }
+
+    /// The connection queries read through, so a flush (a long write transaction on the writer's connection) does
+    /// not hold them up: in WAL mode a reader sees the last committed state while a write is in progress. What it
+    /// remembers between queries is dropped by the writer after each commit, under this connection's lock (see
+    /// ``publish(_:)``).
+    private struct Reader: ~Copyable {
+        let db: OpaquePointer
+        /// Field names to ids, as committed (ids are never reused).
+        var fieldIDs: [String: Int64] = [:]
+        /// Stored series per measurement (row id and decoded tags); dropped when a series of the measurement is
+        /// added.
+        var seriesOfMeasurement: [String: [(row: Int64, info: SeriesInfo)]] = [:]
+        /// Per measurement, the series a read's condition took (``CellRead/condition``), dropped with the above.
+        var chosenByCondition: [String: [String: [(row: Int64, info: SeriesInfo)]]] = [:]
+        var chosenTotal = 0
+        /// Every bucket start in `rollup_1m` is a multiple of this (``noteBucketWidth(_:)``); `nil`: unknown.
+        var bucketGrid: Int64?
+        /// Rows found by keyed reads, and decoded summary blocks (``RowCache``).
+        var rowCache = RowCache()
+    }
+
     private let connection: Mutex<Connection>
+    private let reader: Mutex<Reader>
     public let path: String
     /// Whether stored minutes are queued for forwarding (`outbox` table; on when `[influx] url` is set).
     public let recordsOutbox: Bool
@@ -74,7 +92,15 @@ public final class SQLiteStore: RollupSink, RollupReader {
         self.path = path
         self.recordsOutbox = recordsOutbox
         let db = try Self.open(path, create: true)
+        let readerDB: OpaquePointer
+        do {
+            readerDB = try Self.open(path, create: true)
+        } catch {
+            sqlite3_close(db)
+            throw error
+        }
         connection = Mutex(Connection(db: db))
+        reader = Mutex(Reader(db: readerDB))
         try execute(
             """
             PRAGMA journal_mode = WAL;
@@ -88,6 +114,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
             context: "opening the database"
         )
         try migrate()
+        try reader.withLock { r throws(StoreError) in
+            try Self.execute(r.db, "PRAGMA query_only = 1; PRAGMA cache_size = -32768;", context: "opening the reader")
+        }
     }
 
     /// A connection to `path` (created if `create`), without SQLite's own mutex (callers hold theirs), waiting up
@@ -216,6 +245,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             c.selectSeries = nil
             return sqlite3_close_v2(c.db)
         }
+        _ = reader.withLock { r in sqlite3_close_v2(r.db) }
     }
 
     private func execute(_ sql: String, context: String) throws(StoreError) {
@@ -257,7 +287,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         guard buckets.contains(where: { !$0.cells.isEmpty }) || replayFrom != nil else { return }
         try connection.withLock { c throws(StoreError) in
             let db = c.db
-            try Self.transaction(&c, "flush") { c throws(StoreError) in
+            try transaction(&c, "flush") { c throws(StoreError) in
                 let minutes = try RowWriter(db, table: "rollup_1m", outbox: recordsOutbox)
                 let probe = try Statement(db, "SELECT 1 FROM rollup_1m WHERE ts = ?1 LIMIT 1")
                 let watermark = try Statement(
@@ -339,7 +369,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// Stores `bucket`'s cells; with `merging`, each series' row is first read and merged with (the only way a
         /// stored row changes: merged into, never overwritten).
         func write(_ bucket: ClosedBucket, merging: Bool, connection c: inout Connection) throws(StoreError) {
-            c.rowCache.invalidate(hourly: hourly, start: bucket.start)
+            c.changes.starts[hourly ? 1 : 0].insert(bucket.start)
             let cells = bucket.cells
             keyed.removeAll(keepingCapacity: true)
             keyed.reserveCapacity(cells.count)
@@ -553,18 +583,42 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
     /// Runs `body` in one `BEGIN IMMEDIATE` … `COMMIT`; on any error rolls back and forgets the cached ids (they may
     /// name rows that were never committed).
-    private static func transaction<T>(
+    private func transaction<T>(
         _ c: inout Connection, _ context: String, _ body: (inout Connection) throws(StoreError) -> T
     ) throws(StoreError) -> T {
-        try execute(c.db, "BEGIN IMMEDIATE", context: context)
+        try Self.execute(c.db, "BEGIN IMMEDIATE", context: context)
         do throws(StoreError) {
             let result = try body(&c)
-            try execute(c.db, "COMMIT", context: context)
+            try Self.execute(c.db, "COMMIT", context: context)
+            publish(&c)
             return result
         } catch {
-            try? execute(c.db, "ROLLBACK", context: context)
+            try? Self.execute(c.db, "ROLLBACK", context: context)
             c.forgetCachedIDs()
             throw error
+        }
+    }
+
+    /// Tells the reader what was just committed: it drops what it remembers of those bucket starts, of the rows
+    /// retention deleted, and of measurements that got a series. Under the reader's lock, which a query holds for
+    /// its whole read: a query either finished before (what it remembered is dropped now) or starts after (it
+    /// reads the commit).
+    private func publish(_ c: inout Connection) {
+        let changes = c.changes
+        c.changes = Changes()
+        guard
+            !changes.measurements.isEmpty || changes.starts.contains(where: { !$0.isEmpty })
+                || changes.cutBefore.contains(where: { $0 != nil })
+        else { return }
+        reader.withLock { r in
+            for t in 0..<2 {
+                for start in changes.starts[t] { r.rowCache.invalidate(hourly: t == 1, start: start) }
+                if let cut = changes.cutBefore[t] { r.rowCache.invalidate(hourly: t == 1, before: cut) }
+            }
+            for measurement in changes.measurements {
+                r.seriesOfMeasurement[measurement] = nil
+                r.chosenByCondition[measurement] = nil
+            }
         }
     }
 
@@ -599,7 +653,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
     {
         try connection.withLock { c throws(StoreError) in
             let db = c.db
-            return try Self.transaction(&c, "maintenance") { c throws(StoreError) -> Int64? in
+            return try transaction(&c, "maintenance") { c throws(StoreError) -> Int64? in
                 var done: Int64?
                 let through = try Self.metaInt(db, "downsampled_through")
                 // The next hour to downsample: the one after `through`, or the oldest stored minute's hour.
@@ -643,11 +697,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 let cut1m = try Statement(db, "DELETE FROM rollup_1m WHERE ts < ?1")
                 try cut1m.bind(1, min(now - retention1m, downsampled))
                 _ = try cut1m.step()
-                c.rowCache.invalidate(hourly: false, before: min(now - retention1m, downsampled))
+                c.changes.cutBefore[0] = min(now - retention1m, downsampled)
                 let cut1h = try Statement(db, "DELETE FROM rollup_1h WHERE ts < ?1")
                 try cut1h.bind(1, now - retention1h)
                 _ = try cut1h.step()
-                c.rowCache.invalidate(hourly: true, before: now - retention1h)
+                c.changes.cutBefore[1] = now - retention1h
                 // Minutes deleted by retention cannot be forwarded any more: their outbox entries go too.
                 let cutOutbox = try Statement(db, "DELETE FROM outbox WHERE ts < ?1")
                 try cutOutbox.bind(1, min(now - retention1m, downsampled))
@@ -729,10 +783,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         try insert.bind(2, series.measurement)
         try insert.bind(3, tags)
         _ = try insert.step()
-        if sqlite3_changes(c.db) > 0 {
-            c.seriesOfMeasurement[series.measurement] = nil
-            c.chosenByCondition[series.measurement] = nil
-        }
+        if sqlite3_changes(c.db) > 0 { c.changes.measurements.insert(series.measurement) }
         try select.bind(1, series.measurement)
         try select.bind(2, tags)
         guard try select.step() else {
@@ -1013,7 +1064,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
         _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws(StoreError) -> ReadPlan {
-        try connection.withLock { c throws(StoreError) in
+        try reader.withLock { c throws(StoreError) in
             let all = try Self.series(of: read.measurement, in: &c)
             var taken = all
             if let accept {
@@ -1084,7 +1135,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
     ) throws(StoreError) -> ReadPlan {
         precondition(read.fields != nil, "a summary read names its fields")
-        return try connection.withLock { c throws(StoreError) in
+        return try reader.withLock { c throws(StoreError) in
             let all = try Self.series(of: read.measurement, in: &c)
             var taken = all
             if let accept {
@@ -1176,14 +1227,14 @@ public final class SQLiteStore: RollupSink, RollupReader {
     }
 
     /// The series a read with the same condition text took before, when remembered.
-    private static func chosen(_ read: CellRead, in c: borrowing Connection) -> [(row: Int64, info: SeriesInfo)]? {
+    private static func chosen(_ read: CellRead, in c: borrowing Reader) -> [(row: Int64, info: SeriesInfo)]? {
         read.condition.flatMap { c.chosenByCondition[read.measurement]?[$0] }
     }
 
     /// Remembers the series a read took by its condition text (when it has one). Bounded: at most 256 conditions
     /// per measurement and a million remembered series in all.
     private static func remember(
-        _ read: CellRead, chose taken: [(row: Int64, info: SeriesInfo)], in c: inout Connection
+        _ read: CellRead, chose taken: [(row: Int64, info: SeriesInfo)], in c: inout Reader
     ) {
         guard let condition = read.condition else { return }
         c.chosenTotal += taken.count
@@ -1197,7 +1248,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
     /// The grid to look rows up on by key, or `nil` to scan: keys few enough, or a small part of the measurement.
     /// A scan visits every row of the range, every measurement's (the key is time-major), so it wins only when
     /// most rows are wanted.
-    private static func keyedGrid(_ read: CellRead, hourly: Bool, taken: Int, all: Int, in c: borrowing Connection)
+    private static func keyedGrid(_ read: CellRead, hourly: Bool, taken: Int, all: Int, in c: borrowing Reader)
         -> Int64?
     {
         guard let grid = hourly ? Self.hour : c.bucketGrid, read.keyed, (read.to - read.from) / grid <= 100_000,
@@ -1248,7 +1299,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         }
 
         /// The stored rows of series `row` at `starts` (ascending, on the grid), into ``found``.
-        mutating func rows(series row: Int64, starts: StrideTo<Int64>, in c: inout Connection) throws(StoreError) {
+        mutating func rows(series row: Int64, starts: StrideTo<Int64>, in c: inout Reader) throws(StoreError) {
             missing.removeAll(keepingCapacity: true)
             found.removeAll(keepingCapacity: true)
             for start in starts {
@@ -1291,7 +1342,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
     static let keyedReadLimit = 50_000
 
     /// The stored series of `measurement` with their row ids, decoded once and cached until one is added.
-    private static func series(of measurement: String, in c: inout Connection) throws(StoreError) -> [(
+    private static func series(of measurement: String, in c: inout Reader) throws(StoreError) -> [(
         row: Int64, info: SeriesInfo
     )] {
         if let known = c.seriesOfMeasurement[measurement] { return known }
@@ -1308,7 +1359,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
     }
 
     /// Every stored field name by id.
-    private static func allFieldNames(in c: inout Connection) throws(StoreError) -> [Int64: String] {
+    private static func allFieldNames(in c: inout Reader) throws(StoreError) -> [Int64: String] {
         let list = try Statement(c.db, "SELECT id, name FROM fields")
         var out: [Int64: String] = [:]
         while try list.step() { out[list.int64(0)] = list.text(1) }
@@ -1316,12 +1367,13 @@ public final class SQLiteStore: RollupSink, RollupReader {
     }
 
     /// The id of a field name already stored, or `nil` (a read never adds names).
-    private static func existingFieldID(_ name: String, in c: inout Connection) throws(StoreError) -> Int64? {
+    private static func existingFieldID(_ name: String, in c: inout Reader) throws(StoreError) -> Int64? {
         if let id = c.fieldIDs[name] { return id }
         let lookup = try Statement(c.db, "SELECT id FROM fields WHERE name = ?1")
         try lookup.bind(1, name)
         guard try lookup.step() else { return nil }
-        return remember(field: name, id: lookup.int64(0), in: &c)
+        c.fieldIDs[name] = lookup.int64(0)
+        return lookup.int64(0)
     }
 
     /// Records that bucket starts of the 1-minute tier are multiples of `width` (the configured bucket width),
@@ -1340,7 +1392,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             }
             let updated = Self.gcd(grid ?? 0, width)
             if updated != grid { try Self.setMeta(c.db, "bucket_grid", updated) }
-            c.bucketGrid = updated
+            reader.withLock { $0.bucketGrid = updated }
         }
     }
 
@@ -1416,6 +1468,19 @@ public final class SQLiteStore: RollupSink, RollupReader {
     func storeHourlyForTesting(_ bucket: ClosedBucket) throws(StoreError) {
         try connection.withLock { c throws(StoreError) in
             try RowWriter(c.db, table: "rollup_1h").write(bucket, merging: true, connection: &c)
+            publish(&c)
+        }
+    }
+
+    /// Merges `bucket` into the 1-minute tier in a transaction that stays open (the writer's lock held) while
+    /// `body` runs, then commits (tests only: reads during a long flush).
+    func storeForTesting(_ bucket: ClosedBucket, whileWriting body: @Sendable () -> Void) throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            try transaction(&c, "test") { c throws(StoreError) in
+                try RowWriter(db, table: "rollup_1m").write(bucket, merging: true, connection: &c)
+                body()
+            }
         }
     }
 
