@@ -1402,10 +1402,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
         return Int64(x)
     }
 
-    /// Every stored series (measurement and tags).
+    /// Every stored series (measurement and tags), read through the queries' connection (`SHOW` statements).
     public func allSeries() throws(StoreError) -> [SeriesInfo] {
-        try connection.withLock { c throws(StoreError) in
-            let rows = try Statement(c.db, "SELECT hash, measurement, tags FROM series")
+        try reader.withLock { r throws(StoreError) in
+            let rows = try Statement(r.db, "SELECT hash, measurement, tags FROM series")
             var out: [SeriesInfo] = []
             while try rows.step() {
                 out.append(

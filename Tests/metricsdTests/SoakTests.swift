@@ -164,7 +164,7 @@ import Testing
                 + rss.map { String(format: "%.0f", Double($0.1) / 1_048_576) }.joined(separator: " "),
             "",
             "Memory check: max of the last third \(last >> 20) MiB vs the middle third \(middle >> 20) MiB (allowed +20 % or +16 MiB).",
-            "What may still grow, by design and bounded: SQLite's page caches (up to 64 MiB for rollups and 16 MiB for events) fill as the database grows, and the event index keeps every stored event in memory for `[events] retention` (docs/events.md); here \(eventsAcked) events were stored.",
+            "What may still grow, by design and bounded: SQLite's page caches (up to 64 MiB for rollups, 32 MiB for queries' connection and 16 MiB for events) fill as the database grows, so do the rows and summaries queries remember (32 MiB), and the event index keeps every stored event in memory for `[events] retention` (docs/events.md); here \(eventsAcked) events were stored.",
         ]
         let text = lines.joined(separator: "\n") + "\n"
         print(text)
