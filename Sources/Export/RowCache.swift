@@ -60,7 +60,6 @@ struct RowCache {
             spans[t] = span
         }
         if bytes + Self.summaryBytes > Self.budget { clear() }
-        spans[t] = span
         if blocks[t][blockStart, default: [:]].updateValue(block, forKey: BlockKey(series: series, field: field))
             == nil
         {

@@ -1629,34 +1629,16 @@ enum PackedRow {
         _ bytes: [UInt8], start: Int64, sketches: Bool, wanted: (Int64) -> Bool, stopAfter: Int = .max,
         each body: (Int64, consuming FieldRollup) -> Void
     ) -> Bool {
-        var found = 0
-        var r = ByteReader(bytes)
-        guard r.u8() == FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count) else { return false }
-        var base = start
-        for _ in 0..<n {
-            guard let word = r.varint(), let length = r.varint(), length <= UInt64(bytes.count - r.offset) else {
-                return false
-            }
-            let field = Int64(bitPattern: word)
-            let end = r.offset + Int(length)
-            if wanted(field) {
+        walk(
+            bytes, start: start, wanted: { wanted($0) ? $0 : nil }, stopAfter: stopAfter,
+            read: { field, r, base, end in
                 guard let rollup = FieldRollup(reading: &r, base: base, sketches: sketches), r.offset == end else {
-                    return false
+                    return nil
                 }
-                base = rollup.timeAnchor
+                let anchor = rollup.timeAnchor
                 body(field, rollup)
-                found += 1
-                // Every wanted field seen: the rest of the row is not read (nor checked).
-                if found == stopAfter { return true }
-            } else {
-                guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base), r.offset <= end else {
-                    return false
-                }
-                base = anchor
-                r.seek(to: end)
-            }
-        }
-        return r.atEnd
+                return anchor
+            })
     }
 
     /// ``visit(_:start:sketches:wanted:stopAfter:each:)`` for summaries (``FieldSummary``): `wanted` gives a
@@ -1664,6 +1646,24 @@ enum PackedRow {
     static func visitSummaries(
         _ bytes: [UInt8], start: Int64, wanted: (Int64) -> Int?, stopAfter: Int = .max,
         each body: (Int, FieldSummary) -> Void
+    ) -> Bool {
+        walk(bytes, start: start, wanted: wanted, stopAfter: stopAfter) { index, r, base, end in
+            // A numeric summary reads its rollup to the end (the sketch is checked); other kinds stop early.
+            guard let summary = FieldSummary(reading: &r, base: base), r.offset <= end,
+                summary.kind != .numeric || r.offset == end
+            else { return nil }
+            body(index, summary)
+            return summary.timeAnchor
+        }
+    }
+
+    /// The fields of a row in order: `read` gets each field `wanted` accepts (what `wanted` gave for it, the reader
+    /// at its rollup, the base its times are relative to, and the offset where it ends) and returns the field's
+    /// time anchor, or `nil` when it is malformed; other fields are stepped over after their anchor. `false` when
+    /// the bytes are malformed or of a newer format; once `stopAfter` fields were read the rest is not looked at.
+    private static func walk<W>(
+        _ bytes: [UInt8], start: Int64, wanted: (Int64) -> W?, stopAfter: Int,
+        read: (W, inout ByteReader, Int64, Int) -> Int64?
     ) -> Bool {
         var found = 0
         var r = ByteReader(bytes)
@@ -1674,13 +1674,12 @@ enum PackedRow {
                 return false
             }
             let end = r.offset + Int(length)
-            if let index = wanted(Int64(bitPattern: word)) {
-                guard let summary = FieldSummary(reading: &r, base: base), r.offset <= end else { return false }
-                if summary.kind == .numeric, r.offset != end { return false }
-                base = summary.timeAnchor
+            if let w = wanted(Int64(bitPattern: word)) {
+                guard let anchor = read(w, &r, base, end) else { return false }
+                base = anchor
                 r.seek(to: end)
-                body(index, summary)
                 found += 1
+                // Every wanted field seen: the rest of the row is not read (nor checked).
                 if found == stopAfter { return true }
             } else {
                 guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base), r.offset <= end else {

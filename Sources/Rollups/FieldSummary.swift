@@ -87,14 +87,7 @@ public struct FieldSummary: Sendable, Equatable {
         guard count > 0 else { return nil }
         switch (kind, agg) {
         case (_, .count): return Double(count)
-        case (.numeric, .sum): return numeric.sum
-        case (.numeric, .min): return numeric.min
-        case (.numeric, .max): return numeric.max
-        case (.numeric, .mean): return numeric.mean
-        case (.numeric, .first): return numeric.first
-        case (.numeric, .last): return numeric.last
-        case (.numeric, .stddev): return numeric.stddev
-        case (.numeric, .spread): return numeric.max - numeric.min
+        case (.numeric, _): return numeric.value(of: agg)
         case (.boolean, .last): return lastBool ? 1 : 0
         case (.boolean, .sum): return Double(trueCount)
         case (.boolean, .mean): return Double(trueCount) / Double(count)

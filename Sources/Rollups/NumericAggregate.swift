@@ -72,6 +72,23 @@ public struct NumericAggregate: Sendable, Hashable {
         }
     }
 
+    /// The value of `agg` for these values (sum, min, max, mean, first, last, stddev, spread); `nil` when empty,
+    /// undefined, or not an aggregate of the values alone (count, quantiles, distinct counts are the caller's).
+    public func value(of agg: Aggregate) -> Double? {
+        guard count > 0 else { return nil }
+        switch agg {
+        case .sum: return sum
+        case .min: return min
+        case .max: return max
+        case .mean: return mean
+        case .first: return first
+        case .last: return last
+        case .stddev: return stddev
+        case .spread: return max - min
+        case .count, .quantile, .distinct: return nil
+        }
+    }
+
     /// The arithmetic mean, or `nil` when empty.
     public var mean: Double? { count > 0 ? sum / Double(count) : nil }
 

@@ -338,10 +338,11 @@ import Testing
         #expect(try store.readPlanned(long, series: one).plan == .probe(series: 1))
     }
 
-    /// Keyed reads remember the rows they looked up (and the bucket starts with none); a later write to a bucket
-    /// — late data merged into a stored minute, a minute stored where there was none, hourly rows, retention —
-    /// must never be hidden by what was remembered.
-    @Test func rememberedRowsNeverHideWrites() throws {
+    /// Keyed reads remember the rows they looked up (and the bucket starts with none), and summary reads the
+    /// blocks they decoded; a later write to a bucket — late data merged into a stored minute, a minute stored
+    /// where there was none, a minute past the last block's rows, retention cutting a block — must never be hidden
+    /// by what was remembered, and a rolled-back write changes nothing.
+    @Test(arguments: [false, true]) func rememberedRowsNeverHideWrites(summaries: Bool) throws {
         let path = Self.tempPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         let store = try SQLiteStore(path: path)
@@ -356,9 +357,22 @@ import Testing
         let one: (SeriesInfo) -> Bool = { $0.tags[0].value == "h1" }
         func sum(_ from: Int64 = 0, _ to: Int64 = 200) throws -> (Double, Int) {
             let read = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: from * minute, to: to * minute)
-            let (cells, plan) = try store.readPlanned(read, series: one)
+            var total = 0.0
+            var cells = 0
+            let plan: SQLiteStore.ReadPlan
+            if summaries {
+                plan = try store.visitSummaries(read, series: one) { _, _, _, summary in
+                    total += summary.numeric.sum
+                    cells += 1
+                }
+            } else {
+                plan = try store.visit(read, series: one) { _, _, _, rollup in
+                    total += rollup.numeric.sum
+                    cells += 1
+                }
+            }
             #expect(plan == .probe(series: 1))
-            return (cells.reduce(0) { $0 + $1.cell.rollup.numeric.sum }, cells.count)
+            return (total, cells)
         }
         #expect(try sum() == (171, 171))
         #expect(try sum() == (171, 171))  // from the cache now
@@ -369,7 +383,10 @@ import Testing
         try store.store([ClosedBucket(start: 3 * minute, cells: [Self.cell(hosts[1], "usage", [(2, 3 * minute)])])])
         #expect(try sum() == (178, 172))
         #expect(try sum(0, 20) == (24, 18))  // a narrower range, partly remembered
-        // A rolled-back write forgets everything; what is read after it is still right.
+        // A minute stored in the last block, past the rows it had (a flush of the newest minute).
+        try store.store([ClosedBucket(start: 200 * minute, cells: [Self.cell(hosts[1], "usage", [(4, 200 * minute)])])])
+        #expect(try sum(0, 201) == (182, 173))
+        // A rolled-back write: what is read after it is still right.
         try store.executeForTesting(
             "CREATE TRIGGER fail BEFORE INSERT ON rollup_1m WHEN NEW.ts = 660000000000000 BEGIN SELECT RAISE(ABORT, 'injected'); END"
         )
@@ -377,13 +394,15 @@ import Testing
             try store.store([ClosedBucket(start: 660_000_000_000_000, cells: [Self.cell(hosts[1], "usage", [(1, 0)])])])
         }
         #expect(try sum() == (178, 172))
-        // Retention: deleted minutes are not served from memory.
+        #expect(try sum(0, 201) == (182, 173))
+        // Retention: deleted minutes (inside a remembered block) are not served from memory.
         try store.maintain(
             now: 100 * minute + 3_600_000_000_000 * 3, settle: 0, retention1m: 3_600_000_000_000 * 3,
             retention1h: .max / 2)
-        let left = try sum()
-        #expect(left.1 < 172)
-        var all = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 200 * minute)
+        let left = try sum(0, 201)
+        #expect(left.1 < 173)
+        #expect(try sum().1 < 172)
+        var all = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 201 * minute)
         all.keyed = false
         let stored = try store.read(all, series: one)
         #expect(left == (stored.reduce(0) { $0 + $1.cell.rollup.numeric.sum }, stored.count))
@@ -483,62 +502,6 @@ import Testing
             #expect(try summaries(read, hourly: true, one).0 == expected, "hours \(from)…\(to)")
             #expect(try summaries(read, hourly: true, one).0 == expected, "hours \(from)…\(to) remembered")
         }
-    }
-
-    /// The decoded blocks summary reads remember must never hide a write: late data merged into a minute of a
-    /// remembered block, a minute stored where there was none, a rolled-back write, retention cutting a block.
-    @Test func rememberedSummariesNeverHideWrites() throws {
-        let path = Self.tempPath()
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let store = try SQLiteStore(path: path)
-        let minute: Int64 = 60_000_000_000
-        try store.noteBucketWidth(minute)
-        let hosts = (0..<8).map { SeriesInfo(measurement: "cpu", tags: [TagPair("host", "h\($0)")]) }
-        for m in 0..<200 as Range<Int64> where m % 7 != 3 {  // gaps at every 7th minute
-            try store.store([
-                ClosedBucket(start: m * minute, cells: hosts.map { Self.cell($0, "usage", [(1, m * minute)]) })
-            ])
-        }
-        let one: (SeriesInfo) -> Bool = { $0.tags[0].value == "h1" }
-        func sum(_ from: Int64 = 0, _ to: Int64 = 200) throws -> (Double, Int) {
-            let read = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: from * minute, to: to * minute)
-            var total = 0.0
-            var cells = 0
-            let plan = try store.visitSummaries(read, series: one) { _, _, _, summary in
-                total += summary.numeric.sum
-                cells += 1
-            }
-            #expect(plan == .probe(series: 1))
-            return (total, cells)
-        }
-        #expect(try sum() == (171, 171))
-        #expect(try sum() == (171, 171))  // from remembered blocks now
-        try store.store([
-            ClosedBucket(start: 11 * minute, cells: [Self.cell(hosts[1], "usage", [(5, 11 * minute)])], isLate: true)
-        ])
-        try store.store([ClosedBucket(start: 3 * minute, cells: [Self.cell(hosts[1], "usage", [(2, 3 * minute)])])])
-        #expect(try sum() == (178, 172))
-        #expect(try sum(0, 20) == (24, 18))
-        // A minute stored in the last block, past the rows it had (a flush of the newest minute).
-        try store.store([ClosedBucket(start: 200 * minute, cells: [Self.cell(hosts[1], "usage", [(4, 200 * minute)])])])
-        #expect(try sum(0, 201) == (182, 173))
-        try store.executeForTesting(
-            "CREATE TRIGGER fail BEFORE INSERT ON rollup_1m WHEN NEW.ts = 660000000000000 BEGIN SELECT RAISE(ABORT, 'injected'); END"
-        )
-        #expect(throws: StoreError.self) {
-            try store.store([ClosedBucket(start: 660_000_000_000_000, cells: [Self.cell(hosts[1], "usage", [(1, 0)])])])
-        }
-        #expect(try sum(0, 201) == (182, 173))
-        // Retention cuts minutes inside a remembered block: they are not served from memory.
-        try store.maintain(
-            now: 100 * minute + 3_600_000_000_000 * 3, settle: 0, retention1m: 3_600_000_000_000 * 3,
-            retention1h: .max / 2)
-        let left = try sum(0, 201)
-        #expect(left.1 < 173)
-        var all = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: 201 * minute)
-        all.keyed = false
-        let stored = try store.read(all, series: one)
-        #expect(left == (stored.reduce(0) { $0 + $1.cell.rollup.numeric.sum }, stored.count))
     }
 
     /// Queries read through their own connection: a write transaction in progress (a flush of a million cells
