@@ -34,8 +34,16 @@ let package = Package(
     targets: [
         // Wire formats, no I/O: line-protocol decoder and encoder.
         .target(name: "LineProtocol", exclude: ["README.md"], swiftSettings: strictSettings),
-        // InfluxQL: tokens → AST (the subset Grafana's InfluxDB data source sends).
-        .target(name: "Query", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
+        // InfluxQL: tokens → AST (the subset Grafana's InfluxDB data source sends); event analytics.
+        .target(
+            name: "Query", dependencies: ["LineProtocol", "CRE2"], exclude: ["README.md"], swiftSettings: strictSettings
+        ),
+        // What each HTTP route accepts, no I/O: form decoding, times, durations, validated parameters (fuzzed).
+        .target(
+            name: "API", dependencies: ["LineProtocol", "Rollups", "Query"], exclude: ["README.md"],
+            swiftSettings: strictSettings),
+        // RE2 (Debian's libre2) behind a C function or three: linear-time regex matching in Go's syntax, as InfluxDB.
+        .target(name: "CRE2", linkerSettings: [.linkedLibrary("re2")]),
         // Aggregation, no I/O: mergeable per-bucket aggregates and sketches.
         .target(name: "Rollups", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
         // Where closed rollups go.
@@ -54,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "metricsd",
             dependencies: [
-                "LineProtocol", "Rollups", "Export", "Query", "CZlib",
+                "LineProtocol", "Rollups", "Export", "Query", "API", "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -80,12 +88,15 @@ let package = Package(
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
         .testTarget(name: "QueryTests", dependencies: ["Query", "LineProtocol"], swiftSettings: strictSettings),
+        .testTarget(name: "APITests", dependencies: ["API", "Query", "Rollups"], swiftSettings: strictSettings),
         .testTarget(
             name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",
-            dependencies: ["LineProtocol", "Export", "metricsd", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "LineProtocol", "Export", "API", "metricsd", .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["influx_clients.py", "fake_influx.py"],
             swiftSettings: strictSettings
         ),
@@ -111,7 +122,7 @@ if Context.environment["METRICSD_FUZZ"] != nil {
     // The daemon's Configuration.swift (a symbolic link), with the TOML library it uses.
     package.targets.append(
         .executableTarget(
-            name: "FuzzConfig", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            name: "FuzzConfig", dependencies: ["API", .product(name: "TOMLKit", package: "TOMLKit")],
             path: "FuzzTesting/Sources/FuzzConfig")
     )
 }

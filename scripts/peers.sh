@@ -2,7 +2,10 @@
 # Starts and stops the peer databases for benchmarks and tests: a real influxd (Debian's influxdb 1.6) and
 # victoria-metrics, each on a given loopback port with a temporary data directory, stopped by PID.
 #   scripts/peers.sh start-influxd PORT DIR      -> prints the PID once /ping answers
-#   scripts/peers.sh influxd-config PORT DIR     -> only writes DIR/influxdb.conf
+#   scripts/peers.sh influxd-config PORT DIR [RPC_PORT] -> only writes DIR/influxdb.conf
+#   scripts/peers.sh free-port                   -> prints a loopback TCP port that is free now
+# influxd also binds an RPC port (backup/restore): it is chosen free too, never PORT + 1, so influxd instances of
+# tests running side by side never collide.
 #   scripts/peers.sh start-vm PORT DIR [LP_PORT] -> prints the PID once /health answers
 #   scripts/peers.sh stop PID
 set -euo pipefail
@@ -15,12 +18,15 @@ wait_http() { # url pid
     done
     echo "timeout waiting for $1" >&2; return 1
 }
-influxd_config() { # port dir: a loopback-only influxd config with everything under dir
-    local port=$1 dir=$2
+free_port() { # a loopback TCP port free at this moment (the kernel picks it)
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+influxd_config() { # port dir [rpc_port]: a loopback-only influxd config with everything under dir
+    local port=$1 dir=$2 rpc=${3:-$(free_port)}
     mkdir -p "$dir"
     cat > "$dir/influxdb.conf" <<CONF
 reporting-enabled = false
-bind-address = "127.0.0.1:$((port + 1))"
+bind-address = "127.0.0.1:$rpc"
 [meta]
   dir = "$dir/meta"
 [data]
@@ -41,7 +47,9 @@ CONF
 case "$cmd" in
 influxd-config)
     # Only writes DIR/influxdb.conf (for callers that start and stop influxd themselves, e.g. the Swift tests).
-    influxd_config "$1" "$2" ;;
+    influxd_config "$1" "$2" "${3:-}" ;;
+free-port)
+    free_port ;;
 start-influxd)
     port=$1; dir=$2
     influxd_config "$port" "$dir"

@@ -108,7 +108,7 @@ final class State {
         -> Int
     {
         var applied = 0
-        var late: [ClosedCell] = []
+        var late = LateCells()
         let decoder = self.decoder
         data.withUnsafeBytes { raw in
             for block in blocks {

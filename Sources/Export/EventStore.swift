@@ -149,9 +149,15 @@ public final class EventStore: Sendable {
 
     /// Calls `body` with every stored event (time, name, user, properties JSON), oldest first: how the daemon
     /// builds its in-memory index at start-up.
-    public func visitAll(_ body: (Int64, String, String, String) -> Void) throws(StoreError) {
+    /// Every stored event (the `newest` ones at most), in the order they were stored: time, name, user, properties.
+    public func visitAll(newest: Int = .max, _ body: (Int64, String, String, String) -> Void) throws(StoreError) {
         try connection.withLock { h throws(StoreError) in
-            let s = try Statement(h.db, "SELECT ts, event, user_id, properties FROM events ORDER BY seq")
+            let s = try Statement(
+                h.db,
+                "SELECT ts, event, user_id, properties FROM"
+                    + " (SELECT seq, ts, event, user_id, properties FROM events ORDER BY seq DESC LIMIT ?1) ORDER BY seq"
+            )
+            try s.bind(1, Int64(min(newest, Int(Int64.max))))
             while try s.step() { body(s.int64(0), s.text(1), s.text(2), s.text(3)) }
         }
     }

@@ -79,10 +79,19 @@ public final class SQLiteStore: RollupSink, RollupReader {
         var bucketGrid: Int64?
         /// Rows found by keyed reads, and decoded summary blocks (``RowCache``).
         var rowCache = RowCache()
+        /// Advances whenever a measurement's series list is dropped: a choice of series made from an older list
+        /// is not remembered.
+        var seriesGeneration: UInt64 = 0
     }
 
     private let connection: Mutex<Connection>
     private let reader: Mutex<Reader>
+    /// What commits changed that the reader has not applied yet: the writer leaves it here (never waiting for a
+    /// query that holds the reader), the reader applies it before each read.
+    private let readerInbox = Mutex(Changes())
+    /// Stored rows a read could not decode (skipped): a corrupt database, reported by `/health`.
+    private let corruptRowCount = Atomic<Int>(0)
+    public var corruptRows: Int { corruptRowCount.load(ordering: .relaxed) }
     public let path: String
     /// Whether stored minutes are queued for forwarding (`outbox` table; on when `[influx] url` is set).
     public let recordsOutbox: Bool
@@ -600,9 +609,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
     }
 
     /// Tells the reader what was just committed: it drops what it remembers of those bucket starts, of the rows
-    /// retention deleted, and of measurements that got a series. Under the reader's lock, which a query holds for
-    /// its whole read: a query either finished before (what it remembered is dropped now) or starts after (it
-    /// reads the commit).
+    /// retention deleted, and of measurements that got a series — before its next read, which therefore sees the
+    /// commit. A read in progress may remember rows from before the commit; they are dropped all the same before
+    /// the read after it. The writer only leaves the changes in the inbox: it never waits for a query.
     private func publish(_ c: inout Connection) {
         let changes = c.changes
         c.changes = Changes()
@@ -610,15 +619,32 @@ public final class SQLiteStore: RollupSink, RollupReader {
             !changes.measurements.isEmpty || changes.starts.contains(where: { !$0.isEmpty })
                 || changes.cutBefore.contains(where: { $0 != nil })
         else { return }
-        reader.withLock { r in
+        readerInbox.withLock { inbox in
+            for t in 0..<2 {
+                inbox.starts[t].formUnion(changes.starts[t])
+                if let cut = changes.cutBefore[t] { inbox.cutBefore[t] = max(inbox.cutBefore[t] ?? cut, cut) }
+            }
+            inbox.measurements.formUnion(changes.measurements)
+        }
+    }
+
+    /// Runs `body` with the reader's connection, after applying what commits changed since its last read.
+    private func withReader<T>(_ body: (inout sending Reader) throws(StoreError) -> T) throws(StoreError) -> T {
+        try reader.withLock { r throws(StoreError) in
+            let changes = readerInbox.withLock { inbox in
+                defer { inbox = Changes() }
+                return inbox
+            }
             for t in 0..<2 {
                 for start in changes.starts[t] { r.rowCache.invalidate(hourly: t == 1, start: start) }
                 if let cut = changes.cutBefore[t] { r.rowCache.invalidate(hourly: t == 1, before: cut) }
             }
+            if !changes.measurements.isEmpty { r.seriesGeneration &+= 1 }
             for measurement in changes.measurements {
                 r.seriesOfMeasurement[measurement] = nil
                 r.chosenByCondition[measurement] = nil
             }
+            return try body(&r)
         }
     }
 
@@ -1015,6 +1041,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// The text of the series condition the read is made with, when it has one: reads with the same text take
         /// the same series, so which they are is remembered (until a series is added to the measurement).
         public var condition: String?
+        /// Asked as rows are read: when it answers true the read stops with `SQLITE_INTERRUPT` (a query past its
+        /// timeout, or whose client left).
+        public var shouldStop: (@Sendable () -> Bool)?
 
         public init(measurement: String, fields: [String]?, from: Int64, to: Int64, sketches: Bool = true) {
             self.measurement = measurement
@@ -1064,17 +1093,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
         _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
         _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws(StoreError) -> ReadPlan {
-        try reader.withLock { c throws(StoreError) in
-            let all = try Self.series(of: read.measurement, in: &c)
-            var taken = all
-            if let accept {
-                if let known = Self.chosen(read, in: c) {
-                    taken = known
-                } else {
-                    taken = all.filter { accept($0.info) }
-                    Self.remember(read, chose: taken, in: &c)
-                }
-            }
+        let choice = try choose(read, accept)
+        return try withReader { c throws(StoreError) in
+            let (all, taken) = (choice.all, choice.taken)
+            if choice.isNew, c.seriesGeneration == choice.generation { Self.remember(read, chose: taken, in: &c) }
             guard !taken.isEmpty, read.from < read.to else { return .scan }
             var wanted: [Int64: String]?
             if let fields = read.fields {
@@ -1090,8 +1112,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
             // A row naming a field id that is not in `fields` is corrupt: the read fails rather than guessing.
             var failure: StoreError?
             func collect(_ start: Int64, _ info: SeriesInfo, _ bytes: [UInt8]) {
-                // A malformed row is skipped, as the forwarder and downsampling skip it.
-                _ = PackedRow.visit(
+                // A malformed row is skipped, as the forwarder and downsampling skip it, and counted.
+                if !PackedRow.visit(
                     bytes, start: start, sketches: read.sketches, wanted: { wanted == nil || wanted?[$0] != nil },
                     stopAfter: wanted?.count ?? .max,
                     each: { field, rollup in
@@ -1102,11 +1124,15 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         }
                         body(start, info, name, rollup)
                     })
+                {
+                    corruptRowCount.wrappingAdd(1, ordering: .relaxed)
+                }
             }
-            if let grid = Self.keyedGrid(read, hourly: hourly, taken: taken.count, all: all.count, in: c) {
+            if let grid = Self.keyedGrid(read, hourly: hourly, taken: taken.count, all: all, in: c) {
                 var lookup = try KeyedLookup(c.db, hourly: hourly, grid: grid)
                 let starts = Self.gridStarts(read, grid: grid)
                 for (row, info) in taken {
+                    try Self.check(read)
                     try lookup.rows(series: row, starts: starts, in: &c)
                     for (start, bytes) in lookup.found { collect(start, info, bytes) }
                 }
@@ -1116,11 +1142,42 @@ public final class SQLiteStore: RollupSink, RollupReader {
             let rows = try Self.scan(read, hourly: hourly, db: c.db)
             let chosen = Dictionary(taken, uniquingKeysWith: { first, _ in first })
             while try rows.step() {
+                try Self.check(read)
                 guard let info = chosen[rows.int64(1)] else { continue }
                 collect(rows.int64(0), info, rows.blob(2))
             }
             if let failure { throw failure }
             return .scan
+        }
+    }
+
+    /// The stored series a read takes, among all of its measurement's: those `accept` takes — decided outside the
+    /// reader's lock (the condition is the request's, a regex perhaps, and other queries must not wait on it) or
+    /// remembered from an earlier read with the same condition text.
+    private func choose(_ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?) throws(StoreError) -> (
+        all: Int, taken: [(row: Int64, info: SeriesInfo)], isNew: Bool, generation: UInt64
+    ) {
+        let (all, known, generation) = try withReader { c throws(StoreError) in
+            (
+                try Self.series(of: read.measurement, in: &c), accept == nil ? nil : Self.chosen(read, in: c),
+                c.seriesGeneration
+            )
+        }
+        guard let accept else { return (all.count, all, false, generation) }
+        if let known { return (all.count, known, false, generation) }
+        var taken: [(row: Int64, info: SeriesInfo)] = []
+        for entry in all {
+            try Self.check(read)
+            if accept(entry.info) { taken.append(entry) }
+        }
+        return (all.count, taken, true, generation)
+    }
+
+    /// Throws when the read's query must stop (``CellRead/shouldStop``).
+    @inline(__always)
+    private static func check(_ read: CellRead) throws(StoreError) {
+        if let stop = read.shouldStop, stop() {
+            throw StoreError(code: SQLITE_INTERRUPT, message: "the query was stopped", context: "reading rollups")
         }
     }
 
@@ -1135,17 +1192,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
         _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
     ) throws(StoreError) -> ReadPlan {
         precondition(read.fields != nil, "a summary read names its fields")
-        return try reader.withLock { c throws(StoreError) in
-            let all = try Self.series(of: read.measurement, in: &c)
-            var taken = all
-            if let accept {
-                if let known = Self.chosen(read, in: c) {
-                    taken = known
-                } else {
-                    taken = all.filter { accept($0.info) }
-                    Self.remember(read, chose: taken, in: &c)
-                }
-            }
+        let choice = try choose(read, accept)
+        return try withReader { c throws(StoreError) in
+            let (all, taken) = (choice.all, choice.taken)
+            if choice.isNew, c.seriesGeneration == choice.generation { Self.remember(read, chose: taken, in: &c) }
             guard !taken.isEmpty, read.from < read.to else { return .scan }
             // Field ids with their index in `read.fields`.
             var ids: [(id: Int64, index: Int)] = []
@@ -1158,14 +1208,20 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 for (k, wanted) in ids.enumerated() where wanted.id == id { return k }
                 return nil
             }
-            guard let grid = Self.keyedGrid(read, hourly: hourly, taken: taken.count, all: all.count, in: c) else {
+            guard let grid = Self.keyedGrid(read, hourly: hourly, taken: taken.count, all: all, in: c) else {
                 let rows = try Self.scan(read, hourly: hourly, db: c.db)
                 let chosen = Dictionary(taken, uniquingKeysWith: { first, _ in first })
                 while try rows.step() {
+                    try Self.check(read)
                     guard let info = chosen[rows.int64(1)] else { continue }
                     let start = rows.int64(0)
-                    _ = PackedRow.visitSummaries(rows.blob(2), start: start, wanted: position, stopAfter: ids.count) {
-                        body(start, info, ids[$0].index, $1)
+                    if !PackedRow.visitSummaries(
+                        rows.blob(2), start: start, wanted: position, stopAfter: ids.count,
+                        each: {
+                            body(start, info, ids[$0].index, $1)
+                        })
+                    {
+                        corruptRowCount.wrappingAdd(1, ordering: .relaxed)
                     }
                 }
                 return .scan
@@ -1176,6 +1232,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
             var blocks = Array(repeating: RowCache.SummaryBlock(), count: ids.count)
             func bits(_ lower: Int, _ upper: Int) -> UInt64 { (1 << UInt64(upper - lower) - 1) << UInt64(lower) }
             for (row, info) in taken {
+                try Self.check(read)
                 var blockStart = RowCache.blockStart(read.from, span: span)
                 while blockStart < read.to {
                     defer { blockStart += span }
@@ -1201,8 +1258,13 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         try lookup.rows(series: row, starts: starts, in: &c)
                         for (start, bytes) in lookup.found {
                             let slot = Int((start - blockStart) / grid)
-                            _ = PackedRow.visitSummaries(bytes, start: start, wanted: position, stopAfter: ids.count) {
-                                blocks[$0].summaries[slot] = $1
+                            if !PackedRow.visitSummaries(
+                                bytes, start: start, wanted: position, stopAfter: ids.count,
+                                each: {
+                                    blocks[$0].summaries[slot] = $1
+                                })
+                            {
+                                corruptRowCount.wrappingAdd(1, ordering: .relaxed)
                             }
                         }
                         for k in ids.indices {
@@ -1404,7 +1466,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
     /// Every stored series (measurement and tags), read through the queries' connection (`SHOW` statements).
     public func allSeries() throws(StoreError) -> [SeriesInfo] {
-        try reader.withLock { r throws(StoreError) in
+        try withReader { r throws(StoreError) in
             let rows = try Statement(r.db, "SELECT hash, measurement, tags FROM series")
             var out: [SeriesInfo] = []
             while try rows.step() {

@@ -64,23 +64,41 @@ public enum EventDecoder {
     public static func decodeBody(_ bytes: UnsafeBufferPointer<UInt8>, limits: EventLimits = EventLimits())
         -> [Result<Event, EventError>]
     {
+        var out: [Result<Event, EventError>] = []
+        forEachEvent(bytes, limits: limits) { _, result in out.append(result) }
+        return out
+    }
+
+    /// Each event of a body, in order, with its index, decoded one at a time: a body of a million events never
+    /// holds more than one of them decoded (`decodeBody` collects them). An array with a syntax error anywhere is
+    /// one failure (its structure is lost); it is checked whole first, keeping nothing.
+    public static func forEachEvent(
+        _ bytes: UnsafeBufferPointer<UInt8>, limits: EventLimits = EventLimits(),
+        _ body: (Int, Result<Event, EventError>) -> Void
+    ) {
         var p = JSONParser(bytes)
         p.skipSpace()
-        if p.atEnd { return [] }
+        if p.atEnd { return }
         if p.peek == UInt8(ascii: "[") {
-            let value: JSONValue
+            // First pass: the syntax of the whole array, one element at a time.
+            var check = p
             do throws(EventError) {
-                value = try p.parseValue(depth: 0)
-                p.skipSpace()
-                if !p.atEnd { throw p.error("unexpected data after the array") }
+                _ = try check.parseArray(depth: 0) { _ in }
+                check.skipSpace()
+                if !check.atEnd { throw check.error("unexpected data after the array") }
             } catch {
-                return [.failure(error)]
+                body(0, .failure(error))
+                return
             }
-            guard case .array(let elements) = value else { return [] }
-            return elements.map { validate($0, limits: limits) }
+            var index = 0
+            _ = try? p.parseArray(depth: 0) { element in
+                body(index, validate(element, limits: limits))
+                index += 1
+            }
+            return
         }
         // One object, or several (NDJSON).
-        var out: [Result<Event, EventError>] = []
+        var index = 0
         while true {
             p.skipSpace()
             if p.atEnd { break }
@@ -89,16 +107,15 @@ public enum EventDecoder {
                 // In NDJSON an event ends its line.
                 while !p.atEnd, p.peek == 0x20 || p.peek == 0x09 || p.peek == 0x0D { p.i += 1 }
                 if !p.atEnd, p.peek != 0x0A { throw p.error("unexpected data after the event object") }
-                out.append(validate(value, limits: limits))
+                body(index, validate(value, limits: limits))
             } catch {
-                out.append(.failure(error))
+                body(index, .failure(error))
                 p.skipLine()
             }
+            index += 1
         }
-        return out
     }
 
-    /// The value of a JSON string literal (`"a\\nb"` → a, newline, b); `nil` if `json` is not exactly one string.
     public static func unquote(_ json: String) -> String? {
         var bytes = Array(json.utf8)
         return bytes.withUnsafeMutableBufferPointer { b -> String? in
@@ -156,8 +173,8 @@ public enum EventDecoder {
                 case "event": name = try text(key, v, max: limits.maxNameBytes)
                 case "user_id":
                     // Numeric user ids are common in SDKs: accept integers, keep them as their decimal text.
-                    if case .number(let n, true) = v {
-                        user = String(Int64(n))
+                    if case .number(_, let exact?) = v {
+                        user = String(exact)  // the digits as written: 2^53 + 1 stays 9007199254740993
                     } else {
                         user = try text(key, v, max: limits.maxUserIDBytes)
                     }
@@ -185,11 +202,11 @@ public enum EventDecoder {
                 throw EventError("\"timestamp\" \"\(s.prefix(40))\" is not RFC 3339 (e.g. 2026-11-28T10:00:00Z)")
             }
             return ns >= 0 ? ns / 1_000_000 : -((-ns + 999_999) / 1_000_000)
-        case .number(let n, let integral):
-            guard integral, n >= 0, n < 1e15 else {
+        case .number(let n, let exact):
+            guard let exact, exact >= 0, exact < 1_000_000_000_000_000 else {
                 throw EventError("\"timestamp\" must be RFC 3339 text or whole epoch milliseconds, got \(n)")
             }
-            return Int64(n)
+            return exact
         default:
             throw EventError("\"timestamp\" must be RFC 3339 text or epoch milliseconds, got \(v.typeName)")
         }
@@ -231,8 +248,8 @@ public enum EventDecoder {
             case .bool(let b):
                 encoded = b ? "true" : "false"
                 text = encoded
-            case .number(let n, let integral):
-                encoded = integral && abs(n) < 9_007_199_254_740_992 ? String(Int64(n)) : "\(n)"
+            case .number(let n, let exact):
+                encoded = exact.map { String($0) } ?? "\(n)"
                 text = encoded
             case .string(let s):
                 if s.utf8.count > limits.maxPropertyValueBytes {
@@ -252,11 +269,12 @@ public enum EventDecoder {
     }
 }
 
-/// A parsed JSON value. Numbers keep whether they were written without fraction or exponent.
+/// A parsed JSON value. A number written as an integer (no fraction, no exponent) that fits Int64 keeps its exact
+/// value (`exact`): as a Double alone, 2^53 + 1 would read back as 2^53.
 enum JSONValue {
     case null
     case bool(Bool)
-    case number(Double, integral: Bool)
+    case number(Double, exact: Int64?)
     case string(String)
     case array([JSONValue])
     case object([(String, JSONValue)])
@@ -305,6 +323,31 @@ struct JSONParser {
         i += 1
     }
 
+    /// An array at the cursor, each element handed to `element` as it is parsed (not kept).
+    mutating func parseArray(depth: Int, _ element: (JSONValue) -> Void) throws(EventError) {
+        guard depth < Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
+        i += 1
+        skipSpace()
+        if i < b.count, b[i] == UInt8(ascii: "]") {
+            i += 1
+            return
+        }
+        while true {
+            element(try parseValue(depth: depth + 1))
+            skipSpace()
+            guard i < b.count else { throw error("unexpected end inside an array") }
+            if b[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            if b[i] == UInt8(ascii: "]") {
+                i += 1
+                return
+            }
+            throw error("expected ',' or ']'")
+        }
+    }
+
     mutating func parseValue(depth: Int) throws(EventError) -> JSONValue {
         skipSpace()
         guard i < b.count else { throw error("unexpected end of input") }
@@ -337,28 +380,9 @@ struct JSONParser {
                 throw error("expected ',' or '}'")
             }
         case UInt8(ascii: "["):
-            guard depth < Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
-            i += 1
             var elements: [JSONValue] = []
-            skipSpace()
-            if i < b.count, b[i] == UInt8(ascii: "]") {
-                i += 1
-                return .array(elements)
-            }
-            while true {
-                elements.append(try parseValue(depth: depth + 1))
-                skipSpace()
-                guard i < b.count else { throw error("unexpected end inside an array") }
-                if b[i] == UInt8(ascii: ",") {
-                    i += 1
-                    continue
-                }
-                if b[i] == UInt8(ascii: "]") {
-                    i += 1
-                    return .array(elements)
-                }
-                throw error("expected ',' or ']'")
-            }
+            try parseArray(depth: depth) { elements.append($0) }
+            return .array(elements)
         case UInt8(ascii: "\""):
             return .string(try parseString())
         case UInt8(ascii: "t"):
@@ -410,8 +434,7 @@ struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
         guard let v = Double(text), v.isFinite else { throw error("number out of range") }
-        // Integral values beyond 2^53 lose digits as doubles: they count as non-integral (no silent rounding).
-        return .number(v, integral: integral && abs(v) <= 9_007_199_254_740_992)
+        return .number(v, exact: integral ? Int64(text) : nil)
     }
 
     mutating func parseString() throws(EventError) -> String {

@@ -62,4 +62,72 @@ public enum RFC3339 {
         let (total, overflow2) = scaled.addingReportingOverflow(nanos)
         return overflow2 ? nil : total
     }
+
+    /// `nanoseconds` as InfluxDB writes a time (Go's RFC3339Nano in UTC): `2026-11-28T10:00:00Z`, with a fraction of
+    /// up to nine digits only when there is one, its trailing zeros left out (`…:00.5Z`). No formatter object, no
+    /// allocation but the string: `/query` answers write one per row.
+    public static func format(_ nanoseconds: Int64) -> String {
+        var seconds = nanoseconds / 1_000_000_000
+        var fraction = nanoseconds % 1_000_000_000
+        if fraction < 0 {
+            fraction += 1_000_000_000
+            seconds -= 1
+        }
+        var days = seconds / 86_400
+        var second = seconds % 86_400
+        if second < 0 {
+            second += 86_400
+            days -= 1
+        }
+        // The civil date of a day count (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        var out = [UInt8]()
+        out.reserveCapacity(30)
+        func digits(_ v: Int64, _ n: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<n { divisor *= 10 }
+            var v = v
+            for _ in 0..<n {
+                out.append(0x30 + UInt8(v / divisor))
+                v %= divisor
+                divisor /= 10
+            }
+        }
+        if year < 0 {
+            out.append(0x2D)
+            digits(-year, 4)
+        } else {
+            digits(year, 4)
+        }
+        out.append(0x2D)
+        digits(month, 2)
+        out.append(0x2D)
+        digits(day, 2)
+        out.append(0x54)
+        digits(second / 3600, 2)
+        out.append(0x3A)
+        digits(second / 60 % 60, 2)
+        out.append(0x3A)
+        digits(second % 60, 2)
+        if fraction > 0 {
+            out.append(0x2E)
+            var f = fraction
+            var width = 9
+            while f % 10 == 0 {
+                f /= 10
+                width -= 1
+            }
+            digits(f, width)
+        }
+        out.append(0x5A)
+        return String(decoding: out, as: UTF8.self)
+    }
 }

@@ -3,6 +3,8 @@ public indirect enum Expr: Equatable, Sendable {
     case field(String)
     case call(String, [Expr])  // lower-cased function name
     case number(Double)
+    /// An integer literal, kept exact (a time in nanoseconds does not fit a Double's 53 bits).
+    case integer(Int64)
     case string(String)
     case regex(String)
     case duration(Int64)
@@ -36,15 +38,31 @@ public struct SelectStatement: Equatable, Sendable {
     public var slimit: Int?
 }
 
+/// `LIMIT` and `OFFSET` of a SHOW statement: applied to the values of each series of its answer, as InfluxDB does.
+public struct Paging: Equatable, Sendable {
+    public var limit: Int?
+    public var offset: Int?
+    public init(limit: Int? = nil, offset: Int? = nil) {
+        self.limit = limit
+        self.offset = offset
+    }
+
+    /// `items` with the offset skipped and at most the limit kept.
+    public func apply<T>(_ items: [T]) -> [T] {
+        let skipped = items.dropFirst(Swift.max(0, offset ?? 0))
+        return Array(limit.map { skipped.prefix(Swift.max(0, $0)) } ?? skipped)
+    }
+}
+
 public enum Statement: Equatable, Sendable {
     case select(SelectStatement)
     case showDatabases
     case showRetentionPolicies
-    case showMeasurements(regex: String?)
-    case showTagKeys(from: String?)
-    case showTagValues(from: String?, keys: [String], keyRegex: String?, condition: Expr?)
-    case showFieldKeys(from: String?)
-    case showSeries(from: String?, condition: Expr?)
+    case showMeasurements(regex: String?, paging: Paging = Paging())
+    case showTagKeys(from: String?, paging: Paging = Paging())
+    case showTagValues(from: String?, keys: [String], keyRegex: String?, condition: Expr?, paging: Paging = Paging())
+    case showFieldKeys(from: String?, paging: Paging = Paging())
+    case showSeries(from: String?, condition: Expr?, paging: Paging = Paging())
 }
 
 extension Expr: CustomStringConvertible {
@@ -66,6 +84,7 @@ extension Expr: CustomStringConvertible {
         case .field(let name): return quoted(name, "\"")
         case .call(let name, let args): return name + "(" + args.map(\.description).joined(separator: ", ") + ")"
         case .number(let n): return n.description
+        case .integer(let n): return String(n)
         case .string(let s): return quoted(s, "'")
         case .regex(let r): return quoted(r, "/")
         case .duration(let d): return "\(d)ns"

@@ -30,9 +30,18 @@ public struct EventIndex: Sendable {
     private var flat: [UserEntry] = []
     private var flatStart: [Int32] = []
     private var flatEvents = -1
+    /// Users whose list got an event older than its last (sorted by ``compact()``, not at each insert: one user's
+    /// events arriving newest first would otherwise cost a shift of the whole list each).
+    private var unsorted: Set<Int32> = []
+    /// Events dropped to stay within a size (``removeFirst(_:)``), and the time of the oldest event kept then.
+    public private(set) var dropped = 0
 
     /// Brings the flat copy up to date (linear; the daemon calls it before a query when events came in).
     public mutating func compact() {
+        for u in unsorted {
+            byUser[Int(u)].sort { ($0.time, $0.position) < ($1.time, $1.position) }
+        }
+        unsorted = []
         guard flatEvents != times.count else { return }
         flat.removeAll(keepingCapacity: true)
         flat.reserveCapacity(times.count)
@@ -45,19 +54,36 @@ public struct EventIndex: Sendable {
         flatEvents = times.count
     }
 
-    /// Calls `body` with each user's entries (non-empty), from the flat copy when it is current.
-    private func forEachUser(_ body: (UnsafeBufferPointer<UserEntry>) -> Void) {
-        if flatEvents == times.count {
+    /// Calls `body` with each user's entries (non-empty, in time order), from the flat copy when it is current;
+    /// asks `stop` every 1,024 users and throws once it says so.
+    private func forEachUser(stop: (() -> Bool)?, _ body: (UnsafeBufferPointer<UserEntry>) -> Void)
+        throws(EventQueryStopped)
+    {
+        var stopped = false
+        func stopping(_ u: Int) -> Bool {
+            if u & 1023 == 0, let stop, stop() { stopped = true }
+            return stopped
+        }
+        if flatEvents == times.count && unsorted.isEmpty {
             flat.withUnsafeBufferPointer { all in
                 for u in 0..<(flatStart.count - 1) {
+                    if stopping(u) { return }
                     let lo = Int(flatStart[u])
                     let hi = Int(flatStart[u + 1])
                     if lo < hi { body(UnsafeBufferPointer(rebasing: all[lo..<hi])) }
                 }
             }
         } else {
-            for entries in byUser where !entries.isEmpty { entries.withUnsafeBufferPointer(body) }
+            for (u, entries) in byUser.enumerated() where !entries.isEmpty {
+                if stopping(u) { break }
+                if unsorted.contains(Int32(u)) {
+                    entries.sorted { ($0.time, $0.position) < ($1.time, $1.position) }.withUnsafeBufferPointer(body)
+                } else {
+                    entries.withUnsafeBufferPointer(body)
+                }
+            }
         }
+        if stopped { throw EventQueryStopped() }
     }
 
     private struct UserEntry {
@@ -66,11 +92,10 @@ public struct EventIndex: Sendable {
         var position: Int32
     }
 
-    /// Inserts keeping the order (events arrive mostly in time order: usually an append).
-    private static func insert(_ e: UserEntry, into list: inout [UserEntry]) {
-        var k = list.count
-        while k > 0 && list[k - 1].time > e.time { k -= 1 }
-        list.insert(e, at: k)
+    /// Appends user `u`'s entry; one older than the list's last leaves the list to be sorted by ``compact()``.
+    private mutating func add(_ e: UserEntry, user u: Int32) {
+        if let last = byUser[Int(u)].last, last.time > e.time { unsorted.insert(u) }
+        byUser[Int(u)].append(e)
     }
 
     public init() {}
@@ -92,7 +117,7 @@ public struct EventIndex: Sendable {
         let u = Self.intern(user, &userIDs)
         if Int(u) == byUser.count { byUser.append([]) }
         users.append(u)
-        Self.insert(UserEntry(time: time, name: nameID, position: position), into: &byUser[Int(u)])
+        add(UserEntry(time: time, name: nameID, position: position), user: u)
         for p in properties {
             propertyPairs.append(Self.intern(p.key, &keyIDs))
             let value = Self.intern(p.value, &valueIDs)
@@ -107,6 +132,22 @@ public struct EventIndex: Sendable {
     @discardableResult
     public mutating func removeOlder(than cutoff: Int64) -> Int {
         guard times.contains(where: { $0 < cutoff }) else { return 0 }
+        let times = self.times
+        return keep { times[$0] >= cutoff }
+    }
+
+    /// Drops the `n` events added first (the oldest, as events mostly arrive in time order): what keeps the index
+    /// within `[events] max_indexed`. Linear; counted in ``dropped``.
+    @discardableResult
+    public mutating func removeFirst(_ n: Int) -> Int {
+        guard n > 0 else { return 0 }
+        let removed = keep { $0 >= n }
+        dropped += removed
+        return removed
+    }
+
+    /// Keeps the events whose position `predicate` takes; returns how many went.
+    private mutating func keep(_ predicate: (Int) -> Bool) -> Int {
         let old = self
         var keep = EventIndex()
         keep.nameIDs = old.nameIDs
@@ -114,15 +155,14 @@ public struct EventIndex: Sendable {
         keep.keyIDs = old.keyIDs
         keep.valueIDs = old.valueIDs
         keep.valueText = old.valueText
+        keep.dropped = old.dropped
         keep.byUser = Array(repeating: [], count: old.byUser.count)
-        for i in 0..<old.times.count where old.times[i] >= cutoff {
+        for i in 0..<old.times.count where predicate(i) {
             let position = Int32(keep.times.count)
             keep.times.append(old.times[i])
             keep.names.append(old.names[i])
             keep.users.append(old.users[i])
-            Self.insert(
-                UserEntry(time: old.times[i], name: old.names[i], position: position),
-                into: &keep.byUser[Int(old.users[i])])
+            keep.add(UserEntry(time: old.times[i], name: old.names[i], position: position), user: old.users[i])
             keep.propertyPairs.append(
                 contentsOf: old.propertyPairs[Int(old.propertyStart[i])..<Int(old.propertyStart[i + 1])])
             keep.propertyStart.append(Int32(keep.propertyPairs.count))
@@ -130,6 +170,9 @@ public struct EventIndex: Sendable {
         self = keep
         return old.times.count - times.count
     }
+
+    /// The time of the oldest event indexed (milliseconds), `nil` when empty.
+    public var oldestTime: Int64? { times.min() }
 
     /// The value id of property `key` of event `i`, or -1.
     @inline(__always)
@@ -176,6 +219,13 @@ public struct EventIndex: Sendable {
     public func funnel(steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String? = nil)
         -> (steps: [FunnelStep], breakdown: [String: [FunnelStep]]?)
     {
+        try! funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown, stop: nil)
+    }
+
+    /// ``funnel(steps:from:to:window:breakdown:)``, asking `stop` as it goes (it throws once `stop` says so).
+    public func funnel(
+        steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String? = nil, stop: (() -> Bool)?
+    ) throws(EventQueryStopped) -> (steps: [FunnelStep], breakdown: [String: [FunnelStep]]?) {
         guard !steps.isEmpty else { return ([], breakdown == nil ? nil : [:]) }
         let ids = steps.map { nameIDs[$0] ?? -1 }
         let groupKey = breakdown.map { keyIDs[$0] ?? -1 } ?? -1
@@ -188,7 +238,7 @@ public struct EventIndex: Sendable {
         let last = to &+ window
         var wanted = Array(repeating: false, count: nameIDs.count)
         for id in ids where id >= 0 { wanted[Int(id)] = true }
-        forEachUser { entries in
+        try forEachUser(stop: stop) { entries in
             mine.removeAll(keepingCapacity: true)
             var entered = false
             var secondSteps = 0
@@ -308,13 +358,23 @@ public struct EventIndex: Sendable {
     public func retention(
         cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, from: Int64, to: Int64
     ) -> [Cohort] {
+        try! retention(
+            cohortEvent: cohortEvent, returnEvent: returnEvent, period: period, periods: periods, from: from, to: to,
+            stop: nil)
+    }
+
+    /// ``retention(cohortEvent:returnEvent:period:periods:from:to:)``, asking `stop` as it goes.
+    public func retention(
+        cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, from: Int64, to: Int64,
+        stop: (() -> Bool)?
+    ) throws(EventQueryStopped) -> [Cohort] {
         guard let cohortID = nameIDs[cohortEvent], periods > 0 else { return [] }
         let returnID = returnEvent.map { nameIDs[$0] ?? -1 }
         let length = period.milliseconds
         var sizes: [Int64: Int] = [:]
         var retained: [Int64: [Int]] = [:]
         var hit = Array(repeating: false, count: periods)
-        forEachUser { entries in
+        try forEachUser(stop: stop) { entries in
             var first = Int64.max
             for e in entries where e.name == cohortID {
                 first = e.time  // sorted: the first match is the earliest
@@ -350,13 +410,23 @@ public struct EventIndex: Sendable {
         exposureEvent: String, variantProperty: String, goalEvent: String, from: Int64, to: Int64, window: Int64,
         control: String?
     ) -> ExperimentResult {
+        try! experiment(
+            exposureEvent: exposureEvent, variantProperty: variantProperty, goalEvent: goalEvent, from: from, to: to,
+            window: window, control: control, stop: nil)
+    }
+
+    /// ``experiment(exposureEvent:variantProperty:goalEvent:from:to:window:control:)``, asking `stop` as it goes.
+    public func experiment(
+        exposureEvent: String, variantProperty: String, goalEvent: String, from: Int64, to: Int64, window: Int64,
+        control: String?, stop: (() -> Bool)?
+    ) throws(EventQueryStopped) -> ExperimentResult {
         let exposureID = nameIDs[exposureEvent] ?? -1
         let goalID = nameIDs[goalEvent] ?? -1
         let key = keyIDs[variantProperty] ?? -1
         var exposed: [Int32: Int] = [:]
         var converted: [Int32: Int] = [:]
         var excluded = 0
-        forEachUser { entries in
+        try forEachUser(stop: stop) { entries in
             var firstTime = Int64.max
             var firstID: Int32 = -1
             var variant: Int32 = -1
@@ -390,4 +460,9 @@ public struct EventIndex: Sendable {
         for (v, n) in exposed { byName[valueText[Int(v)]] = (n, converted[v, default: 0]) }
         return Experiment.results(byName, excluded: excluded, control: control)
     }
+}
+
+/// An analytics query stopped before its answer (its `stop` said so: a timeout, or its client left).
+public struct EventQueryStopped: Error, Sendable {
+    public init() {}
 }

@@ -2,11 +2,18 @@
 public struct Parser {
     var tokens: [Token]
     var i = 0
+    /// How deep an expression may nest (parentheses, operators, function calls).
+    let maxDepth: Int
+    /// Open parentheses and calls around the current token.
+    var nesting = 0
 
-    /// Parses `;`-separated statements.
-    public static func parse(_ text: String) throws(QueryError) -> [Statement] {
+    /// Nesting deeper than this is an error (``parse(_:maxDepth:)``).
+    public static let defaultMaxDepth = 100
+
+    /// Parses `;`-separated statements. No expression may nest more than `maxDepth` levels.
+    public static func parse(_ text: String, maxDepth: Int = defaultMaxDepth) throws(QueryError) -> [Statement] {
         var lexer = Lexer(text)
-        var p = Parser(tokens: try lexer.tokens())
+        var p = Parser(tokens: try lexer.tokens(), maxDepth: maxDepth)
         var out: [Statement] = []
         while true {
             while p.accept(.op(";")) {}
@@ -106,14 +113,12 @@ public struct Parser {
                     regex = "^" + Self.escapeRegex(try identifier("measurement")) + "$"
                 }
             }
-            try skipLimit()
-            return .showMeasurements(regex: regex)
+            return .showMeasurements(regex: regex, paging: try paging())
         case .keyword("TAG"):
             switch advance() {
             case .keyword("KEYS"):
                 let from = try optionalFrom()
-                try skipLimit()
-                return .showTagKeys(from: from)
+                return .showTagKeys(from: from, paging: try paging())
             case .keyword("VALUES"):
                 let from = try optionalFrom()
                 try expect(.keyword("WITH"), "WITH")
@@ -132,20 +137,18 @@ public struct Parser {
                     keys = [try identifier("tag key")]
                 }
                 let condition = accept(.keyword("WHERE")) ? try expression() : nil
-                try skipLimit()
-                return .showTagValues(from: from, keys: keys, keyRegex: keyRegex, condition: condition)
+                return .showTagValues(
+                    from: from, keys: keys, keyRegex: keyRegex, condition: condition, paging: try paging())
             default: throw QueryError("found \(Self.describe(tokens[i - 1])), expected KEYS, VALUES")
             }
         case .keyword("FIELD"):
             try expect(.keyword("KEYS"), "KEYS")
             let from = try optionalFrom()
-            try skipLimit()
-            return .showFieldKeys(from: from)
+            return .showFieldKeys(from: from, paging: try paging())
         case .keyword("SERIES"):
             let from = try optionalFrom()
             let condition = accept(.keyword("WHERE")) ? try expression() : nil
-            try skipLimit()
-            return .showSeries(from: from, condition: condition)
+            return .showSeries(from: from, condition: condition, paging: try paging())
         case let t:
             throw QueryError(
                 "found \(Self.describe(t)), expected DATABASES, RETENTION POLICIES, MEASUREMENTS, TAG KEYS, TAG VALUES, FIELD KEYS, SERIES (metricsd answers only these SHOW statements)"
@@ -158,9 +161,23 @@ public struct Parser {
         return accept(.keyword("FROM")) ? try measurement() : nil
     }
 
-    mutating func skipLimit() throws(QueryError) {
-        for k in ["LIMIT", "OFFSET"] where accept(.keyword(k)) {
-            guard case .integer = advance() else { throw unexpected("integer") }
+    /// `[LIMIT n] [OFFSET m]` (either order), non-negative integers.
+    mutating func paging() throws(QueryError) -> Paging {
+        var paging = Paging()
+        while true {
+            if accept(.keyword("LIMIT")) {
+                guard case .integer(let n) = advance(), n >= 0, n <= Int64(Int32.max) else {
+                    throw unexpected("a non-negative integer")
+                }
+                paging.limit = Int(n)
+            } else if accept(.keyword("OFFSET")) {
+                guard case .integer(let n) = advance(), n >= 0, n <= Int64(Int32.max) else {
+                    throw unexpected("a non-negative integer")
+                }
+                paging.offset = Int(n)
+            } else {
+                return paging
+            }
         }
     }
 
@@ -180,7 +197,7 @@ public struct Parser {
             let expr = try additive()
             var alias: String?
             if accept(.keyword("AS")) { alias = try identifier("alias") }
-            s.fields.append(SelectField(expr: expr, alias: alias))
+            s.fields.append(SelectField(expr: expr.expr, alias: alias))
         } while accept(.op(","))
         try expect(.keyword("FROM"), "FROM")
         s.measurement = try measurement()
@@ -251,86 +268,131 @@ public struct Parser {
     }
 
     // MARK: - Expressions: OR < AND < comparison < + - < * / < unary, primary
+    //
+    // Every expression is built with its depth (the longest path from it to a leaf), and none may be deeper than
+    // `maxDepth`: whatever reads an expression later walks it recursively, so a query of 20,000 nested
+    // parentheses (40 KB) must fail here with an error, not overflow a stack there. Chains of AND and of OR are
+    // built balanced (both are associative), so `a AND b AND … ` of thousands of terms stays shallow.
 
-    mutating func expression() throws(QueryError) -> Expr {
-        var lhs = try conjunction()
-        while accept(.keyword("OR")) { lhs = .binary("OR", lhs, try conjunction()) }
-        return lhs
+    /// An expression and its depth.
+    struct Node {
+        var expr: Expr
+        var depth: Int
     }
 
-    mutating func conjunction() throws(QueryError) -> Expr {
-        var lhs = try comparison()
-        while accept(.keyword("AND")) { lhs = .binary("AND", lhs, try comparison()) }
-        return lhs
+    func deeper(_ depth: Int) throws(QueryError) -> Int {
+        guard depth <= maxDepth else {
+            throw QueryError("expression nested more than \(maxDepth) deep (limit: [query] max_nesting_depth)")
+        }
+        return depth
     }
 
-    mutating func comparison() throws(QueryError) -> Expr {
+    func binary(_ op: String, _ a: Node, _ b: Node) throws(QueryError) -> Node {
+        Node(expr: .binary(op, a.expr, b.expr), depth: try deeper(Swift.max(a.depth, b.depth) + 1))
+    }
+
+    /// `terms` joined by `op` as a balanced tree.
+    func balanced(_ op: String, _ terms: ArraySlice<Node>) throws(QueryError) -> Node {
+        if terms.count == 1 { return terms[terms.startIndex] }
+        let middle = terms.startIndex + terms.count / 2
+        return try binary(op, try balanced(op, terms[..<middle]), try balanced(op, terms[middle...]))
+    }
+
+    mutating func expression() throws(QueryError) -> Expr { try disjunction().expr }
+
+    mutating func disjunction() throws(QueryError) -> Node {
+        var terms = [try conjunction()]
+        while accept(.keyword("OR")) { terms.append(try conjunction()) }
+        return try balanced("OR", terms[...])
+    }
+
+    mutating func conjunction() throws(QueryError) -> Node {
+        var terms = [try comparison()]
+        while accept(.keyword("AND")) { terms.append(try comparison()) }
+        return try balanced("AND", terms[...])
+    }
+
+    mutating func comparison() throws(QueryError) -> Node {
         let lhs = try additive()
         for op in ["=", "!=", "=~", "!~", "<", "<=", ">", ">="] where accept(.op(op)) {
-            return .binary(op, lhs, try additive())
+            return try binary(op, lhs, try additive())
         }
         return lhs
     }
 
-    mutating func additive() throws(QueryError) -> Expr {
+    mutating func additive() throws(QueryError) -> Node {
         var lhs = try multiplicative()
         while true {
             if accept(.op("+")) {
-                lhs = .binary("+", lhs, try multiplicative())
+                lhs = try binary("+", lhs, try multiplicative())
             } else if accept(.op("-")) {
-                lhs = .binary("-", lhs, try multiplicative())
+                lhs = try binary("-", lhs, try multiplicative())
             } else {
                 return lhs
             }
         }
     }
 
-    mutating func multiplicative() throws(QueryError) -> Expr {
+    mutating func multiplicative() throws(QueryError) -> Node {
         var lhs = try primary()
         while true {
             if accept(.op("*")) {
-                lhs = .binary("*", lhs, try primary())
+                lhs = try binary("*", lhs, try primary())
             } else if accept(.op("/")) {
-                lhs = .binary("/", lhs, try primary())
+                lhs = try binary("/", lhs, try primary())
             } else {
                 return lhs
             }
         }
     }
 
-    mutating func primary() throws(QueryError) -> Expr {
+    mutating func primary() throws(QueryError) -> Node {
+        func leaf(_ e: Expr) -> Node { Node(expr: e, depth: 0) }
         switch advance() {
         case .op("("):
-            let e = try expression()
+            // The recursion itself is bounded too: each open parenthesis is a level.
+            nesting += 1
+            defer { nesting -= 1 }
+            _ = try deeper(nesting)
+            var e = try disjunction()
+            e.depth = try deeper(e.depth + 1)
             try expect(.op(")"), ")")
             return e
         case .op("-"):
             switch advance() {
-            case .integer(let n): return .number(-Double(n))
-            case .number(let d): return .number(-d)
-            case .duration(let d): return .duration(-d)
+            case .integer(let n): return leaf(.integer(-n))
+            case .number(let d): return leaf(.number(-d))
+            case .duration(let d): return leaf(.duration(-d))
             default: throw QueryError("found \(Self.describe(tokens[i - 1])), expected a number after -")
             }
-        case .op("*"): return .wildcard
-        case .integer(let n): return .number(Double(n))
-        case .number(let d): return .number(d)
-        case .duration(let d): return .duration(d)
-        case .string(let s): return .string(s)
-        case .regex(let r): return .regex(r)
+        case .op("*"): return leaf(.wildcard)
+        case .integer(let n): return leaf(.integer(n))
+        case .number(let d): return leaf(.number(d))
+        case .duration(let d): return leaf(.duration(d))
+        case .string(let s): return leaf(.string(s))
+        case .regex(let r): return leaf(.regex(r))
         case .identifier(let name):
             if peek == .op("(") {
                 _ = advance()
+                nesting += 1
+                defer { nesting -= 1 }
+                _ = try deeper(nesting)
                 var args: [Expr] = []
+                var depth = 0
                 if !accept(.op(")")) {
-                    repeat { args.append(try additive()) } while accept(.op(","))
+                    repeat {
+                        let arg = try additive()
+                        args.append(arg.expr)
+                        depth = Swift.max(depth, arg.depth)
+                    } while accept(.op(","))
                     try expect(.op(")"), ")")
                 }
-                if name.lowercased() == "now" { return .now }
-                return .call(name.lowercased(), args)
+                if name.lowercased() == "now" { return leaf(.now) }
+                return Node(expr: .call(name.lowercased(), args), depth: try deeper(depth + 1))
             }
             if case .op("::") = peek { _ = advance() }
-            return .field(name)
-        case .keyword(let k): return .field(k.lowercased())
+            return leaf(.field(name))
+        case .keyword(let k): return leaf(.field(k.lowercased()))
         case let t: throw QueryError("found \(Self.describe(t)), expected identifier, string, number, bool")
         }
     }

@@ -56,29 +56,52 @@ extension RangeQuery {
     /// groups, then computes the aggregate. Because rollups merge exactly, a bucket split between memory and storage
     /// gives the same answer as if it had never been split.
     public func evaluate(_ cells: [(start: Int64, cell: ClosedCell)]) -> RangeResult {
-        var merged: [[String]: [Int64: FieldRollup]] = [:]
-        for (start, cell) in cells {
-            guard start >= from && start < to, cell.field == field, cell.series.measurement == measurement else {
-                continue
-            }
-            if !filters.allSatisfy({ cell.series.tag($0.key) == $0.value }) { continue }
-            let group = groupBy.map { cell.series.tag($0) ?? "" }
-            let offset = start &- from
-            let stepStart = from &+ (offset / step) * step
-            if var existing = merged[group]?[stepStart] {
-                existing.merge(cell.rollup)
-                merged[group]![stepStart] = existing
-            } else {
-                merged[group, default: [:]][stepStart] = cell.rollup
-            }
+        var accumulator = RangeAccumulator(self)
+        for (start, cell) in cells { accumulator.add(start, cell.series, cell.field, cell.rollup) }
+        return accumulator.result()
+    }
+
+    /// Whether the query's tag filters take `series`.
+    public func takes(_ series: SeriesInfo) -> Bool { filters.allSatisfy { series.tag($0.key) == $0.value } }
+}
+
+/// A ``RangeQuery`` answered as its cells arrive: each merged into its (group, step) at once, so the memory is one
+/// rollup per (group, step) whatever the number of cells read.
+public struct RangeAccumulator {
+    public let query: RangeQuery
+    private var merged: [[String]: [Int64: FieldRollup]] = [:]
+    /// (group, step) pairs holding a rollup.
+    public private(set) var slots = 0
+
+    public init(_ query: RangeQuery) { self.query = query }
+
+    /// Adds one cell; returns whether it took a new (group, step).
+    @discardableResult
+    public mutating func add(_ start: Int64, _ series: SeriesInfo, _ field: String, _ rollup: consuming FieldRollup)
+        -> Bool
+    {
+        let q = query
+        guard start >= q.from && start < q.to, field == q.field, series.measurement == q.measurement, q.takes(series)
+        else { return false }
+        let group = q.groupBy.map { series.tag($0) ?? "" }
+        let stepStart = q.from &+ ((start &- q.from) / q.step) * q.step
+        if merged[group]?[stepStart] != nil {
+            merged[group]![stepStart]!.merge(rollup)
+            return false
         }
+        merged[group, default: [:]][stepStart] = rollup
+        slots += 1
+        return true
+    }
+
+    public func result() -> RangeResult {
         var groups: [RangeResult.Group] = []
         for (group, steps) in merged {
             let points = steps.keys.sorted().compactMap { start in
-                steps[start]!.value(of: aggregate).map { RangeResult.Point(start: start, value: $0) }
+                steps[start]!.value(of: query.aggregate).map { RangeResult.Point(start: start, value: $0) }
             }
             if points.isEmpty { continue }
-            groups.append(RangeResult.Group(tags: zip(groupBy, group).map { TagPair($0, $1) }, points: points))
+            groups.append(RangeResult.Group(tags: zip(query.groupBy, group).map { TagPair($0, $1) }, points: points))
         }
         groups.sort { $0.tags.map(\.value).lexicographicallyPrecedes($1.tags.map(\.value)) }
         return RangeResult(groups: groups)

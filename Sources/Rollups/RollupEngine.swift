@@ -9,6 +9,8 @@ public struct RollupConfiguration: Sendable, Hashable {
     public var lateness: Int64 = 120_000_000_000
     /// Series beyond this count are rejected and counted.
     public var maxSeries = 1_000_000
+    /// Fields of one series beyond this count are rejected and counted.
+    public var maxFieldsPerSeries = 1024
     /// Points more than this far ahead of the server clock are rejected (clock skew guard), in nanoseconds.
     public var maxFuture: Int64 = 3_600_000_000_000
     /// Points older than this are rejected (`[storage] retention_1m`), in nanoseconds.
@@ -61,6 +63,11 @@ public struct IngestResult: Sendable, Equatable {
     public var typeConflicts = 0
     /// Rejected: timestamp too far in the future or older than retention.
     public var outOfRange = 0
+    /// Rejected: the series already has `max_fields_per_series` fields.
+    public var rejectedFields = 0
+    /// Rejected: a measurement, tag or field name that is not valid UTF-8 (stored names are text: such names
+    /// would merge with others once stored).
+    public var invalidNames = 0
 
     public init() {}
 
@@ -70,9 +77,62 @@ public struct IngestResult: Sendable, Equatable {
         a.rejectedSeries += b.rejectedSeries
         a.typeConflicts += b.typeConflicts
         a.outOfRange += b.outOfRange
+        a.rejectedFields += b.rejectedFields
+        a.invalidNames += b.invalidNames
     }
 
-    public var rejected: Int { rejectedSeries + typeConflicts + outOfRange }
+    public var rejected: Int { rejectedSeries + typeConflicts + outOfRange + rejectedFields + invalidNames }
+}
+
+/// Cells of points whose bucket had already closed (late points), merged per series, field and bucket as they come,
+/// for the sink to merge into what it stored. However many late points a batch holds, it costs one cell per
+/// (series, field, bucket) — half a million late events of a few names over a day are a few thousand cells.
+public struct LateCells: Sendable {
+    private struct Key: Hashable {
+        let series: ObjectIdentifier
+        let field: String
+        let start: Int64
+    }
+    public private(set) var cells: [ClosedCell] = []
+    /// The bucket start of each cell.
+    public private(set) var starts: [Int64] = []
+    private var index: [Key: Int] = [:]
+
+    public init() {}
+
+    public var isEmpty: Bool { cells.isEmpty }
+    public var count: Int { cells.count }
+
+    /// Adds to the late cell of `series`/`field` in the bucket starting at `start` (creating it).
+    mutating func add(
+        series: SeriesInfo, field: String, kind: FieldKind, start: Int64, _ body: (inout FieldRollup) -> Void
+    ) {
+        let key = Key(series: ObjectIdentifier(series), field: field, start: start)
+        if let k = index[key] {
+            body(&cells[k].rollup)
+            return
+        }
+        var rollup = FieldRollup(kind: kind)
+        body(&rollup)
+        index[key] = cells.count
+        cells.append(ClosedCell(series: series, field: field, rollup: rollup))
+        starts.append(start)
+    }
+
+    /// The cells as late buckets, one per bucket start, in order.
+    public func buckets(walPosition: UInt64) -> [ClosedBucket] {
+        var byStart: [Int64: [ClosedCell]] = [:]
+        for (k, cell) in cells.enumerated() { byStart[starts[k], default: []].append(cell) }
+        return byStart.keys.sorted().map {
+            ClosedBucket(start: $0, cells: byStart[$0]!, isLate: true, walPosition: walPosition)
+        }
+    }
+
+    public mutating func removeAll() {
+        cells.removeAll(keepingCapacity: true)
+        starts.removeAll(keepingCapacity: true)
+        index.removeAll(keepingCapacity: true)
+    }
 }
 
 /// Per-minute rollups in memory, sharded by series.
@@ -115,13 +175,14 @@ public final class RollupEngine: Sendable {
         now: Int64,
         defaultTime: Int64? = nil,
         walPosition: UInt64 = 0,
-        lateCells: inout [ClosedCell],
+        lateCells: inout LateCells,
         distinct: (key: UnsafeBufferPointer<UInt8>, hash: UInt64)? = nil
     ) -> IngestResult {
         var result = IngestResult()
         let time = decoder.timestamp ?? defaultTime ?? now
+        let values = decoder.fields.count + (distinct == nil ? 0 : 1)
         if time > now &+ configuration.maxFuture || time < now &- configuration.maxAge {
-            result.outOfRange = decoder.fields.count + (distinct == nil ? 0 : 1)
+            result.outOfRange = values
             return result
         }
         let start = bucketStart(time)
@@ -130,27 +191,39 @@ public final class RollupEngine: Sendable {
         let shard = shards[Int(truncatingIfNeeded: hash % UInt64(shards.count))]
         let config = configuration
         shard.state.withLock { state in
-            guard let seriesIndex = state.intern(decoder, hash: hash, limit: config.maxSeries, count: seriesCount)
-            else {
-                result.rejectedSeries = decoder.fields.count + (distinct == nil ? 0 : 1)
+            let seriesIndex: Int32
+            switch state.intern(decoder, hash: hash, limit: config.maxSeries, count: seriesCount, now: now) {
+            case .found(let index): seriesIndex = index
+            case .overLimit:
+                result.rejectedSeries = values
+                return
+            case .invalidName:
+                result.invalidNames = values
                 return
             }
+            var position = 0
             func apply(_ key: UnsafeBufferPointer<UInt8>, _ kind: FieldKind, _ add: (inout FieldRollup) -> Void) {
-                let slot = state.slot(series: seriesIndex, key: key, kind: kind)
+                defer { position += 1 }
+                let slot: Int32
+                switch state.slot(
+                    series: seriesIndex, key: key, kind: kind, position: position, limit: config.maxFieldsPerSeries)
+                {
+                case .found(let s): slot = s
+                case .overLimit:
+                    result.rejectedFields += 1
+                    return
+                case .invalidName:
+                    result.invalidNames += 1
+                    return
+                }
                 guard state.slots[Int(slot)].kind == kind else {
                     result.typeConflicts += 1
                     return
                 }
                 if isLate {
-                    var rollup = FieldRollup(kind: kind)
-                    add(&rollup)
-                    lateCells.append(
-                        ClosedCell(
-                            series: state.series[Int(seriesIndex)].info,
-                            field: state.slots[Int(slot)].field,
-                            rollup: rollup
-                        )
-                    )
+                    lateCells.add(
+                        series: state.series[Int(seriesIndex)].info, field: state.slots[Int(slot)].field, kind: kind,
+                        start: start, add)
                     result.late += 1
                 } else {
                     state.withCell(bucket: start, slot: slot, kind: kind, walPosition: walPosition, add)
@@ -239,43 +312,85 @@ public final class RollupEngine: Sendable {
     /// Open cells of `measurement` (only `fields`, when given; only series `accept` takes, when given) in
     /// buckets starting in `[from, to)`. `condition`, the text `accept` was made from, lets the slots it takes be
     /// remembered per shard until the measurement gets a new slot (slots are only ever added).
+    ///
+    /// `accept` is the request's (a tag condition, a regex perhaps): it is never called under a shard's lock,
+    /// which ingestion and the ticker need. The series to decide are copied out, decided, and the cells of those
+    /// taken copied under the lock again.
     public func openCells(
         measurement: String, fields: [String]?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
         condition: String? = nil
     ) -> [(start: Int64, cell: ClosedCell)] {
         var out: [(start: Int64, cell: ClosedCell)] = []
         let key = condition.map { measurement + "\u{0}" + (fields?.joined(separator: "\u{0}") ?? "*") + "\u{0}" + $0 }
-        for shard in shards {
-            shard.state.withLock { state in
-                guard let slots = state.slotsByMeasurement[measurement] else { return }
-                // The slots this read takes, decided once per call (not per bucket), or remembered.
-                let taken: [Int32]
+        enum Plan {
+            case taken([Int32])
+            /// The measurement's slots (of the wanted fields) and their series, to decide outside the lock.
+            case decide(slotCount: Int, [(slot: Int32, series: SeriesInfo)])
+        }
+        // Slot numbers hold while the shard's epoch does (idle series are dropped between epochs): a decision made
+        // in an older epoch is made again.
+        var shardIndex = 0
+        var attempts = 0
+        while shardIndex < shards.count {
+            let shard = shards[shardIndex]
+            var epoch = 0
+            let plan: Plan? = shard.state.withLock { state in
+                epoch = state.epoch
+                guard let slots = state.slotsByMeasurement[measurement] else { return nil }
                 if let key, let known = state.takenSlots[key], known.slotCount == slots.count {
-                    taken = known.taken
-                } else {
-                    taken = slots.filter { slot in
-                        let meta = state.slots[Int(slot)]
-                        return (fields?.contains(meta.field) ?? true)
-                            && (accept?(state.series[Int(meta.series)].info) ?? true)
-                    }
-                    if let key {
-                        // Bounded: at most 256 conditions and a million remembered slots per shard (4 MiB).
-                        state.takenSlotsTotal += taken.count
-                        if state.takenSlots.count >= 256 || state.takenSlotsTotal > 1 << 20 {
-                            state.takenSlots = [:]
-                            state.takenSlotsTotal = taken.count
-                        }
-                        state.takenSlots[key] = (slots.count, taken)
+                    return .taken(known.taken)
+                }
+                var candidates: [(slot: Int32, series: SeriesInfo)] = []
+                for slot in slots {
+                    let meta = state.slots[Int(slot)]
+                    if fields?.contains(meta.field) ?? true {
+                        candidates.append((slot, state.series[Int(meta.series)].info))
                     }
                 }
-                guard !taken.isEmpty else { return }
+                if accept == nil { return .taken(candidates.map(\.slot)) }
+                return .decide(slotCount: slots.count, candidates)
+            }
+            let taken: [Int32]
+            var remember: (slotCount: Int, taken: [Int32])?
+            switch plan {
+            case nil:
+                shardIndex += 1
+                continue
+            case .taken(let slots): taken = slots
+            case .decide(let slotCount, let candidates):
+                // Each series once, however many of its fields are wanted.
+                var decided: [ObjectIdentifier: Bool] = [:]
+                taken = candidates.compactMap { c in
+                    let id = ObjectIdentifier(c.series)
+                    if let known = decided[id] { return known ? c.slot : nil }
+                    let yes = accept?(c.series) ?? true
+                    decided[id] = yes
+                    return yes ? c.slot : nil
+                }
+                if key != nil { remember = (slotCount, taken) }
+            }
+            guard !taken.isEmpty || remember != nil else {
+                shardIndex += 1
+                continue
+            }
+            let current = shard.state.withLock { state -> Bool in
+                guard state.epoch == epoch else { return false }
+                if let key, let remember {
+                    // Bounded: at most 256 conditions and a million remembered slots per shard (4 MiB).
+                    state.takenSlotsTotal += remember.taken.count
+                    if state.takenSlots.count >= 256 || state.takenSlotsTotal > 1 << 20 {
+                        state.takenSlots = [:]
+                        state.takenSlotsTotal = remember.taken.count
+                    }
+                    state.takenSlots[key] = remember
+                }
                 for bucket in state.buckets where bucket.start >= from && bucket.start < to {
                     let start = bucket.start
                     for slot in taken {
-                        let meta = state.slots[Int(slot)]
-                        guard Int(slot) < bucket.cellIndex.count else { continue }
+                        guard Int(slot) < bucket.cellIndex.count, Int(slot) < state.slots.count else { continue }
                         let index = bucket.cellIndex[Int(slot)]
                         guard index >= 0 else { continue }
+                        let meta = state.slots[Int(slot)]
                         out.append(
                             (
                                 start,
@@ -288,9 +403,26 @@ public final class RollupEngine: Sendable {
                         )
                     }
                 }
+                return true
+            }
+            attempts += 1
+            if current || attempts > 3 {
+                shardIndex += 1
+                attempts = 0
             }
         }
         return out
+    }
+
+    /// Forgets series whose last point came before `cutoff` (server time) and that have nothing in an open bucket:
+    /// they stop counting toward `max_series` and their memory goes; their stored minutes stay, and a new point
+    /// brings the series back. Returns how many were dropped. Linear in the shard's series, under its lock:
+    /// the ticker calls it once a minute.
+    public func dropIdleSeries(before cutoff: Int64) -> Int {
+        var dropped = 0
+        for shard in shards { dropped += shard.state.withLock { $0.dropIdle(before: cutoff) } }
+        if dropped > 0 { seriesCount.wrappingSubtract(dropped, ordering: .relaxed) }
+        return dropped
     }
 
     /// Every known series with its fields and their kinds.
@@ -348,11 +480,38 @@ private struct SeriesEntry {
     let info: SeriesInfo
     /// Canonical key bytes (measurement, then tag key/value pairs, with separators) to verify hash hits.
     let key: [UInt8]
+    /// The hash the series table files it under (its series hash, probed on after a true collision).
+    var tableHash: UInt64
+    /// The server time of its last point (idle series are dropped: ``RollupEngine/dropIdleSeries(before:)``).
+    var lastSeen: Int64
     /// Slots of this series' fields, and their names as bytes for lookup without building Strings.
     var slots: [Int32] = []
     var fieldNames: [[UInt8]] = []
     /// A cheap fingerprint of each field name, compared before the bytes.
     var fieldPrints: [UInt64] = []
+    /// Field position by the full hash of its name, once the series has many fields (a line's fields are then
+    /// found without a scan over all of them).
+    var fieldIndex: [UInt64: Int32] = [:]
+}
+
+/// FNV-1a of a field name (the many-fields index).
+@inline(__always)
+private func nameHash(_ key: UnsafeBufferPointer<UInt8>) -> UInt64 {
+    var h: UInt64 = 0xCBF2_9CE4_8422_2325
+    for b in key {
+        h ^= UInt64(b)
+        h = h &* 0x0000_0100_0000_01B3
+    }
+    return h
+}
+
+/// What looking up (or creating) a series or a field gave.
+private enum Lookup {
+    case found(Int32)
+    /// Creating it would pass a limit.
+    case overLimit
+    /// Its name is not valid UTF-8.
+    case invalidName
 }
 
 @inline(__always)
@@ -431,19 +590,29 @@ private struct ShardState: ~Copyable {
     var buckets: [OpenBucket] = []
     /// Index in `buckets` of the bucket used last (the common case for the next point).
     var current = 0
+    /// Advances when idle series are dropped (slot numbers change then).
+    var epoch = 0
 
-    /// Finds or creates the series of the decoded line; `nil` when a new series would exceed the limit.
-    mutating func intern(_ d: LineDecoder, hash: UInt64, limit: Int, count: borrowing Atomic<Int>) -> Int32? {
+    /// Finds or creates the series of the decoded line (stamping it seen at `now`).
+    mutating func intern(_ d: LineDecoder, hash: UInt64, limit: Int, count: borrowing Atomic<Int>, now: Int64)
+        -> Lookup
+    {
         var h = hash
         while let index = table.find(h) {
-            if Self.matches(series[Int(index)].key, d) { return index }
+            if Self.matches(series[Int(index)].key, d) {
+                series[Int(index)].lastSeen = now
+                return .found(index)
+            }
             h = h &+ 0x9E37_79B9_7F4A_7C15  // a true hash collision: probe on
         }
-        // New series.
+        // New series: names are stored as text, so they must be text.
+        guard Self.isText(d.measurement), d.tags.allSatisfy({ Self.isText($0.key) && Self.isText($0.value) }) else {
+            return .invalidName
+        }
         let total = count.wrappingAdd(1, ordering: .relaxed).newValue
         if total > limit {
             count.wrappingSubtract(1, ordering: .relaxed)
-            return nil
+            return .overLimit
         }
         let info = SeriesInfo(
             id: hash,
@@ -453,9 +622,69 @@ private struct ShardState: ~Copyable {
             }
         )
         let index = Int32(series.count)
-        series.append(SeriesEntry(info: info, key: Self.canonicalKey(d)))
+        series.append(SeriesEntry(info: info, key: Self.canonicalKey(d), tableHash: h, lastSeen: now))
         table.insert(h, index)
-        return index
+        return .found(index)
+    }
+
+    /// Whether `bytes` are valid UTF-8 (ASCII, the usual case, is checked without decoding).
+    static func isText(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        if !bytes.contains(where: { $0 >= 0x80 }) { return true }
+        return String(validating: bytes, as: UTF8.self) != nil
+    }
+
+    /// ``RollupEngine/dropIdleSeries(before:)`` for this shard: keeps the live series and their slots, renumbered
+    /// (open buckets' cells keep their order and get the new slot numbers).
+    mutating func dropIdle(before cutoff: Int64) -> Int {
+        var live = series.map { $0.lastSeen >= cutoff }
+        guard live.contains(false) else { return 0 }
+        for bucket in buckets {
+            for slot in bucket.cellSlots { live[Int(slots[Int(slot)].series)] = true }
+        }
+        let idle = live.reduce(0) { $0 + ($1 ? 0 : 1) }
+        guard idle > 0 else { return 0 }
+        var newSeriesIndex = [Int32](repeating: -1, count: series.count)
+        var kept: [SeriesEntry] = []
+        kept.reserveCapacity(series.count - idle)
+        for (i, entry) in series.enumerated() where live[i] {
+            newSeriesIndex[i] = Int32(kept.count)
+            kept.append(entry)
+        }
+        var newSlotIndex = [Int32](repeating: -1, count: slots.count)
+        var keptSlots: [SlotInfo] = []
+        for (j, slot) in slots.enumerated() where newSeriesIndex[Int(slot.series)] >= 0 {
+            newSlotIndex[j] = Int32(keptSlots.count)
+            keptSlots.append(SlotInfo(series: newSeriesIndex[Int(slot.series)], field: slot.field, kind: slot.kind))
+        }
+        for k in kept.indices { kept[k].slots = kept[k].slots.map { newSlotIndex[Int($0)] } }
+        for b in buckets.indices {
+            var cellIndex = [Int32](repeating: -1, count: keptSlots.count)
+            for (c, slot) in buckets[b].cellSlots.enumerated() {
+                let renumbered = newSlotIndex[Int(slot)]
+                buckets[b].cellSlots[c] = renumbered
+                cellIndex[Int(renumbered)] = Int32(c)
+            }
+            buckets[b].cellIndex = cellIndex
+        }
+        // The table anew, each series probed from its own hash, so collision chains stay unbroken.
+        table = SeriesTable()
+        for k in kept.indices {
+            var h = kept[k].info.id
+            while table.find(h) != nil { h = h &+ 0x9E37_79B9_7F4A_7C15 }
+            kept[k].tableHash = h
+            table.insert(h, Int32(k))
+        }
+        series = kept
+        slots = keptSlots
+        slotsByMeasurement = [:]
+        for (j, slot) in slots.enumerated() {
+            slotsByMeasurement[series[Int(slot.series)].info.measurement, default: []].append(Int32(j))
+        }
+        takenSlots = [:]
+        takenSlotsTotal = 0
+        current = 0
+        epoch += 1
+        return idle
     }
 
     static func canonicalKey(_ d: LineDecoder) -> [UInt8] {
@@ -493,29 +722,63 @@ private struct ShardState: ~Copyable {
         }
     }
 
-    /// Finds or creates the slot of field `key` of a series. The kind of a new slot is `kind`.
-    mutating func slot(series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind) -> Int32 {
+    /// Finds or creates the slot of field `key` of a series; a new slot's kind is `kind`. `position` is the
+    /// field's place in its line: lines of a series usually list its fields in the same order, so that field is
+    /// tried first; a series with many fields finds the others by hash, a few by their fingerprints.
+    mutating func slot(series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind, position: Int, limit: Int)
+        -> Lookup
+    {
         let print = fingerprint(key)
         let found: Int32? = series.withUnsafeBufferPointer { all in
             let entry = all[Int(index)]
             return entry.fieldPrints.withUnsafeBufferPointer { prints in
+                if position < prints.count, prints[position] == print,
+                    entry.fieldNames[position].withUnsafeBufferPointer({ Self.equal($0, key) })
+                {
+                    return entry.slots[position]
+                }
+                if !entry.fieldIndex.isEmpty {
+                    if let k = entry.fieldIndex[nameHash(key)],
+                        entry.fieldNames[Int(k)].withUnsafeBufferPointer({ Self.equal($0, key) })
+                    {
+                        return entry.slots[Int(k)]
+                    }
+                    // Not indexed (a hash shared by two names): the scan below decides.
+                }
                 for k in 0..<prints.count where prints[k] == print {
                     if entry.fieldNames[k].withUnsafeBufferPointer({ Self.equal($0, key) }) { return entry.slots[k] }
                 }
                 return nil
             }
         }
-        if let found { return found }
+        if let found { return .found(found) }
         let entry = series[Int(index)]
+        guard entry.slots.count < limit else { return .overLimit }
+        guard Self.isText(key) else { return .invalidName }
         let slot = Int32(slots.count)
         let field = String(decoding: key, as: UTF8.self)
         slots.append(SlotInfo(series: index, field: field, kind: kind))
+        let k = Int32(entry.slots.count)
         series[Int(index)].slots.append(slot)
         series[Int(index)].fieldNames.append(Array(key))
         series[Int(index)].fieldPrints.append(print)
+        if k >= Self.indexedFields {
+            if k == Self.indexedFields {
+                // Index the fields so far, then each new one.
+                for (j, name) in series[Int(index)].fieldNames.dropLast().enumerated() {
+                    let h = name.withUnsafeBufferPointer { nameHash($0) }
+                    if series[Int(index)].fieldIndex[h] == nil { series[Int(index)].fieldIndex[h] = Int32(j) }
+                }
+            }
+            let h = nameHash(key)
+            if series[Int(index)].fieldIndex[h] == nil { series[Int(index)].fieldIndex[h] = k }
+        }
         slotsByMeasurement[entry.info.measurement, default: []].append(slot)
-        return slot
+        return .found(slot)
     }
+
+    /// From this many fields on, a series' fields are indexed by hash.
+    static let indexedFields: Int32 = 16
 
     @inline(__always)
     static func equal(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {

@@ -1,77 +1,7 @@
+import API
 import Foundation
 import Synchronization
 import TOMLKit
-
-/// A duration written as `"250ms"`, `"10s"`, `"1m"`, `"2h"`, `"7d"` (or a combination like `"1h30m"`).
-struct ConfigDuration: Hashable, Sendable, CustomStringConvertible {
-    var nanoseconds: Int64
-
-    static func seconds(_ s: Int64) -> ConfigDuration { ConfigDuration(nanoseconds: s * 1_000_000_000) }
-
-    init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
-
-    init?(parsing text: String) {
-        let units: [(String, Int64)] = [
-            ("ns", 1), ("us", 1_000), ("µs", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000),
-            ("m", 60_000_000_000), ("h", 3_600_000_000_000), ("d", 86_400_000_000_000), ("w", 604_800_000_000_000),
-        ]
-        var rest = Substring(text.trimming(" "))
-        guard !rest.isEmpty else { return nil }
-        var total: Int64 = 0
-        while !rest.isEmpty {
-            let digits = rest.prefix(while: { $0.isNumber })
-            guard let n = Int64(digits) else { return nil }
-            rest = rest.dropFirst(digits.count)
-            let unit = rest.prefix(while: { !$0.isNumber })
-            // Longest unit name first so "ms" is not read as "m".
-            guard let (_, scale) = units.filter({ $0.0 == unit }).first else { return nil }
-            rest = rest.dropFirst(unit.count)
-            let (m, o1) = n.multipliedReportingOverflow(by: scale)
-            let (s, o2) = total.addingReportingOverflow(m)
-            guard !o1, !o2 else { return nil }
-            total = s
-        }
-        nanoseconds = total
-    }
-
-    var description: String {
-        let units: [(String, Int64)] = [
-            ("d", 86_400_000_000_000), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
-            ("ms", 1_000_000), ("us", 1_000), ("ns", 1),
-        ]
-        if nanoseconds == 0 { return "0s" }
-        for (name, scale) in units where nanoseconds % scale == 0 { return "\(nanoseconds / scale)\(name)" }
-        return "\(nanoseconds)ns"
-    }
-}
-
-/// A size written as `"64KiB"`, `"32MiB"`, `"1GiB"`, `"500KB"` or a plain number of bytes.
-struct ConfigSize: Hashable, Sendable, CustomStringConvertible {
-    var bytes: Int
-
-    init(bytes: Int) { self.bytes = bytes }
-
-    init?(parsing text: String) {
-        let units: [(String, Int)] = [
-            ("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1_000), ("MB", 1_000_000),
-            ("GB", 1_000_000_000), ("B", 1), ("", 1),
-        ]
-        let t = text.trimming(" ")
-        let digits = t.prefix(while: { $0.isNumber })
-        guard let n = Int(digits), let (_, scale) = units.first(where: { $0.0 == t.dropFirst(digits.count) }) else {
-            return nil
-        }
-        bytes = n * scale
-    }
-
-    var description: String {
-        for (name, scale) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
-        where bytes % scale == 0 && bytes > 0 {
-            return "\(bytes / scale)\(name)"
-        }
-        return "\(bytes)B"
-    }
-}
 
 /// metricsd's configuration: every key is optional; the defaults here are the embedded defaults (and what
 /// `metricsd.example.toml` documents — a test checks the two agree).
@@ -85,6 +15,8 @@ struct Configuration: Hashable, Sendable {
         var interval = ConfigDuration.seconds(60)
         var lateness = ConfigDuration.seconds(120)
         var maxSeries = 1_000_000
+        var maxFieldsPerSeries = 1024
+        var seriesIdle = ConfigDuration.seconds(3600)
     }
     struct Storage: Hashable, Sendable {
         var durability = "batch"
@@ -95,6 +27,27 @@ struct Configuration: Hashable, Sendable {
     struct Events: Hashable, Sendable {
         var dedupWindow = ConfigDuration.seconds(86_400)
         var retention = ConfigDuration.seconds(90 * 86_400)
+        var maxIndexed = 10_000_000
+    }
+    /// `[query]`: what one query may cost (InfluxDB's names where it has the limit).
+    struct Query: Hashable, Sendable {
+        var maxSelectSeries = 100_000
+        var maxSelectBuckets = 100_000
+        var maxRowLimit = 1_000_000
+        var maxStatements = 100
+        var maxConcurrentQueries = 16
+        var timeout = ConfigDuration.seconds(60)
+        var maxNestingDepth = 100
+        var maxQuerySize = ConfigSize(bytes: 1 << 20)
+    }
+    /// `[http]`: what one connection or request may cost.
+    struct HTTP: Hashable, Sendable {
+        var maxBodySize = ConfigSize(bytes: 32 << 20)
+        var maxConnections = 1024
+        var readHeaderTimeout = ConfigDuration.seconds(10)
+        var readTimeout = ConfigDuration.seconds(60)
+        var idleTimeout = ConfigDuration.seconds(120)
+        var maxConcurrentBodies = 8
     }
     struct Influx: Hashable, Sendable {
         var url = ""
@@ -122,7 +75,6 @@ struct Configuration: Hashable, Sendable {
         var token = ""
     }
     struct Limits: Hashable, Sendable {
-        var maxBodySize = ConfigSize(bytes: 32 << 20)
         var maxLineLength = ConfigSize(bytes: 1 << 20)
         var maxConnections = 1024
         var udpReceiveBuffer = ConfigSize(bytes: 8 << 20)
@@ -136,6 +88,8 @@ struct Configuration: Hashable, Sendable {
     var rollup = Rollup()
     var storage = Storage()
     var events = Events()
+    var query = Query()
+    var http = HTTP()
     var influx = Influx()
     var auth = Auth()
     var limits = Limits()
@@ -178,6 +132,8 @@ extension Configuration {
             rollup.interval = try t.duration("interval", rollup.interval)
             rollup.lateness = try t.duration("lateness", rollup.lateness)
             rollup.maxSeries = try t.int("max_series", rollup.maxSeries)
+            rollup.maxFieldsPerSeries = try t.int("max_fields_per_series", rollup.maxFieldsPerSeries)
+            rollup.seriesIdle = try t.duration("series_idle", rollup.seriesIdle)
             try t.finish()
         }
         if var t = try reader.table("storage") {
@@ -190,6 +146,29 @@ extension Configuration {
         if var t = try reader.table("events") {
             events.dedupWindow = try t.duration("dedup_window", events.dedupWindow)
             events.retention = try t.duration("retention", events.retention)
+            events.maxIndexed = try t.int("max_indexed", events.maxIndexed)
+            try t.finish()
+        }
+        if var t = try reader.table("query") {
+            query.maxSelectSeries = try t.int("max_select_series", query.maxSelectSeries)
+            query.maxSelectBuckets = try t.int("max_select_buckets", query.maxSelectBuckets)
+            query.maxRowLimit = try t.int("max_row_limit", query.maxRowLimit)
+            query.maxStatements = try t.int("max_statements", query.maxStatements)
+            query.maxConcurrentQueries = try t.int("max_concurrent_queries", query.maxConcurrentQueries)
+            query.timeout = try t.duration("timeout", query.timeout)
+            query.maxNestingDepth = try t.int("max_nesting_depth", query.maxNestingDepth)
+            query.maxQuerySize = try t.size("max_query_size", query.maxQuerySize)
+            try t.finish()
+        }
+        var httpSetsBodySize = false
+        if var t = try reader.table("http") {
+            httpSetsBodySize = t.has("max_body_size")
+            http.maxBodySize = try t.size("max_body_size", http.maxBodySize)
+            http.maxConnections = try t.int("max_connections", http.maxConnections)
+            http.readHeaderTimeout = try t.duration("read_header_timeout", http.readHeaderTimeout)
+            http.readTimeout = try t.duration("read_timeout", http.readTimeout)
+            http.idleTimeout = try t.duration("idle_timeout", http.idleTimeout)
+            http.maxConcurrentBodies = try t.int("max_concurrent_bodies", http.maxConcurrentBodies)
             try t.finish()
         }
         if var t = try reader.table("influx") {
@@ -220,7 +199,9 @@ extension Configuration {
             try t.finish()
         }
         if var t = try reader.table("limits") {
-            limits.maxBodySize = try t.size("max_body_size", limits.maxBodySize)
+            // Where max_body_size was before [http] existed; still read (the [http] key wins when both are set).
+            let legacyBodySize = try t.size("max_body_size", http.maxBodySize)
+            if !httpSetsBodySize { http.maxBodySize = legacyBodySize }
             limits.maxLineLength = try t.size("max_line_length", limits.maxLineLength)
             limits.maxConnections = try t.int("max_connections", limits.maxConnections)
             limits.udpReceiveBuffer = try t.size("udp_receive_buffer", limits.udpReceiveBuffer)
@@ -266,8 +247,31 @@ extension Configuration {
             throw ConfigError(
                 "'influx.aggregates' has unknown aggregate \"\(a)\" (known: \(known.joined(separator: ", ")), p<N>)")
         }
-        guard limits.maxBodySize.bytes >= 1024 else {
-            throw ConfigError("'limits.max_body_size' must be at least 1KiB")
+        guard http.maxBodySize.bytes >= 1024 else {
+            throw ConfigError("'http.max_body_size' must be at least 1KiB")
+        }
+        guard rollup.maxFieldsPerSeries > 0 else {
+            throw ConfigError("'rollup.max_fields_per_series' must be positive")
+        }
+        guard rollup.seriesIdle.nanoseconds >= 2 * (rollup.interval.nanoseconds + rollup.lateness.nanoseconds) else {
+            throw ConfigError("'rollup.series_idle' must be at least twice 'rollup.interval' + 'rollup.lateness'")
+        }
+        guard events.maxIndexed > 0 else { throw ConfigError("'events.max_indexed' must be positive") }
+        for (key, value) in [
+            ("query.max_select_series", query.maxSelectSeries), ("query.max_select_buckets", query.maxSelectBuckets),
+            ("query.max_row_limit", query.maxRowLimit), ("query.max_statements", query.maxStatements),
+            ("query.max_concurrent_queries", query.maxConcurrentQueries),
+            ("query.max_nesting_depth", query.maxNestingDepth), ("http.max_connections", http.maxConnections),
+            ("http.max_concurrent_bodies", http.maxConcurrentBodies),
+            ("query.max_query_size", query.maxQuerySize.bytes),
+        ] where value <= 0 {
+            throw ConfigError("'\(key)' must be positive")
+        }
+        for (key, value) in [
+            ("query.timeout", query.timeout), ("http.read_header_timeout", http.readHeaderTimeout),
+            ("http.read_timeout", http.readTimeout), ("http.idle_timeout", http.idleTimeout),
+        ] where value.nanoseconds < 1_000_000 {
+            throw ConfigError("'\(key)' must be at least 1ms")
         }
         guard limits.maxLineLength.bytes >= 64 else {
             throw ConfigError("'limits.max_line_length' must be at least 64B")
@@ -295,6 +299,8 @@ extension Configuration {
             interval = \(q(rollup.interval.description))
             lateness = \(q(rollup.lateness.description))
             max_series = \(rollup.maxSeries)
+            max_fields_per_series = \(rollup.maxFieldsPerSeries)
+            series_idle = \(q(rollup.seriesIdle.description))
 
             [storage]
             durability = \(q(storage.durability))
@@ -305,6 +311,25 @@ extension Configuration {
             [events]
             dedup_window = \(q(events.dedupWindow.description))
             retention = \(q(events.retention.description))
+            max_indexed = \(events.maxIndexed)
+
+            [query]
+            max_select_series = \(query.maxSelectSeries)
+            max_select_buckets = \(query.maxSelectBuckets)
+            max_row_limit = \(query.maxRowLimit)
+            max_statements = \(query.maxStatements)
+            max_concurrent_queries = \(query.maxConcurrentQueries)
+            timeout = \(q(query.timeout.description))
+            max_nesting_depth = \(query.maxNestingDepth)
+            max_query_size = \(q(query.maxQuerySize.description))
+
+            [http]
+            max_body_size = \(q(http.maxBodySize.description))
+            max_connections = \(http.maxConnections)
+            read_header_timeout = \(q(http.readHeaderTimeout.description))
+            read_timeout = \(q(http.readTimeout.description))
+            idle_timeout = \(q(http.idleTimeout.description))
+            max_concurrent_bodies = \(http.maxConcurrentBodies)
 
             [influx]
             url = \(q(influx.url))
@@ -332,7 +357,6 @@ extension Configuration {
             token = \(q(auth.token.isEmpty ? "" : "<redacted>"))
 
             [limits]
-            max_body_size = \(q(limits.maxBodySize.description))
             max_line_length = \(q(limits.maxLineLength.description))
             max_connections = \(limits.maxConnections)
             udp_receive_buffer = \(q(limits.udpReceiveBuffer.description))
@@ -381,6 +405,8 @@ private struct TableReader {
     }
 
     func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func has(_ key: String) -> Bool { table[key] != nil }
 
     mutating func value(_ key: String) -> (any TOMLValueConvertible)? {
         used.insert(key)
@@ -529,15 +555,5 @@ extension Configuration {
             i += 1
         }
         return nil
-    }
-}
-
-/// Self-contained (no other file of the daemon): the config fuzzer compiles this file on its own.
-extension String {
-    func trimming(_ character: Character) -> String {
-        var s = Substring(self)
-        while s.first == character { s = s.dropFirst() }
-        while s.last == character { s = s.dropLast() }
-        return String(s)
     }
 }

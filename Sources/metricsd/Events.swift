@@ -1,4 +1,5 @@
 import Export
+import Foundation
 import LineProtocol
 import Logging
 import Query
@@ -18,59 +19,119 @@ final class EventIDs: Sendable {
         var index: Int
     }
 
-    private let seen = Mutex<[String: Identity]>([:])
+    private struct Seen {
+        var byID: [String: Identity] = [:]
+        /// Ids in the order they were recorded (from `head` on), to forget the oldest first.
+        var order: [(id: String, received: Int64)] = []
+        var head = 0
+    }
+    private let seen = Mutex(Seen())
     let window: Int64
+    /// The most ids remembered (`[events] max_indexed`): past it the tenth recorded first are forgotten, so an
+    /// id seen again after that is no longer recognized (memory stays bounded whatever senders send).
+    let limit: Int
 
-    init(window: Int64) { self.window = window }
+    init(window: Int64, limit: Int = 10_000_000) {
+        self.window = window
+        self.limit = limit
+    }
 
     /// Records `id` for the event `identity`; `false` when another event accepted within the window has it.
     func accept(_ id: String, _ identity: Identity) -> Bool {
         seen.withLock { seen in
-            if let previous = seen[id], previous != identity, previous.received >= identity.received - window {
+            if let previous = seen.byID[id], previous != identity, previous.received >= identity.received - window {
                 return false
             }
-            seen[id] = identity
+            Self.record(id, identity, in: &seen, limit: limit)
             return true
+        }
+    }
+
+    private static func record(_ id: String, _ identity: Identity, in seen: inout Seen, limit: Int) {
+        seen.byID[id] = identity
+        seen.order.append((id, identity.received))
+        guard seen.byID.count > limit else { return }
+        let target = limit - limit / 10
+        while seen.byID.count > target, seen.head < seen.order.count {
+            let oldest = seen.order[seen.head]
+            seen.head += 1
+            // Recorded again since: that later entry keeps it.
+            if seen.byID[oldest.id]?.received == oldest.received { seen.byID[oldest.id] = nil }
+        }
+        if seen.head > seen.order.count / 2 {
+            seen.order.removeFirst(seen.head)
+            seen.head = 0
         }
     }
 
     func load(_ entries: [(id: String, received: Int64, origin: UInt64, index: Int)]) {
         seen.withLock { seen in
-            for e in entries { seen[e.id] = Identity(received: e.received, origin: e.origin, index: e.index) }
+            for e in entries {
+                Self.record(
+                    e.id, Identity(received: e.received, origin: e.origin, index: e.index), in: &seen, limit: limit)
+            }
         }
     }
 
     /// Forgets ids accepted before the window.
     func prune(now: Int64) {
-        seen.withLock { seen in seen = seen.filter { $0.value.received >= now - window } }
+        seen.withLock { seen in
+            seen.byID = seen.byID.filter { $0.value.received >= now - window }
+            seen.order = seen.order[seen.head...].filter { $0.received >= now - window }
+            seen.head = 0
+        }
     }
 }
 
 /// Accepted events go two ways: into the in-memory ``EventIndex`` at once (the analytics read it, so an event
 /// counts the moment it is acknowledged) and to the `events` table, queued until the ticker stores them (every
 /// second). At start-up the index is built from the table, after WAL replay has stored what the log held.
+///
+/// Ingestion never waits on a query: accepted events go to `toIndex` (a short lock), and whoever holds the index
+/// next — an analytics query, or the ticker each second when no query does — moves them in. A query holds the
+/// index while it scans (bounded by `[query] timeout`); only other analytics queries wait for it. The index
+/// keeps at most `[events] max_indexed` events: past it the oldest leave it (they stay stored; counted in
+/// `metricsd_events_unindexed_total`, and answers then say from when they count).
 final class EventPipeline: Sendable {
     let store: EventStore
     let ids: EventIDs
     let retention: Int64
     let maxFuture: Int64
+    let maxIndexed: Int
     let limits = EventLimits()
     private struct Pending {
         var events: [StoredEvent] = []
         var minPosition: UInt64?
     }
     private let pending = Mutex(Pending())
-    let index = Mutex(EventIndex())
+    private let index = Mutex(EventIndex())
+    private struct Unindexed {
+        var time: Int64
+        var name: String
+        var user: String
+        var properties: [EventProperty]
+    }
+    /// Accepted events not yet in the index.
+    private let toIndex = Mutex<[Unindexed]>([])
+    /// Events older than this (milliseconds) leave the index when it is next held (retention).
+    private let indexCutoff = Atomic<Int64>(.min)
+    /// Where evictions are counted (`nil` in tests).
+    let unindexed: StatCounter?
     /// Off during WAL replay (the index is loaded from the store afterwards, once, without double entries).
     private let indexing = Atomic<Bool>(true)
     /// Serializes stores so that a batch taken from `pending` is in SQLite before the next one is taken.
     private let storing = Mutex(())
 
-    init(store: EventStore, ids: EventIDs, retention: Int64, maxFuture: Int64) {
+    init(
+        store: EventStore, ids: EventIDs, retention: Int64, maxFuture: Int64, maxIndexed: Int = 10_000_000,
+        unindexed: StatCounter? = nil
+    ) {
         self.store = store
         self.ids = ids
         self.retention = retention
         self.maxFuture = maxFuture
+        self.maxIndexed = maxIndexed
+        self.unindexed = unindexed
     }
 
     enum Outcome: Equatable {
@@ -101,9 +162,8 @@ final class EventPipeline: Sendable {
             if position > 0 { p.minPosition = min(p.minPosition ?? position, position) }
         }
         if indexing.load(ordering: .relaxed) {
-            self.index.withLock {
-                $0.append(time: time, name: event.name, user: event.userID, properties: event.properties)
-            }
+            let entry = Unindexed(time: time, name: event.name, user: event.userID, properties: event.properties)
+            toIndex.withLock { $0.append(entry) }
         }
         return .accepted(time: time)
     }
@@ -115,7 +175,7 @@ final class EventPipeline: Sendable {
     @discardableResult
     func loadIndex() throws(StoreError) -> Int {
         var fresh = EventIndex()
-        try store.visitAll { time, name, user, json in
+        try store.visitAll(newest: maxIndexed) { time, name, user, json in
             fresh.append(time: time, name: name, user: user, properties: EventDecoder.properties(json: json))
         }
         // Replayed events the store refused (they stay pending) are indexed too.
@@ -123,9 +183,47 @@ final class EventPipeline: Sendable {
             fresh.append(
                 time: e.time, name: e.name, user: e.userID, properties: EventDecoder.properties(json: e.properties))
         }
+        Self.bound(&fresh, maxIndexed, unindexed)
+        fresh.compact()
+        let count = fresh.count
         index.withLock { $0 = fresh }
         indexing.store(true, ordering: .relaxed)
-        return fresh.count
+        return count
+    }
+
+    /// Runs an analytics query on the index, brought up to date first (an event acknowledged a moment ago counts).
+    func withIndex<T>(_ body: (borrowing EventIndex) throws -> T) rethrows -> T {
+        try index.withLock { idx in
+            settle(&idx)
+            idx.compact()
+            return try body(idx)
+        }
+    }
+
+    /// Moves accepted events into the index if no query holds it (the ticker, each second), so they do not pile
+    /// up between queries.
+    func settleIndex() { _ = index.withLockIfAvailable { settle(&$0) } }
+
+    /// Accepted events into the index, retention applied, size bounded.
+    private func settle(_ idx: inout EventIndex) {
+        let fresh = toIndex.withLock { list in
+            defer { list.removeAll(keepingCapacity: true) }
+            return list
+        }
+        for e in fresh { idx.append(time: e.time, name: e.name, user: e.user, properties: e.properties) }
+        let cutoff = indexCutoff.load(ordering: .relaxed)
+        if cutoff != .min {
+            idx.removeOlder(than: cutoff)
+            indexCutoff.store(.min, ordering: .relaxed)
+        }
+        Self.bound(&idx, maxIndexed, unindexed)
+    }
+
+    /// Past `limit` events the oldest tenth of the index goes (at once, so eviction is rare and linear).
+    private static func bound(_ idx: inout EventIndex, _ limit: Int, _ counter: StatCounter?) {
+        guard idx.count > limit else { return }
+        let target = limit - limit / 10
+        counter?.add(idx.removeFirst(idx.count - target))
     }
 
     /// Forgets expired ids and deletes events older than `[events] retention` from the table (10,000 at most)
@@ -134,7 +232,7 @@ final class EventPipeline: Sendable {
         ids.prune(now: now)
         let cutoff = (now - retention) / 1_000_000
         try store.deleteOlder(than: cutoff)
-        index.withLock { _ = $0.removeOlder(than: cutoff) }
+        indexCutoff.store(cutoff, ordering: .relaxed)  // applied when the index is next held
     }
 
     /// The oldest WAL position of an event not yet stored: replay must start there.

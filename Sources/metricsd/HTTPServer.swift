@@ -1,3 +1,4 @@
+import API
 import Export
 import Foundation
 import HTTPTypes
@@ -5,6 +6,7 @@ import Hummingbird
 import LineProtocol
 import Logging
 import NIOCore
+import NIOPosix
 import Prometheus
 import Rollups
 import Synchronization
@@ -23,6 +25,12 @@ struct HTTPState: Sendable {
     var events: EventPipeline? = nil
     /// What a reload may change (the auth token).
     var settings: RuntimeSettings
+    /// Where queries run (``QueryRunner``): off the event loops, bounded.
+    let queries: QueryRunner
+    /// `[http] max_concurrent_bodies`.
+    let bodies: AsyncPermits
+    /// Threads that parse and apply request bodies (``HTTPRoutes/withBody(_:_:_:)``).
+    let bodyWork: NIOThreadPool
 }
 
 /// The version InfluxDB clients see in `X-Influxdb-Version`: metricsd speaks the 1.8 HTTP API.
@@ -47,21 +55,46 @@ struct InfluxHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 enum HTTPRoutes {
-    static func router(_ state: HTTPState) -> Router<BasicRequestContext> {
-        let router = Router()
+    typealias Handler = @Sendable (Request, MetricsdRequestContext) async throws -> Response
+
+    /// Every route the daemon answers. The token is checked in front of all of them (``AuthMiddleware``), so none
+    /// checks it itself; a path asked with another method answers 405.
+    static func routes(_ state: HTTPState) -> [(method: HTTPRequest.Method, path: String, handler: Handler)] {
+        [
+            (.post, "/write", { request, context in await write(request, context, state, v2: false) }),
+            (.post, "/api/v2/write", { request, context in await write(request, context, state, v2: true) }),
+            (.get, "/ping", { _, _ in Response(status: .noContent) }),
+            (.head, "/ping", { _, _ in Response(status: .noContent) }),
+            (.get, "/health", { _, _ in health(state) }),
+            (.get, "/metrics", { _, _ in metrics(state) }),
+            (.get, "/api/v1/query", { request, context in await query(request, context, state) }),
+            (.get, "/api/v1/series", { request, context in await series(request, context, state) }),
+            (.post, "/api/v1/flush", { _, _ in flush(state) }),
+            (.post, "/api/v1/events", { request, context in await EventRoutes.ingest(request, context, state) }),
+            (.get, "/api/v1/funnel", { request, context in await EventRoutes.funnel(request, context, state) }),
+            (.get, "/api/v1/retention", { request, context in await EventRoutes.retention(request, context, state) }),
+            (.get, "/api/v1/experiment", { request, context in await EventRoutes.experiment(request, context, state) }),
+            (.get, "/query", { request, context in await InfluxQL.handle(request, context, state) }),
+            (.post, "/query", { request, context in await InfluxQL.handle(request, context, state) }),
+        ]
+    }
+
+    /// The paths of ``routes(_:)`` and their methods.
+    static func methods(_ state: HTTPState) -> [String: [HTTPRequest.Method]] {
+        Dictionary(grouping: routes(state), by: \.path).mapValues { $0.map(\.method) }
+    }
+
+    static func router(_ state: HTTPState) -> Router<MetricsdRequestContext> {
+        let router = Router(context: MetricsdRequestContext.self)
         router.add(middleware: InfluxHeadersMiddleware())
-        router.post("/write") { request, _ in try await write(request, state, v2: false) }
-        router.post("/api/v2/write") { request, _ in try await write(request, state, v2: true) }
-        router.get("/ping") { _, _ in Response(status: .noContent) }
-        router.head("/ping") { _, _ in Response(status: .noContent) }
-        router.get("/health") { _, _ in health(state) }
-        router.get("/metrics") { _, _ in metrics(state) }
-        router.get("/api/v1/query") { request, _ in query(request, state) }
-        router.get("/api/v1/series") { request, _ in series(request, state) }
-        router.post("/api/v1/flush") { request, _ in flush(request, state) }
-        EventRoutes.register(router, state)
-        router.get("/query") { request, _ in await InfluxQL.handle(request, state) }
-        router.post("/query") { request, _ in await InfluxQL.handle(request, state) }
+        // Before any route is added: every route (and every unknown path) is behind it.
+        router.add(
+            middleware: AuthMiddleware(
+                settings: state.settings, stats: state.stats, formLimit: state.configuration.http.maxBodySize.bytes))
+        router.add(middleware: MethodNotAllowedMiddleware(methods: methods(state)))
+        for route in routes(state) {
+            router.on(RouterPath(route.path), method: route.method, use: route.handler)
+        }
         return router
     }
 
@@ -83,52 +116,27 @@ enum HTTPRoutes {
         json(status, ["error": message])
     }
 
-    // MARK: - Auth
-
-    /// With `[auth] token` set, a request needs `Authorization: Token <t>` or `Bearer <t>`, HTTP Basic with the
-    /// token as password, or v1's `u`/`p` query parameters with `p` = token.
-    static func authorized(_ request: Request, _ state: HTTPState) -> Bool {
-        let token = state.settings.authToken
-        if token.isEmpty { return true }
-        if let header = request.headers[.authorization] {
-            if header == "Token \(token)" || header == "Bearer \(token)" { return true }
-            if header.hasPrefix("Basic "), let data = Data(base64Encoded: String(header.dropFirst(6))),
-                let text = String(data: data, encoding: .utf8), let colon = text.firstIndex(of: ":"),
-                text[text.index(after: colon)...] == token
-            {
-                return true
-            }
-        }
-        if let p = request.uri.queryParameters["p"], p == token { return true }
-        return false
-    }
-
     // MARK: - Write
 
-    static func write(_ request: Request, _ state: HTTPState, v2: Bool) async throws -> Response {
-        guard authorized(request, state) else {
-            state.stats.httpErrors.add(1)
-            return error(.unauthorized, "authorization failed")
-        }
-        let precisionText = request.uri.queryParameters["precision"].map(String.init) ?? ""
+    static func write(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState, v2: Bool) async
+        -> Response
+    {
+        let form = Form(request.uri.query ?? "")
+        let precisionText = form["precision"] ?? ""
         guard let precision = Precision(precisionText) else {
             state.stats.httpErrors.add(1)
-            return error(.badRequest, "invalid precision \"\(precisionText)\": use ns, us, ms, s, m or h")
+            return error(.badRequest, "invalid precision \"\(precisionText.prefix(16))\": use ns, us, ms, s, m or h")
         }
-        if v2 && request.uri.queryParameters["bucket"] == nil {
+        if v2 && form["bucket"] == nil {
             state.stats.httpErrors.add(1)
             return error(.badRequest, "bucket is required")
         }
-        var body: ByteBuffer
-        var inflated: [UInt8]?
-        switch await readBody(request, state) {
-        case .raw(let buffer): body = buffer
-        case .inflated(let bytes):
-            body = ByteBuffer()
-            inflated = bytes
-        case .response(let response): return response
-        }
+        return await withBody(request, state) { body in ingestLines(body, precision: precision, state) }
+    }
 
+    /// Logs the batch, then applies it to the rollups: with `durability = "fsync"` only once it is on disk, so a
+    /// batch answered 503 was never applied.
+    static func ingestLines(_ body: Body, precision: Precision, _ state: HTTPState) -> Response {
         let ingester = LineIngester(
             engine: state.engine,
             sink: state.store,
@@ -137,8 +145,6 @@ enum HTTPRoutes {
             precision: precision
         )
         var framer = LineFramer(maxLineLength: state.configuration.limits.maxLineLength.bytes)
-        // Log the batch before it touches the rollups; with durability = "fsync" answer only once it is on disk.
-        var logged: UInt64?
         var walFailure: (any Error)?
         var duplicate = false
         func apply(_ raw: UnsafeRawBufferPointer) {
@@ -148,15 +154,19 @@ enum HTTPRoutes {
                 return
             }
             let received = nowNanoseconds()
+            var logged: UInt64 = 0
             if let wal = state.wal {
                 do {
                     logged = try wal.append(raw, receivedAt: received, precision: precision.walCode)
+                    if wal.durability == .fsync { try wal.sync(upTo: logged) }
+                    state.stats.walSucceeded()
                 } catch {
+                    state.stats.walFailed(error)
                     walFailure = error
                     return
                 }
             }
-            ingester.begin(walPosition: logged ?? 0, receivedAt: received)
+            ingester.begin(walPosition: logged, receivedAt: received)
             framer.feed(raw) { ingester.handle($0) }
             framer.finish { ingester.handle($0) }
             ingester.end(bytes: raw.count)
@@ -165,18 +175,15 @@ enum HTTPRoutes {
                 state.dedup.record(key, now: nowNanoseconds())
             }
         }
-        if let inflated {
-            inflated.withUnsafeBytes { apply($0) }
-        } else {
-            body.withUnsafeReadableBytes { apply($0) }
+        switch body {
+        case .raw(let buffer): buffer.withUnsafeReadableBytes { apply($0) }
+        case .inflated(let bytes): bytes.withUnsafeBytes { apply($0) }
+        case .response(let response): return response
         }
-        body.clear()
         if let walFailure {
-            state.stats.walErrors.add(1)
             state.stats.httpErrors.add(1)
             return error(.serviceUnavailable, "write-ahead log unavailable, nothing applied: \(walFailure)")
         }
-        if let logged, let wal = state.wal, wal.durability == .fsync { wal.sync(upTo: logged) }
         if duplicate {
             state.stats.duplicateBatches.add(1)
             return Response(status: .noContent)
@@ -193,25 +200,53 @@ enum HTTPRoutes {
         }
         if outcome.result.rejected > 0 {
             state.stats.httpErrors.add(1)
+            let result = outcome.result
             var reasons: [String] = []
-            if outcome.result.rejectedSeries > 0 {
-                reasons.append("\(outcome.result.rejectedSeries) values over rollup.max_series")
+            if result.rejectedSeries > 0 { reasons.append("\(result.rejectedSeries) values over rollup.max_series") }
+            if result.typeConflicts > 0 {
+                reasons.append("\(result.typeConflicts) values conflict with their field's type")
             }
-            if outcome.result.typeConflicts > 0 {
-                reasons.append("\(outcome.result.typeConflicts) values conflict with their field's type")
+            if result.outOfRange > 0 {
+                reasons.append("\(result.outOfRange) values with a timestamp outside the accepted range")
             }
-            if outcome.result.outOfRange > 0 {
-                reasons.append("\(outcome.result.outOfRange) values with a timestamp outside the accepted range")
+            if result.rejectedFields > 0 {
+                reasons.append("\(result.rejectedFields) values of new fields over rollup.max_fields_per_series")
+            }
+            if result.invalidNames > 0 {
+                reasons.append("\(result.invalidNames) values with a measurement, tag or field name not valid UTF-8")
             }
             return error(
-                .badRequest,
-                "partial write: \(reasons.joined(separator: ", ")) dropped=\(outcome.result.rejected)"
-            )
+                .badRequest, "partial write: \(reasons.joined(separator: ", ")) dropped=\(result.rejected)")
         }
         return Response(status: .noContent)
     }
 
-    enum Body {
+    /// Runs `work` with the request's body, read once one of `[http] max_concurrent_bodies` is free (503 naming the
+    /// limit after waiting for one), on a thread of the body pool — the cost of a body (parsing, decompressing,
+    /// decoding events) is paid off the cooperative pool that answers every other request.
+    static func withBody(
+        _ request: Request, _ state: HTTPState, _ work: @escaping @Sendable (Body) -> Response
+    ) async -> Response {
+        guard await state.bodies.acquire() else {
+            state.stats.bodiesRefused.add(1)
+            state.stats.httpErrors.add(1)
+            var response = error(
+                .serviceUnavailable,
+                "too many request bodies at once (\(state.bodies.limit), [http] max_concurrent_bodies): retry shortly")
+            response.headers[.retryAfter] = "1"
+            return response
+        }
+        defer { state.bodies.release() }
+        let body = await readBody(request, state)
+        if case .response(let response) = body { return response }
+        do {
+            return try await state.bodyWork.runIfActive { work(body) }
+        } catch {
+            return Self.error(.serviceUnavailable, "shutting down")
+        }
+    }
+
+    enum Body: Sendable {
         /// As received (no content encoding): read in place, never copied.
         case raw(ByteBuffer)
         /// Decompressed.
@@ -229,16 +264,16 @@ enum HTTPRoutes {
         }
     }
 
-    /// A request body up to `limits.max_body_size`, decompressed when `Content-Encoding: gzip`; or the error
+    /// A request body up to `http.max_body_size`, decompressed when `Content-Encoding: gzip`; or the error
     /// response to send.
     static func readBody(_ request: Request, _ state: HTTPState) async -> Body {
-        let limit = state.configuration.limits.maxBodySize.bytes
+        let limit = state.configuration.http.maxBodySize.bytes
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             state.stats.httpErrors.add(1)
-            return .response(error(.contentTooLarge, "request body exceeds limits.max_body_size (\(limit) bytes)"))
+            return .response(error(.contentTooLarge, "request body exceeds http.max_body_size (\(limit) bytes)"))
         } catch let failure {
             state.stats.httpErrors.add(1)
             return .response(error(.badRequest, "reading the request body failed: \(failure)"))
@@ -259,7 +294,7 @@ enum HTTPRoutes {
                 case .tooLarge:
                     return .response(
                         HTTPRoutes.error(
-                            .contentTooLarge, "decompressed body exceeds limits.max_body_size (\(limit) bytes)"))
+                            .contentTooLarge, "decompressed body exceeds http.max_body_size (\(limit) bytes)"))
                 case .corrupt(let why):
                     return .response(HTTPRoutes.error(.badRequest, "invalid gzip body: \(why)"))
                 }
@@ -301,15 +336,42 @@ enum HTTPRoutes {
         out["events_duplicate"] = s.eventsDuplicate.current
         out["events_invalid"] = s.eventsInvalid.current
         out["events_pending"] = state.events?.pendingCount ?? 0
+        out["events_unindexed"] = s.eventsUnindexed.current
+        out["fields_rejected"] = s.rejectedFields.current
+        out["names_invalid"] = s.invalidNames.current
+        out["series_dropped_idle"] = s.seriesDropped.current
+        out["http_unauthorized"] = s.unauthorized.current
+        out["http_connections"] = s.httpConnectionCount.load(ordering: .relaxed)
+        out["http_connections_throttled"] = s.httpConnectionsThrottled.current
+        out["http_request_timeouts"] = s.requestTimeouts.current
+        out["http_bodies_refused"] = s.bodiesRefused.current
+        out["queries_running"] = state.queries.active
+        out["queries_refused"] = s.queriesRefused.current
+        out["queries_stopped"] = s.queriesStopped.current
+        out["queries_limited"] = s.queriesLimited.current
+        out["store_corrupt_rows"] = state.store.store.corruptRows
         let open = state.engine.openStatistics()
         out["buckets_open"] = open.buckets
         out["cells_open"] = open.cells
         return out
     }
 
+    /// `GET /health`: `pass`; `degraded` (200) while something needs attention but writes are accepted — storing
+    /// fails and minutes wait in memory, stored rows cannot be decoded, forwarding is refused; `fail` (503, as
+    /// InfluxDB's /health) while writes are refused (the write-ahead log cannot be written) or the store is
+    /// unreadable. `message` says why.
     static func health(_ state: HTTPState) -> Response {
         let uptime = Double(nowNanoseconds() - state.stats.started) / 1e9
+        var failure: String?
+        if let wal = state.stats.walFailure.withLock({ $0 }) {
+            failure = "writes are refused: the write-ahead log cannot be written (\(wal))"
+        } else if let unreadable = state.store.unreadableReason {
+            failure = "the rollup store is unreadable (\(unreadable)): restore it from a backup (docs/operations.md)"
+        }
         var reason = state.store.degradedReason
+        if reason == nil, state.store.store.corruptRows > 0 {
+            reason = "\(state.store.store.corruptRows) stored rows could not be decoded (skipped by queries)"
+        }
         var body: [String: Any] = [
             "name": "metricsd", "version": metricsdVersion, "uptime_seconds": (uptime * 1000).rounded() / 1000,
             "listeners": state.listeners, "counters": counters(state),
@@ -329,6 +391,11 @@ enum HTTPRoutes {
             if f.status == "failing" && reason == nil {
                 reason = "forwarding to \(forwarder.configuration.url) is refused: \(f.lastError ?? "")"
             }
+        }
+        if let failure {
+            body["status"] = "fail"
+            body["message"] = failure
+            return json(.serviceUnavailable, body)
         }
         body["status"] = reason == nil ? "pass" : "degraded"
         body["message"] = reason ?? "ready for writes and queries"
@@ -387,6 +454,7 @@ enum HTTPRoutes {
         _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
         _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws(ReadFailure) {
+        guard let read = withinHorizon(state, read) else { return }
         for (start, cell) in state.engine.openCells(
             measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
             condition: read.condition)
@@ -397,6 +465,7 @@ enum HTTPRoutes {
             do {
                 _ = try state.store.visit(tierRead, hourly: hourly, series: accept, body)
             } catch {
+                state.store.noteReadFailure(error)
                 throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
             }
         }
@@ -408,6 +477,7 @@ enum HTTPRoutes {
         _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
         _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
     ) throws(ReadFailure) {
+        guard let read = withinHorizon(state, read) else { return }
         let fields = read.fields ?? []
         for (start, cell) in state.engine.openCells(
             measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
@@ -421,9 +491,24 @@ enum HTTPRoutes {
             do {
                 _ = try state.store.visitSummaries(tierRead, hourly: hourly, series: accept, body)
             } catch {
+                state.store.noteReadFailure(error)
                 throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
             }
         }
+    }
+
+    /// `read` narrowed to where data can be (`nil`: nowhere): nothing is older than `retention_1h` nor further
+    /// ahead than the rollups accept, so a query's range — any pair of times a client writes — leaves arithmetic on
+    /// bucket starts well inside Int64.
+    static func withinHorizon(_ state: HTTPState, _ read: SQLiteStore.CellRead) -> SQLiteStore.CellRead? {
+        let now = nowNanoseconds()
+        let interval = state.configuration.rollup.interval.nanoseconds
+        let oldest = now - state.configuration.storage.retention1h.nanoseconds - 2 * 3_600_000_000_000
+        let newest = now + state.engine.configuration.maxFuture + 2 * interval
+        var read = read
+        read.from = max(read.from, state.engine.bucketStartOf(oldest))
+        read.to = min(read.to, newest)
+        return read.from < read.to ? read : nil
     }
 
     /// The stored tiers a read covers: the hourly one before the first whole hour still kept per minute
@@ -454,87 +539,70 @@ enum HTTPRoutes {
         return reads
     }
 
-    static func parameter(_ request: Request, _ name: String) -> String? {
-        request.uri.queryParameters[Substring(name)].map { String($0).removingPercentEncoding ?? String($0) }
+    /// Runs `work` on a query thread (``QueryRunner``) and answers with what it returns; the limits that stop a
+    /// query answer 503 (concurrency, timeout) or 400 (the others), naming the limit.
+    static func runQuery(
+        _ context: MetricsdRequestContext, _ state: HTTPState,
+        _ work: @escaping @Sendable (QueryBudget) throws -> Response
+    ) async -> Response {
+        do {
+            return try await state.queries.run(context.channel, work)
+        } catch let busy as QueryRunner.Busy {
+            var response = error(.serviceUnavailable, busy.description)
+            response.headers[.retryAfter] = "1"
+            return response
+        } catch let stopped as QueryStopped {
+            if case .limit = stopped.reason { return error(.badRequest, stopped.description) }
+            return error(.serviceUnavailable, stopped.description)
+        } catch let limit as QueryLimitExceeded {
+            state.stats.queriesLimited.add(1)
+            return error(.badRequest, limit.message)
+        } catch {
+            return Self.error(.internalServerError, "\(error)")
+        }
     }
 
-    static func query(_ request: Request, _ state: HTTPState) -> Response {
-        let interval = state.configuration.rollup.interval.nanoseconds
-        guard let measurement = parameter(request, "measurement"), !measurement.isEmpty else {
-            return error(.badRequest, "parameter 'measurement' is required")
-        }
-        guard let field = parameter(request, "field"), !field.isEmpty else {
-            return error(.badRequest, "parameter 'field' is required")
-        }
-        let aggText = parameter(request, "agg") ?? "mean"
-        guard let aggregate = Aggregate(aggText) else {
-            return error(
-                .badRequest,
-                "parameter 'agg' must be count, sum, min, max, mean, first, last, stddev, spread or p<N>, got \"\(aggText)\""
-            )
-        }
-        let now = nowNanoseconds()
-        var to = now
-        if let text = parameter(request, "to") {
-            guard let t = TimeText.parse(text) else {
-                return error(.badRequest, "parameter 'to' must be RFC 3339 or epoch milliseconds, got \"\(text)\"")
-            }
-            to = t
-        }
-        var from = to - 3_600_000_000_000
-        if let text = parameter(request, "from") {
-            guard let t = TimeText.parse(text) else {
-                return error(.badRequest, "parameter 'from' must be RFC 3339 or epoch milliseconds, got \"\(text)\"")
-            }
-            from = t
-        }
-        guard from < to else { return error(.badRequest, "parameter 'from' must be before 'to'") }
-        var step = interval
-        if let text = parameter(request, "step") {
-            guard let d = ConfigDuration(parsing: text), d.nanoseconds > 0 else {
-                return error(.badRequest, "parameter 'step' must be a duration like 1m or 1h, got \"\(text)\"")
-            }
-            step = d.nanoseconds
-        }
-        guard step % interval == 0 else {
-            return error(
-                .badRequest,
-                "parameter 'step' must be a multiple of the bucket width (\(ConfigDuration(nanoseconds: interval)))"
-            )
-        }
-        guard (to - from) / step <= 100_000 else {
-            return error(.badRequest, "too many steps: widen 'step' or narrow 'from'/'to' (at most 100000)")
-        }
-        var filters: [TagPair] = []
-        if let text = parameter(request, "where"), !text.isEmpty {
-            for part in text.split(separator: ",") {
-                guard let colon = part.firstIndex(of: ":") else {
-                    return error(.badRequest, "parameter 'where' must be tag:value[,tag:value], got \"\(text)\"")
-                }
-                filters.append(TagPair(String(part[..<colon]), String(part[part.index(after: colon)...])))
-            }
-        }
-        let groupBy = parameter(request, "group_by").map { $0.split(separator: ",").map(String.init) } ?? []
-        // Align the range to buckets so every bucket is whole.
-        let alignedFrom = state.engine.bucketStartOf(from)
-        let q = RangeQuery(
-            measurement: measurement,
-            field: field,
-            aggregate: aggregate,
-            from: alignedFrom,
-            to: to,
-            step: step,
-            filters: filters,
-            groupBy: groupBy
-        )
-        let cells: [(start: Int64, cell: ClosedCell)]
+    static func query(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response {
+        let parameters: RangeParameters
         do {
-            cells = try rollupCells(
-                state, measurement: measurement, field: field, from: alignedFrom, to: to, step: step)
+            parameters = try RangeParameters(
+                Form(request.uri.query ?? ""), now: nowNanoseconds(),
+                interval: state.configuration.rollup.interval.nanoseconds,
+                maxSteps: state.configuration.query.maxSelectBuckets)
         } catch {
+            return Self.error(.badRequest, error.message)
+        }
+        return await runQuery(context, state) { budget throws in try rangeQuery(parameters, state, budget) }
+    }
+
+    /// `GET /api/v1/query`: one field's aggregate per step, per group. Cells are merged into their (group, step) as
+    /// they are read: the answer's steps count toward `[query] max_row_limit`, its groups toward
+    /// `max_select_series`.
+    static func rangeQuery(_ p: RangeParameters, _ state: HTTPState, _ budget: QueryBudget) throws -> Response {
+        // Align the range to buckets so every bucket is whole.
+        let alignedFrom = state.engine.bucketStartOf(p.from)
+        let q = RangeQuery(
+            measurement: p.measurement, field: p.field, aggregate: p.aggregate, from: alignedFrom, to: p.to,
+            step: p.step, filters: p.filters, groupBy: p.groupBy)
+        var read = SQLiteStore.CellRead(measurement: p.measurement, fields: [p.field], from: alignedFrom, to: p.to)
+        read.shouldStop = budget.shouldStop
+        var accumulator = RangeAccumulator(q)
+        do {
+            try visitRollups(state, read, step: p.step, series: p.filters.isEmpty ? nil : { q.takes($0) }) {
+                start, series, field, rollup in
+                if accumulator.add(start, series, field, rollup) { budget.addRows(1) }
+            }
+        } catch {
+            if let stop = budget.stopReason { throw stop }
             return Self.error(error.status, error.message)
         }
-        let result = q.evaluate(cells)
+        if let stop = budget.stopReason { throw stop }
+        let result = accumulator.result()
+        let maxSeries = state.configuration.query.maxSelectSeries
+        guard result.groups.count <= maxSeries else {
+            throw QueryLimitExceeded(
+                "max-select-series limit exceeded: (\(result.groups.count)/\(maxSeries)) ([query] max_select_series)")
+        }
         let series: [[String: Any]] = result.groups.map { group in
             [
                 "tags": Dictionary(uniqueKeysWithValues: group.tags.map { ($0.key, $0.value) }),
@@ -544,30 +612,47 @@ enum HTTPRoutes {
         return json(
             .ok,
             [
-                "measurement": measurement, "field": field, "agg": aggregate.description, "step_ms": step / 1_000_000,
-                "series": series,
+                "measurement": p.measurement, "field": p.field, "agg": p.aggregate.description,
+                "step_ms": p.step / 1_000_000, "series": series,
             ] as [String: Any]
         )
     }
 
-    static func series(_ request: Request, _ state: HTTPState) -> Response {
-        let measurement = parameter(request, "measurement")
-        let limit = parameter(request, "limit").flatMap(Int.init) ?? 10_000
-        var out: [[String: Any]] = []
-        for (info, fields) in state.engine.allSeries() where measurement == nil || info.measurement == measurement {
-            out.append([
-                "measurement": info.measurement,
-                "tags": Dictionary(uniqueKeysWithValues: info.tags.map { ($0.key, $0.value) }),
-                "fields": Dictionary(fields.map { ($0.name, $0.kind.name) }, uniquingKeysWith: { a, _ in a }),
-            ])
+    /// `GET /api/v1/series?measurement=&limit=`: series in memory, sorted by measurement then tags, at most
+    /// `limit` (default 10,000, at most `[query] max_row_limit`) with the total. Only the series answered are
+    /// turned into JSON; sorting compares the tags themselves, no text is built per comparison.
+    static func series(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response {
+        let parameters: SeriesParameters
+        do {
+            parameters = try SeriesParameters(
+                Form(request.uri.query ?? ""), maxLimit: state.configuration.query.maxRowLimit)
+        } catch {
+            return Self.error(.badRequest, error.message)
         }
-        out.sort { ($0["measurement"] as! String, "\($0["tags"]!)") < ($1["measurement"] as! String, "\($1["tags"]!)") }
-        let total = out.count
-        return json(.ok, ["series": Array(out.prefix(limit)), "total": total] as [String: Any])
+        return await runQuery(context, state) { budget throws in
+            var all = state.engine.allSeries()
+            if let measurement = parameters.measurement { all.removeAll { $0.series.measurement != measurement } }
+            let total = all.count
+            try budget.check()
+            func precedes(_ a: SeriesInfo, _ b: SeriesInfo) -> Bool {
+                if a.measurement != b.measurement { return a.measurement < b.measurement }
+                return a.tags.lexicographicallyPrecedes(b.tags) { ($0.key, $0.value) < ($1.key, $1.value) }
+            }
+            all.sort { precedes($0.series, $1.series) }
+            try budget.check()
+            let out: [[String: Any]] = all.prefix(parameters.limit).map { entry in
+                [
+                    "measurement": entry.series.measurement,
+                    "tags": Dictionary(entry.series.tags.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
+                    "fields": Dictionary(
+                        entry.fields.map { ($0.name, $0.kind.name) }, uniquingKeysWith: { a, _ in a }),
+                ]
+            }
+            return json(.ok, ["series": out, "total": total] as [String: Any])
+        }
     }
 
-    static func flush(_ request: Request, _ state: HTTPState) -> Response {
-        guard authorized(request, state) else { return error(.unauthorized, "authorization failed") }
+    static func flush(_ state: HTTPState) -> Response {
         let buckets = state.engine.closeEnded(now: nowNanoseconds())
         do {
             try state.store.store(buckets)
@@ -582,28 +667,12 @@ enum HTTPRoutes {
 }
 
 extension RollupEngine {
+    /// The start of the bucket holding `t`; `Int64.min` for a time in the partial bucket below the first whole one
+    /// (any timestamp a line may carry, even one the rollups reject, has an answer: replay asks for every line's).
     func bucketStartOf(_ t: Int64) -> Int64 {
         let i = configuration.interval
         let q = t / i
-        return (t % i < 0 ? q - 1 : q) * i
+        let (start, overflow) = (t % i < 0 ? q - 1 : q).multipliedReportingOverflow(by: i)
+        return overflow ? .min : start
     }
-}
-
-/// Times in query parameters: RFC 3339 (`2026-11-28T10:00:00Z`, fractions and offsets allowed) or epoch
-/// milliseconds.
-enum TimeText {
-    /// RFC 3339 in UTC with milliseconds.
-    static func format(_ nanoseconds: Int64) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date(timeIntervalSince1970: Double(nanoseconds) / 1e9))
-    }
-
-    static func parse(_ text: String) -> Int64? {
-        if let ms = Int64(text) { return ms * 1_000_000 }
-        return rfc3339(text)
-    }
-
-    /// Nanoseconds since the epoch for an RFC 3339 timestamp.
-    static func rfc3339(_ text: String) -> Int64? { RFC3339.nanoseconds(text) }
 }

@@ -1,3 +1,4 @@
+import API
 import Foundation
 import Hummingbird
 import NIOCore
@@ -8,40 +9,61 @@ import Rollups
 /// Grafana's stock InfluxDB data source (and the `influx` CLI) work against metricsd. What is supported and how it
 /// differs from InfluxDB: docs/influxql.md.
 enum InfluxQL {
-    static func handle(_ request: Request, _ state: HTTPState) async -> Response {
-        guard HTTPRoutes.authorized(request, state) else {
-            return HTTPRoutes.error(.unauthorized, "authorization failed")
+    static func handle(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response {
+        let limits = state.configuration.query
+        // Form encoding, in the URL and (POST) in the body, whose values win (Go's `Request.FormValue`).
+        var form = Form(request.uri.query ?? "")
+        if request.method == .post {
+            var request = request
+            // Percent-encoding can triple a query's bytes.
+            let limit = limits.maxQuerySize.bytes * 3 + 4096
+            do {
+                let body = try await request.collectBody(upTo: limit)
+                var bodyForm = Form(String(buffer: body))
+                bodyForm.add(form)
+                form = bodyForm
+            } catch {
+                return HTTPRoutes.error(
+                    .contentTooLarge, "the query form is longer than \(limit) bytes ([query] max_query_size)")
+            }
         }
-        // Form encoding, in the URL and (POST) in the body: '+' is a space, then percent-decoding.
-        var parameters = Self.formDecode(request.uri.query ?? "")
-        if request.method == .post, let body = try? await request.body.collect(upTo: 1 << 20) {
-            parameters.merge(Self.formDecode(String(buffer: body))) { $1 }
-        }
-        guard let text = parameters["q"], !text.isEmpty else {
-            return HTTPRoutes.error(.badRequest, "missing required parameter \"q\"")
-        }
-        let epoch = parameters["epoch"]
-        if let epoch, Self.epochScale(epoch) == nil {
-            return HTTPRoutes.error(.badRequest, "epoch must be one of ns, u, µ, ms, s, m, h")
-        }
-        let statements: [Statement]
+        let parameters: InfluxQLParameters
         do {
-            statements = try Parser.parse(text)
+            parameters = try InfluxQLParameters(
+                form, maxStatements: limits.maxStatements, maxDepth: limits.maxNestingDepth,
+                maxSize: limits.maxQuerySize.bytes)
         } catch {
-            return HTTPRoutes.error(.badRequest, "error parsing query: \(error.message)")
+            if error.message.contains("[query]") { state.stats.queriesLimited.add(1) }
+            return HTTPRoutes.error(.badRequest, error.message)
         }
+        return await HTTPRoutes.runQuery(context, state) { budget throws in
+            try answer(parameters, state, budget)
+        }
+    }
+
+    /// Every statement's result, in InfluxDB's JSON shape. Rows past `[query] max_row_limit` (over all statements)
+    /// are cut and the statement marked `"partial": true`, as InfluxDB does; a limit that stops a statement
+    /// (series, buckets, rows being built, the timeout) fails the whole request, naming the limit.
+    static func answer(_ parameters: InfluxQLParameters, _ state: HTTPState, _ budget: QueryBudget) throws
+        -> Response
+    {
         var results: [[String: Any]] = []
         // Room for the answer up front (about 24 bytes a value), so writing it does not move it as it grows.
         var estimate = 256
-        for (k, statement) in statements.enumerated() {
+        var rowsLeft = state.configuration.query.maxRowLimit
+        for (k, statement) in parameters.statements.enumerated() {
             var result: [String: Any] = ["statement_id": k]
             do {
-                let series = try execute(statement, state: state, epoch: epoch, database: parameters["db"])
+                try budget.check()
+                let (series, partial) = try execute(
+                    statement, state: state, epochScale: parameters.epochScale, database: parameters.database,
+                    budget: budget, rowsLeft: &rowsLeft)
                 if !series.isEmpty { result["series"] = series }
+                if partial { result["partial"] = true }
                 for case let typed as SelectSeries in series {
                     estimate += 128 + typed.times.count * 24 * typed.columns.count
                 }
-            } catch {
+            } catch let error as QueryError {
                 result["error"] = error.message
             }
             results.append(result)
@@ -55,126 +77,97 @@ enum InfluxQL {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: json.bytes)))
     }
 
-    /// `application/x-www-form-urlencoded` pairs: `+` is a space, `%XX` a byte; a `%` not followed by two hex
-    /// digits is kept as it is, and invalid UTF-8 is repaired (U+FFFD).
-    static func formDecode(_ text: String) -> [String: String] {
-        var out: [String: String] = [:]
-        var text = text
-        text.withUTF8 { bytes in
-            var decoded: [UInt8] = []
-            decoded.reserveCapacity(bytes.count)
-            func hex(_ b: UInt8) -> UInt8? {
-                switch b {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
-                case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
-                case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
-                default: nil
-                }
+    /// The series of one statement (typed ``SelectSeries`` for SELECT, dictionaries for SHOW) and whether it was cut
+    /// at the row limit; `rowsLeft` is what the answer may still hold.
+    static func execute(
+        _ statement: Statement, state: HTTPState, epochScale: Int64?, database: String?, budget: QueryBudget,
+        rowsLeft: inout Int
+    ) throws -> (series: [Any], partial: Bool) {
+        var partial = false
+        /// One SHOW answer series, its values paged and counted against the rows left.
+        func page(_ name: String?, _ columns: [String], _ values: [[Any]], _ paging: Paging) -> [String: Any]? {
+            var kept = paging.apply(values)
+            if kept.count > rowsLeft {
+                kept = Array(kept.prefix(rowsLeft))
+                partial = true
             }
-            func decode(_ part: Slice<UnsafeBufferPointer<UInt8>>) -> String {
-                decoded.removeAll(keepingCapacity: true)
-                var i = part.startIndex
-                while i < part.endIndex {
-                    let b = part[i]
-                    if b == UInt8(ascii: "+") {
-                        decoded.append(0x20)
-                    } else if b == UInt8(ascii: "%"), i + 2 < part.endIndex, let high = hex(part[i + 1]),
-                        let low = hex(part[i + 2])
-                    {
-                        decoded.append(high << 4 | low)
-                        i += 2
-                    } else {
-                        decoded.append(b)
-                    }
-                    i += 1
-                }
-                return String(decoding: decoded, as: UTF8.self)
-            }
-            for pair in bytes.split(separator: UInt8(ascii: "&")) {
-                if let eq = pair.firstIndex(of: UInt8(ascii: "=")) {
-                    out[decode(pair[pair.startIndex..<eq])] = decode(pair[(eq + 1)..<pair.endIndex])
-                } else {
-                    out[decode(pair)] = ""
-                }
-            }
+            rowsLeft -= kept.count
+            guard !kept.isEmpty else { return nil }
+            var out: [String: Any] = ["columns": columns, "values": kept]
+            if let name { out["name"] = name }
+            return out
         }
-        return out
-    }
-
-    static func epochScale(_ epoch: String) -> Int64? {
-        [
-            "ns": 1, "n": 1, "u": 1_000, "µ": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-            "h": 3_600_000_000_000,
-        ][epoch]
-    }
-
-    /// The series of one statement: typed ``SelectSeries`` for SELECT, dictionaries for SHOW.
-    static func execute(_ statement: Statement, state: HTTPState, epoch: String?, database: String?) throws(QueryError)
-        -> [Any]
-    {
         switch statement {
         case .showDatabases:
             let names = Set([state.configuration.influx.database, database ?? "metricsd", "metricsd"]).sorted()
-            return [["name": "databases", "columns": ["name"], "values": names.map { [$0] }]]
+            return ([["name": "databases", "columns": ["name"], "values": names.map { [$0] }]], false)
         case .showRetentionPolicies:
-            return [
-                [
-                    "columns": ["name", "duration", "shardGroupDuration", "replicaN", "default"],
-                    "values": [["autogen", "0s", "168h0m0s", 1, true]],
-                ]
+            let policies: [String: Any] = [
+                "columns": ["name", "duration", "shardGroupDuration", "replicaN", "default"],
+                "values": [["autogen", "0s", "168h0m0s", 1, true]],
             ]
-        case .showMeasurements(let regex):
+            return ([policies], false)
+        case .showMeasurements(let regex, let paging):
             let re = try regex.map(compile)
-            let names = Set(series(state).map(\.series.measurement)).filter { re == nil || matches(re!, $0) }.sorted()
-            return names.isEmpty ? [] : [["name": "measurements", "columns": ["name"], "values": names.map { [$0] }]]
-        case .showTagKeys(let from):
+            var names = Set<String>()
+            for s in series(state) {
+                try budget.check()
+                if re == nil || matches(re!, s.series.measurement) { names.insert(s.series.measurement) }
+            }
+            let out = page("measurements", ["name"], names.sorted().map { [$0] }, paging)
+            return (out.map { [$0] } ?? [], partial)
+        case .showTagKeys(let from, let paging):
             var keys: [String: Set<String>] = [:]
             for s in series(state) where from == nil || s.series.measurement == from {
                 for t in s.series.tags { keys[s.series.measurement, default: []].insert(t.key) }
             }
-            return keys.keys.sorted().map { m in
-                ["name": m, "columns": ["tagKey"], "values": keys[m]!.sorted().map { [$0] }]
+            try budget.check()
+            let out = keys.keys.sorted().compactMap { m in
+                page(m, ["tagKey"], keys[m]!.sorted().map { [$0] }, paging)
             }
-        case .showFieldKeys(let from):
+            return (out, partial)
+        case .showFieldKeys(let from, let paging):
             var fields: [String: [String: FieldKind]] = [:]
             for s in state.engine.allSeries() where from == nil || s.series.measurement == from {
                 for f in s.fields { fields[s.series.measurement, default: [:]][f.name] = f.kind }
             }
-            return fields.keys.sorted().map { m in
-                [
-                    "name": m, "columns": ["fieldKey", "fieldType"],
-                    "values": fields[m]!.keys.sorted().map {
-                        [$0, fields[m]![$0] == .numeric ? "float" : fields[m]![$0]!.name]
-                    },
-                ]
+            try budget.check()
+            let out = fields.keys.sorted().compactMap { m in
+                let kinds = fields[m]!
+                return page(
+                    m, ["fieldKey", "fieldType"],
+                    kinds.keys.sorted().map { [$0, kinds[$0] == .numeric ? "float" : kinds[$0]!.name] }, paging)
             }
-        case .showTagValues(let from, let keys, let keyRegex, let condition):
+            return (out, partial)
+        case .showTagValues(let from, let keys, let keyRegex, let condition, let paging):
             let re = try keyRegex.map(compile)
             let filter = try condition.map { (e: Expr) throws(QueryError) in try TagFilter(e) }
             var values: [String: Set<[String]>] = [:]
             for s in series(state) where from == nil || s.series.measurement == from {
+                try budget.check()
                 if let filter, !filter.matches(s.series) { continue }
                 for t in s.series.tags where keys.contains(t.key) || (re.map { matches($0, t.key) } ?? false) {
                     values[s.series.measurement, default: []].insert([t.key, t.value])
                 }
             }
-            return values.keys.sorted().map { m in
-                [
-                    "name": m, "columns": ["key", "value"],
-                    "values": values[m]!.sorted { $0.lexicographicallyPrecedes($1) },
-                ]
+            let out = values.keys.sorted().compactMap { m in
+                page(m, ["key", "value"], values[m]!.sorted { $0.lexicographicallyPrecedes($1) }, paging)
             }
-        case .showSeries(let from, let condition):
+            return (out, partial)
+        case .showSeries(let from, let condition, let paging):
             var keys = Set<String>()
             let filter = try condition.map { (e: Expr) throws(QueryError) in try TagFilter(e) }
             for s in series(state) where from == nil || s.series.measurement == from {
+                try budget.check()
                 if let filter, !filter.matches(s.series) { continue }
                 keys.insert(
                     ([s.series.measurement] + s.series.tags.map { "\($0.key)=\($0.value)" }).joined(separator: ","))
             }
-            return keys.isEmpty ? [] : [["columns": ["key"], "values": keys.sorted().map { [$0] }]]
+            let out = page(nil, ["key"], keys.sorted().map { [$0] }, paging)
+            return (out.map { [$0] } ?? [], partial)
         case .select(let select):
-            return try SelectExecution(select: select, state: state, epoch: epoch).run()
+            return try SelectExecution(select: select, state: state, epochScale: epochScale, budget: budget)
+                .run(rowsLeft: &rowsLeft)
         }
     }
 
@@ -187,17 +180,10 @@ enum InfluxQL {
         return out
     }
 
-    static func compile(_ pattern: String) throws(QueryError) -> NSRegularExpression {
-        do {
-            return try NSRegularExpression(pattern: pattern)
-        } catch {
-            throw QueryError("invalid regex /\(pattern)/")
-        }
-    }
+    /// Regexes from queries are untrusted: RE2 matches in linear time (and speaks InfluxDB's Go syntax).
+    static func compile(_ pattern: String) throws(QueryError) -> RE2Regex { try RE2Regex(pattern) }
 
-    static func matches(_ re: NSRegularExpression, _ s: String) -> Bool {
-        re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
-    }
+    static func matches(_ re: RE2Regex, _ s: String) -> Bool { re.matches(s) }
 
 }
 
@@ -238,9 +224,10 @@ indirect enum TagFilter {
 /// A regex tag condition, tested once per distinct tag value of a statement. Grafana writes a multi-value
 /// variable as `/^(a|b|c)$/` with each value's metacharacters escaped: such a pattern — `^`, literals joined by
 /// `|` (in one group or none), `$` — is answered by set membership without the regex engine, which matters when a
-/// measurement has thousands of hosts. Any other pattern goes to `NSRegularExpression`.
+/// measurement has thousands of hosts. Any other pattern goes to RE2 (``RE2Regex``: linear time, whatever the
+/// pattern).
 final class TagPattern {
-    let regex: NSRegularExpression
+    let regex: RE2Regex
     /// The values an anchored alternation of literals matches, or `nil` for any other pattern.
     let literals: Set<String>?
     private var seen: [String: Bool] = [:]

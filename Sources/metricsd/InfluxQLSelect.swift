@@ -1,5 +1,7 @@
+import API
 import Export
 import Foundation
+import LineProtocol
 import Query
 import Rollups
 
@@ -9,9 +11,18 @@ import Rollups
 struct SelectExecution {
     let select: SelectStatement
     let state: HTTPState
-    let epoch: String?
+    /// Nanoseconds per unit of `epoch=`, `nil` for RFC 3339 times.
+    let epochScale: Int64?
+    let budget: QueryBudget
 
-    func run() throws(QueryError) -> [SelectSeries] {
+    /// The statement's series, and whether they were cut at `rowsLeft` (what the answer may still hold, less what
+    /// these hold afterwards).
+    ///
+    /// Bounded: windows by `[query] max_select_buckets`, series read by `max_select_series`, (group, window)
+    /// slots built by `max_row_limit` (over it the statement fails: a cut made while reading would not be the
+    /// first rows), rows answered by what the answer may still hold (over it they are cut, `"partial": true`).
+    func run(rowsLeft: inout Int) throws -> (series: [Any], partial: Bool) {
+        let limits = state.configuration.query
         let interval = state.configuration.rollup.interval.nanoseconds
         let now = nowNanoseconds()
         var (from, to, condition) = try Self.split(select.condition, now: now)
@@ -20,41 +31,55 @@ struct SelectExecution {
         let hour: Int64 = 3_600_000_000_000
         from = from ?? (Self.floor(now - state.configuration.storage.retention1m.nanoseconds, hour) + hour)
         to = to ?? now + interval
-        guard var lower = from, let upper = to, lower < upper else { return [] }
-        let step = select.interval ?? (upper - lower)
+        // Times beyond what InfluxDB represents select nothing there (its MinTime and MaxTime).
+        guard var lower = from.map({ Swift.max($0, Self.minTime) }),
+            let upper = to.map({ Swift.min($0, Self.maxTime) }),
+            lower < upper
+        else { return ([], false) }
         if let d = select.interval, d % interval != 0 {
             throw QueryError(
                 "GROUP BY time(\(d / 1_000_000_000)s) must be a multiple of the bucket width (\(interval / 1_000_000_000)s)"
             )
         }
-        if select.offset % interval != 0 {
+        // An offset is the same windows as the offset modulo the interval (InfluxDB normalizes it the same way).
+        let offset = select.interval.map { d in ((select.offset % d) + d) % d } ?? 0
+        if offset % interval != 0 {
             throw QueryError(
                 "GROUP BY time() offset must be a multiple of the bucket width (\(interval / 1_000_000_000)s)")
         }
         // Windows start at multiples of the interval (plus offset), as InfluxDB's.
-        if let d = select.interval { lower = Self.floor(lower - select.offset, d) + select.offset }
-        guard select.interval == nil || (upper - lower) / step <= 100_000 else {
-            throw QueryError("too many windows: widen GROUP BY time() or narrow the time range")
+        if let d = select.interval {
+            let shifted = lower.subtractingReportingOverflow(offset)
+            let aligned = shifted.overflow ? nil : Self.checkedFloor(shifted.partialValue, d)
+            let start = aligned?.addingReportingOverflow(offset)
+            guard let start, !start.overflow else {
+                throw QueryError("the time range starts too early for GROUP BY time() (out of range)")
+            }
+            lower = start.partialValue
         }
+        let windowCount = try Self.windowCount(
+            lower: lower, upper: upper, interval: select.interval, limit: limits.maxSelectBuckets)
         // What the statement needs: the fields it reads, each select expression compiled against them once.
         var fields: [String] = []
         for f in select.fields { try Self.collectFields(f.expr, into: &fields) }
         guard !fields.isEmpty else { throw QueryError("at least 1 non-time field must be queried") }
         let terms = try select.fields.map { f throws(QueryError) in try Term(f.expr, fields: fields) }
         let fieldIndex = Dictionary(uniqueKeysWithValues: fields.enumerated().map { ($1, $0) })
-        let windowCount = select.interval.map { Int((upper - lower + $0 - 1) / $0) } ?? 1
         let readStep = select.interval ?? interval
         let storedStep = readStep % 3_600_000_000_000 == 0 ? readStep : interval
-        // Up to `denseWindows` windows a group indexes its slots with an array, beyond with a dictionary.
+        // Up to `denseWindows` windows a group indexes its slots with an array, beyond with a dictionary; and no
+        // more than `denseEntries` array entries in all (groups × windows), so many groups stay small too.
         let denseWindows = 4_096
+        let denseEntries = 1 << 24
         // Statements that compute no quantile and no distinct count read summaries (``FieldSummary``), without
         // sketches: plain values, and stored ones remembered decoded between refreshes.
         if terms.allSatisfy(\.summaryAnswers) {
-            return try execute(FieldSummary.self) { read, accept, body throws(HTTPRoutes.ReadFailure) in
+            return try execute(FieldSummary.self, rowsLeft: &rowsLeft) {
+                read, accept, body throws(HTTPRoutes.ReadFailure) in
                 try HTTPRoutes.visitSummaries(state, read, step: storedStep, series: accept, body)
             }
         }
-        return try execute(FieldRollup.self) { read, accept, body throws(HTTPRoutes.ReadFailure) in
+        return try execute(FieldRollup.self, rowsLeft: &rowsLeft) { read, accept, body throws(HTTPRoutes.ReadFailure) in
             // Cells come in runs of one field: the last one is checked before hashing.
             var lastField: (name: String, index: Int)?
             try HTTPRoutes.visitRollups(state, read, step: storedStep, series: accept) { start, series, field, rollup in
@@ -74,14 +99,16 @@ struct SelectExecution {
         /// where each cell goes: bucket start, series, field index, cell).
         func execute<Cell: WindowCell>(
             _: Cell.Type,
+            rowsLeft: inout Int,
             visit: (
                 SQLiteStore.CellRead, ((SeriesInfo) -> Bool)?, (Int64, SeriesInfo, Int, consuming Cell) -> Void
             ) throws(HTTPRoutes.ReadFailure) -> Void
-        ) throws(QueryError) -> [SelectSeries] {
+        ) throws -> (series: [Any], partial: Bool) {
             var windows = WindowAccumulation<Cell>(
                 lower: lower, upper: upper, interval: select.interval, windowCount: windowCount, fields: fields.count,
-                dense: windowCount <= denseWindows, filter: tagFilter, groupByAllTags: select.groupByAllTags,
-                groupKeys: select.groupByTags)
+                dense: windowCount <= denseWindows, denseBudget: denseEntries, filter: tagFilter,
+                groupByAllTags: select.groupByAllTags, groupKeys: select.groupByTags, budget: budget,
+                maxSeries: limits.maxSelectSeries)
             do {
                 // One read for every field; the tag condition also picks the series, so other series' stored rows
                 // are never decoded, and sketches are decoded only for a quantile.
@@ -90,20 +117,26 @@ struct SelectExecution {
                     measurement: select.measurement, fields: fields, from: state.engine.bucketStartOf(lower),
                     to: upper, sketches: terms.contains { $0.needsSketch })
                 read.condition = condition.map { String(describing: $0) }
+                read.shouldStop = budget.shouldStop
                 try visit(read, accept) { start, series, field, cell in windows.add(start, series, field, cell) }
             } catch {
+                if let stop = budget.stopReason { throw stop }
                 throw QueryError(error.message)
             }
+            if let stop = budget.stopReason { throw stop }
             var groupKeys = windows.groupKeys
             if select.groupByAllTags { groupKeys.sort() }
             let columns = ["time"] + Self.columnNames(select.fields)
             var series: [SelectSeries] = []
-            let scale = epoch.flatMap(InfluxQL.epochScale)
+            var partial = false
+            let scale = epochScale
             let width = terms.count
             // One row's values, and the previous row's (fill(previous)), reused from row to row.
             var row = [Double?](repeating: nil, count: width)
             var previous = [Double?](repeating: nil, count: width)
             for group in windows.groups.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                if let slimit = select.slimit, series.count >= slimit { break }
+                try budget.check()
                 var values: [Double?] = []
                 var times: [Int64] = []
                 let rowCount = select.fill == .none ? group.rollups.count / fields.count : windowCount
@@ -146,6 +179,14 @@ struct SelectExecution {
                     values.removeSubrange((limit * width)...)
                 }
                 guard !times.isEmpty else { continue }
+                // The answer's row limit: this series is cut there, and is the last one.
+                if times.count > rowsLeft {
+                    partial = true
+                    times.removeSubrange(rowsLeft...)
+                    values.removeSubrange((rowsLeft * width)...)
+                }
+                rowsLeft -= times.count
+                if times.isEmpty { break }
                 var tags: [(key: String, value: String)]?
                 if !groupKeys.isEmpty {
                     if select.groupByAllTags {
@@ -157,11 +198,11 @@ struct SelectExecution {
                 series.append(
                     SelectSeries(
                         name: select.measurement, tags: tags, columns: columns, times: times, epochScale: scale,
-                        values: values)
+                        values: values, partial: partial)
                 )
+                if partial { break }
             }
-            if let slimit = select.slimit { series = Array(series.prefix(slimit)) }
-            return series
+            return (series, partial)
         }
     }
 
@@ -174,6 +215,7 @@ struct SelectExecution {
         init(_ e: Expr, fields: [String]) throws(QueryError) {
             switch e {
             case .number(let n): self = .constant(n)
+            case .integer(let n): self = .constant(Double(n))
             case .field(let f): self = .aggregate(field: fields.firstIndex(of: f)!, .mean)  // a raw field: the mean
             case .call(let name, let args):
                 let (f, aggregate) = try SelectExecution.target(name, args)
@@ -224,6 +266,33 @@ struct SelectExecution {
         return (a % b < 0 ? q - 1 : q) * b
     }
 
+    /// ``floor(_:_:)``, `nil` where the multiple below `a` is not representable.
+    static func checkedFloor(_ a: Int64, _ b: Int64) -> Int64? {
+        let q = a / b
+        let (m, overflow) = (a % b < 0 ? q - 1 : q).multipliedReportingOverflow(by: b)
+        return overflow ? nil : m
+    }
+
+    /// InfluxDB's bounds for a time (influxql's MinTime and MaxTime).
+    static let minTime = Int64.min + 2
+    static let maxTime = Int64.max - 1
+
+    /// Windows of `interval` from `lower` (aligned) to `upper`; one without an interval. More than `limit` is an
+    /// error naming the limit.
+    static func windowCount(lower: Int64, upper: Int64, interval: Int64?, limit: Int) throws(QueryLimitExceeded)
+        -> Int
+    {
+        guard let d = interval else { return 1 }
+        let span = upper.subtractingReportingOverflow(lower)
+        let count = span.overflow ? Int64.max : span.partialValue / d + (span.partialValue % d == 0 ? 0 : 1)
+        guard count <= Int64(limit) else {
+            throw QueryLimitExceeded(
+                "max-select-buckets limit exceeded: (\(count)/\(limit)) ([query] max_select_buckets): widen GROUP BY time() or narrow the time range"
+            )
+        }
+        return Int(count)
+    }
+
     /// Splits `WHERE` into the time range `[from, to)` and the tag condition. Time may appear only in `AND`s.
     static func split(_ e: Expr?, now: Int64) throws(QueryError) -> (Int64?, Int64?, Expr?) {
         guard let e else { return (nil, nil, nil) }
@@ -237,12 +306,14 @@ struct SelectExecution {
         }
         if case .binary(let op, .field(let name), let rhs) = e, name.lowercased() == "time" {
             let t = try instant(rhs, now: now)
+            // The instant after `t` (saturating: nothing is after the largest time).
+            let next = t == .max ? t : t + 1
             switch op {
             case ">=": return (t, nil, nil)
-            case ">": return (t + 1, nil, nil)
-            case "<=": return (nil, t + 1, nil)
+            case ">": return (next, nil, nil)
+            case "<=": return (nil, next, nil)
             case "<": return (nil, t, nil)
-            case "=": return (t, t + 1, nil)
+            case "=": return (t, next, nil)
             default: throw QueryError("unsupported time comparison \(op)")
             }
         }
@@ -259,17 +330,29 @@ struct SelectExecution {
     }
 
     /// A time literal: `1700000000000ms`, a bare integer (nanoseconds), `now() - 6h`, or an RFC 3339 string.
+    /// Arithmetic that leaves the range of a time is an error, never a wrapped-around or trapped value.
     static func instant(_ e: Expr, now: Int64) throws(QueryError) -> Int64 {
         switch e {
         case .duration(let d): return d
-        case .number(let n): return Int64(n)
+        case .integer(let n): return n
+        case .number(let n):
+            // Exactly the doubles that convert: NaN, infinities and |n| ≥ 2^63 are out of range.
+            guard let t = Int64(exactly: n.rounded(.towardZero)) else {
+                throw QueryError("time \(n) is out of range (a time is at most 9223372036854775806 nanoseconds)")
+            }
+            return t
         case .now: return now
         case .string(let s):
-            guard let t = TimeText.rfc3339(s) ?? TimeText.rfc3339(s.replacingOccurrences(of: " ", with: "T") + "Z")
+            guard
+                let t = RFC3339.nanoseconds(s) ?? RFC3339.nanoseconds(s.replacingOccurrences(of: " ", with: "T") + "Z")
             else { throw QueryError("invalid time \(s)") }
             return t
-        case .binary("+", let a, let b): return try instant(a, now: now) + instant(b, now: now)
-        case .binary("-", let a, let b): return try instant(a, now: now) - instant(b, now: now)
+        case .binary(let op, let a, let b) where op == "+" || op == "-":
+            let x = try instant(a, now: now)
+            let y = try instant(b, now: now)
+            let (t, overflow) = op == "+" ? x.addingReportingOverflow(y) : x.subtractingReportingOverflow(y)
+            guard !overflow else { throw QueryError("time expression \(e) is out of range") }
+            return t
         default: throw QueryError("invalid time expression")
         }
     }
@@ -284,7 +367,7 @@ struct SelectExecution {
         case .binary(let op, let a, let b) where "+-*/".contains(op):
             try collectFields(a, into: &fields)
             try collectFields(b, into: &fields)
-        case .number: break
+        case .number, .integer: break
         case .wildcard: throw QueryError("SELECT * is not supported: name the fields with an aggregate")
         default: throw QueryError("unsupported expression in SELECT")
         }
@@ -324,7 +407,13 @@ struct SelectExecution {
         case "spread": return .spread
         case "median": return .quantile(0.5)
         case "percentile":
-            guard args.count == 2, case .number(let n) = args[1], n >= 0, n <= 100 else {
+            let n: Double
+            switch args.count == 2 ? args[1] : .wildcard {
+            case .number(let d): n = d
+            case .integer(let i): n = Double(i)
+            default: n = -1
+            }
+            guard n >= 0, n <= 100 else {
                 throw QueryError("percentile() needs a field and a number in 0...100")
             }
             return .quantile(n / 100)
@@ -425,8 +514,13 @@ private struct WindowAccumulation<Cell: WindowCell> {
     let windowCount: Int
     let fields: Int
     let dense: Bool
+    /// Dense index entries left (groups beyond it index their windows with a dictionary).
+    var denseBudget: Int
     let filter: TagFilter?
     let groupByAllTags: Bool
+    /// Counts the slots built (`[query] max_row_limit`) and stops the query at `maxSeries` series read.
+    let budget: QueryBudget
+    let maxSeries: Int
     /// The GROUP BY tags; with `GROUP BY *`, every tag key seen.
     var groupKeys: [String]
     var groups: [WindowGroup<Cell>] = []
@@ -437,8 +531,8 @@ private struct WindowAccumulation<Cell: WindowCell> {
     var lastSeries: (id: UInt64, group: Int)?
 
     init(
-        lower: Int64, upper: Int64, interval: Int64?, windowCount: Int, fields: Int, dense: Bool, filter: TagFilter?,
-        groupByAllTags: Bool, groupKeys: [String]
+        lower: Int64, upper: Int64, interval: Int64?, windowCount: Int, fields: Int, dense: Bool, denseBudget: Int,
+        filter: TagFilter?, groupByAllTags: Bool, groupKeys: [String], budget: QueryBudget, maxSeries: Int
     ) {
         self.lower = lower
         self.upper = upper
@@ -446,6 +540,9 @@ private struct WindowAccumulation<Cell: WindowCell> {
         self.windowCount = windowCount
         self.fields = fields
         self.dense = dense
+        self.denseBudget = denseBudget
+        self.budget = budget
+        self.maxSeries = maxSeries
         self.filter = filter
         self.groupByAllTags = groupByAllTags
         self.groupKeys = groupKeys
@@ -469,6 +566,7 @@ private struct WindowAccumulation<Cell: WindowCell> {
             base = groups[g].rollups.count
             groups[g].setSlot(window, base)
             for _ in 0..<fields { groups[g].rollups.append(nil) }
+            budget.addRows(1)
         }
         if groups[g].rollups[base + f] == nil {
             groups[g].rollups[base + f] = consume cell
@@ -479,6 +577,12 @@ private struct WindowAccumulation<Cell: WindowCell> {
 
     private mutating func group(of series: SeriesInfo) -> Int {
         if let known = groupOfSeries[series.id] { return known }
+        if groupOfSeries.count >= maxSeries {
+            budget.exceed(
+                "max-select-series limit exceeded: (more than \(maxSeries)/\(maxSeries)) ([query] max_select_series): narrow the WHERE condition"
+            )
+            return -1
+        }
         let g: Int
         if let filter, !filter.matches(series) {
             g = -1
@@ -491,10 +595,12 @@ private struct WindowAccumulation<Cell: WindowCell> {
             } else {
                 g = groups.count
                 groupIndex[key] = g
+                let indexed = dense && denseBudget >= windowCount
+                if indexed { denseBudget -= windowCount }
                 groups.append(
                     WindowGroup(
-                        key: key, tags: series.tags, dense: dense ? Array(repeating: Int32(-1), count: windowCount) : []
-                    ))
+                        key: key, tags: series.tags,
+                        dense: indexed ? Array(repeating: Int32(-1), count: windowCount) : []))
             }
             if groupByAllTags {
                 for t in series.tags where !groupKeys.contains(t.key) { groupKeys.append(t.key) }

@@ -82,6 +82,17 @@ final class Stats: Sendable {
     let eventsAccepted: StatCounter
     let eventsDuplicate: StatCounter
     let eventsInvalid: StatCounter
+    let eventsUnindexed: StatCounter
+    let rejectedFields: StatCounter
+    let invalidNames: StatCounter
+    let seriesDropped: StatCounter
+    let unauthorized: StatCounter
+    let httpConnectionsThrottled: StatCounter
+    let requestTimeouts: StatCounter
+    let bodiesRefused: StatCounter
+    let queriesRefused: StatCounter
+    let queriesStopped: StatCounter
+    let queriesLimited: StatCounter
     let forward: ForwardMetrics
     let activeSeries: Gauge
     let openBuckets: Gauge
@@ -89,6 +100,10 @@ final class Stats: Sendable {
     let sinkSeconds: Gauge
     let tcpConnections: Gauge
     let tcpConnectionCount = Atomic<Int>(0)
+    let httpConnectionCount = Atomic<Int>(0)
+    /// Why the write-ahead log refuses appends (writes are then answered 503), `nil` while it takes them.
+    let walFailure = Mutex<String?>(nil)
+    private let walFailing = Atomic<Bool>(false)
     let lastSinkNanoseconds = Atomic<Int64>(0)
     /// When the ticker last went round (the watchdog is fed only while it does).
     let lastTickNanoseconds = Atomic<Int64>(nowNanoseconds())
@@ -169,6 +184,38 @@ final class Stats: Sendable {
         )
         eventsInvalid = StatCounter(
             registry, "metricsd_events_invalid_total", help: "Events rejected (invalid JSON, fields or timestamp)")
+        eventsUnindexed = StatCounter(
+            registry, "metricsd_events_unindexed_total",
+            help: "Events dropped from the in-memory analytics index past [events] max_indexed (still stored)")
+        rejectedFields = StatCounter(
+            registry, "metricsd_fields_rejected_total",
+            help: "Values rejected because their series already has rollup.max_fields_per_series fields")
+        invalidNames = StatCounter(
+            registry, "metricsd_names_invalid_total",
+            help: "Values rejected because a measurement, tag or field name is not valid UTF-8")
+        seriesDropped = StatCounter(
+            registry, "metricsd_series_dropped_idle_total",
+            help: "Series forgotten by the in-memory rollups after rollup.series_idle without points")
+        unauthorized = StatCounter(
+            registry, "metricsd_http_unauthorized_total", help: "HTTP requests refused without the [auth] token")
+        httpConnectionsThrottled = StatCounter(
+            registry, "metricsd_http_connections_throttled_total",
+            help: "Times the HTTP server reached http.max_connections and stopped accepting until one closed")
+        requestTimeouts = StatCounter(
+            registry, "metricsd_http_request_timeouts_total",
+            help: "HTTP connections closed past http.read_header_timeout or http.read_timeout")
+        bodiesRefused = StatCounter(
+            registry, "metricsd_http_bodies_refused_total",
+            help: "Requests answered 503 after waiting for one of http.max_concurrent_bodies")
+        queriesRefused = StatCounter(
+            registry, "metricsd_queries_refused_total",
+            help: "Queries answered 503 at query.max_concurrent_queries")
+        queriesStopped = StatCounter(
+            registry, "metricsd_queries_stopped_total",
+            help: "Queries stopped past query.timeout or because their client left")
+        queriesLimited = StatCounter(
+            registry, "metricsd_queries_limited_total",
+            help: "Queries refused or cut at a [query] limit (series, buckets, rows, statements, nesting)")
         forward = ForwardMetrics(registry)
         activeSeries = registry.makeGauge(
             descriptor: MetricNameDescriptor(
@@ -186,6 +233,21 @@ final class Stats: Sendable {
         tcpConnections = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 metricName: "metricsd_tcp_connections", unitName: "", helpText: "Open TCP connections"))
+    }
+
+    /// A batch was logged: the log takes writes (again).
+    @inline(__always)
+    func walSucceeded() {
+        guard walFailing.load(ordering: .relaxed) else { return }
+        walFailing.store(false, ordering: .relaxed)
+        walFailure.withLock { $0 = nil }
+    }
+
+    /// A batch could not be logged (it is refused): `/health` fails until one is logged again.
+    func walFailed(_ error: any Error) {
+        walErrors.add(1)
+        walFailing.store(true, ordering: .relaxed)
+        walFailure.withLock { $0 = "\(error)" }
     }
 
     func listener(_ name: String) -> ListenerStats {
@@ -218,7 +280,7 @@ final class LineIngester {
     let stats: ListenerStats
     let global: Stats
     let decoder: LineDecoder
-    var lateCells: [ClosedCell] = []
+    var lateCells = LateCells()
     var outcome = BatchOutcome()
     private(set) var batchNow: Int64 = 0
     private(set) var batchPosition: UInt64 = 0
@@ -307,11 +369,8 @@ final class LineIngester {
     /// Ends a batch: hands late cells to the sink and records the counters.
     func end(bytes: Int) {
         if !lateCells.isEmpty {
-            let buckets = lateCells.map {
-                ClosedBucket(start: engine.bucketStartOf($0), cells: [$0], isLate: true, walPosition: batchPosition)
-            }
-            try? sink.store(buckets)  // on failure the guard keeps them pending and retries
-            lateCells.removeAll(keepingCapacity: true)
+            try? sink.store(lateCells.buckets(walPosition: batchPosition))  // on failure kept pending, retried
+            lateCells.removeAll()
         }
         global.eventsAccepted.add(eventCounts.accepted)
         global.eventsDuplicate.add(eventCounts.duplicates)
@@ -323,18 +382,10 @@ final class LineIngester {
         global.rejectedSeries.add(outcome.result.rejectedSeries)
         global.typeConflicts.add(outcome.result.typeConflicts)
         global.outOfRange.add(outcome.result.outOfRange)
+        global.rejectedFields.add(outcome.result.rejectedFields)
+        global.invalidNames.add(outcome.result.invalidNames)
         global.latePoints.add(outcome.result.late)
         global.overlongLines.add(outcome.overlong)
-    }
-}
-
-extension RollupEngine {
-    /// The bucket start of a late cell (its last timestamp decides).
-    func bucketStartOf(_ cell: ClosedCell) -> Int64 {
-        let t = cell.rollup.kind == .numeric ? cell.rollup.numeric.lastTime : cell.rollup.lastTime
-        let i = configuration.interval
-        let q = t / i
-        return (t % i < 0 ? q - 1 : q) * i
     }
 }
 

@@ -1,3 +1,5 @@
+import LineProtocol
+
 /// A small JSON writer for `/query` answers: InfluxQL results can hold hundreds of thousands of values, and
 /// Foundation's JSONSerialization spends most of a query's time casting each `Any` (measured: the top of the
 /// profile). Typed rows are written directly; small untyped parts (SHOW answers) go through `value(_:)`.
@@ -100,6 +102,8 @@ struct SelectSeries {
     var epochScale: Int64?
     /// The rows' values, row after row (`columns.count - 1` a row).
     var values: [Double?]
+    /// Cut at the answer's row limit (InfluxDB marks such a series `"partial": true`).
+    var partial = false
 
     func write(to json: inout JSONText) {
         json.raw("{\"columns\":[")
@@ -127,7 +131,7 @@ struct SelectSeries {
             if let scale = epochScale {
                 json.integer(time / scale)
             } else {
-                json.string(TimeText.format(time).replacingOccurrences(of: ".000Z", with: "Z"))
+                json.string(RFC3339.format(time))
             }
             for v in values[(k * width)..<((k + 1) * width)] {
                 json.byte(0x2C)
@@ -135,6 +139,6 @@ struct SelectSeries {
             }
             json.byte(0x5D)
         }
-        json.raw("]}")
+        json.raw(partial ? "],\"partial\":true}" : "]}")
     }
 }

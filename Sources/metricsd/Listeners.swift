@@ -29,9 +29,11 @@ struct IngestContext: Sendable {
     func log(_ bytes: UnsafeRawBufferPointer, receivedAt: Int64, precision: Precision) -> UInt64?? {
         guard let wal else { return .some(nil) }
         do {
-            return try wal.append(bytes, receivedAt: receivedAt, precision: precision.walCode)
+            let position = try wal.append(bytes, receivedAt: receivedAt, precision: precision.walCode)
+            stats.walSucceeded()
+            return position
         } catch {
-            stats.walErrors.add(1)
+            stats.walFailed(error)
             return nil
         }
     }
@@ -247,6 +249,13 @@ enum Listeners {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
+            // At the descriptor limit accept() fails at once: back off instead of spinning on it (this bind does
+            // not add the handler by itself).
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
+                }
+            }
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

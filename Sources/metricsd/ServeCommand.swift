@@ -1,3 +1,4 @@
+import API
 import ArgumentParser
 import Export
 import Foundation
@@ -45,7 +46,7 @@ struct ServeCommand: AsyncParsableCommand {
             do {
                 configuration = try Configuration(toml: text)
             } catch {
-                throw ValidationError("\(config): \(error)")
+                throw StartupError("\(config): \(error)", status: StartupError.configuration)
             }
         }
         if let dataDir { configuration.dataDir = dataDir }
@@ -57,21 +58,41 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             try configuration.validate()
         } catch {
-            throw ValidationError("\(error)")
+            throw StartupError("\(error)", status: StartupError.configuration)
         }
         return configuration
     }
 
     func run() async throws {
-        let configuration = try loadConfiguration()
-        LoggingSystem.bootstrap { DaemonLogHandler(label: $0) }
-        DaemonLogHandler.setLevel(Logger.Level(rawValue: configuration.log.level) ?? .info)
-        let command = self
-        try await Server(
-            configuration: configuration, logger: Logger(label: "metricsd"),
-            reload: { try command.loadConfiguration() }
-        ).run()
+        do {
+            let configuration = try loadConfiguration()
+            LoggingSystem.bootstrap { DaemonLogHandler(label: $0) }
+            DaemonLogHandler.setLevel(Logger.Level(rawValue: configuration.log.level) ?? .info)
+            let command = self
+            try await Server(
+                configuration: configuration, logger: Logger(label: "metricsd"),
+                reload: { try command.loadConfiguration() }
+            ).run()
+        } catch let error as StartupError {
+            // Said plainly, without the command's usage (nothing was wrong with how it was called).
+            DaemonLogHandler.writeToStandardError("metricsd: \(error.message)\n")
+            throw ExitCode(error.status)
+        }
     }
+}
+
+/// Why the daemon cannot start: reported as `metricsd: <message>` and the exit status — 78 (EX_CONFIG) for a
+/// configuration that does not parse or validate (the unit does not restart on it: `RestartPreventExitStatus`),
+/// 1 otherwise.
+struct StartupError: Error, CustomStringConvertible {
+    static let configuration: Int32 = 78
+    var message: String
+    var status: Int32
+    init(_ message: String, status: Int32 = 1) {
+        self.message = message
+        self.status = status
+    }
+    var description: String { message }
 }
 
 /// Builds the services from a configuration and runs them until SIGTERM or SIGINT.
@@ -83,10 +104,24 @@ struct Server {
 
     func run() async throws {
         try makeDataDirectory(configuration.dataDir)
+        // Connection limits must stay below the descriptor limit, or accepting fails there instead.
+        let files = raiseOpenFileLimit()
+        let reserve = 256  // the database, the log, the listeners, curl, /proc reads
+        var httpConnections = configuration.http.maxConnections
+        var tcpConnections = configuration.limits.maxConnections
+        if files < Int.max, httpConnections + tcpConnections + reserve > files {
+            let room = max(2, files - reserve)
+            httpConnections = max(1, min(httpConnections, room / 2))
+            tcpConnections = max(1, min(tcpConnections, room - httpConnections))
+            logger.warning(
+                "the open-file limit is \(files): connections capped at http \(httpConnections), tcp \(tcpConnections) (raise LimitNOFILE or lower [http]/[limits] max_connections)"
+            )
+        }
         var rollupConfig = RollupConfiguration()
         rollupConfig.interval = configuration.rollup.interval.nanoseconds
         rollupConfig.lateness = configuration.rollup.lateness.nanoseconds
         rollupConfig.maxSeries = configuration.rollup.maxSeries
+        rollupConfig.maxFieldsPerSeries = configuration.rollup.maxFieldsPerSeries
         rollupConfig.maxAge = configuration.storage.retention1m.nanoseconds
         let engine = RollupEngine(configuration: rollupConfig)
         let store: SQLiteStore
@@ -95,7 +130,7 @@ struct Server {
                 path: configuration.dataDir + "/metricsd.db", recordsOutbox: !configuration.influx.url.isEmpty)
             try store.noteBucketWidth(rollupConfig.interval)
         } catch {
-            throw ValidationError("cannot open the rollup store: \(error)")
+            throw StartupError("cannot open the rollup store: \(error)")
         }
         let stats = Stats()
         let guarded = StoreGuard(store: store, stats: stats, dataDir: configuration.dataDir)
@@ -108,13 +143,15 @@ struct Server {
         let events: EventPipeline
         do {
             let eventStore = try EventStore(path: store.path)
-            let ids = EventIDs(window: configuration.events.dedupWindow.nanoseconds)
+            let ids = EventIDs(
+                window: configuration.events.dedupWindow.nanoseconds, limit: configuration.events.maxIndexed)
             ids.load(try eventStore.recentIDs(since: nowNanoseconds() - ids.window))
             events = EventPipeline(
                 store: eventStore, ids: ids, retention: configuration.events.retention.nanoseconds,
-                maxFuture: rollupConfig.maxFuture)
+                maxFuture: rollupConfig.maxFuture, maxIndexed: configuration.events.maxIndexed,
+                unindexed: stats.eventsUnindexed)
         } catch {
-            throw ValidationError("cannot open the event store: \(error)")
+            throw StartupError("cannot open the event store: \(error)")
         }
         events.pauseIndexing()
         try replay(wal: wal, store: store, engine: engine, stats: stats, dedup: dedup, events: events)
@@ -122,7 +159,7 @@ struct Server {
             let loaded = try events.loadIndex()
             if loaded > 0 { logger.info("events: \(loaded) stored events indexed") }
         } catch {
-            throw ValidationError("cannot read the stored events: \(error)")
+            throw StartupError("cannot read the stored events: \(error)")
         }
         let context = IngestContext(
             engine: engine,
@@ -161,13 +198,19 @@ struct Server {
         if let address = HostPort(configuration.listen.tcp) {
             let channel = try await Listeners.bindTCP(
                 address,
-                maxConnections: configuration.limits.maxConnections,
+                maxConnections: tcpConnections,
                 context: context,
                 group: group
             )
             listeners["tcp"] = "\(address.host):\(channel.localAddress?.port ?? address.port)"
             services.append(ChannelService(name: "tcp", channel: channel, logger: logger))
         }
+        let cores = System.coreCount
+        let queries = QueryRunner(
+            limit: configuration.query.maxConcurrentQueries, timeout: configuration.query.timeout,
+            rowLimit: configuration.query.maxRowLimit, threads: cores, stats: stats)
+        let bodyWork = NIOThreadPool(numberOfThreads: max(2, cores))
+        bodyWork.start()
         if let address = HostPort(configuration.listen.http) {
             listeners["http"] = address.description
             let state = HTTPState(
@@ -181,13 +224,25 @@ struct Server {
                 logger: logger,
                 forwarder: forwarder,
                 events: events,
-                settings: settings
+                settings: settings,
+                queries: queries,
+                bodies: AsyncPermits(
+                    configuration.http.maxConcurrentBodies,
+                    wait: .nanoseconds(configuration.http.readHeaderTimeout.nanoseconds)),
+                bodyWork: bodyWork
             )
             var httpLogger = logger
             httpLogger.logLevel = max(logger.logLevel, .warning)  // no line per request
+            let http = configuration.http
             let app = Application(
                 router: HTTPRoutes.router(state),
-                configuration: .init(address: .hostname(address.host, port: address.port), serverName: "metricsd"),
+                server: GuardedHTTP1Channel.builder(
+                    idle: .nanoseconds(http.idleTimeout.nanoseconds),
+                    header: .nanoseconds(http.readHeaderTimeout.nanoseconds),
+                    read: .nanoseconds(http.readTimeout.nanoseconds), stats: stats),
+                configuration: .init(
+                    address: .hostname(address.host, port: address.port), serverName: "metricsd",
+                    availableConnectionsDelegate: HTTPConnectionLimit(limit: httpConnections, stats: stats)),
                 onServerRunning: { _ in httpListening.open() },
                 logger: httpLogger
             )
@@ -207,7 +262,8 @@ struct Server {
                 retention1m: configuration.storage.retention1m.nanoseconds,
                 retention1h: configuration.storage.retention1h.nanoseconds,
                 logger: logger,
-                udpPort: udpPort
+                udpPort: udpPort,
+                seriesIdle: configuration.rollup.seriesIdle.nanoseconds
             ),
             at: 0
         )
@@ -240,7 +296,15 @@ struct Server {
                 logger: Logger(label: "metricsd.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() })
             )
         )
-        try await serviceGroup.run()
+        var failure: (any Error)?
+        do {
+            try await serviceGroup.run()
+        } catch {
+            failure = error
+        }
+        await queries.shutdown()
+        try? await bodyWork.shutdownGracefully()
+        if let failure { throw failure }
         logger.info("clean shutdown")
     }
 
@@ -267,7 +331,7 @@ struct Server {
         do {
             recovery = try wal.open(replayFrom: from)
         } catch {
-            throw ValidationError("cannot open the write-ahead log: \(error)")
+            throw StartupError("cannot open the write-ahead log: \(error)")
         }
         for problem in recovery.problems { logger.warning("wal: \(problem)") }
         guard !recovery.records.isEmpty else { return }
@@ -281,7 +345,7 @@ struct Server {
             if record.precision == eventsBodyWALCode {
                 // An /api/v1/events body: decoded again exactly as when it was accepted.
                 record.payload.withUnsafeBufferPointer { bytes in
-                    for (index, result) in EventDecoder.decodeBody(bytes, limits: events.limits).enumerated() {
+                    EventDecoder.forEachEvent(bytes, limits: events.limits) { index, result in
                         if case .success(let event) = result {
                             _ = ingester.handleEvent(event, index: index)
                             applied += 1
@@ -336,7 +400,7 @@ struct Server {
             current += (current.isEmpty && path.hasPrefix("/") ? "/" : (current.isEmpty ? "" : "/")) + part
             if part.isEmpty || part == "." { continue }
             if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw ValidationError("cannot create data_dir \(path): \(String(cString: strerror(errno)))")
+                throw StartupError("cannot create data_dir \(path): \(String(cString: strerror(errno)))")
             }
         }
     }
@@ -356,6 +420,11 @@ struct Ticker: Service {
     let retention1h: Int64
     let logger: Logger
     let udpPort: Int?
+    /// `[rollup] series_idle`.
+    var seriesIdle: Int64 = 3_600_000_000_000
+    /// One line per kind of failure, then one every 10 minutes while it goes on (a full disk fails every
+    /// second; the log must not fill what is left of it).
+    let errors = RepeatedErrorLog()
 
     func run() async throws {
         var lastSelf = nowNanoseconds()
@@ -364,13 +433,18 @@ struct Ticker: Service {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             // durability = "batch": fsync at most every 100 ms.
             try? await Task.sleep(for: .milliseconds(100))
-            if wal.durability == .batch { wal.syncAll() }
+            if wal.durability == .batch { sync("syncing the write-ahead log") }
             tick += 1
             stats.lastTickNanoseconds.store(nowNanoseconds(), ordering: .relaxed)
             guard tick % 10 == 0 else { continue }
             let now = nowNanoseconds()
             storeEvents(now: now, maintenance: tick % 600 == 0)
+            events.settleIndex()
             hand(engine.closeFinished(now: now))
+            if tick % 600 == 0 {
+                let dropped = engine.dropIdleSeries(before: now - seriesIdle)
+                stats.seriesDropped.add(dropped)
+            }
             saveDedup(now: now)
             do {
                 // One hour of downsampling at most per second, so maintenance never holds the store for long.
@@ -385,7 +459,7 @@ struct Ticker: Service {
                     try store.store.checkpoint()
                 }
             } catch {
-                logger.error("retention/downsampling failed: \(error)")
+                errors.log(logger, "retention/downsampling failed", error)
             }
             if let port = udpPort, let drops = Listeners.kernelUDPDrops(port: port) {
                 if let base = baselineDrops {
@@ -410,17 +484,27 @@ struct Ticker: Service {
         logger.info("stored \(all.count) open buckets on shutdown")
     }
 
+    /// Fsyncs the log; a failure is logged (rate-limited) and `/health` fails while appends fail too.
+    func sync(_ what: String) {
+        do {
+            try wal.syncAll()
+        } catch {
+            errors.log(logger, what + " failed", error)
+        }
+    }
+
     /// Stores pending events (every second); once a minute also forgets expired ids and deletes events older
     /// than `[events] retention` (10,000 at most per pass, so the table is never locked for long).
     func storeEvents(now: Int64, maintenance: Bool) {
         do {
             if events.pendingCount > 0 {
-                wal.syncAll()  // the store must never get ahead of the log
+                sync("syncing the write-ahead log")  // the store must never get ahead of the log
                 try events.flush()
             }
             if maintenance { try events.maintain(now: now) }
+            errors.clear("storing events failed (kept in memory, retrying)")
         } catch {
-            logger.error("storing events failed (kept in memory, retrying): \(error)")
+            errors.log(logger, "storing events failed (kept in memory, retrying)", error)
         }
     }
 
@@ -430,7 +514,7 @@ struct Ticker: Service {
         do {
             try store.store.saveDedup(entries.map { ($0.0.high, $0.0.low, $0.1) }, now: now)
         } catch {
-            logger.error("saving dedup entries failed: \(error)")
+            errors.log(logger, "saving dedup entries failed", error)
         }
     }
 
@@ -441,16 +525,17 @@ struct Ticker: Service {
         let open = [engine.minOpenWALPosition(), events.minPendingPosition].compactMap { $0 }
         let replayFrom = open.min() ?? wal.end
         do {
-            wal.syncAll()  // the store must never get ahead of the log
+            sync("syncing the write-ahead log")  // the store must never get ahead of the log
             let wasDegraded = store.isDegraded
             try store.store(buckets, replayFrom: replayFrom)
+            errors.clear("storing closed buckets failed (kept in memory, retrying)")
             if wasDegraded {
                 logger.notice("storage recovered; pending buckets stored")
             } else {
                 wal.release(below: replayFrom)
             }
         } catch {
-            logger.error("storing closed buckets failed (kept in memory, retrying): \(error)")
+            errors.log(logger, "storing closed buckets failed (kept in memory, retrying)", error)
         }
         let elapsed = nowNanoseconds() - start
         stats.sinkSeconds.set(Double(elapsed) / 1e9)

@@ -26,6 +26,9 @@ final class StoreGuard: RollupSink, RollupReader {
         var pending: [ClosedBucket] = []
         var pendingCells = 0
         var reason: String?
+        /// Set once SQLite said the database is corrupt or not a database (a read or a store): it stays until a
+        /// restart, since nothing the daemon does repairs the file.
+        var unreadable: String?
     }
 
     private let state = Mutex(State())
@@ -39,6 +42,20 @@ final class StoreGuard: RollupSink, RollupReader {
 
     /// Why storing is failing, or `nil` when healthy.
     var degradedReason: String? { state.withLock { $0.reason } }
+    /// Why the store cannot be read, or `nil`.
+    var unreadableReason: String? { state.withLock { $0.unreadable } }
+
+    /// SQLite codes that mean the file itself is damaged.
+    static func isCorruption(_ error: any Error) -> Bool {
+        guard let e = error as? StoreError else { return false }
+        return e.code & 0xFF == 11 || e.code & 0xFF == 26  // SQLITE_CORRUPT, SQLITE_NOTADB
+    }
+
+    /// A read failed: when the file is damaged, `/health` fails from now on.
+    func noteReadFailure(_ error: any Error) {
+        guard Self.isCorruption(error) else { return }
+        state.withLock { $0.unreadable = $0.unreadable ?? "\(error)" }
+    }
     var pendingCells: Int { state.withLock { $0.pendingCells } }
     var isDegraded: Bool { degradedReason != nil }
 
@@ -60,6 +77,7 @@ final class StoreGuard: RollupSink, RollupReader {
             } catch {
                 stats.storeErrors.add(1)
                 s.reason = "storing rollups failed: \(error)"
+                if Self.isCorruption(error) { s.unreadable = s.unreadable ?? "\(error)" }
                 s.pending = all
                 s.pendingCells = all.reduce(0) { $0 + $1.cells.count }
                 // Bounded memory: past the limit the oldest buckets go (counted); the WAL still holds them.

@@ -240,3 +240,38 @@ extension Logger.Level {
         }
     }
 }
+
+/// Logs a failure that repeats (a full disk fails every second) once when it starts, then at most every
+/// `interval` with how many times it happened since — so the log says what is wrong without filling the disk that
+/// is already full. Once it stops (``clear(_:)``), the next occurrence is logged at once again.
+final class RepeatedErrorLog: Sendable {
+    private struct Entry {
+        var lastLogged: Int64
+        var since = 0
+    }
+    private let entries = Mutex<[String: Entry]>([:])
+    let interval: Int64
+
+    init(interval: Int64 = 600_000_000_000) { self.interval = interval }
+
+    func log(_ logger: Logger, _ what: String, _ error: any Error) {
+        let now = nowNanoseconds()
+        let line: String? = entries.withLock { entries in
+            guard var entry = entries[what] else {
+                entries[what] = Entry(lastLogged: now)
+                return "\(what): \(error)"
+            }
+            entry.since += 1
+            defer { entries[what] = entry }
+            guard now - entry.lastLogged >= interval else { return nil }
+            let count = entry.since
+            entry.lastLogged = now
+            entry.since = 0
+            return "\(what): \(error) (still failing: \(count) more times since the last report)"
+        }
+        if let line { logger.error("\(line)") }
+    }
+
+    /// The failure stopped.
+    func clear(_ what: String) { _ = entries.withLock { $0.removeValue(forKey: what) } }
+}

@@ -22,7 +22,7 @@ import Testing
             payloads.append(p)
             positions.append(try p.withUnsafeBytes { try wal.append($0, receivedAt: Int64(i), precision: 0) })
         }
-        wal.syncAll()
+        try wal.syncAll()
         wal.close()
         return (dir, payloads, positions)
     }

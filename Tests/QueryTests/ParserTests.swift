@@ -54,7 +54,7 @@ import Testing
             """)
         #expect(s.count == 8)
         #expect(s[0] == .showDatabases && s[1] == .showRetentionPolicies)
-        #expect(s[2] == .showMeasurements(regex: "cp.*"))
+        #expect(s[2] == .showMeasurements(regex: "cp.*", paging: Paging(limit: 100)))
         #expect(s[3] == .showTagKeys(from: "cpu"))
         #expect(
             s[4]

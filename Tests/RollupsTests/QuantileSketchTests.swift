@@ -69,7 +69,7 @@ import Testing
         let engine = RollupEngine(configuration: config)
         let decoder = LineProtocolDecoderFixture()
         let t0: Int64 = 1_800_000_000_000_000_000 / 60_000_000_000 * 60_000_000_000
-        var late: [ClosedCell] = []
+        var late = LateCells()
         var values: [Double] = []
         for i in 0..<100 {
             let v = Double(i % 17) * 1.5
@@ -100,7 +100,7 @@ import Testing
         config.maxSeries = 10
         let engine = RollupEngine(configuration: config)
         let decoder = LineProtocolDecoderFixture()
-        var late: [ClosedCell] = []
+        var late = LateCells()
         var rejected = 0
         let now: Int64 = 1_800_000_000_000_000_000
         for i in 0..<100 {
@@ -113,7 +113,7 @@ import Testing
     @Test func fieldTypeConflictsAreRejected() {
         let engine = RollupEngine()
         let decoder = LineProtocolDecoderFixture()
-        var late: [ClosedCell] = []
+        var late = LateCells()
         let now: Int64 = 1_800_000_000_000_000_000
         _ = engine.ingest(decoder.decode("m v=1"), now: now, lateCells: &late)
         let r = engine.ingest(decoder.decode("m v=\"text\""), now: now, lateCells: &late)

@@ -1,3 +1,4 @@
+import API
 import Foundation
 import Testing
 
@@ -41,7 +42,7 @@ import Testing
         #expect(c.dataDir == "/tmp/x")
         #expect(c.rollup.interval.nanoseconds == 10_000_000_000)
         #expect(c.rollup.maxSeries == 5)
-        #expect(c.limits.maxBodySize.bytes == 1 << 20)
+        #expect(c.http.maxBodySize.bytes == 1 << 20)
         #expect(c.tomlText.contains("interval = \"10s\""))
         // The printed settings parse back to the same configuration.
         #expect(try Configuration(toml: c.tomlText) == c)

@@ -11,11 +11,17 @@ import Testing
 /// back on the same port and data (an outage).
 final class Influxd: @unchecked Sendable {
     let port: Int
+    /// influxd's RPC (backup) listener: chosen free as well, never `port + 1` (two influxd of tests running side by
+    /// side collided there).
+    let rpcPort: Int
     let dir: URL
     private var process: Process?
 
     init() throws {
         port = try freePort()
+        var rpc = try freePort()
+        while rpc == port { rpc = try freePort() }
+        rpcPort = rpc
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("influxd-test-\(UUID().uuidString)")
         try start()
     }
@@ -35,7 +41,7 @@ final class Influxd: @unchecked Sendable {
         ).standardized
         let setup = Process()
         setup.executableURL = URL(fileURLWithPath: "/bin/bash")
-        setup.arguments = [script.path, "influxd-config", "\(port)", dir.path]
+        setup.arguments = [script.path, "influxd-config", "\(port)", dir.path, "\(rpcPort)"]
         try setup.run()
         setup.waitUntilExit()
         guard setup.terminationStatus == 0 else { throw CLIError("peers.sh influxd-config failed") }

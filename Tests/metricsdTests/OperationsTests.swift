@@ -473,7 +473,7 @@ final class NotifySocket {
             .sorted()
         #expect(files.count >= 6)
         let (status, output) = try runTool(
-            ["kubernetes-validate", "--strict", "-k", kubernetesVersion]
+            [validator, "--strict", "-k", kubernetesVersion]
                 + files.map { directory.appendingPathComponent($0).path })
         #expect(status == 0, "\(output)")
         #expect(!output.contains("ERROR") && !output.contains("WARN"), "\(output)")
@@ -508,9 +508,9 @@ final class NotifySocket {
     }
 
     let kubernetesVersion = "1.33.0"
-    /// Installed by `make deps-test` into .build-tools/venv; else from PATH.
+    /// Where `make deps-test` installs it (.build-tools/venv), never whatever PATH happens to hold: a fresh machine
+    /// has it only there.
     var validator: String {
-        let venv = repositoryRoot.appendingPathComponent(".build-tools/venv/bin/kubernetes-validate").path
-        return FileManager.default.isExecutableFile(atPath: venv) ? venv : "kubernetes-validate"
+        repositoryRoot.appendingPathComponent(".build-tools/venv/bin/kubernetes-validate").path
     }
 }
