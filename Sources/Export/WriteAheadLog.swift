@@ -350,8 +350,10 @@ public final class WriteAheadLog: Sendable {
             guard synced <= position else { return }
             let (fd, end) = state.withLock { ($0.fd, Self.position($0.segment, $0.offset)) }
             guard fd >= 0 else { throw WALError("WAL sync failed: no open segment") }
-            if fdatasync(fd) != 0 {
-                let code = errno
+            // Fault injection for tests (a failing disk): while `inject-sync-fault` exists, every sync fails (EIO).
+            let injected = access(directory + "/inject-sync-fault", F_OK) == 0
+            if injected || fdatasync(fd) != 0 {
+                let code = injected ? EIO : errno
                 state.withLock { s in
                     if s.fd == fd {
                         Glibc.close(s.fd)

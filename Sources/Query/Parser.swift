@@ -291,9 +291,14 @@ public struct Parser {
         Node(expr: .binary(op, a.expr, b.expr), depth: try deeper(Swift.max(a.depth, b.depth) + 1))
     }
 
-    /// `terms` joined by `op` as a balanced tree.
+    /// `terms` joined by `op`: left-deep as InfluxDB's parser builds it (`((a AND b) AND c)`) for chains of up to
+    /// 16 terms, a balanced tree of such chains beyond.
     func balanced(_ op: String, _ terms: ArraySlice<Node>) throws(QueryError) -> Node {
-        if terms.count == 1 { return terms[terms.startIndex] }
+        if terms.count <= 16 {
+            var node = terms[terms.startIndex]
+            for term in terms.dropFirst() { node = try binary(op, node, term) }
+            return node
+        }
         let middle = terms.startIndex + terms.count / 2
         return try binary(op, try balanced(op, terms[..<middle]), try balanced(op, terms[middle...]))
     }

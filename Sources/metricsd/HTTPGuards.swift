@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOHTTPTypes
 import Synchronization
 
@@ -193,11 +194,50 @@ struct GuardedHTTP1Channel: ServerChildChannel {
             responder: responder,
             configuration: .init(
                 additionalChannelHandlers: [RequestDeadlineHandler(clock: clock)], idleTimeout: idleTimeout)
-        ).setup(channel: channel, logger: logger)
+        ).setup(channel: channel, logger: logger).flatMapThrowing { value in
+            // Right after the HTTP/1 decoder, where the request's version is still known.
+            let decoder = try channel.pipeline.syncOperations.handler(
+                type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(KeepAliveHandler(), position: .after(decoder))
+            return value
+        }
     }
 
     func handle(value: Value, logger: Logger) async {
         await HTTP1Channel(responder: responder).handle(value: value, logger: logger)
+    }
+}
+
+/// Closes the connection after the response to a request that did not ask to keep it: HTTP/1.0 without
+/// `Connection: keep-alive`, or `Connection: close` (Hummingbird's types no longer carry the version).
+final class KeepAliveHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+    /// Per request read and not yet answered (pipelining), whether its connection may stay open.
+    private var keepAlive: [Bool] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = unwrapInboundIn(data) { keepAlive.append(head.isKeepAlive) }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where keepAlive.first == false:
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+        case .end where !keepAlive.isEmpty:
+            let keep = keepAlive.removeFirst()
+            guard !keep else { return context.write(data, promise: promise) }
+            let written = promise ?? context.eventLoop.makePromise()
+            context.writeAndFlush(data, promise: written)
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
+        default:
+            context.write(data, promise: promise)
+        }
     }
 }
 
@@ -206,7 +246,8 @@ final class RequestClock: @unchecked Sendable {
     let headerTimeout: TimeAmount
     let readTimeout: TimeAmount
     let stats: Stats
-    /// No request is being read or answered: the next byte starts one.
+    /// No request is being read or answered: the next byte starts one. (The first request's clock starts when
+    /// the connection opens: a connection that sends nothing is closed past read_header_timeout.)
     var waiting = true
     /// Requests whose head was read and whose response has not ended.
     var inFlight = 0
@@ -269,6 +310,15 @@ final class RequestStartHandler: ChannelInboundHandler, RemovableChannelHandler 
     let clock: RequestClock
 
     init(clock: RequestClock) { self.clock = clock }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { clock.start(context.channel) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        clock.start(context.channel)
+        context.fireChannelActive()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if clock.waiting, unwrapInboundIn(data).readableBytes > 0 { clock.start(context.channel) }

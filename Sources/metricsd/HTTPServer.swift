@@ -57,31 +57,36 @@ struct InfluxHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
 enum HTTPRoutes {
     typealias Handler = @Sendable (Request, MetricsdRequestContext) async throws -> Response
 
-    /// Every route the daemon answers. The token is checked in front of all of them (``AuthMiddleware``), so none
-    /// checks it itself; a path asked with another method answers 405.
-    static func routes(_ state: HTTPState) -> [(method: HTTPRequest.Method, path: String, handler: Handler)] {
-        [
-            (.post, "/write", { request, context in await write(request, context, state, v2: false) }),
-            (.post, "/api/v2/write", { request, context in await write(request, context, state, v2: true) }),
-            (.get, "/ping", { _, _ in Response(status: .noContent) }),
-            (.head, "/ping", { _, _ in Response(status: .noContent) }),
-            (.get, "/health", { _, _ in health(state) }),
-            (.get, "/metrics", { _, _ in metrics(state) }),
-            (.get, "/api/v1/query", { request, context in await query(request, context, state) }),
-            (.get, "/api/v1/series", { request, context in await series(request, context, state) }),
-            (.post, "/api/v1/flush", { _, _ in flush(state) }),
-            (.post, "/api/v1/events", { request, context in await EventRoutes.ingest(request, context, state) }),
-            (.get, "/api/v1/funnel", { request, context in await EventRoutes.funnel(request, context, state) }),
-            (.get, "/api/v1/retention", { request, context in await EventRoutes.retention(request, context, state) }),
-            (.get, "/api/v1/experiment", { request, context in await EventRoutes.experiment(request, context, state) }),
-            (.get, "/query", { request, context in await InfluxQL.handle(request, context, state) }),
-            (.post, "/query", { request, context in await InfluxQL.handle(request, context, state) }),
-        ]
+    struct Route: Sendable {
+        let method: HTTPRequest.Method
+        let path: String
+        /// The handler, given what the routes share.
+        let handler: @Sendable (HTTPState) -> Handler
     }
 
-    /// The paths of ``routes(_:)`` and their methods.
-    static func methods(_ state: HTTPState) -> [String: [HTTPRequest.Method]] {
-        Dictionary(grouping: routes(state), by: \.path).mapValues { $0.map(\.method) }
+    /// Every route the daemon answers. The token is checked in front of all of them (``AuthMiddleware``), so none
+    /// checks it itself; a path asked with another method answers 405.
+    static let table: [Route] = [
+        Route(method: .post, path: "/write") { s in { r, c in await write(r, c, s, v2: false) } },
+        Route(method: .post, path: "/api/v2/write") { s in { r, c in await write(r, c, s, v2: true) } },
+        Route(method: .get, path: "/ping") { _ in { _, _ in Response(status: .noContent) } },
+        Route(method: .head, path: "/ping") { _ in { _, _ in Response(status: .noContent) } },
+        Route(method: .get, path: "/health") { s in { _, _ in health(s) } },
+        Route(method: .get, path: "/metrics") { s in { _, _ in metrics(s) } },
+        Route(method: .get, path: "/api/v1/query") { s in { r, c in await query(r, c, s) } },
+        Route(method: .get, path: "/api/v1/series") { s in { r, c in await series(r, c, s) } },
+        Route(method: .post, path: "/api/v1/flush") { s in { _, _ in flush(s) } },
+        Route(method: .post, path: "/api/v1/events") { s in { r, c in await EventRoutes.ingest(r, c, s) } },
+        Route(method: .get, path: "/api/v1/funnel") { s in { r, c in await EventRoutes.funnel(r, c, s) } },
+        Route(method: .get, path: "/api/v1/retention") { s in { r, c in await EventRoutes.retention(r, c, s) } },
+        Route(method: .get, path: "/api/v1/experiment") { s in { r, c in await EventRoutes.experiment(r, c, s) } },
+        Route(method: .get, path: "/query") { s in { r, c in await InfluxQL.handle(r, c, s) } },
+        Route(method: .post, path: "/query") { s in { r, c in await InfluxQL.handle(r, c, s) } },
+    ]
+
+    /// The paths of ``table`` and their methods.
+    static let methods: [String: [HTTPRequest.Method]] = Dictionary(grouping: table, by: \.path).mapValues {
+        $0.map(\.method)
     }
 
     static func router(_ state: HTTPState) -> Router<MetricsdRequestContext> {
@@ -91,9 +96,9 @@ enum HTTPRoutes {
         router.add(
             middleware: AuthMiddleware(
                 settings: state.settings, stats: state.stats, formLimit: state.configuration.http.maxBodySize.bytes))
-        router.add(middleware: MethodNotAllowedMiddleware(methods: methods(state)))
-        for route in routes(state) {
-            router.on(RouterPath(route.path), method: route.method, use: route.handler)
+        router.add(middleware: MethodNotAllowedMiddleware(methods: methods))
+        for route in table {
+            router.on(RouterPath(route.path), method: route.method, use: route.handler(state))
         }
         return router
     }

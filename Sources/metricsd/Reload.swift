@@ -76,6 +76,8 @@ struct ReloadService: Service {
         if next.storage != old.storage { restart.append("storage") }
         if next.limits != old.limits { restart.append("limits") }
         if next.events != old.events { restart.append("events") }
+        if next.query != old.query { restart.append("query") }
+        if next.http != old.http { restart.append("http") }
         if !restart.isEmpty {
             logger.warning("reload: changes to \(restart.joined(separator: ", ")) take effect after a restart")
         }

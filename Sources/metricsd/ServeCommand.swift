@@ -441,7 +441,9 @@ struct Ticker: Service {
             storeEvents(now: now, maintenance: tick % 600 == 0)
             events.settleIndex()
             hand(engine.closeFinished(now: now))
-            if tick % 600 == 0 {
+            // Idle series go every minute, or every quarter of series_idle when it is shorter (tests).
+            let dropEvery = max(10, min(600, Int(seriesIdle / 400_000_000) / 10 * 10))
+            if tick % dropEvery == 0 {
                 let dropped = engine.dropIdleSeries(before: now - seriesIdle)
                 stats.seriesDropped.add(dropped)
             }

@@ -38,7 +38,7 @@ import Testing
         )
         guard case .select(let q) = s[0] else { return }
         #expect(
-            q.fields[0].expr == .binary("/", .call("percentile", [.field("latency"), .number(99.9)]), .number(1000)))
+            q.fields[0].expr == .binary("/", .call("percentile", [.field("latency"), .number(99.9)]), .integer(1000)))
         #expect(q.fields[0].alias == "p")
         #expect(q.fields[1].expr == .binary("+", .call("sum", [.field("a")]), .call("sum", [.field("b")])))
         #expect(q.condition == .binary(">", .field("time"), .binary("-", .now, .duration(21_600_000_000_000))))

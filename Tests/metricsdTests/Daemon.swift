@@ -45,6 +45,8 @@ final class Daemon: @unchecked Sendable {
     let logFile: URL
     private var stopped = false
     private let ownsDataDir: Bool
+    /// `[auth] token` of the daemon, when the test set one: ``query(_:)`` sends it.
+    var token: String?
 
     /// - Parameters:
     ///   - dataDir: reuse a directory (a restart); otherwise a new temporary one, removed at the end.
@@ -184,7 +186,8 @@ final class Daemon: @unchecked Sendable {
     }
 
     func query(_ parameters: String) throws -> [String: Any] {
-        let reply = try http("GET", "/api/v1/query?\(parameters)")
+        let reply = try http(
+            "GET", "/api/v1/query?\(parameters)", headers: token.map { ["Authorization": "Token \($0)"] } ?? [:])
         guard reply.status == 200 else { throw CLIError("query \(parameters): \(reply.status) \(reply.text)") }
         return reply.json
     }
