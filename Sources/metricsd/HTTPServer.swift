@@ -62,6 +62,7 @@ enum HTTPRoutes {
         let path: String
         /// The handler, given what the routes share.
         let handler: @Sendable (HTTPState) -> Handler
+        var methodName: String { method.rawValue }
     }
 
     /// Every route the daemon answers. The token is checked in front of all of them (``AuthMiddleware``), so none

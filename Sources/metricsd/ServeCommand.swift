@@ -106,7 +106,7 @@ struct Server {
         try makeDataDirectory(configuration.dataDir)
         // Connection limits must stay below the descriptor limit, or accepting fails there instead.
         let files = raiseOpenFileLimit()
-        let reserve = 256  // the database, the log, the listeners, curl, /proc reads
+        let reserve = min(256, files / 4)  // the database, the log, the listeners, curl, /proc reads
         var httpConnections = configuration.http.maxConnections
         var tcpConnections = configuration.limits.maxConnections
         if files < Int.max, httpConnections + tcpConnections + reserve > files {

@@ -163,13 +163,37 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// Resident memory of the daemon in bytes (from /proc).
-    func residentBytes() -> Int {
+    func residentBytes() -> Int { status("VmRSS:") }
+
+    /// The most resident memory the daemon has had so far, in bytes (VmHWM).
+    func peakResidentBytes() -> Int { status("VmHWM:") }
+
+    private func status(_ key: String) -> Int {
         guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
         else { return 0 }
-        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in text.split(separator: "\n") where line.hasPrefix(key) {
             return (Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0) * 1024
         }
         return 0
+    }
+
+    /// CPU time the daemon has used so far, in seconds (user + system, from /proc/PID/stat).
+    func cpuSeconds() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Whether `/ping` answers 204 within a second — tried three times, so a test machine busy for a moment does
+    /// not count as a daemon that stopped answering (a frozen one fails all three).
+    func pingsWithinASecond() -> Bool {
+        for _ in 0..<3 {
+            if (try? httpRequest("GET", "http://127.0.0.1:\(httpPort)/ping", timeout: 1).status) == 204 { return true }
+        }
+        return false
     }
 
     struct Reply {
@@ -181,8 +205,10 @@ final class Daemon: @unchecked Sendable {
     }
 
     /// A blocking HTTP request to the daemon (URLSession, bounded by a timeout).
-    func http(_ method: String, _ path: String, body: Data? = nil, headers: [String: String] = [:]) throws -> Reply {
-        try httpRequest(method, "http://127.0.0.1:\(httpPort)\(path)", body: body, headers: headers)
+    func http(
+        _ method: String, _ path: String, body: Data? = nil, headers: [String: String] = [:], timeout: TimeInterval = 30
+    ) throws -> Reply {
+        try httpRequest(method, "http://127.0.0.1:\(httpPort)\(path)", body: body, headers: headers, timeout: timeout)
     }
 
     func query(_ parameters: String) throws -> [String: Any] {
@@ -274,13 +300,13 @@ final class ReplyBox: @unchecked Sendable {
 }
 
 /// A blocking HTTP request (URLSession, bounded by a timeout).
-func httpRequest(_ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:]) throws
-    -> Daemon.Reply
-{
+func httpRequest(
+    _ method: String, _ url: String, body: Data? = nil, headers: [String: String] = [:], timeout: TimeInterval = 30
+) throws -> Daemon.Reply {
     var request = URLRequest(url: URL(string: url)!)
     request.httpMethod = method
     request.httpBody = body
-    request.timeoutInterval = 30
+    request.timeoutInterval = timeout
     for (k, v) in headers { request.setValue(v, forHTTPHeaderField: k) }
     let box = ReplyBox()
     let done = DispatchSemaphore(value: 0)
