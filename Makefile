@@ -139,7 +139,7 @@ soak: deps-test
 
 # ---- fuzzing (libFuzzer; recipe in docs/fuzzing.md) ------------------------------------------------------
 
-FUZZERS := FuzzLineProtocol FuzzInfluxQL FuzzEvents FuzzConfig
+FUZZERS := FuzzLineProtocol FuzzInfluxQL FuzzEvents FuzzConfig FuzzHTTPParameters
 # TOMLKit's C++ shim leaks the key strings of TOMLTable.keys (a few bytes per parse; the daemon parses at start and
 # on reload): leak detection is off for the config fuzzer only; crashes, overflows and round-trip failures count.
 FUZZ_CONFIG_OPTIONS := -detect_leaks=0 -max_len=2048
@@ -150,9 +150,10 @@ fuzz-build:
 	    --sanitize fuzzer -Xswiftc -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" || true; \
 	  test -x $(FUZZ_SCRATCH)/debug/$$f; done
 
-# Replays every saved crasher, then fuzzes briefly from the seed corpus.
+# Replays every saved crasher, then fuzzes briefly from the seed corpus. A crash fails the target (pipefail: the
+# output is cut to its last lines, the fuzzer's status is kept).
 fuzz-replay: fuzz-build
-	@set -e; for f in $(FUZZERS); do \
+	@set -e -o pipefail; for f in $(FUZZERS); do \
 	  if ls FuzzTesting/FailCases/$$f/* >/dev/null 2>&1; then \
 	    SWIFT_BACKTRACE=enable=no $(FUZZ_SCRATCH)/debug/$$f FuzzTesting/FailCases/$$f/* ; fi; \
 	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$f; \

@@ -120,6 +120,10 @@ if Context.environment["METRICSD_FUZZ"] != nil {
     package.targets.append(
         .executableTarget(name: "FuzzEvents", dependencies: ["LineProtocol"], path: "FuzzTesting/Sources/FuzzEvents")
     )
+    package.targets.append(
+        .executableTarget(
+            name: "FuzzHTTPParameters", dependencies: ["API", "Query"], path: "FuzzTesting/Sources/FuzzHTTPParameters")
+    )
     // The daemon's Configuration.swift (a symbolic link), with the TOML library it uses.
     package.targets.append(
         .executableTarget(

@@ -57,9 +57,12 @@ public enum RFC3339 {
         let seconds = Int64(days) * 86_400 + Int64(hour * 3600 + minute * 60 + second) - Int64(offset)
         // Nanoseconds since the epoch fit in Int64 from 1677-09-21 to 2262-04-11; beyond that the time is out of
         // range (as in InfluxDB), not an overflow.
-        let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        // Before the epoch with a fraction, count from the next second down, so 1677-09-21T00:12:43.145224192Z
+        // (Int64.min) does not overflow on the way.
+        let (whole, fraction) = seconds < 0 && nanos > 0 ? (seconds + 1, nanos - 1_000_000_000) : (seconds, nanos)
+        let (scaled, overflow) = whole.multipliedReportingOverflow(by: 1_000_000_000)
         guard !overflow else { return nil }
-        let (total, overflow2) = scaled.addingReportingOverflow(nanos)
+        let (total, overflow2) = scaled.addingReportingOverflow(fraction)
         return overflow2 ? nil : total
     }
 

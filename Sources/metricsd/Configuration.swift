@@ -106,9 +106,8 @@ extension Configuration {
     /// Parses TOML text over the defaults. Unknown keys and wrong types are errors that name the key.
     init(toml text: String) throws(ConfigError) {
         self.init()
-        if let (line, column) = Self.nonASCIIOutsideStrings(text) {
-            throw ConfigError(
-                "invalid TOML at line \(line), column \(column): a non-ASCII character outside a string or comment")
+        if let (line, column, reason) = Self.unparseable(text) {
+            throw ConfigError("invalid TOML at line \(line), column \(column): \(reason)")
         }
         let table: TOMLTable
         do {
@@ -284,8 +283,22 @@ extension Configuration {
 
     /// The effective settings as TOML (what `check-config` prints).
     var tomlText: String {
+        /// A TOML basic string: quote and backslash escaped, and every control character but tab (TOML allows
+        /// none of them raw; found by the config fuzzer: a value holding one printed as TOML that did not parse).
         func q(_ s: String) -> String {
-            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+            var out = "\""
+            for scalar in s.unicodeScalars {
+                switch scalar {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\t": out.unicodeScalars.append(scalar)
+                case "\u{0}"..."\u{1F}", "\u{7F}":
+                    let hex = String(scalar.value, radix: 16, uppercase: true)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out + "\""
         }
         return """
             data_dir = \(q(dataDir))
@@ -495,31 +508,62 @@ private struct TableReader {
 }
 
 extension Configuration {
-    /// toml++ (inside TOMLKit) asserts, and so aborts the whole process, on a table header whose key starts with a
-    /// non-ASCII character (`[é]`, `[[é]]`; found by the config fuzzer). TOML allows non-ASCII text only inside
-    /// strings and comments, so such a file is rejected here first, with the position — a bad file given to
-    /// `check-config`, `serve` or a SIGHUP reload must never crash the daemon.
-    static func nonASCIIOutsideStrings(_ text: String) -> (line: Int, column: Int)? {
+    /// toml++ (inside TOMLKit) asserts, and so aborts the whole process, on text it should refuse with an error
+    /// (found by the config fuzzer): a table header whose name starts with a non-ASCII character (`[é]`) or with
+    /// anything but a letter, digit, `_`, `-` or a quote (`[.a]`, `[[,b]]`). Such files are rejected here first,
+    /// with the position — a bad file given to `check-config`, `serve` or a SIGHUP reload must never crash the
+    /// daemon.
+    static func unparseable(_ text: String) -> (line: Int, column: Int, reason: String)? {
         enum State { case normal, comment, basic, literal, multiBasic, multiLiteral }
         let bytes = Array(text.utf8)
         var state = State.normal
         var line = 1
         var column = 0
         var i = 0
+        /// Only spaces so far on this line (outside strings); and `[` of array values still open.
+        var lineStart = true
+        var arrays = 0
         func triple(_ quote: UInt8) -> Bool { i + 2 < bytes.count && bytes[i + 1] == quote && bytes[i + 2] == quote }
+        func startsKey(_ c: UInt8) -> Bool {
+            switch c {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "\""),
+                UInt8(ascii: "'"), UInt8(ascii: "]"), 0x80...0xFF:
+                true  // (a non-ASCII character is reported as such where it is)
+            default: false
+            }
+        }
         while i < bytes.count {
             let b = bytes[i]
             if b & 0xC0 != 0x80 { column += 1 }  // characters, not bytes
             if b == UInt8(ascii: "\n") {
                 line += 1
                 column = 0
+                lineStart = true
                 if state == .comment || state == .basic || state == .literal { state = .normal }
                 i += 1
                 continue
             }
             switch state {
             case .normal:
-                if b >= 0x80 { return (line, column) }
+                if b >= 0x80 { return (line, column, "a non-ASCII character outside a string or comment") }
+                if b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") || b == UInt8(ascii: "\r") { break }
+                if b == UInt8(ascii: "[") && lineStart && arrays == 0 {
+                    // A table header: its name must start as a key does.
+                    var j = i + 1
+                    if j < bytes.count, bytes[j] == UInt8(ascii: "[") { j += 1 }
+                    while j < bytes.count, bytes[j] == UInt8(ascii: " ") || bytes[j] == UInt8(ascii: "\t") { j += 1 }
+                    if j < bytes.count, !startsKey(bytes[j]) {
+                        return (
+                            line, column + (j - i), "a table name must start with a letter, digit, '_', '-' or a quote"
+                        )
+                    }
+                } else if b == UInt8(ascii: "[") {
+                    arrays += 1
+                } else if b == UInt8(ascii: "]") && arrays > 0 {
+                    arrays -= 1
+                }
+                lineStart = false
                 if b == UInt8(ascii: "#") {
                     state = .comment
                 } else if b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") {
@@ -555,5 +599,11 @@ extension Configuration {
             i += 1
         }
         return nil
+    }
+
+    /// The position of the first non-ASCII character outside strings and comments.
+    static func nonASCIIOutsideStrings(_ text: String) -> (line: Int, column: Int)? {
+        guard let found = unparseable(text), found.reason.hasPrefix("a non-ASCII") else { return nil }
+        return (found.line, found.column)
     }
 }

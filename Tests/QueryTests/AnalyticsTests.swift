@@ -363,3 +363,40 @@ struct SplitMix: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// The events index under hostile input (issue: step 9).
+@Suite struct EventIndexLimitTests {
+    /// One user's events newest first (an O(n²) insert before): the index answers as for the same events in order.
+    @Test func outOfOrderEventsAnswerAsInOrder() {
+        var rows: [EventRow] = []
+        for i in 0..<3_000 {
+            rows.append(EventRow(user: "u\(i % 3)", event: i % 2 == 0 ? "a" : "b", time: Int64(10_000 - i)))
+        }
+        let backwards = EventIndex(rows)
+        let forwards = EventIndex(rows.sorted { $0.time < $1.time })
+        let f = { (i: EventIndex) in i.funnel(steps: ["a", "b"], from: 0, to: 20_000, window: 50).steps }
+        #expect(f(backwards) == f(forwards))
+        #expect(
+            backwards.retention(cohortEvent: "a", returnEvent: nil, period: .day, periods: 2, from: 0, to: 20_000)
+                == forwards.retention(cohortEvent: "a", returnEvent: nil, period: .day, periods: 2, from: 0, to: 20_000)
+        )
+    }
+
+    /// `removeFirst` drops the oldest added (what keeps the index within max_indexed) and counts them.
+    @Test func removingTheFirstEventsKeepsTheRest() {
+        let rows = (0..<100).map { EventRow(user: "u\($0 % 10)", event: "a", time: Int64($0)) }
+        var index = EventIndex(rows)
+        #expect(index.removeFirst(40) == 40 && index.dropped == 40 && index.count == 60)
+        index.compact()
+        #expect(index.oldestTime == 40)
+        #expect(index.funnel(steps: ["a", "a"], from: 0, to: 100, window: 1_000).steps[0].users == 10)
+    }
+
+    /// A query asked to stop does, with an error (a timeout, or a client that left).
+    @Test func aStoppedQueryThrows() {
+        let index = EventIndex((0..<5_000).map { EventRow(user: "u\($0)", event: "a", time: Int64($0)) })
+        #expect(throws: EventQueryStopped.self) {
+            try index.funnel(steps: ["a", "b"], from: 0, to: 10_000, window: 10, stop: { true })
+        }
+    }
+}

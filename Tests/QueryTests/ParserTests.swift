@@ -153,3 +153,85 @@ import Testing
         }
     }
 }
+
+/// Hostile queries (issue: step 9): nesting is bounded, chains stay shallow, regexes are RE2.
+@Suite struct ParserLimitTests {
+    static func depth(_ e: Expr) -> Int {
+        switch e {
+        case .binary(_, let a, let b): 1 + max(depth(a), depth(b))
+        case .call(_, let args): 1 + (args.map(depth).max() ?? 0)
+        default: 0
+        }
+    }
+
+    @Test func nestingDeeperThanTheLimitIsAnError() throws {
+        let ok =
+            "SELECT v FROM m WHERE " + String(repeating: "(", count: 40) + "a = 'b'" + String(repeating: ")", count: 40)
+        #expect(try Parser.parse(ok).count == 1)
+        for text in [
+            "SELECT v FROM m WHERE " + String(repeating: "(", count: 20_000) + "a = 'b'"
+                + String(repeating: ")", count: 20_000),
+            "SELECT " + Array(repeating: "1", count: 500).joined(separator: " + ") + " FROM m",
+            "SELECT " + String(repeating: "f(", count: 200) + "v" + String(repeating: ")", count: 200) + " FROM m",
+        ] {
+            #expect {
+                try Parser.parse(text)
+            } throws: { ($0 as? QueryError)?.message.contains("max_nesting_depth") == true }
+        }
+    }
+
+    @Test func longChainsOfAndAndOrStayShallow() throws {
+        let text = "SELECT v FROM m WHERE " + (0..<10_000).map { "a = '\($0)'" }.joined(separator: " OR ")
+        guard case .select(let s) = try Parser.parse(text)[0], let condition = s.condition else {
+            Issue.record("not a select")
+            return
+        }
+        #expect(Self.depth(condition) < 40, "depth \(Self.depth(condition))")
+        // Every term is there, in order.
+        var values: [String] = []
+        func collect(_ e: Expr) {
+            if case .binary("OR", let a, let b) = e {
+                collect(a)
+                collect(b)
+            } else if case .binary("=", _, .string(let v)) = e {
+                values.append(v)
+            }
+        }
+        collect(condition)
+        #expect(values == (0..<10_000).map { "\($0)" })
+    }
+
+    @Test func integerLiteralsStayExact() throws {
+        guard case .select(let s) = try Parser.parse("SELECT v FROM m WHERE time > 1700000000000000001")[0] else {
+            return
+        }
+        #expect(s.condition == .binary(">", .field("time"), .integer(1_700_000_000_000_000_001)))
+    }
+
+    @Test func showStatementsKeepLimitAndOffset() throws {
+        let s = try Parser.parse("SHOW TAG KEYS FROM cpu LIMIT 3 OFFSET 2; SHOW SERIES OFFSET 1")
+        #expect(s[0] == .showTagKeys(from: "cpu", paging: Paging(limit: 3, offset: 2)))
+        #expect(s[1] == .showSeries(from: nil, condition: nil, paging: Paging(offset: 1)))
+        #expect(Paging(limit: 2, offset: 1).apply([1, 2, 3, 4]) == [2, 3])
+        #expect(Paging(offset: 9).apply([1, 2]) == [])
+    }
+}
+
+@Suite struct RE2RegexTests {
+    /// Go's syntax and matching (unanchored, `$` only at the end), and no backtracking: `(a+)+$` against a long
+    /// run of `a` ended by another character answers at once.
+    @Test func matchesAsGoDoesInLinearTime() throws {
+        let cases: [(String, String, Bool)] = [
+            ("^(a|b)$", "a", true), ("^(a|b)$", "ab", false), ("cpu", "xcpu0", true), ("(?i)CPU", "cpu", true),
+            ("^h\\d+$", "h42", true), ("^h\\d+$", "h42\n", false), ("[[:alpha:]]+", "abc", true),
+            ("\\pL", "é", true), ("a.c", "a\nc", false), ("(a+)+$", String(repeating: "a", count: 5_000) + "!", false),
+            ("^$", "", true),
+        ]
+        for (pattern, text, expected) in cases {
+            #expect(try RE2Regex(pattern).matches(text) == expected, "/\(pattern)/ on \(text.prefix(20))")
+        }
+        for invalid in ["(a)\\1", "(?=x)", "[", "a{2,1}"] {
+            #expect(throws: QueryError.self, "\(invalid)") { try RE2Regex(invalid) }
+        }
+    }
+}

@@ -77,3 +77,28 @@ import Testing
         #expect(numeric.value(of: .distinct) == nil)
     }
 }
+
+/// Few values keep few registers (issue: step 9: a late cell cost a 4 KiB sketch each).
+@Suite struct SparseDistinctSketchTests {
+    @Test(arguments: [1, 10, 256, 257, 2_000])
+    func sparseAndDenseAgree(n: Int) {
+        var sparse = DistinctSketch()
+        var dense = DistinctSketch()
+        for i in 0..<n { sparse.add(hash: DistinctSketch.hash("v\(i)")) }
+        // A dense sketch of the same values: merged into one already dense.
+        for i in 0..<5_000 { dense.add(hash: DistinctSketch.hash("other\(i)")) }
+        var both = dense
+        both.merge(sparse)
+        var reference = DistinctSketch()
+        for i in 0..<5_000 { reference.add(hash: DistinctSketch.hash("other\(i)")) }
+        for i in 0..<n { reference.add(hash: DistinctSketch.hash("v\(i)")) }
+        #expect(both == reference)
+        // Round trip through the stored form.
+        var w = ByteWriter()
+        sparse.write(to: &w)
+        var r = ByteReader(w.bytes)
+        #expect(DistinctSketch(reading: &r) == sparse)
+        #expect(abs(sparse.estimate - Double(n)) <= max(1, Double(n) * 0.05))
+        #expect(sparse.registers.filter { $0 != 0 }.count <= n)
+    }
+}

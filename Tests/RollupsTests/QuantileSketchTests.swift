@@ -133,3 +133,96 @@ final class LineProtocolDecoderFixture {
         return decoder
     }
 }
+
+/// What a hostile sender could make the engine do (issue: step 9).
+@Suite struct RollupEngineLimitTests {
+    let now: Int64 = 1_800_000_000_000_000_000
+
+    /// Late points merge per series, field and bucket as they come: half a million late points of a few series are
+    /// a few cells, not one each.
+    @Test func latePointsMergeWithinABatch() {
+        var config = RollupConfiguration()
+        config.lateness = 0
+        let engine = RollupEngine(configuration: config)
+        let decoder = LineProtocolDecoderFixture()
+        var late = LateCells()
+        let old = now - 3_600_000_000_000
+        for i in 0..<10_000 {
+            let t = old + Int64(i % 120) * 1_000_000_000  // two minutes of late points
+            _ = engine.ingest(decoder.decode("late,host=h\(i % 3) v=\(i) \(t)"), now: now, lateCells: &late)
+        }
+        #expect(late.count == 6, "3 series × 2 minutes")
+        let buckets = late.buckets(walPosition: 7)
+        #expect(buckets.count == 2 && buckets.allSatisfy { $0.isLate && $0.walPosition == 7 })
+        #expect(buckets.flatMap(\.cells).reduce(0) { $0 + $1.rollup.count } == 10_000)
+        #expect(buckets.flatMap(\.cells).reduce(0) { $0 + $1.rollup.numeric.sum } == Double((0..<10_000).reduce(0, +)))
+    }
+
+    /// A series takes at most `maxFieldsPerSeries` fields; fields in a stable order are found at their place, and
+    /// a series with many fields finds them by hash — every value lands in its own field.
+    @Test func fieldsPerSeriesAreBoundedAndFound() {
+        var config = RollupConfiguration()
+        config.maxFieldsPerSeries = 100
+        let engine = RollupEngine(configuration: config)
+        let decoder = LineProtocolDecoderFixture()
+        var late = LateCells()
+        let fields = (0..<150).map { "f\($0)=\($0)" }
+        let first = engine.ingest(decoder.decode("w " + fields.joined(separator: ",")), now: now, lateCells: &late)
+        #expect(first.applied == 100 && first.rejectedFields == 50)
+        let shuffled = engine.ingest(
+            decoder.decode("w " + fields.prefix(100).reversed().joined(separator: ",")), now: now, lateCells: &late)
+        #expect(shuffled.applied == 100 && shuffled.rejectedFields == 0)
+        let cells = engine.closeAll().flatMap(\.cells)
+        #expect(cells.count == 100)
+        for cell in cells {
+            let k = Double(cell.field.dropFirst())!
+            #expect(cell.rollup.count == 2 && cell.rollup.numeric.sum == 2 * k, "\(cell.field)")
+        }
+    }
+
+    /// Names that are not valid UTF-8 would be repaired into one stored name: such series and fields are refused.
+    @Test func namesMustBeUTF8() {
+        let engine = RollupEngine()
+        let decoder = LineDecoder()
+        var late = LateCells()
+        for bytes in [Array("m,t=".utf8) + [0xFF] + Array(" v=1".utf8), Array("m ".utf8) + [0xC3] + Array("=1".utf8)] {
+            let ok = bytes.withUnsafeBufferPointer { (try? decoder.decode($0)) ?? false }
+            #expect(ok)
+            let r = bytes.withUnsafeBufferPointer { _ in engine.ingest(decoder, now: now, lateCells: &late) }
+            #expect(r.invalidNames == 1 && r.applied == 0)
+        }
+        #expect(engine.allSeries().allSatisfy { $0.fields.isEmpty }, "no field was made of the bad name")
+    }
+
+    /// Idle series are dropped; the others keep every cell, under their new slot numbers, and take points again.
+    @Test func droppingIdleSeriesKeepsTheRest() {
+        var config = RollupConfiguration()
+        config.shards = 2
+        let engine = RollupEngine(configuration: config)
+        let decoder = LineProtocolDecoderFixture()
+        var late = LateCells()
+        for i in 0..<200 {
+            _ = engine.ingest(
+                decoder.decode("idle,host=h\(i) v=1,w=2 \(now - 600_000_000_000)"), now: now - 600_000_000_000,
+                lateCells: &late)
+        }
+        _ = engine.closeAll()  // their minutes are stored: nothing of them is open
+        for i in 0..<50 { _ = engine.ingest(decoder.decode("busy,host=h\(i) v=\(i)"), now: now, lateCells: &late) }
+        #expect(engine.activeSeries == 250)
+        #expect(engine.dropIdleSeries(before: now - 60_000_000_000) == 200)
+        #expect(engine.activeSeries == 50)
+        for i in 0..<50 { _ = engine.ingest(decoder.decode("busy,host=h\(i) v=\(i)"), now: now, lateCells: &late) }
+        let open = engine.openCells(
+            measurement: "busy", fields: ["v"], from: 0, to: .max, series: { $0.tag("host") != "h0" }, condition: "x")
+        #expect(open.count == 49)
+        let cells = engine.closeAll().flatMap(\.cells)
+        #expect(cells.count == 50)
+        for cell in cells {
+            let k = Double(cell.series.tag("host")!.dropFirst())!
+            #expect(cell.rollup.count == 2 && cell.rollup.numeric.sum == 2 * k)
+        }
+        // A dropped series comes back with its next point.
+        let back = engine.ingest(decoder.decode("idle,host=h7 v=1"), now: now, lateCells: &late)
+        #expect(back.applied == 1 && engine.activeSeries == 51)
+    }
+}

@@ -76,6 +76,28 @@ import Testing
         #expect(throws: ConfigError.self) { try Configuration(toml: text) }
     }
 
+    /// Found by FuzzConfig too: a table header starting with another character toml++ does not expect (`[.`,
+    /// `[[,`) tripped its assertion the same way.
+    @Test(arguments: ["[.a]\n", "[[,og]rollup]\n", "[ =x]\n", "[[ .]]\n"])
+    func oddTableHeadersAreAnErrorNotACrash(text: String) {
+        #expect(throws: ConfigError.self) { try Configuration(toml: text) }
+    }
+
+    /// Found by FuzzConfig: a value holding a control character (from a `\u0001` escape) printed raw, so
+    /// `check-config`'s output was not TOML.
+    @Test func controlCharactersInValuesPrintAsEscapes() throws {
+        let c = try Configuration(toml: "[influx]\nurl = \"http://x/\\u0001\\u001F\\u007F\\ta\"\n")
+        #expect(c.influx.url == "http://x/\u{1}\u{1F}\u{7F}\ta")
+        #expect(try Configuration(toml: c.tomlText) == c)
+        #expect(c.tomlText.contains(#"url = "http://x/\u0001\u001F\u007F"#))
+    }
+
+    @Test func arraysAndQuotedHeadersAreStillFine() throws {
+        let c = try Configuration(
+            toml: "[ \"influx\" ]\naggregates = [\n  \"count\",\n  \"sum\"\n]\n['log']\nlevel = \"debug\"\n")
+        #expect(c.influx.aggregates == ["count", "sum"] && c.log.level == "debug")
+    }
+
     @Test func nonASCIIInsideStringsAndCommentsIsFine() throws {
         let text = [
             "# métriques, ☃", "[influx] # é", #"database = "métriques""#, "instance_tag = 'agrégat'",

@@ -149,7 +149,10 @@ import Testing
         let nested =
             "SELECT count(v) FROM n WHERE " + String(repeating: "(", count: 20_000) + "host = 'h0'"
             + String(repeating: ")", count: 20_000)
-        let deep = try daemon.http("GET", "/query?q=" + Self.urlEncoded(nested))
+        // Parentheses need no escaping in a URL: 40 KB, within the 80 KB a request head may have.
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "()")
+        let deep = try daemon.http("GET", "/query?q=" + nested.addingPercentEncoding(withAllowedCharacters: allowed)!)
         #expect(deep.status == 400 && deep.text.contains("max_nesting_depth"), "\(deep.status) \(deep.text)")
         let arithmetic = "SELECT " + Array(repeating: "count(v)", count: 5_000).joined(separator: " + ") + " FROM n"
         let sum = try daemon.http("POST", "/query", body: Data(("q=" + Self.urlEncoded(arithmetic)).utf8))

@@ -1,0 +1,86 @@
+import API
+import Query
+import Testing
+
+/// Every route's parameters: what a client writes is taken or refused with a message naming the parameter, and
+/// nothing a client writes traps (the fuzzer FuzzHTTPParameters drives the same code with random bytes).
+@Suite struct ParameterTests {
+    let now: Int64 = 1_795_860_000_000_000_000
+
+    @Test func timesOutsideInt64NanosecondsAreRefused() {
+        #expect(TimeText.parse("1795860000000") == 1_795_860_000_000_000_000)
+        #expect(TimeText.parse("10000000000000") == nil, "year 2286 in milliseconds overflows nanoseconds")
+        #expect(TimeText.parse("-10000000000000") == nil)
+        #expect(TimeText.parse("9223372036854775807") == nil)
+        #expect(TimeText.parse("2300-01-01T00:00:00Z") == nil)
+    }
+
+    @Test func seriesLimitMustBeInRange() throws {
+        #expect(try SeriesParameters(Form("limit=5"), maxLimit: 100).limit == 5)
+        #expect(try SeriesParameters(Form(""), maxLimit: 100).limit == 100)
+        for bad in ["limit=-1", "limit=101", "limit=x", "limit=99999999999999999999"] {
+            #expect(throws: ParameterError.self) { try SeriesParameters(Form(bad), maxLimit: 100) }
+        }
+    }
+
+    @Test func rangesWhoseLengthOverflowsAreRefused() throws {
+        let ok = try RangeParameters(
+            Form("measurement=m&field=f&from=1795850000000&to=1795860000000&step=1m"), now: now,
+            interval: 60_000_000_000, maxSteps: 100_000)
+        #expect(ok.step == 60_000_000_000 && ok.from < ok.to)
+        for bad in [
+            "measurement=m&field=f&from=-9223372036854&to=9223372036854&step=1m",
+            "measurement=m&field=f&step=9223372036854775807ns", "measurement=m&field=f&from=10000000000000",
+            "measurement=m&field=f&step=0s", "measurement=m&field=f&step=90s",
+            "measurement=m&field=f&from=1795860000000&to=1795850000000", "field=f",
+        ] {
+            #expect(throws: ParameterError.self, "\(bad)") {
+                try RangeParameters(Form(bad), now: now, interval: 60_000_000_000, maxSteps: 100_000)
+            }
+        }
+    }
+
+    @Test func analyticsParameters() throws {
+        let funnel = try FunnelParameters(Form("steps=a,+b&window=2h&breakdown=country"), now: now)
+        #expect(funnel.steps == ["a", "b"] && funnel.window == 7_200_000 && funnel.breakdown == "country")
+        #expect(throws: ParameterError.self) { try FunnelParameters(Form("steps=a"), now: now) }
+        #expect(throws: ParameterError.self) { try FunnelParameters(Form("steps=a,b&window=-1h"), now: now) }
+        #expect(throws: ParameterError.self) {
+            try FunnelParameters(Form("steps=a,b&window=9999999999999999d"), now: now)
+        }
+        let retention = try RetentionParameters(Form("cohort_event=s&return_event=any&period=week"), now: now)
+        #expect(retention.returnEvent == nil && retention.period == .week && retention.periods == 8)
+        #expect(throws: ParameterError.self) {
+            try RetentionParameters(Form("cohort_event=s&return_event=any&periods=0"), now: now)
+        }
+        #expect(throws: ParameterError.self) {
+            try ExperimentParameters(Form("exposure_event=e&goal_event=g"), now: now)
+        }
+    }
+
+    @Test func influxQLRequestsAreBounded() throws {
+        let p = try InfluxQLParameters(
+            Form("q=SHOW+DATABASES%3BSHOW+MEASUREMENTS&epoch=ms&db=x"), maxStatements: 2, maxDepth: 100,
+            maxSize: 1 << 20)
+        #expect(p.statements.count == 2 && p.epochScale == 1_000_000 && p.database == "x")
+        #expect(throws: ParameterError.self) {
+            try InfluxQLParameters(
+                Form("q=SHOW+DATABASES%3BSHOW+DATABASES%3BSHOW+DATABASES"), maxStatements: 2,
+                maxDepth: 100, maxSize: 1 << 20)
+        }
+        #expect(throws: ParameterError.self) {
+            try InfluxQLParameters(Form("q=SHOW+DATABASES"), maxStatements: 2, maxDepth: 100, maxSize: 5)
+        }
+        #expect(throws: ParameterError.self) {
+            try InfluxQLParameters(Form("q=SHOW+DATABASES&epoch=years"), maxStatements: 2, maxDepth: 100, maxSize: 99)
+        }
+        #expect(throws: ParameterError.self) {
+            try InfluxQLParameters(Form(""), maxStatements: 2, maxDepth: 1, maxSize: 9)
+        }
+    }
+
+    @Test func sizesThatOverflowAreRefused() {
+        #expect(ConfigSize(parsing: "99999999999999999GiB") == nil)
+        #expect(ConfigSize(parsing: "8GiB")?.bytes == 8 << 30)
+    }
+}
