@@ -155,7 +155,8 @@ fuzz-build:
 fuzz-replay: fuzz-build
 	@set -e -o pipefail; for f in $(FUZZERS); do \
 	  if ls FuzzTesting/FailCases/$$f/* >/dev/null 2>&1; then \
-	    SWIFT_BACKTRACE=enable=no $(FUZZ_SCRATCH)/debug/$$f FuzzTesting/FailCases/$$f/* ; fi; \
+	    env $$([ $$f = FuzzConfig ] && echo ASAN_OPTIONS=detect_leaks=0) SWIFT_BACKTRACE=enable=no \
+	      $(FUZZ_SCRATCH)/debug/$$f FuzzTesting/FailCases/$$f/* ; fi; \
 	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$f; \
 	  SWIFT_BACKTRACE=enable=no $(FUZZ_SCRATCH)/debug/$$f $(FUZZ_SCRATCH)/corpus/$$f FuzzTesting/Corpus/$$f -dict=FuzzTesting/$$f.dict \
 	    -max_total_time=$(FUZZ_TIME) $$([ $$f = FuzzConfig ] && echo "$(FUZZ_CONFIG_OPTIONS)" || echo -max_len=512) \

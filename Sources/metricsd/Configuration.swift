@@ -510,7 +510,8 @@ private struct TableReader {
 extension Configuration {
     /// toml++ (inside TOMLKit) asserts, and so aborts the whole process, on text it should refuse with an error
     /// (found by the config fuzzer): a table header whose name starts with a non-ASCII character (`[é]`) or with
-    /// anything but a letter, digit, `_`, `-` or a quote (`[.a]`, `[[,b]]`). Such files are rejected here first,
+    /// anything but a letter, digit, `_`, `-` or a quote (`[.a]`, `[[,b]]`), or a `}` where an array expects a value
+    /// (`x = [}`). Such files are rejected here first,
     /// with the position — a bad file given to `check-config`, `serve` or a SIGHUP reload must never crash the
     /// daemon.
     static func unparseable(_ text: String) -> (line: Int, column: Int, reason: String)? {
@@ -520,9 +521,9 @@ extension Configuration {
         var line = 1
         var column = 0
         var i = 0
-        /// Only spaces so far on this line (outside strings); and `[` of array values still open.
+        /// Only spaces so far on this line (outside strings); and the arrays and inline tables still open.
         var lineStart = true
-        var arrays = 0
+        var open: [UInt8] = []
         func triple(_ quote: UInt8) -> Bool { i + 2 < bytes.count && bytes[i + 1] == quote && bytes[i + 2] == quote }
         func startsKey(_ c: UInt8) -> Bool {
             switch c {
@@ -548,7 +549,7 @@ extension Configuration {
             case .normal:
                 if b >= 0x80 { return (line, column, "a non-ASCII character outside a string or comment") }
                 if b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") || b == UInt8(ascii: "\r") { break }
-                if b == UInt8(ascii: "[") && lineStart && arrays == 0 {
+                if b == UInt8(ascii: "[") && lineStart && open.isEmpty {
                     // A table header: its name must start as a key does.
                     var j = i + 1
                     if j < bytes.count, bytes[j] == UInt8(ascii: "[") { j += 1 }
@@ -558,10 +559,12 @@ extension Configuration {
                             line, column + (j - i), "a table name must start with a letter, digit, '_', '-' or a quote"
                         )
                     }
-                } else if b == UInt8(ascii: "[") {
-                    arrays += 1
-                } else if b == UInt8(ascii: "]") && arrays > 0 {
-                    arrays -= 1
+                } else if b == UInt8(ascii: "[") || b == UInt8(ascii: "{") {
+                    open.append(b)
+                } else if b == UInt8(ascii: "}") && open.last == UInt8(ascii: "[") {
+                    return (line, column, "'}' inside an array, where a value or ']' belongs")
+                } else if (b == UInt8(ascii: "]") || b == UInt8(ascii: "}")) && !open.isEmpty {
+                    open.removeLast()
                 }
                 lineStart = false
                 if b == UInt8(ascii: "#") {

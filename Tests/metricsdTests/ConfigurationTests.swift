@@ -78,7 +78,7 @@ import Testing
 
     /// Found by FuzzConfig too: a table header starting with another character toml++ does not expect (`[.`,
     /// `[[,`) tripped its assertion the same way.
-    @Test(arguments: ["[.a]\n", "[[,og]rollup]\n", "[ =x]\n", "[[ .]]\n"])
+    @Test(arguments: ["[.a]\n", "[[,og]rollup]\n", "[ =x]\n", "[[ .]]\n", "x = [}\n", "x = [1, }]\n"])
     func oddTableHeadersAreAnErrorNotACrash(text: String) {
         #expect(throws: ConfigError.self) { try Configuration(toml: text) }
     }
@@ -94,7 +94,8 @@ import Testing
 
     @Test func arraysAndQuotedHeadersAreStillFine() throws {
         let c = try Configuration(
-            toml: "[ \"influx\" ]\naggregates = [\n  \"count\",\n  \"sum\"\n]\n['log']\nlevel = \"debug\"\n")
+            toml:
+                "[ \"influx\" ]\naggregates = [\n  \"count\",\n  \"sum\" # }\n]\n['log']\nlevel = \"debug\"\n")
         #expect(c.influx.aggregates == ["count", "sum"] && c.log.level == "debug")
     }
 
