@@ -75,6 +75,7 @@ import Testing
         for fd in fds { close(fd) }
         #expect(daemon.pingsWithinASecond())
         #expect(daemon.log().contains("open-file limit is 256"), "the caps were lowered below the limit")
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     // MARK: - Bodies (M6)
@@ -108,7 +109,7 @@ import Testing
         #expect(answered.allSatisfy { $0 == 200 || $0 == 503 }, "\(answered)")
         #expect(answered.contains(200))
         #expect(daemon.pingsWithinASecond())
-        HostileInputTests.checkMemory(daemon, below: 1_000 << 20)
+        HostileInputTests.checkMemory(daemon, below: 600 << 20)
     }
 
     // MARK: - The events index (M5, M10)
@@ -134,6 +135,7 @@ import Testing
         #expect(users <= 5_000, "only the indexed events count: \(users)")
         #expect(try daemon.counter("events_unindexed") >= 40_000)
         #expect(daemon.pingsWithinASecond())
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     /// 200,000 events of one user, newest first, were inserted in O(n²) under the index lock (17 s). They are
@@ -152,6 +154,7 @@ import Testing
         let funnel = try daemon.http("GET", "/api/v1/funnel?steps=view,buy&window=1h").json
         let steps = (funnel["steps"] as? [[String: Any]]) ?? []
         #expect(steps.map { $0["users"] as? Int } == [1, 1], "\(funnel)")
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     // MARK: - /health (M8)
@@ -193,6 +196,7 @@ import Testing
             let lines = log.components(separatedBy: "\n").filter { $0.contains(kind) }.count
             #expect(lines <= 2, "\(lines) lines of \(kind)")
         }
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
         #expect(daemon.stop() == 0)
     }
 
@@ -213,6 +217,7 @@ import Testing
         #expect(health["status"] as? String == "degraded", "\(health)")
         #expect((health["message"] as? String ?? "").contains("could not be decoded"), "\(health)")
         #expect((health["counters"] as? [String: Any])?["store_corrupt_rows"] as? Int ?? 0 > 0)
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     // MARK: - The write-ahead log (H1, M9, lower findings)
@@ -262,6 +267,7 @@ import Testing
             "measurement=ack&field=v&agg=count&from=\(now - 3_600_000)&to=\(now + 60_000)&step=1h")
         #expect(Int(Daemon.pointValues(json).reduce(0, +)) == acknowledged, "\(daemon.log().suffix(2000))")
         #expect(!daemon.log().contains("bytes truncated"), "\(daemon.log().suffix(2000))")
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
         #expect(daemon.stop() == 0)
     }
 
@@ -293,6 +299,7 @@ import Testing
         #expect(Int(Daemon.pointValues(json).reduce(0, +)) == 19_000, "one batch of 1,000 lost, not the rest")
         #expect(daemon.log().contains("fails its checksum"))
         #expect(FileManager.default.fileExists(atPath: segment.path + ".corrupt"))
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
         #expect(daemon.stop() == 0)
     }
 
@@ -309,6 +316,7 @@ import Testing
         #expect(try daemon.http("POST", "/write", body: Data("sync v=2".utf8)).status == 204)
         let json = try daemon.query("measurement=sync&field=v&agg=sum")
         #expect(Daemon.pointValues(json).reduce(0, +) == 2, "the refused write was not applied")
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     /// A segment named `ffffffffffffffff.wal` crashed start-up (the next number overflowed).
@@ -323,6 +331,7 @@ import Testing
         let again = try Daemon(dataDir: dir)
         #expect(again.log().contains("not a segment number"))
         #expect(again.pingsWithinASecond())
+        HostileInputTests.checkMemory(again, below: 512 << 20)
     }
 
     // MARK: - Lower findings
@@ -336,6 +345,7 @@ import Testing
         let kept = try Self.open(daemon, sending: "GET /ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         defer { close(kept) }
         #expect(!Self.closedByServer(kept, within: 1), "keep-alive asked for is kept")
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     /// Start-up errors printed the command's usage and exited 64; a configuration error is said plainly now, with
@@ -368,6 +378,7 @@ import Testing
             "measurement=old&field=v&agg=count&from=\(Int64(Date().timeIntervalSince1970 * 1000) - 600_000)&step=1h&group_by=host"
         )
         #expect((json["series"] as? [Any])?.count == 10, "the forgotten series' minutes are still stored")
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     /// Names that are not valid UTF-8 were repaired into one stored name, merging series; they are refused now.
@@ -378,6 +389,7 @@ import Testing
         let reply = try daemon.http("POST", "/write", body: Data(body))
         #expect(reply.status == 400 && reply.text.contains("not valid UTF-8"), "\(reply.text)")
         #expect(try daemon.counter("names_invalid") == 2)
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     /// SHOW … LIMIT and OFFSET were ignored.
@@ -395,6 +407,7 @@ import Testing
         #expect(try values("SHOW MEASUREMENTS LIMIT 2") == [["m1"], ["m2"]])
         #expect(try values("SHOW TAG VALUES FROM m1 WITH KEY = \"host\" LIMIT 1 OFFSET 2") == [["host", "h2"]])
         #expect(try values("SHOW SERIES FROM m3 OFFSET 2") == [["m3,host=h2"]])
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 
     /// A query whose client left ran to its end. It stops now (counted), as one past `[query] timeout` does (503
@@ -420,5 +433,6 @@ import Testing
         close(fd)
         #expect(daemon.eventually(30) { ((try? daemon.counter("queries_stopped")) ?? 0) == 1 })
         #expect(daemon.pingsWithinASecond())
+        HostileInputTests.checkMemory(daemon, below: 512 << 20)
     }
 }
