@@ -88,6 +88,8 @@ public final class WriteAheadLog: Sendable {
         self.durability = durability
     }
 
+    deinit { close() }
+
     static func position(_ segment: UInt64, _ offset: Int) -> UInt64 { segment << 40 | UInt64(offset) }
 
     func segmentPath(_ n: UInt64) -> String {

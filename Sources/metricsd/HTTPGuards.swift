@@ -1,4 +1,5 @@
 import API
+import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
@@ -100,24 +101,7 @@ enum Credentials {
     }
 
     static func base64Decoded(_ text: String) -> String? {
-        var table = [UInt8](repeating: 0xFF, count: 256)
-        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() {
-            table[Int(c)] = UInt8(i)
-        }
-        var out: [UInt8] = []
-        var buffer: UInt32 = 0
-        var bits = 0
-        for c in text.utf8 where c != UInt8(ascii: "=") {
-            let v = table[Int(c)]
-            guard v != 0xFF else { return nil }
-            buffer = buffer << 6 | UInt32(v)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: buffer >> UInt32(bits)))
-            }
-        }
-        return String(validating: out, as: UTF8.self)
+        Data(base64Encoded: text).flatMap { String(data: $0, encoding: .utf8) }
     }
 }
 

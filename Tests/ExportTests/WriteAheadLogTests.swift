@@ -208,7 +208,7 @@ import Testing
             print("skipped: cannot mount a tmpfs here (\(why.trimmingCharacters(in: .whitespacesAndNewlines)))")
             return
         }
-        defer { _ = Self.run(["umount", mount]) }
+        defer { _ = Self.run(["umount", "-l", mount]) }
         let wal = WriteAheadLog(directory: mount + "/wal", durability: .fsync)
         _ = try wal.open(replayFrom: 0)
         // Fill the disk but for a little, so the next records are cut short.

@@ -324,3 +324,40 @@ func httpRequest(
     if let reply = box.reply { return reply }
     throw box.error ?? CLIError("no response")
 }
+
+/// A real small filesystem for disk-full tests: a tmpfs of `megabytes` mounted on a temporary directory (it needs
+/// root: the test says so when it cannot mount), unmounted and removed when released.
+final class SmallDisk {
+    let root: URL
+    let mountPoint: URL
+
+    init(megabytes: Int) throws {
+        root = try temporaryDirectory("metricsd-smalldisk")
+        mountPoint = root.appendingPathComponent("mnt")
+        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
+        let (mounted, why) = try runTool(["mount", "-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", mountPoint.path])
+        guard mounted == 0 else {
+            try? FileManager.default.removeItem(at: root)
+            throw CLIError("this test mounts a small tmpfs (needs root): \(why)")
+        }
+    }
+
+    deinit {
+        // Lazily: a daemon's log file on it may still be open in this process; the memory goes once it closes.
+        _ = try? runTool(["umount", "-l", mountPoint.path])
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    var filler: URL { mountPoint.appendingPathComponent("filler") }
+
+    /// Fills the filesystem to the last byte with one file (``empty()`` removes it).
+    func fill() throws {
+        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: filler)
+        while (try? handle.write(contentsOf: Data(count: 1 << 16))) != nil {}
+        while (try? handle.write(contentsOf: Data(count: 512))) != nil {}
+        try handle.close()
+    }
+
+    func empty() throws { try FileManager.default.removeItem(at: filler) }
+}

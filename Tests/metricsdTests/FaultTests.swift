@@ -147,18 +147,9 @@ import Testing
     /// are refused (503, not acknowledged) or stored late, `/health` reports the fault, nothing crashes; after the
     /// file is removed, storing resumes by itself and every acknowledged value is stored exactly once.
     @Test func diskFullAndBack() throws {
-        let root = try temporaryDirectory("metricsd-diskfull")
-        let mountPoint = root.appendingPathComponent("mnt")
-        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
-        let (mounted, why) = try runTool(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mountPoint.path])
-        try #require(mounted == 0, "this test mounts a small tmpfs (needs root): \(why)")
-        defer {
-            _ = try? runTool(["umount", mountPoint.path])
-            try? FileManager.default.removeItem(at: root)
-        }
+        let disk = try SmallDisk(megabytes: 16)
         let daemon = try Daemon(
-            config: "[rollup]\ninterval = \"1s\"\nlateness = \"0s\"\n", dataDir: mountPoint)
-        let filler = mountPoint.appendingPathComponent("filler")
+            config: "[rollup]\ninterval = \"1s\"\nlateness = \"0s\"\n", dataDir: disk.mountPoint)
         var acknowledged = 0
         var refused = 0
         var batch = 0
@@ -172,13 +163,7 @@ import Testing
             batch += 1
         }
         for _ in 0..<20 { try write() }
-        // Fill the file system to the last byte.
-        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: filler)
-        let block = Data(count: 1 << 20)
-        while (try? handle.write(contentsOf: block)) != nil {}
-        while (try? handle.write(contentsOf: Data(count: 4096))) != nil {}
-        try handle.close()
+        try disk.fill()
         // Writes go on against the full disk for 3 s.
         let until = Date().addingTimeInterval(3)
         while Date() < until {
@@ -190,7 +175,7 @@ import Testing
         #expect(faults > 0 || refused > 0, "the full disk was noticed: \(counters)")
         #expect(daemon.process.isRunning)
         // Free the space: storing resumes by itself.
-        try FileManager.default.removeItem(at: filler)
+        try disk.empty()
         for _ in 0..<10 { try write() }
         #expect(
             try daemon.eventually(30) {
@@ -206,5 +191,6 @@ import Testing
             .reduce(0) { $0 + $1[1] }
         #expect(Int(stored) == acknowledged, "acknowledged \(acknowledged), stored \(Int(stored)), refused \(refused)")
         #expect(daemon.stop() == 0)
+        withExtendedLifetime(disk) {}  // unmounted only after the daemon is gone
     }
 }

@@ -163,22 +163,9 @@ import Testing
     /// be read. It fails (503) while writes are refused, is degraded while stored rows are unreadable, and passes
     /// again when writes are taken again.
     @Test func healthTellsTheTruth() throws {
-        let root = try temporaryDirectory("metricsd-health")
-        let mountPoint = root.appendingPathComponent("mnt")
-        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
-        let (mounted, why) = try runTool(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mountPoint.path])
-        try #require(mounted == 0, "this test mounts a small tmpfs (needs root): \(why)")
-        defer {
-            _ = try? runTool(["umount", mountPoint.path])
-            try? FileManager.default.removeItem(at: root)
-        }
-        let daemon = try Daemon(config: "[storage]\ndurability = \"fsync\"\n", dataDir: mountPoint)
-        let filler = mountPoint.appendingPathComponent("filler")
-        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: filler)
-        while (try? handle.write(contentsOf: Data(count: 1 << 16))) != nil {}
-        while (try? handle.write(contentsOf: Data(count: 512))) != nil {}
-        try handle.close()
+        let disk = try SmallDisk(megabytes: 8)
+        let daemon = try Daemon(config: "[storage]\ndurability = \"fsync\"\n", dataDir: disk.mountPoint)
+        try disk.fill()
         var refused = 0
         let big = Data((0..<400).map { "h,i=\($0) v=1\n" }.joined().utf8)
         for _ in 0..<20 where try daemon.http("POST", "/write", body: big).status == 503 { refused += 1 }
@@ -187,7 +174,7 @@ import Testing
         #expect(failing.status == 503 && failing.json["status"] as? String == "fail", "\(failing.text)")
         #expect((failing.json["message"] as? String ?? "").contains("write-ahead log"))
         #expect((failing.json["message"] as? String ?? "").contains("No space left on device"), "\(failing.text)")
-        try FileManager.default.removeItem(at: filler)
+        try disk.empty()
         #expect(try daemon.http("POST", "/write", body: Data("h v=1".utf8)).status == 204)
         #expect(try daemon.http("GET", "/health").status == 200)
         // A full disk is reported once a kind, not every second.
@@ -198,6 +185,7 @@ import Testing
         }
         HostileInputTests.checkMemory(daemon, below: 512 << 20)
         #expect(daemon.stop() == 0)
+        withExtendedLifetime(disk) {}  // unmounted only after the daemon is gone
     }
 
     /// Stored rows that cannot be decoded read back as nothing with health "pass": they are counted and
@@ -226,18 +214,9 @@ import Testing
     /// and replay truncated it and everything after it (240,600 acknowledged, 230,600 stored). Now every
     /// acknowledged point comes back after `kill -9`, exactly once.
     @Test func aFullDiskEpisodeLosesNothingAcknowledged() throws {
-        let root = try temporaryDirectory("metricsd-full-kill")
-        let mountPoint = root.appendingPathComponent("mnt")
-        try FileManager.default.createDirectory(at: mountPoint, withIntermediateDirectories: true)
-        let (mounted, why) = try runTool(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mountPoint.path])
-        try #require(mounted == 0, "this test mounts a small tmpfs (needs root): \(why)")
-        defer {
-            _ = try? runTool(["umount", mountPoint.path])
-            try? FileManager.default.removeItem(at: root)
-        }
+        let disk = try SmallDisk(megabytes: 16)
         let config = "[storage]\ndurability = \"fsync\"\n"
-        var daemon = try Daemon(config: config, dataDir: mountPoint)
-        let filler = mountPoint.appendingPathComponent("filler")
+        var daemon = try Daemon(config: config, dataDir: disk.mountPoint)
         var acknowledged = 0
         var batch = 0
         func write() throws -> Int {
@@ -249,19 +228,16 @@ import Testing
             if status == 204 { acknowledged += 200 }
             return status
         }
-        _ = FileManager.default.createFile(atPath: filler.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: filler)
-        while (try? handle.write(contentsOf: Data(count: 1 << 16))) != nil {}
-        try handle.close()
+        try disk.fill()
         var refused = 0
         while refused < 3 && batch < 500 {
             if try write() == 503 { refused += 1 }
         }
         #expect(refused >= 3, "the disk filled")
-        try FileManager.default.removeItem(at: filler)
+        try disk.empty()
         for _ in 0..<50 { #expect(try write() == 204) }
         daemon.killHard()
-        daemon = try Daemon(config: config, dataDir: mountPoint)
+        daemon = try Daemon(config: config, dataDir: disk.mountPoint)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let json = try daemon.query(
             "measurement=ack&field=v&agg=count&from=\(now - 3_600_000)&to=\(now + 60_000)&step=1h")
@@ -269,6 +245,7 @@ import Testing
         #expect(!daemon.log().contains("bytes truncated"), "\(daemon.log().suffix(2000))")
         HostileInputTests.checkMemory(daemon, below: 512 << 20)
         #expect(daemon.stop() == 0)
+        withExtendedLifetime(disk) {}  // unmounted only after the daemon is gone
     }
 
     /// One flipped byte in a WAL record discarded the rest of its segment (11,000 of 20,000 acknowledged lines
