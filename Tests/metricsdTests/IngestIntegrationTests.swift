@@ -234,7 +234,8 @@ import Testing
             "influx_clients.py")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script.path, "\(daemon.httpPort)", "tok"]
+        // The clients are installed by `make deps-test` into the tools' virtualenv, and run from there.
+        process.arguments = [toolsPython, script.path, "\(daemon.httpPort)", "tok"]
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

@@ -12,6 +12,9 @@ import Testing
 /// The repository root (the tests read the unit, manifests and Makefile from it).
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
+/// The Python of the tools' virtualenv `make deps-test` makes (the InfluxDB clients, kubernetes-validate): where the
+/// Makefile put them, never whatever python3 PATH happens to hold.
+let toolsPython = repositoryRoot.appendingPathComponent(".build-tools/venv/bin/python").path
 
 /// Runs a program (found on PATH) to completion; returns (status, stdout + stderr).
 func runTool(_ arguments: [String], environment: [String: String] = [:], directory: URL? = nil) throws -> (
