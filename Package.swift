@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Rollups", targets: ["Rollups"]),
         .library(name: "Export", targets: ["Export"]),
         .library(name: "Query", targets: ["Query"]),
+        .library(name: "InfluxQL", targets: ["InfluxQL"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,13 +35,15 @@ let package = Package(
     targets: [
         // Wire formats, no I/O: line-protocol decoder and encoder.
         .target(name: "LineProtocol", exclude: ["README.md"], swiftSettings: strictSettings),
-        // InfluxQL: tokens → AST (the subset Grafana's InfluxDB data source sends); event analytics.
+        // InfluxQL: tokens → AST → plan → rows read from any `CellSource` (no I/O of its own, no HTTP, no NIO).
         .target(
-            name: "Query", dependencies: ["LineProtocol", "CRE2"], exclude: ["README.md"], swiftSettings: strictSettings
-        ),
+            name: "InfluxQL", dependencies: ["LineProtocol", "Rollups", "CRE2"], exclude: ["README.md"],
+            swiftSettings: strictSettings),
+        // Event analytics: funnels, retention cohorts, experiments over an in-memory event index.
+        .target(name: "Query", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
         // What each HTTP route accepts, no I/O: form decoding, times, durations, validated parameters (fuzzed).
         .target(
-            name: "API", dependencies: ["LineProtocol", "Rollups", "Query"], exclude: ["README.md"],
+            name: "API", dependencies: ["LineProtocol", "Rollups", "InfluxQL", "Query"], exclude: ["README.md"],
             swiftSettings: strictSettings),
         // RE2 (Debian's libre2) behind a C function or three: linear-time regex matching in Go's syntax, as InfluxDB.
         .target(name: "CRE2", linkerSettings: [.linkedLibrary("re2")]),
@@ -62,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "metricsd",
             dependencies: [
-                "LineProtocol", "Rollups", "Export", "Query", "API", "CZlib",
+                "LineProtocol", "Rollups", "Export", "Query", "InfluxQL", "API", "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -89,7 +92,10 @@ let package = Package(
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
         .testTarget(name: "QueryTests", dependencies: ["Query", "LineProtocol"], swiftSettings: strictSettings),
-        .testTarget(name: "APITests", dependencies: ["API", "Query", "Rollups"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "InfluxQLTests", dependencies: ["InfluxQL", "Rollups", "Export", "LineProtocol"],
+            exclude: ["Fixtures"], swiftSettings: strictSettings),
+        .testTarget(name: "APITests", dependencies: ["API", "InfluxQL", "Rollups"], swiftSettings: strictSettings),
         .testTarget(
             name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
             swiftSettings: strictSettings),
@@ -115,14 +121,14 @@ if Context.environment["METRICSD_FUZZ"] != nil {
         )
     )
     package.targets.append(
-        .executableTarget(name: "FuzzInfluxQL", dependencies: ["Query"], path: "FuzzTesting/Sources/FuzzInfluxQL")
+        .executableTarget(name: "FuzzInfluxQL", dependencies: ["InfluxQL"], path: "FuzzTesting/Sources/FuzzInfluxQL")
     )
     package.targets.append(
         .executableTarget(name: "FuzzEvents", dependencies: ["LineProtocol"], path: "FuzzTesting/Sources/FuzzEvents")
     )
     package.targets.append(
         .executableTarget(
-            name: "FuzzHTTPParameters", dependencies: ["API", "Query"], path: "FuzzTesting/Sources/FuzzHTTPParameters")
+            name: "FuzzHTTPParameters", dependencies: ["API", "InfluxQL"], path: "FuzzTesting/Sources/FuzzHTTPParameters")
     )
     // The daemon's Configuration.swift (a symbolic link), with the TOML library it uses.
     package.targets.append(

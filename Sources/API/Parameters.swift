@@ -1,4 +1,5 @@
 import LineProtocol
+public import InfluxQL
 public import Query
 public import Rollups
 

@@ -46,11 +46,20 @@ public final class SQLiteStore: RollupSink, RollupReader {
             seriesByRow = [:]
             fieldIDs = [:]
             fieldNames = [:]
+            fieldTypesRecorded = []
             changes = Changes()
         }
         /// Prepared once, reused for every new series.
         var insertSeries: Statement?
         var selectSeries: Statement?
+        /// (measurement, field) pairs known to be in `measurement_fields`, and the statement that adds one.
+        var fieldTypesRecorded: Set<FieldTypeKey> = []
+        var insertFieldType: Statement?
+    }
+
+    private struct FieldTypeKey: Hashable {
+        var measurement: String
+        var field: String
     }
 
     /// What a transaction changed: bucket starts written per tier (0: 1-minute, 1: hourly), rows deleted before a
@@ -59,6 +68,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         var starts: [Set<Int64>] = [[], []]
         var cutBefore: [Int64?] = [nil, nil]
         var measurements: Set<String> = []
+        /// Whether `measurement_fields` got a row.
+        var fieldTypes = false
     }
 
     /// The connection queries read through, so a flush (a long write transaction on the writer's connection) does
@@ -145,8 +156,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
     /// The schema this build writes. Version 1 (the first release) kept one row per field with its own blob;
     /// version 2 keeps one row per series and bucket with every field packed (4× fewer rows and B-tree inserts);
-    /// version 3 adds the `events` table (``EventStore``).
-    public static let schemaVersion: Int64 = 3
+    /// version 3 adds the `events` table (``EventStore``); version 4 the `measurement_fields` table (each
+    /// measurement's fields and their types, for `SHOW FIELD KEYS`) and rows of format 3 (cells that keep their
+    /// points; format 2 rows are still read).
+    public static let schemaVersion: Int64 = 4
 
     /// Creates the schema, or brings an older one up to ``schemaVersion`` in one transaction. A database from a
     /// newer metricsd is refused rather than misread.
@@ -181,6 +194,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     CREATE TABLE IF NOT EXISTS dedup(
                         hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
                         PRIMARY KEY(hash_high, hash_low));
+                    CREATE TABLE IF NOT EXISTS measurement_fields(
+                        measurement TEXT NOT NULL, field TEXT NOT NULL, type TEXT NOT NULL,
+                        PRIMARY KEY(measurement, field)) WITHOUT ROWID;
                     """ + EventStore.schema,
                     context: "creating the schema"
                 )
@@ -191,6 +207,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
                         db, Self.rollupTable("rollup_1m") + Self.rollupTable("rollup_1h"),
                         context: "creating the schema")
                 }
+                if let version, version < 4 { try Self.recordFieldTypesOfRecentRows(connection: &c) }
                 try Self.setMeta(db, "schema_version", Self.schemaVersion)
                 try Self.execute(db, "COMMIT", context: "migrating the schema")
             } catch {
@@ -234,6 +251,53 @@ public final class SQLiteStore: RollupSink, RollupReader {
         }
         try emit()
         try execute(db, "DROP TABLE \(table)_v1", context: "migrating \(table)")
+    }
+
+    /// Version 3 → 4: the fields of each measurement with their types, from the last two hours of stored minutes
+    /// (a bounded read; fields seen only before that are named as they are next stored). Rows of format 2 do not
+    /// say whether a numeric field is an integer: those read as `float`.
+    private static func recordFieldTypesOfRecentRows(connection c: inout Connection) throws(StoreError) {
+        let db = c.db
+        let newest = try Statement(db, "SELECT max(ts) FROM rollup_1m")
+        guard try newest.step(), sqlite3_column_type(newest.handle, 0) != SQLITE_NULL else { return }
+        let rows = try Statement(
+            db,
+            "SELECT s.measurement, r.ts, r.data FROM rollup_1m r JOIN series s ON s.id = r.series WHERE r.ts >= ?1")
+        try rows.bind(1, newest.int64(0) - 2 * hour)
+        var found: [String: [Int64: FieldType]] = [:]
+        while try rows.step() {
+            let measurement = rows.text(0)
+            _ = PackedRow.visit(rows.blob(2), start: rows.int64(1), sketches: false, wanted: { _ in true }) {
+                field, rollup in
+                let type = FieldType(rollup)
+                if let known = found[measurement]?[field], known <= type { return }
+                found[measurement, default: [:]][field] = type
+            }
+        }
+        for (measurement, fields) in found {
+            for (field, type) in fields {
+                try recordFieldType(measurement: measurement, field: try fieldName(field, in: &c), type: type, in: &c)
+            }
+        }
+    }
+
+    /// Records a field of a measurement with its type, once (the type first recorded stays).
+    private static func recordFieldType(
+        measurement: String, field: String, type: FieldType, in c: inout Connection
+    ) throws(StoreError) {
+        let key = FieldTypeKey(measurement: measurement, field: field)
+        guard c.fieldTypesRecorded.insert(key).inserted else { return }
+        if c.insertFieldType == nil {
+            c.insertFieldType = try Statement(
+                c.db, "INSERT OR IGNORE INTO measurement_fields(measurement, field, type) VALUES(?1, ?2, ?3)")
+        }
+        let insert = c.insertFieldType!
+        defer { insert.reset() }
+        try insert.bind(1, measurement)
+        try insert.bind(2, field)
+        try insert.bind(3, type.rawValue)
+        _ = try insert.step()
+        if sqlite3_changes(c.db) > 0 { c.changes.fieldTypes = true }
     }
 
     /// Both tiers share one layout: bucket start, series, and every field of the series in that bucket packed
@@ -399,7 +463,17 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 }
                 previous = (hash, id)
                 keyed.append((id, Int32(k)))
-                fields.append(try fieldID(cells[k].field, in: &c))
+                let field = try fieldID(cells[k].field, in: &c)
+                fields.append(field)
+                // The measurement's fields and their types (`SHOW FIELD KEYS`): recorded the first time each is
+                // stored; the last few pairs are remembered so a bucket costs a comparison per cell.
+                let measurement = cells[k].series.measurement
+                if !recentTypes.contains(where: { $0.field == field && $0.measurement == measurement }) {
+                    try SQLiteStore.recordFieldType(
+                        measurement: measurement, field: cells[k].field, type: FieldType(cells[k].rollup), in: &c)
+                    if recentTypes.count == 16 { recentTypes.removeFirst() }
+                    recentTypes.append((measurement, field))
+                }
             }
             keyed.sort { $0.id != $1.id ? $0.id < $1.id : $0.index < $1.index }
             let runs = seriesRuns()
@@ -469,6 +543,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         }
 
         var recentFields: [(name: String, id: Int64)] = []
+        /// (measurement, field id) pairs whose type was recorded lately (``recordFieldType``).
+        var recentTypes: [(measurement: String, field: Int64)] = []
 
         /// Below this many cells a bucket is encoded row by row, between the inserts (a thread is not worth it).
         static let pipelineMinimum = 20_000
@@ -1027,32 +1103,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
     }
 
     /// What a query reads from one tier.
-    public struct CellRead: Sendable {
-        public var measurement: String
-        /// The fields to read (`nil`: every field).
-        public var fields: [String]?
-        /// Bucket starts in `[from, to)`.
-        public var from: Int64
-        public var to: Int64
-        /// Whether quantile sketches are decoded; a query that computes no quantile leaves them empty.
-        public var sketches: Bool
-        /// Whether rows may be looked up by key (tests turn it off to compare with a scan).
-        public var keyed = true
-        /// The text of the series condition the read is made with, when it has one: reads with the same text take
-        /// the same series, so which they are is remembered (until a series is added to the measurement).
-        public var condition: String?
-        /// Asked as rows are read: when it answers true the read stops with `SQLITE_INTERRUPT` (a query past its
-        /// timeout, or whose client left).
-        public var shouldStop: (@Sendable () -> Bool)?
-
-        public init(measurement: String, fields: [String]?, from: Int64, to: Int64, sketches: Bool = true) {
-            self.measurement = measurement
-            self.fields = fields
-            self.from = from
-            self.to = to
-            self.sketches = sketches
-        }
-    }
+    public typealias CellRead = Rollups.CellRead
 
     /// How a read found its rows (tests check the plan).
     public enum ReadPlan: Sendable, Equatable {
@@ -1693,8 +1744,10 @@ enum PackedRow {
     ) -> Bool {
         walk(
             bytes, start: start, wanted: { wanted($0) ? $0 : nil }, stopAfter: stopAfter,
-            read: { field, r, base, end in
-                guard let rollup = FieldRollup(reading: &r, base: base, sketches: sketches), r.offset == end else {
+            read: { field, r, base, end, version in
+                guard let rollup = FieldRollup(reading: &r, base: base, sketches: sketches, version: version),
+                    r.offset == end
+                else {
                     return nil
                 }
                 let anchor = rollup.timeAnchor
@@ -1709,11 +1762,11 @@ enum PackedRow {
         _ bytes: [UInt8], start: Int64, wanted: (Int64) -> Int?, stopAfter: Int = .max,
         each body: (Int, FieldSummary) -> Void
     ) -> Bool {
-        walk(bytes, start: start, wanted: wanted, stopAfter: stopAfter) { index, r, base, end in
-            // A numeric summary reads its rollup to the end (the sketch is checked); other kinds stop early.
-            guard let summary = FieldSummary(reading: &r, base: base), r.offset <= end,
-                summary.kind != .numeric || r.offset == end
-            else { return nil }
+        walk(bytes, start: start, wanted: wanted, stopAfter: stopAfter) { index, r, base, end, version in
+            // A summary stops where what it needs ends (before a numeric cell's points, a string's bytes).
+            guard let summary = FieldSummary(reading: &r, base: base, version: version), r.offset <= end else {
+                return nil
+            }
             body(index, summary)
             return summary.timeAnchor
         }
@@ -1725,11 +1778,13 @@ enum PackedRow {
     /// the bytes are malformed or of a newer format; once `stopAfter` fields were read the rest is not looked at.
     private static func walk<W>(
         _ bytes: [UInt8], start: Int64, wanted: (Int64) -> W?, stopAfter: Int,
-        read: (W, inout ByteReader, Int64, Int) -> Int64?
+        read: (W, inout ByteReader, Int64, Int, UInt8) -> Int64?
     ) -> Bool {
         var found = 0
         var r = ByteReader(bytes)
-        guard r.u8() == FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count) else { return false }
+        guard let version = r.u8(), version >= FieldRollup.oldestReadableVersion,
+            version <= FieldRollup.formatVersion, let n = r.varint(), n <= UInt64(bytes.count)
+        else { return false }
         var base = start
         for _ in 0..<n {
             guard let word = r.varint(), let length = r.varint(), length <= UInt64(bytes.count - r.offset) else {
@@ -1737,14 +1792,15 @@ enum PackedRow {
             }
             let end = r.offset + Int(length)
             if let w = wanted(Int64(bitPattern: word)) {
-                guard let anchor = read(w, &r, base, end) else { return false }
+                guard let anchor = read(w, &r, base, end, version) else { return false }
                 base = anchor
                 r.seek(to: end)
                 found += 1
                 // Every wanted field seen: the rest of the row is not read (nor checked).
                 if found == stopAfter { return true }
             } else {
-                guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base), r.offset <= end else {
+                guard let anchor = FieldRollup.timeAnchor(reading: &r, base: base, version: version), r.offset <= end
+                else {
                     return false
                 }
                 base = anchor
@@ -1752,5 +1808,60 @@ enum PackedRow {
             }
         }
         return r.atEnd
+    }
+}
+
+// MARK: - The query engine's view
+
+extension SQLiteStore: SeriesCatalog {
+    public func catalogSeries() throws -> [SeriesInfo] { try allSeries() }
+
+    public func catalogFields() throws -> [String: [String: FieldType]] { try fieldTypes() }
+
+    /// The fields of each stored measurement with their types (the `measurement_fields` table).
+    public func fieldTypes() throws(StoreError) -> [String: [String: FieldType]] {
+        try withReader { r throws(StoreError) in
+            let rows = try Statement(r.db, "SELECT measurement, field, type FROM measurement_fields")
+            var out: [String: [String: FieldType]] = [:]
+            while try rows.step() {
+                out[rows.text(0), default: [:]][rows.text(1)] = FieldType(rawValue: rows.text(2)) ?? .float
+            }
+            return out
+        }
+    }
+
+    /// One stored tier as a ``CellSource``: the 1-minute rows, or the hourly ones.
+    public func tier(hourly: Bool) -> Tier { Tier(store: self, hourly: hourly) }
+
+    public struct Tier: CellSource {
+        public let store: SQLiteStore
+        public let hourly: Bool
+
+        public func visitCells(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
+            _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
+        ) throws {
+            // Cells come in runs of one field: the last one is looked up before hashing.
+            let fields = read.fields ?? []
+            var last: (name: String, index: Int)?
+            _ = try store.visit(read, hourly: hourly, series: accept) { start, series, field, rollup in
+                let f: Int
+                if let last, last.name == field {
+                    f = last.index
+                } else {
+                    guard let known = fields.firstIndex(of: field) else { return }
+                    f = known
+                    last = (field, known)
+                }
+                body(start, series, f, rollup)
+            }
+        }
+
+        public func visitSummaries(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
+            _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+        ) throws {
+            _ = try store.visitSummaries(read, hourly: hourly, series: accept, body)
+        }
     }
 }

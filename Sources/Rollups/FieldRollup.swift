@@ -16,51 +16,133 @@ public enum FieldKind: UInt8, Sendable, Hashable {
     }
 }
 
+/// One value of a cell that still keeps its values (``FieldRollup/points``): its time and, for a numeric field, the
+/// value; for a boolean 0 or 1; for a string where its bytes are in the cell's text.
+public struct ExactPoint: Sendable, Hashable {
+    public var time: Int64
+    public var value: Double
+
+    public init(time: Int64, value: Double) {
+        self.time = time
+        self.value = value
+    }
+}
+
 /// The rollup of one (series, field, bucket): every aggregate metricsd keeps, mergeable exactly.
 ///
-/// - numeric: ``NumericAggregate`` (count, sum, min, max, first, last, stddev) and a ``QuantileSketch``;
-/// - boolean: count, count of `true`, last value by timestamp;
-/// - string: count, last value by timestamp (kept as bytes in a buffer that is reused, not reallocated);
+/// - numeric: ``NumericAggregate`` (count, sum, min and max with their times, first, last, stddev), and either the
+///   points themselves (while the cell holds at most ``exactLimit``) or a ``QuantileSketch`` of the values;
+/// - boolean: count, count of `true`, first and last value by timestamp, the points while few;
+/// - string: count, first and last value by timestamp, the points (and their bytes) while few;
 /// - distinct: count, last time, and a ``DistinctSketch`` of the values' hashes.
+///
+/// A cell that keeps its points answers everything a raw-point store answers — exact percentiles, modes, distinct
+/// counts, top values with their times, integrals, conditions on values, points inside part of a bucket — and costs
+/// 16 bytes a point, about what the sketch's bins cost for so few values. Past ``exactLimit`` points the values go
+/// into the sketch (numeric) or are dropped (booleans and strings keep their counts, first and last).
 public struct FieldRollup: Sendable {
+    /// The most points a stored cell keeps (Telegraf's default 10 s interval writes 6 a minute).
+    public static let exactLimit = 16
+    /// The most bytes of string values a cell keeps with its points.
+    public static let exactTextLimit = 4_096
+
     public internal(set) var kind: FieldKind
+    /// Numeric fields: every value came as an integer (line protocol `i` or `u`): the field's type is `integer`.
+    public internal(set) var isInteger = true
     public internal(set) var numeric = NumericAggregate()
+    /// Numeric values past ``exactLimit`` points (empty while the cell keeps its points).
     public internal(set) var sketch = QuantileSketch()
     /// Values seen (every kind).
     public internal(set) var count: Int64 = 0
     public internal(set) var trueCount: Int64 = 0
+    /// First value by time (booleans and strings; numeric fields keep theirs in ``numeric``).
+    public internal(set) var firstTime: Int64 = .max
+    public internal(set) var firstBool = false
+    public internal(set) var firstBytes: [UInt8] = []
     public internal(set) var lastTime: Int64 = .min
     public internal(set) var lastBool = false
     public internal(set) var lastBytes: [UInt8] = []
     public internal(set) var distinct = DistinctSketch()
+    /// The points, in time order, while the cell keeps them (``isExact``).
+    public internal(set) var points: [ExactPoint] = []
+    /// String points' bytes (a point's value is `offset << 32 | length` into it).
+    var text: [UInt8] = []
 
     public init(kind: FieldKind) {
         self.kind = kind
     }
 
+    /// Whether the cell holds every one of its values as a point.
+    @inline(__always)
+    public var isExact: Bool { Int64(points.count) == count && kind != .distinct }
+
     /// The last string value, for string fields.
     public var lastString: String { String(decoding: lastBytes, as: UTF8.self) }
+    public var firstString: String { String(decoding: firstBytes, as: UTF8.self) }
 
-    public mutating func add(_ value: Double, at time: Int64) {
+    /// The string of a point of a string field.
+    public func string(of point: ExactPoint) -> String {
+        let word = point.value.bitPattern
+        let offset = Int(word >> 32)
+        let length = Int(word & 0xFFFF_FFFF)
+        return String(decoding: text[offset..<(offset + length)], as: UTF8.self)
+    }
+
+    /// The bytes of a point of a string field.
+    public func withBytes<R>(of point: ExactPoint, _ body: (ArraySlice<UInt8>) -> R) -> R {
+        let word = point.value.bitPattern
+        let offset = Int(word >> 32)
+        return body(text[offset..<(offset + Int(word & 0xFFFF_FFFF))])
+    }
+
+    public mutating func add(_ value: Double, at time: Int64, integer: Bool = false) {
         count &+= 1
         numeric.add(value, at: time)
-        sketch.add(value)
+        if !integer { isInteger = false }
+        if Int64(points.count) &+ 1 == count && points.count < Self.exactLimit {
+            insert(ExactPoint(time: time, value: value))
+        } else {
+            if !points.isEmpty { spill() }
+            sketch.add(value)
+        }
     }
 
     public mutating func add(_ value: Bool, at time: Int64) {
         count &+= 1
         if value { trueCount &+= 1 }
-        if time >= lastTime {
+        if time < firstTime || (time == firstTime && !value && firstBool) {
+            firstTime = time
+            firstBool = value
+        }
+        if time > lastTime || (time == lastTime && value && !lastBool) {
             lastTime = time
             lastBool = value
+        }
+        if Int64(points.count) &+ 1 == count && points.count < Self.exactLimit {
+            insert(ExactPoint(time: time, value: value ? 1 : 0))
+        } else if !points.isEmpty {
+            spill()
         }
     }
 
     public mutating func add(_ bytes: UnsafeBufferPointer<UInt8>, at time: Int64) {
         count &+= 1
-        if time >= lastTime {
+        if time < firstTime || (time == firstTime && Self.precedes(firstBytes, bytes)) {
+            firstTime = time
+            firstBytes.replaceSubrange(0..<firstBytes.count, with: bytes)
+        }
+        if time > lastTime || (time == lastTime && Self.precedes(lastBytes, bytes)) {
             lastTime = time
             lastBytes.replaceSubrange(0..<lastBytes.count, with: bytes)
+        }
+        if Int64(points.count) &+ 1 == count && points.count < Self.exactLimit
+            && text.count + bytes.count <= Self.exactTextLimit
+        {
+            let word = UInt64(text.count) << 32 | UInt64(bytes.count)
+            text.append(contentsOf: bytes)
+            insert(ExactPoint(time: time, value: Double(bitPattern: word)))
+        } else if !points.isEmpty || !text.isEmpty {
+            spill()
         }
     }
 
@@ -71,40 +153,164 @@ public struct FieldRollup: Sendable {
         if time >= lastTime { lastTime = time }
     }
 
+    /// Byte-wise order of strings (Go compares strings by bytes).
+    static func precedes<A: Collection<UInt8>, B: Collection<UInt8>>(_ a: A, _ b: B) -> Bool {
+        a.lexicographicallyPrecedes(b)
+    }
+
+    /// Inserts a point keeping time order (points of equal time stay in arrival order).
+    @inline(__always)
+    private mutating func insert(_ point: ExactPoint) {
+        if points.capacity == 0 { points.reserveCapacity(8) }
+        var at = points.count
+        while at > 0 && points[at - 1].time > point.time { at -= 1 }
+        if at == points.count { points.append(point) } else { points.insert(point, at: at) }
+    }
+
+    /// Stops keeping points: a numeric cell's values go into the sketch.
+    mutating func spill() {
+        if kind == .numeric {
+            for p in points { sketch.add(p.value) }
+        }
+        points = []
+        text = []
+    }
+
     /// Merges `other` (same series and field) into `self`. A rollup of another kind is ignored: a field's kind is
-    /// fixed when it is first seen, and conflicting values are rejected at ingest.
-    public mutating func merge(_ other: FieldRollup) {
-        guard other.kind == kind, other.count > 0 else { return }
+    /// fixed when it is first seen, and conflicting values are rejected at ingest. The result keeps its points while
+    /// both kept theirs and they are at most `exactLimit` together.
+    public mutating func merge(_ other: FieldRollup) { merge(other, exactLimit: Self.exactLimit) }
+
+    /// ``merge(_:)`` keeping the points while both keep theirs and they number at most `exactLimit` together.
+    public mutating func merge(_ other: FieldRollup, exactLimit: Int) {
+        guard other.count > 0 else { return }
+        guard count > 0 else {
+            self = other
+            if points.count > exactLimit { spill() }
+            return
+        }
+        guard other.kind == kind else { return }
+        let keep =
+            isExact && other.isExact && points.count + other.points.count <= exactLimit
+            && (kind != .string || text.count + other.text.count <= Self.exactTextLimit)
         count &+= other.count
         switch kind {
         case .numeric:
             numeric.merge(other.numeric)
-            sketch.merge(other.sketch)
+            isInteger = isInteger && other.isInteger
+            if !keep {
+                if !points.isEmpty { spill() }
+                if other.points.isEmpty {
+                    sketch.merge(other.sketch)
+                } else {
+                    for p in other.points { sketch.add(p.value) }
+                }
+            }
         case .boolean:
             trueCount &+= other.trueCount
-            if other.lastTime >= lastTime {
+            if other.firstTime < firstTime || (other.firstTime == firstTime && !other.firstBool && firstBool) {
+                firstTime = other.firstTime
+                firstBool = other.firstBool
+            }
+            if other.lastTime > lastTime || (other.lastTime == lastTime && other.lastBool && !lastBool) {
                 lastTime = other.lastTime
                 lastBool = other.lastBool
             }
+            if !keep { spill() }
         case .string:
-            if other.lastTime >= lastTime {
+            if other.firstTime < firstTime
+                || (other.firstTime == firstTime && Self.precedes(firstBytes, other.firstBytes))
+            {
+                firstTime = other.firstTime
+                firstBytes = other.firstBytes
+            }
+            if other.lastTime > lastTime || (other.lastTime == lastTime && Self.precedes(lastBytes, other.lastBytes))
+            {
                 lastTime = other.lastTime
                 lastBytes = other.lastBytes
             }
+            if !keep { spill() }
         case .distinct:
             distinct.merge(other.distinct)
             if other.lastTime > lastTime { lastTime = other.lastTime }
         }
+        if keep { mergePoints(other) }
     }
 
-    /// The value of aggregate `agg` for this rollup, or `nil` when it does not apply or is undefined.
+    /// Merges the points of `other` (both exact) in time order; `other`'s string bytes follow ours.
+    private mutating func mergePoints(_ other: FieldRollup) {
+        var incoming = other.points
+        if kind == .string {
+            let shift = UInt64(text.count) << 32
+            for k in incoming.indices {
+                incoming[k].value = Double(bitPattern: incoming[k].value.bitPattern &+ shift)
+            }
+            text.append(contentsOf: other.text)
+        }
+        if let last = points.last, let first = incoming.first, last.time <= first.time {
+            points.append(contentsOf: incoming)
+            return
+        }
+        var merged: [ExactPoint] = []
+        merged.reserveCapacity(points.count + incoming.count)
+        var i = 0
+        var j = 0
+        while i < points.count || j < incoming.count {
+            if j == incoming.count || (i < points.count && points[i].time <= incoming[j].time) {
+                merged.append(points[i])
+                i += 1
+            } else {
+                merged.append(incoming[j])
+                j += 1
+            }
+        }
+        points = merged
+    }
+
+    /// The cell of the points with a time in `[from, through]` of a cell that keeps its points (``isExact``);
+    /// `nil` when none is in the range.
+    public func points(from: Int64, through: Int64) -> FieldRollup? {
+        precondition(isExact)
+        if let first = points.first, let last = points.last, first.time >= from, last.time <= through {
+            return self
+        }
+        var out = FieldRollup(kind: kind)
+        out.isInteger = isInteger
+        for p in points where p.time >= from && p.time <= through {
+            switch kind {
+            case .numeric: out.add(p.value, at: p.time, integer: isInteger)
+            case .boolean: out.add(p.value != 0, at: p.time)
+            case .string:
+                withBytes(of: p) { bytes in
+                    Array(bytes).withUnsafeBufferPointer { out.add($0, at: p.time) }
+                }
+            case .distinct: break
+            }
+        }
+        return out.count > 0 ? out : nil
+    }
+
+    /// The values of a numeric cell that keeps its points, ascending; `nil` when it does not.
+    public func sortedValues() -> [Double]? {
+        guard isExact, kind != .string else { return nil }
+        return points.map(\.value).sorted()
+    }
+
+    /// The value of aggregate `agg` for this rollup, or `nil` when it does not apply or is undefined. Quantiles of
+    /// a cell that keeps its points are its value at rank `⌊q·(n−1)⌋`; past that, the sketch's estimate of it.
     public func value(of agg: Aggregate) -> Double? {
         guard count > 0 else { return nil }
         switch (kind, agg) {
         case (_, .count): return Double(count)
-        case (.numeric, .quantile(let q)): return sketch.quantile(q)
+        case (.numeric, .quantile(let q)):
+            if let values = sortedValues() {
+                guard q >= 0, q <= 1 else { return nil }
+                return values[Int((q * Double(values.count - 1)).rounded(.down))]
+            }
+            return sketch.quantile(q)
         case (.numeric, _): return numeric.value(of: agg)
         case (.boolean, .last): return lastBool ? 1 : 0
+        case (.boolean, .first): return firstBool ? 1 : 0
         case (.boolean, .sum): return Double(trueCount)
         case (.boolean, .mean): return Double(trueCount) / Double(count)
         case (.distinct, .distinct): return distinct.estimate.rounded()

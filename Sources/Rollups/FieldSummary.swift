@@ -1,14 +1,20 @@
-/// What a ``FieldRollup`` answers without its sketches and string bytes: every aggregate but quantiles and
-/// distinct counts, in a plain value (no arrays, nothing reference-counted) that is cheap to copy, merge and keep.
+/// What a ``FieldRollup`` answers without its points, sketches and string bytes: every aggregate but quantiles,
+/// modes and distinct counts, in a plain value (no arrays, nothing reference-counted) that is cheap to copy, merge
+/// and keep.
 ///
-/// Queries that compute no quantile and no distinct count read stored rows into summaries, and keep decoded
-/// summaries between refreshes (`SQLiteStore`'s summary blocks); for a numeric field the summary is the
-/// ``NumericAggregate``, for a boolean its true count and last value, for a string or distinct field its count.
+/// Queries that compute none of those read stored rows into summaries, and keep decoded summaries between
+/// refreshes (`SQLiteStore`'s summary blocks); for a numeric field the summary is the ``NumericAggregate`` (with
+/// the times of its minimum and maximum), for a boolean its true count and first and last values, for a string or
+/// distinct field its count and times.
 public struct FieldSummary: Sendable, Equatable {
     public private(set) var kind: FieldKind
+    /// Numeric fields: every value was an integer.
+    public private(set) var isInteger = true
     /// Values seen (every kind).
     public private(set) var count: Int64 = 0
     public private(set) var trueCount: Int64 = 0
+    public private(set) var firstTime: Int64 = .max
+    public private(set) var firstBool = false
     public private(set) var lastTime: Int64 = .min
     public private(set) var lastBool = false
     public private(set) var numeric = NumericAggregate()
@@ -21,44 +27,82 @@ public struct FieldSummary: Sendable, Equatable {
     /// The summary of `rollup`.
     public init(_ rollup: FieldRollup) {
         kind = rollup.kind
+        isInteger = rollup.isInteger
         count = rollup.count
         trueCount = rollup.trueCount
+        firstTime = rollup.firstTime
+        firstBool = rollup.firstBool
         lastTime = rollup.lastTime
         lastBool = rollup.lastBool
         numeric = rollup.numeric
     }
 
-    /// Reads the summary of a rollup written by ``FieldRollup/write(to:base:)`` with the same `base`. `r` is left
-    /// inside the rollup when its kind carries more (string bytes, a distinct sketch): the caller moves on by the
-    /// rollup's length. A numeric rollup's quantile sketch is checked and stepped over (nothing is allocated).
-    public init?(reading r: inout ByteReader, base: Int64) {
-        guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), let count = r.varint() else {
+    /// Reads the summary of a rollup written by ``FieldRollup/write(to:base:)`` with the same `base` (format
+    /// `version`). `r` is left inside the rollup when its kind carries more (string bytes, points, a distinct
+    /// sketch): the caller moves on by the rollup's length. A numeric rollup's quantile sketch is checked and
+    /// stepped over (nothing is allocated).
+    public init?(reading r: inout ByteReader, base: Int64, version: UInt8 = FieldRollup.formatVersion) {
+        guard let flags = r.u8(), let kind = FieldKind(rawValue: flags & 0x3F), let count = r.varint() else {
             return nil
         }
+        if version < 3 && flags > 3 { return nil }
         self.kind = kind
         self.count = Int64(bitPattern: count)
+        let exact = flags & FieldRollup.exactFlag != 0
         switch kind {
         case .numeric:
-            guard let numeric = NumericAggregate(reading: &r, base: base), QuantileSketch.skip(reading: &r) else {
-                return nil
-            }
+            guard let numeric = NumericAggregate(reading: &r, base: base, version: version) else { return nil }
             self.numeric = numeric
+            isInteger = version >= 3 && flags & FieldRollup.integerFlag != 0
+            if !exact {
+                guard QuantileSketch.skip(reading: &r) else { return nil }
+            }
         case .boolean:
-            guard let t = r.varint(), let time = r.zigzag(), let b = r.u8() else { return nil }
+            guard let t = r.varint() else { return nil }
             trueCount = Int64(bitPattern: t)
-            lastTime = base &+ time
-            lastBool = b != 0
-        case .string, .distinct:
+            if version >= 3 {
+                guard let first = r.zigzag(), let firstValue = r.u8(), let last = r.zigzag(), let lastValue = r.u8()
+                else { return nil }
+                firstTime = base &+ first
+                firstBool = firstValue != 0
+                lastTime = firstTime &+ last
+                lastBool = lastValue != 0
+            } else {
+                guard let time = r.zigzag(), let b = r.u8() else { return nil }
+                lastTime = base &+ time
+                lastBool = b != 0
+                firstTime = lastTime
+                firstBool = lastBool
+            }
+        case .string:
+            guard let time = r.zigzag() else { return nil }
+            if version >= 3 {
+                firstTime = base &+ time
+                guard let n = r.varint(), n <= 1 << 24, r.take(Int(n)) != nil, let last = r.zigzag() else {
+                    return nil
+                }
+                lastTime = firstTime &+ last
+            } else {
+                lastTime = base &+ time
+                firstTime = lastTime
+            }
+        case .distinct:
             guard let time = r.zigzag() else { return nil }
             lastTime = base &+ time
         }
     }
 
     /// The time the next field of a stored row is written relative to (``FieldRollup/timeAnchor``).
-    public var timeAnchor: Int64 { kind == .numeric ? numeric.firstTime : lastTime }
+    public var timeAnchor: Int64 {
+        switch kind {
+        case .numeric: numeric.firstTime
+        case .boolean, .string: firstTime
+        case .distinct: lastTime
+        }
+    }
 
-    /// Merges `other` (same series and field) into `self`, as ``FieldRollup/merge(_:)`` does. An empty summary
-    /// takes `other` whole; one of another kind is ignored.
+    /// Merges `other` (same series and field) into `self`, as ``FieldRollup/merge(_:exactLimit:)`` does. An empty
+    /// summary takes `other` whole; one of another kind is ignored.
     public mutating func merge(_ other: FieldSummary) {
         guard other.count > 0 else { return }
         guard count > 0 else {
@@ -70,13 +114,19 @@ public struct FieldSummary: Sendable, Equatable {
         switch kind {
         case .numeric:
             numeric.merge(other.numeric)
+            isInteger = isInteger && other.isInteger
         case .boolean:
             trueCount &+= other.trueCount
-            if other.lastTime >= lastTime {
+            if other.firstTime < firstTime || (other.firstTime == firstTime && !other.firstBool && firstBool) {
+                firstTime = other.firstTime
+                firstBool = other.firstBool
+            }
+            if other.lastTime > lastTime || (other.lastTime == lastTime && other.lastBool && !lastBool) {
                 lastTime = other.lastTime
                 lastBool = other.lastBool
             }
         case .string, .distinct:
+            if other.firstTime < firstTime { firstTime = other.firstTime }
             if other.lastTime > lastTime { lastTime = other.lastTime }
         }
     }
@@ -87,8 +137,10 @@ public struct FieldSummary: Sendable, Equatable {
         guard count > 0 else { return nil }
         switch (kind, agg) {
         case (_, .count): return Double(count)
+        case (.numeric, .quantile), (.numeric, .distinct): return nil
         case (.numeric, _): return numeric.value(of: agg)
         case (.boolean, .last): return lastBool ? 1 : 0
+        case (.boolean, .first): return firstBool ? 1 : 0
         case (.boolean, .sum): return Double(trueCount)
         case (.boolean, .mean): return Double(trueCount) / Double(count)
         default: return nil

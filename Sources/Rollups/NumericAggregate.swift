@@ -17,6 +17,10 @@ public struct NumericAggregate: Sendable, Hashable {
     var shift: Double = 0
     public internal(set) var min: Double = .infinity
     public internal(set) var max: Double = -.infinity
+    /// When the minimum and the maximum were seen (the earliest such time when several points tie, as InfluxDB's
+    /// `min()`/`max()` selectors answer).
+    public internal(set) var minTime: Int64 = .max
+    public internal(set) var maxTime: Int64 = .max
     public internal(set) var first: Double = 0
     public internal(set) var firstTime: Int64 = .max
     public internal(set) var last: Double = 0
@@ -34,8 +38,14 @@ public struct NumericAggregate: Sendable, Hashable {
         let d = value - shift
         shiftedSum += d
         shiftedSquares += d * d
-        if value < min { min = value }
-        if value > max { max = value }
+        if value < min || (value == min && time < minTime) {
+            min = value
+            minTime = time
+        }
+        if value > max || (value == max && time < maxTime) {
+            max = value
+            maxTime = time
+        }
         if time < firstTime || (time == firstTime && value > first) {
             firstTime = time
             first = value
@@ -60,8 +70,14 @@ public struct NumericAggregate: Sendable, Hashable {
         shiftedSum += other.shiftedSum + n * delta
         count &+= other.count
         sum += other.sum
-        if other.min < min { min = other.min }
-        if other.max > max { max = other.max }
+        if other.min < min || (other.min == min && other.minTime < minTime) {
+            min = other.min
+            minTime = other.minTime
+        }
+        if other.max > max || (other.max == max && other.maxTime < maxTime) {
+            max = other.max
+            maxTime = other.maxTime
+        }
         if other.firstTime < firstTime || (other.firstTime == firstTime && other.first > first) {
             firstTime = other.firstTime
             first = other.first

@@ -202,11 +202,14 @@ public final class RollupEngine: Sendable {
                 return
             }
             var position = 0
-            func apply(_ key: UnsafeBufferPointer<UInt8>, _ kind: FieldKind, _ add: (inout FieldRollup) -> Void) {
+            func apply(
+                _ key: UnsafeBufferPointer<UInt8>, _ kind: FieldKind, integer: Bool, _ add: (inout FieldRollup) -> Void
+            ) {
                 defer { position += 1 }
                 let slot: Int32
                 switch state.slot(
-                    series: seriesIndex, key: key, kind: kind, position: position, limit: config.maxFieldsPerSeries)
+                    series: seriesIndex, key: key, kind: kind, integer: integer, position: position,
+                    limit: config.maxFieldsPerSeries)
                 {
                 case .found(let s): slot = s
                 case .overLimit:
@@ -232,15 +235,19 @@ public final class RollupEngine: Sendable {
             }
             for field in decoder.fields {
                 let kind: FieldKind
+                var integer = false
                 switch field.value {
-                case .float, .integer, .unsigned: kind = .numeric
+                case .float: kind = .numeric
+                case .integer, .unsigned:
+                    kind = .numeric
+                    integer = true
                 case .boolean: kind = .boolean
                 case .string: kind = .string
                 }
-                apply(field.key, kind) { Self.add(field.value, at: time, to: &$0) }
+                apply(field.key, kind, integer: integer) { Self.add(field.value, at: time, to: &$0) }
             }
             if let distinct {
-                apply(distinct.key, .distinct) { $0.add(distinctHash: distinct.hash, at: time) }
+                apply(distinct.key, .distinct, integer: false) { $0.add(distinctHash: distinct.hash, at: time) }
             }
         }
         return result
@@ -250,8 +257,8 @@ public final class RollupEngine: Sendable {
     static func add(_ value: FieldValue, at time: Int64, to rollup: inout FieldRollup) {
         switch value {
         case .float(let v): rollup.add(v, at: time)
-        case .integer(let v): rollup.add(Double(v), at: time)
-        case .unsigned(let v): rollup.add(Double(v), at: time)
+        case .integer(let v): rollup.add(Double(v), at: time, integer: true)
+        case .unsigned(let v): rollup.add(Double(v), at: time, integer: true)
         case .boolean(let v): rollup.add(v, at: time)
         case .string(let s): rollup.add(s, at: time)
         }
@@ -440,6 +447,23 @@ public final class RollupEngine: Sendable {
         return out
     }
 
+    /// The fields of each measurement in memory with the type of their first value.
+    public func fieldTypes() -> [String: [String: FieldType]] {
+        var out: [String: [String: FieldType]] = [:]
+        for shard in shards {
+            shard.state.withLock { state in
+                for (measurement, slots) in state.slotsByMeasurement {
+                    for slot in slots {
+                        let info = state.slots[Int(slot)]
+                        let known = out[measurement]?[info.field]
+                        if known == nil || info.type < known! { out[measurement, default: [:]][info.field] = info.type }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// The lowest write-ahead-log position still only in memory (in an open bucket), or `nil` when nothing is open:
     /// replay after a crash starts there.
     public func minOpenWALPosition() -> UInt64? {
@@ -527,6 +551,8 @@ private struct SlotInfo {
     var series: Int32
     var field: String
     var kind: FieldKind
+    /// The type of the field's first value (integer or float for numeric fields: `SHOW FIELD KEYS`).
+    var type: FieldType
 }
 
 private struct OpenBucket {
@@ -654,7 +680,8 @@ private struct ShardState: ~Copyable {
         var keptSlots: [SlotInfo] = []
         for (j, slot) in slots.enumerated() where newSeriesIndex[Int(slot.series)] >= 0 {
             newSlotIndex[j] = Int32(keptSlots.count)
-            keptSlots.append(SlotInfo(series: newSeriesIndex[Int(slot.series)], field: slot.field, kind: slot.kind))
+            keptSlots.append(
+                SlotInfo(series: newSeriesIndex[Int(slot.series)], field: slot.field, kind: slot.kind, type: slot.type))
         }
         for k in kept.indices { kept[k].slots = kept[k].slots.map { newSlotIndex[Int($0)] } }
         for b in buckets.indices {
@@ -725,9 +752,9 @@ private struct ShardState: ~Copyable {
     /// Finds or creates the slot of field `key` of a series; a new slot's kind is `kind`. `position` is the
     /// field's place in its line: lines of a series usually list its fields in the same order, so that field is
     /// tried first; a series with many fields finds the others by hash, a few by their fingerprints.
-    mutating func slot(series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind, position: Int, limit: Int)
-        -> Lookup
-    {
+    mutating func slot(
+        series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind, integer: Bool, position: Int, limit: Int
+    ) -> Lookup {
         let print = fingerprint(key)
         let found: Int32? = series.withUnsafeBufferPointer { all in
             let entry = all[Int(index)]
@@ -757,7 +784,8 @@ private struct ShardState: ~Copyable {
         guard Self.isText(key) else { return .invalidName }
         let slot = Int32(slots.count)
         let field = String(decoding: key, as: UTF8.self)
-        slots.append(SlotInfo(series: index, field: field, kind: kind))
+        slots.append(
+            SlotInfo(series: index, field: field, kind: kind, type: FieldType(kind: kind, integer: integer)))
         let k = Int32(entry.slots.count)
         series[Int(index)].slots.append(slot)
         series[Int(index)].fieldNames.append(Array(key))
@@ -832,4 +860,30 @@ private struct ShardState: ~Copyable {
         }
         body(&bucket.cells[Int(index)])
     }
+}
+
+extension RollupEngine: CellSource, SeriesCatalog {
+    /// The open cells of a read (``openCells(measurement:fields:from:to:series:condition:)``).
+    public func visitCells(
+        _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
+        _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
+    ) {
+        let fields = read.fields ?? []
+        for (start, cell) in openCells(
+            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
+            condition: read.condition)
+        {
+            if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
+        }
+    }
+
+    public func visitSummaries(
+        _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?, _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+    ) {
+        visitCells(read, series: accept) { start, series, index, cell in body(start, series, index, FieldSummary(cell)) }
+    }
+
+    public func catalogSeries() -> [SeriesInfo] { allSeries().map(\.series) }
+
+    public func catalogFields() -> [String: [String: FieldType]] { fieldTypes() }
 }

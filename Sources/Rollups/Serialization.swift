@@ -1,6 +1,14 @@
 /// A compact little-endian binary form of rollups, for storage (the SQLite `data` column).
 ///
-/// Format 2 (written): version byte, kind byte, count as a varint, then per kind —
+/// Format 3 (written): version byte; a kind byte whose low bits are the kind, bit 7 set for an integer field and bit
+/// 6 for a cell that keeps its points; count as a varint; then per kind — numeric: the aggregate as in format 2 and
+/// the times of the minimum and the maximum (zigzag deltas from the first time), then either the points (each a
+/// time delta from the previous and a ``ByteWriter/number(_:)``) or the sketch; boolean: true count, first time
+/// (delta from the base) and value, last time (delta from the first) and value, then the points' time deltas and
+/// their values as bits; string: first time and bytes, last time and bytes, then each point's time delta and
+/// bytes; distinct: last time (delta), the sketch. Times of a boolean or string cell are relative to its first time.
+///
+/// Format 2 (read): version byte, kind byte, count as a varint, then per kind —
 /// numeric: the aggregate (count; a flags byte saying which of last, min, max and shift repeat an earlier value;
 /// first and the values that do not repeat, then sum, shifted sum and shifted sum of squares, each as
 /// ``ByteWriter/number(_:)``; first time as a zigzag delta from a base, last time as a delta from the first) and
@@ -219,9 +227,13 @@ extension NumericAggregate {
         w.number(shiftedSquares)
         w.zigzag(firstTime &- base)
         w.zigzag(lastTime &- firstTime)
+        w.zigzag(minTime &- firstTime)
+        w.zigzag(maxTime &- firstTime)
     }
 
-    init?(reading r: inout ByteReader, base: Int64) {
+    /// Reads what ``write(to:base:)`` wrote (format 3), or format 2 (`version` 2: no times of the minimum and
+    /// maximum, which read as the first time).
+    init?(reading r: inout ByteReader, base: Int64, version: UInt8 = FieldRollup.formatVersion) {
         guard let count = r.varint(), let flags = r.u8(), let first = r.number() else { return nil }
         func value(_ code: UInt8, _ a: Double, _ b: Double? = nil, _ c: Double? = nil) -> Double? {
             switch code {
@@ -236,10 +248,20 @@ extension NumericAggregate {
             let sum = r.number(), let shiftedSum = r.number(), let shiftedSquares = r.number(),
             let firstDelta = r.zigzag(), let lastDelta = r.zigzag()
         else { return nil }
+        let firstTime = base &+ firstDelta
+        var minTime = firstTime
+        var maxTime = firstTime
+        if version >= 3 {
+            guard let minDelta = r.zigzag(), let maxDelta = r.zigzag() else { return nil }
+            minTime = firstTime &+ minDelta
+            maxTime = firstTime &+ maxDelta
+        }
         self.init(
             count: Int64(bitPattern: count), shiftedSum: shiftedSum, shiftedSquares: shiftedSquares, shift: shift,
-            min: min, max: max, first: first, firstTime: base &+ firstDelta, last: last,
-            lastTime: base &+ firstDelta &+ lastDelta, sum: sum)
+            min: min, max: max, first: first, firstTime: firstTime, last: last,
+            lastTime: firstTime &+ lastDelta, sum: sum)
+        self.minTime = minTime
+        self.maxTime = maxTime
     }
 
     init(
@@ -257,6 +279,8 @@ extension NumericAggregate {
         self.last = last
         self.lastTime = lastTime
         self.sum = sum
+        minTime = firstTime
+        maxTime = firstTime
     }
 
     /// Format 1: eleven fixed 8-byte words.
@@ -268,11 +292,18 @@ extension NumericAggregate {
         self.init(
             count: count, shiftedSum: shiftedSum, shiftedSquares: shiftedSquares, shift: shift, min: min, max: max,
             first: first, firstTime: firstTime, last: last, lastTime: lastTime, sum: sum)
+        minTime = firstTime
+        maxTime = firstTime
     }
 }
 
 extension FieldRollup {
-    public static let formatVersion: UInt8 = 2
+    public static let formatVersion: UInt8 = 3
+    /// The oldest format still read.
+    public static let oldestReadableVersion: UInt8 = 2
+
+    static let integerFlag: UInt8 = 0x80
+    static let exactFlag: UInt8 = 0x40
 
     /// The storage form of this rollup: the format version byte, then ``write(to:base:)`` with base 0.
     public func serialized() -> [UInt8] {
@@ -282,84 +313,211 @@ extension FieldRollup {
         return w.bytes
     }
 
-    /// The time this rollup's times are written relative to, for the next rollup of the same row.
-    public var timeAnchor: Int64 { kind == .numeric ? numeric.firstTime : lastTime }
+    /// The time this rollup's times are written relative to, for the next rollup of the same row: a numeric cell's
+    /// first time, a boolean or string cell's first time, a distinct cell's last time.
+    public var timeAnchor: Int64 {
+        switch kind {
+        case .numeric: numeric.firstTime
+        case .boolean, .string: firstTime
+        case .distinct: lastTime
+        }
+    }
 
     /// Appends this rollup in the current format, without the version byte (the caller writes it once for many).
     /// Times are written relative to `base`: the bucket start, or the previous field's ``timeAnchor``.
     public func write(to w: inout ByteWriter, base: Int64) {
-        w.u8(kind.rawValue)
+        let exact = isExact && count > 0
+        var flags = kind.rawValue
+        if kind == .numeric && isInteger { flags |= Self.integerFlag }
+        if exact { flags |= Self.exactFlag }
+        w.u8(flags)
         w.varint(UInt64(bitPattern: count))
         switch kind {
         case .numeric:
             numeric.write(to: &w, base: base)
-            sketch.write(to: &w)
+            if exact {
+                var previous = numeric.firstTime
+                for p in points {
+                    w.zigzag(p.time &- previous)
+                    w.number(p.value)
+                    previous = p.time
+                }
+            } else {
+                sketch.write(to: &w)
+            }
         case .boolean:
             w.varint(UInt64(bitPattern: trueCount))
-            w.zigzag(lastTime &- base)
+            w.zigzag(firstTime &- base)
+            w.u8(firstBool ? 1 : 0)
+            w.zigzag(lastTime &- firstTime)
             w.u8(lastBool ? 1 : 0)
+            if exact {
+                var previous = firstTime
+                for p in points {
+                    w.zigzag(p.time &- previous)
+                    previous = p.time
+                }
+                var byte: UInt8 = 0
+                for (k, p) in points.enumerated() {
+                    if p.value != 0 { byte |= 1 << UInt8(k & 7) }
+                    if k & 7 == 7 || k == points.count - 1 {
+                        w.u8(byte)
+                        byte = 0
+                    }
+                }
+            }
         case .string:
-            w.zigzag(lastTime &- base)
+            w.zigzag(firstTime &- base)
+            w.varint(UInt64(firstBytes.count))
+            w.bytes(firstBytes)
+            w.zigzag(lastTime &- firstTime)
             w.varint(UInt64(lastBytes.count))
             w.bytes(lastBytes)
+            if exact {
+                var previous = firstTime
+                for p in points {
+                    w.zigzag(p.time &- previous)
+                    previous = p.time
+                    withBytes(of: p) { bytes in
+                        w.varint(UInt64(bytes.count))
+                        bytes.withUnsafeBytes { w.bytes($0) }
+                    }
+                }
+            }
         case .distinct:
             w.zigzag(lastTime &- base)
             distinct.write(to: &w)
         }
     }
 
-    /// Reads ``serialized()`` (format 1 or 2); `nil` for malformed bytes or an unknown (newer) format version.
+    /// Reads ``serialized()`` (format 1, 2 or 3); `nil` for malformed bytes or an unknown (newer) format version.
     public init?(serialized bytes: [UInt8]) {
         var r = ByteReader(bytes)
         switch r.u8() {
         case 1: self.init(readingVersion1: &r)
-        case 2: self.init(reading: &r, base: 0)
+        case let v? where v >= Self.oldestReadableVersion && v <= Self.formatVersion:
+            self.init(reading: &r, base: 0, version: v)
         default: return nil
         }
         guard r.atEnd else { return nil }
     }
 
-    /// Reads what ``write(to:base:)`` wrote with the same `base`. With `sketches` false a numeric rollup's
-    /// quantile sketch is skipped and left empty (for reads that compute no quantile: nothing is allocated).
-    public init?(reading r: inout ByteReader, base: Int64, sketches: Bool = true) {
-        guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), let count = r.varint() else {
-            return nil
-        }
+    /// Reads what ``write(to:base:)`` wrote with the same `base` (format 3), or format 2. With `sketches` false a
+    /// numeric rollup's quantile sketch is skipped and left empty (for reads that compute no quantile: nothing is
+    /// allocated); its points are always read.
+    public init?(reading r: inout ByteReader, base: Int64, sketches: Bool = true, version: UInt8 = formatVersion) {
+        guard let flags = r.u8(), let kind = FieldKind(rawValue: flags & 0x3F), let count = r.varint(),
+            count <= UInt64(Int64.max)
+        else { return nil }
+        if version < 3 && flags > 3 { return nil }
         self.init(kind: kind)
         self.count = Int64(bitPattern: count)
+        let exact = flags & Self.exactFlag != 0
+        if exact && (count > 4_096 || kind == .distinct) { return nil }
         switch kind {
         case .numeric:
-            guard let numeric = NumericAggregate(reading: &r, base: base) else { return nil }
+            guard let numeric = NumericAggregate(reading: &r, base: base, version: version) else { return nil }
             self.numeric = numeric
-            if sketches {
+            isInteger = version >= 3 && flags & Self.integerFlag != 0
+            if exact {
+                points.reserveCapacity(Int(count))
+                var time = numeric.firstTime
+                for _ in 0..<count {
+                    guard let delta = r.zigzag(), let value = r.number() else { return nil }
+                    time &+= delta
+                    points.append(ExactPoint(time: time, value: value))
+                }
+            } else if sketches {
                 guard let sketch = QuantileSketch(reading: &r) else { return nil }
                 self.sketch = sketch
             } else {
                 guard QuantileSketch.skip(reading: &r) else { return nil }
             }
         case .boolean:
-            guard let t = r.varint(), let time = r.zigzag(), let b = r.u8() else { return nil }
+            guard let t = r.varint() else { return nil }
             trueCount = Int64(bitPattern: t)
-            lastTime = base &+ time
-            lastBool = b != 0
+            if version >= 3 {
+                guard let first = r.zigzag(), let firstValue = r.u8(), let last = r.zigzag(), let lastValue = r.u8()
+                else { return nil }
+                firstTime = base &+ first
+                firstBool = firstValue != 0
+                lastTime = firstTime &+ last
+                lastBool = lastValue != 0
+                if exact {
+                    var time = firstTime
+                    var times: [Int64] = []
+                    times.reserveCapacity(Int(count))
+                    for _ in 0..<count {
+                        guard let delta = r.zigzag() else { return nil }
+                        time &+= delta
+                        times.append(time)
+                    }
+                    points.reserveCapacity(times.count)
+                    var byte: UInt8 = 0
+                    for (k, t) in times.enumerated() {
+                        if k & 7 == 0 {
+                            guard let b = r.u8() else { return nil }
+                            byte = b
+                        }
+                        points.append(ExactPoint(time: t, value: byte & (1 << UInt8(k & 7)) != 0 ? 1 : 0))
+                    }
+                }
+            } else {
+                guard let time = r.zigzag(), let b = r.u8() else { return nil }
+                lastTime = base &+ time
+                lastBool = b != 0
+                firstTime = lastTime
+                firstBool = lastBool
+            }
         case .string:
-            guard let time = r.zigzag(), let n = r.varint(), n <= 1 << 24, let s = r.take(Int(n)) else { return nil }
-            lastTime = base &+ time
-            lastBytes = s
+            if version >= 3 {
+                guard let first = r.zigzag(), let n = r.varint(), n <= 1 << 24, let firstValue = r.take(Int(n)),
+                    let last = r.zigzag(), let m = r.varint(), m <= 1 << 24, let lastValue = r.take(Int(m))
+                else { return nil }
+                firstTime = base &+ first
+                firstBytes = firstValue
+                lastTime = firstTime &+ last
+                lastBytes = lastValue
+                if exact {
+                    var time = firstTime
+                    for _ in 0..<count {
+                        guard let delta = r.zigzag(), let n = r.varint(), n <= 1 << 24, let bytes = r.take(Int(n))
+                        else { return nil }
+                        time &+= delta
+                        let word = UInt64(text.count) << 32 | UInt64(bytes.count)
+                        text.append(contentsOf: bytes)
+                        points.append(ExactPoint(time: time, value: Double(bitPattern: word)))
+                    }
+                }
+            } else {
+                guard let time = r.zigzag(), let n = r.varint(), n <= 1 << 24, let s = r.take(Int(n)) else {
+                    return nil
+                }
+                lastTime = base &+ time
+                lastBytes = s
+                firstTime = lastTime
+                firstBytes = s
+            }
         case .distinct:
             guard let time = r.zigzag(), let sketch = DistinctSketch(reading: &r) else { return nil }
             lastTime = base &+ time
             distinct = sketch
         }
+        // Points come in time order; a row that says otherwise is not trusted.
+        if exact {
+            for k in points.indices.dropFirst() where points[k - 1].time > points[k].time { return nil }
+        }
     }
 
     /// The ``timeAnchor`` of a rollup written by ``write(to:base:)``, read without building the rollup: `r` is
     /// left inside it (the caller moves on by the rollup's length). `nil` when malformed.
-    public static func timeAnchor(reading r: inout ByteReader, base: Int64) -> Int64? {
-        guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), r.varint() != nil else { return nil }
+    public static func timeAnchor(reading r: inout ByteReader, base: Int64, version: UInt8 = formatVersion)
+        -> Int64?
+    {
+        guard let flags = r.u8(), let kind = FieldKind(rawValue: flags & 0x3F), r.varint() != nil else { return nil }
         switch kind {
         case .numeric:
-            return NumericAggregate(reading: &r, base: base)?.firstTime
+            return NumericAggregate(reading: &r, base: base, version: version)?.firstTime
         case .boolean:
             guard r.varint() != nil, let time = r.zigzag() else { return nil }
             return base &+ time
@@ -373,6 +531,7 @@ extension FieldRollup {
         guard let kindByte = r.u8(), let kind = FieldKind(rawValue: kindByte), let count = r.i64() else { return nil }
         self.init(kind: kind)
         self.count = count
+        isInteger = false
         switch kind {
         case .numeric:
             guard let numeric = NumericAggregate(readingVersion1: &r), let sketchBytes = r.raw(),
@@ -385,10 +544,14 @@ extension FieldRollup {
             trueCount = t
             lastTime = time
             lastBool = b != 0
+            firstTime = time
+            firstBool = lastBool
         case .string:
             guard let time = r.i64(), let s = r.raw() else { return nil }
             lastTime = time
             lastBytes = s
+            firstTime = time
+            firstBytes = s
         case .distinct:
             return nil  // format 1 had no distinct-count fields
         }

@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import LineProtocol
 import NIOCore
+import InfluxQL
 import Query
 
 /// `POST /api/v1/events` and the analytics endpoints (`/api/v1/funnel`, `/api/v1/retention`,

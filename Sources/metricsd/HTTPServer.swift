@@ -3,6 +3,7 @@ import Export
 import Foundation
 import HTTPTypes
 import Hummingbird
+import InfluxQL
 import LineProtocol
 import Logging
 import NIOCore
@@ -81,8 +82,8 @@ enum HTTPRoutes {
         Route(method: .get, path: "/api/v1/funnel") { s in { r, c in await EventRoutes.funnel(r, c, s) } },
         Route(method: .get, path: "/api/v1/retention") { s in { r, c in await EventRoutes.retention(r, c, s) } },
         Route(method: .get, path: "/api/v1/experiment") { s in { r, c in await EventRoutes.experiment(r, c, s) } },
-        Route(method: .get, path: "/query") { s in { r, c in await InfluxQL.handle(r, c, s) } },
-        Route(method: .post, path: "/query") { s in { r, c in await InfluxQL.handle(r, c, s) } },
+        Route(method: .get, path: "/query") { s in { r, c in await InfluxQLRoute.handle(r, c, s) } },
+        Route(method: .post, path: "/query") { s in { r, c in await InfluxQLRoute.handle(r, c, s) } },
     ]
 
     /// The paths of ``table`` and their methods.
@@ -107,7 +108,9 @@ enum HTTPRoutes {
     // MARK: - Responses
 
     static func json(_ status: HTTPResponse.Status, _ object: Any) -> Response {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var text = JSONText()
+        text.value(object)
+        let data = text.bytes
         var buffer = ByteBuffer(bytes: data)
         buffer.writeString("\n")
         return Response(
@@ -425,126 +428,6 @@ enum HTTPRoutes {
 
     // MARK: - Query API
 
-    struct ReadFailure: Error {
-        var status: HTTPResponse.Status
-        var message: String
-    }
-
-    /// Every rollup cell of `measurement` (one field, or all) with a bucket start in `[from, to)`: open buckets in
-    /// memory, then SQLite — minutes within `retention_1m`, whole hours from the 1h tier before that (which needs
-    /// a `step` that is a multiple of 1h).
-    static func rollupCells(
-        _ state: HTTPState, measurement: String, field: String?, from: Int64, to: Int64, step: Int64,
-        series accept: ((SeriesInfo) -> Bool)? = nil
-    ) throws(ReadFailure) -> [(start: Int64, cell: ClosedCell)] {
-        try rollupCells(
-            state, SQLiteStore.CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to),
-            step: step, series: accept)
-    }
-
-    /// Cells of a read from the open buckets and the stored tiers.
-    static func rollupCells(
-        _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil
-    ) throws(ReadFailure) -> [(start: Int64, cell: ClosedCell)] {
-        var cells: [(start: Int64, cell: ClosedCell)] = []
-        try visitRollups(state, read, step: step, series: accept) { start, series, field, rollup in
-            cells.append((start, ClosedCell(series: series, field: field, rollup: rollup)))
-        }
-        return cells
-    }
-
-    /// Every cell of a read, from the open buckets and the stored tiers: the 1-minute tier within
-    /// `retention_1m`, the hourly one before it (which needs a `step` that is a multiple of 1 h). Open cells of
-    /// series `accept` rejects are left out; stored ones are never decoded.
-    static func visitRollups(
-        _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
-        _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
-    ) throws(ReadFailure) {
-        guard let read = withinHorizon(state, read) else { return }
-        for (start, cell) in state.engine.openCells(
-            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
-            condition: read.condition)
-        {
-            body(start, cell.series, cell.field, cell.rollup)
-        }
-        for (tierRead, hourly) in try storedReads(state, read, step: step) {
-            do {
-                _ = try state.store.visit(tierRead, hourly: hourly, series: accept, body)
-            } catch {
-                state.store.noteReadFailure(error)
-                throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
-            }
-        }
-    }
-
-    /// ``visitRollups(_:_:step:series:_:)`` for reads that need no quantile and no distinct count: `body` gets
-    /// each cell's ``FieldSummary`` and its field's index in `read.fields` (which must be given).
-    static func visitSummaries(
-        _ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
-        _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
-    ) throws(ReadFailure) {
-        guard let read = withinHorizon(state, read) else { return }
-        let fields = read.fields ?? []
-        for (start, cell) in state.engine.openCells(
-            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
-            condition: read.condition)
-        {
-            if let index = fields.firstIndex(of: cell.field) {
-                body(start, cell.series, index, FieldSummary(cell.rollup))
-            }
-        }
-        for (tierRead, hourly) in try storedReads(state, read, step: step) {
-            do {
-                _ = try state.store.visitSummaries(tierRead, hourly: hourly, series: accept, body)
-            } catch {
-                state.store.noteReadFailure(error)
-                throw ReadFailure(status: .internalServerError, message: "reading stored rollups failed: \(error)")
-            }
-        }
-    }
-
-    /// `read` narrowed to where data can be (`nil`: nowhere): nothing is older than `retention_1h` nor further
-    /// ahead than the rollups accept, so a query's range — any pair of times a client writes — leaves arithmetic on
-    /// bucket starts well inside Int64.
-    static func withinHorizon(_ state: HTTPState, _ read: SQLiteStore.CellRead) -> SQLiteStore.CellRead? {
-        let now = nowNanoseconds()
-        let interval = state.configuration.rollup.interval.nanoseconds
-        let oldest = now - state.configuration.storage.retention1h.nanoseconds - 2 * 3_600_000_000_000
-        let newest = now + state.engine.configuration.maxFuture + 2 * interval
-        var read = read
-        read.from = max(read.from, state.engine.bucketStartOf(oldest))
-        read.to = min(read.to, newest)
-        return read.from < read.to ? read : nil
-    }
-
-    /// The stored tiers a read covers: the hourly one before the first whole hour still kept per minute
-    /// (`retention_1m`), which needs `step` to be whole hours, and the 1-minute tier from there.
-    static func storedReads(_ state: HTTPState, _ read: SQLiteStore.CellRead, step: Int64) throws(ReadFailure)
-        -> [(read: SQLiteStore.CellRead, hourly: Bool)]
-    {
-        let hour: Int64 = 3_600_000_000_000
-        let cutoff = nowNanoseconds() - state.configuration.storage.retention1m.nanoseconds
-        let boundary = (cutoff / hour + 1) * hour
-        var reads: [(read: SQLiteStore.CellRead, hourly: Bool)] = []
-        if read.from < boundary {
-            guard step % hour == 0 else {
-                throw ReadFailure(
-                    status: .badRequest,
-                    message: "the range reaches back beyond storage.retention_1m: use a step that is a multiple of 1h"
-                )
-            }
-            var hourly = read
-            hourly.to = min(boundary, read.to)
-            reads.append((hourly, true))
-        }
-        if read.to > boundary || read.from >= boundary {
-            var minutes = read
-            minutes.from = max(read.from, boundary)
-            reads.append((minutes, false))
-        }
-        return reads
-    }
-
     /// Runs `work` on a query thread (``QueryRunner``) and answers with what it returns; the limits that stop a
     /// query answer 503 (concurrency, timeout) or 400 (the others), naming the limit.
     static func runQuery(
@@ -563,6 +446,8 @@ enum HTTPRoutes {
         } catch let limit as QueryLimitExceeded {
             state.stats.queriesLimited.add(1)
             return error(.badRequest, limit.message)
+        } catch let failure as InfluxQL.ReadFailure {
+            return error(.internalServerError, failure.message)
         } catch {
             return Self.error(.internalServerError, "\(error)")
         }
@@ -581,38 +466,44 @@ enum HTTPRoutes {
         return await runQuery(context, state) { budget throws in try rangeQuery(parameters, state, budget) }
     }
 
-    /// `GET /api/v1/query`: one field's aggregate per step, per group. Cells are merged into their (group, step) as
-    /// they are read: the answer's steps count toward `[query] max_row_limit`, its groups toward
-    /// `max_select_series`.
+    /// `GET /api/v1/query`: one field's aggregate per step, per group — a SELECT on the InfluxQL engine
+    /// (`SELECT agg("field") FROM m WHERE time >= from AND time < to AND tags GROUP BY time(step), tags fill(none)`),
+    /// so both answer with one set of semantics.
     static func rangeQuery(_ p: RangeParameters, _ state: HTTPState, _ budget: QueryBudget) throws -> Response {
-        // Align the range to buckets so every bucket is whole.
-        let alignedFrom = state.engine.bucketStartOf(p.from)
-        let q = RangeQuery(
-            measurement: p.measurement, field: p.field, aggregate: p.aggregate, from: alignedFrom, to: p.to,
-            step: p.step, filters: p.filters, groupBy: p.groupBy)
-        var read = SQLiteStore.CellRead(measurement: p.measurement, fields: [p.field], from: alignedFrom, to: p.to)
-        read.shouldStop = budget.shouldStop
-        var accumulator = RangeAccumulator(q)
-        do {
-            try visitRollups(state, read, step: p.step, series: p.filters.isEmpty ? nil : { q.takes($0) }) {
-                start, series, field, rollup in
-                if accumulator.add(start, series, field, rollup) { budget.addRows(1) }
+        var select = SelectStatement()
+        let field = Expr.field(p.field)
+        let call: Expr =
+            switch p.aggregate {
+            case .distinct: .call("count", [.call("distinct", [field])])
+            case .quantile(let q) where q == 0.5: .call("median", [field])
+            case .quantile(let q): .call("percentile", [field, .number(q * 100)])
+            default: .call(p.aggregate.description, [field])
             }
-        } catch {
-            if let stop = budget.stopReason { throw stop }
-            return Self.error(error.status, error.message)
-        }
-        if let stop = budget.stopReason { throw stop }
-        let result = accumulator.result()
+        select.fields = [SelectField(expr: call, alias: nil)]
+        select.measurement = p.measurement
+        var condition = Expr.binary(
+            "AND", .binary(">=", .field("time"), .integer(p.from)), .binary("<", .field("time"), .integer(p.to)))
+        for f in p.filters { condition = .binary("AND", condition, .binary("=", .tag(f.key), .string(f.value))) }
+        select.condition = condition
+        select.interval = p.step
+        select.groupByTags = p.groupBy
+        select.fill = .none
+        let results = try InfluxQLRoute.engine(state).run([.select(select)], budget: budget, now: nowNanoseconds())
+        if let message = results.first?.error { return Self.error(.badRequest, message) }
+        let found = results.first?.series ?? []
         let maxSeries = state.configuration.query.maxSelectSeries
-        guard result.groups.count <= maxSeries else {
+        guard found.count <= maxSeries else {
             throw QueryLimitExceeded(
-                "max-select-series limit exceeded: (\(result.groups.count)/\(maxSeries)) ([query] max_select_series)")
+                "max-select-series limit exceeded: (\(found.count)/\(maxSeries)) ([query] max_select_series)")
         }
-        let series: [[String: Any]] = result.groups.map { group in
-            [
-                "tags": Dictionary(uniqueKeysWithValues: group.tags.map { ($0.key, $0.value) }),
-                "points": group.points.map { [$0.start / 1_000_000, $0.value] as [Any] },
+        let series: [[String: Any]] = found.map { s in
+            var points: [[Any]] = []
+            for (k, t) in (s.times ?? []).enumerated() {
+                points.append([t / 1_000_000, s.values[k].double as Any])
+            }
+            return [
+                "tags": Dictionary((s.tags ?? []).map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a }),
+                "points": points,
             ]
         }
         return json(

@@ -94,42 +94,55 @@ final class StoreGuard: RollupSink, RollupReader {
     func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws -> [(
         start: Int64, cell: ClosedCell
     )] {
-        var cells: [(start: Int64, cell: ClosedCell)] = []
-        let read = SQLiteStore.CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to)
-        try visit(read, hourly: false, series: nil) { start, series, field, rollup in
-            cells.append((start, ClosedCell(series: series, field: field, rollup: rollup)))
+        var cells = try store.storedCells(measurement: measurement, field: field, from: from, to: to)
+        for (start, cell) in pendingCells(measurement: measurement, fields: field.map { [$0] }, from: from, to: to) {
+            cells.append((start, cell))
         }
         return cells
     }
 
-    /// A query's read of one tier (``SQLiteStore/visit(_:hourly:series:_:)``), with cells still pending a store
-    /// (1-minute tier) as if they were stored.
-    func visit(
-        _ read: SQLiteStore.CellRead, hourly: Bool, series accept: ((SeriesInfo) -> Bool)?,
-        _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
-    ) throws {
-        _ = try store.visit(read, hourly: hourly, series: accept, body)
-        guard !hourly else { return }
-        for (start, cell) in pendingCells(
-            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
-        where accept?(cell.series) ?? true {
-            body(start, cell.series, cell.field, cell.rollup)
-        }
-    }
+    /// The 1-minute tier as queries read it: stored rows, then cells still pending a store (as if stored). A read
+    /// that fails on a corrupt file marks the store unreadable (`/health`).
+    var minutes: Minutes { Minutes(guarded: self) }
 
-    /// ``visit(_:hourly:series:_:)`` for summaries (``SQLiteStore/visitSummaries(_:hourly:series:_:)``).
-    func visitSummaries(
-        _ read: SQLiteStore.CellRead, hourly: Bool, series accept: ((SeriesInfo) -> Bool)?,
-        _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
-    ) throws {
-        _ = try store.visitSummaries(read, hourly: hourly, series: accept, body)
-        guard !hourly else { return }
-        let fields = read.fields ?? []
-        for (start, cell) in pendingCells(
-            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
-        where accept?(cell.series) ?? true {
-            if let index = fields.firstIndex(of: cell.field) {
-                body(start, cell.series, index, FieldSummary(cell.rollup))
+    struct Minutes: CellSource {
+        let guarded: StoreGuard
+
+        func visitCells(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
+            _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
+        ) throws {
+            do {
+                try guarded.store.tier(hourly: false).visitCells(read, series: accept, body)
+            } catch {
+                guarded.noteReadFailure(error)
+                throw error
+            }
+            let fields = read.fields ?? []
+            for (start, cell) in guarded.pendingCells(
+                measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
+            where accept?(cell.series) ?? true {
+                if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
+            }
+        }
+
+        func visitSummaries(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
+            _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+        ) throws {
+            do {
+                try guarded.store.tier(hourly: false).visitSummaries(read, series: accept, body)
+            } catch {
+                guarded.noteReadFailure(error)
+                throw error
+            }
+            let fields = read.fields ?? []
+            for (start, cell) in guarded.pendingCells(
+                measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
+            where accept?(cell.series) ?? true {
+                if let index = fields.firstIndex(of: cell.field) {
+                    body(start, cell.series, index, FieldSummary(cell.rollup))
+                }
             }
         }
     }

@@ -74,14 +74,29 @@ public struct Parser {
         }
     }
 
-    /// `"db"."rp"."m"` or `m`: the measurement is the last part.
-    mutating func measurement() throws(QueryError) -> String {
-        var name = try identifier("measurement")
+    /// `"db"."rp"."m"`, `m`, `/re/` or `"rp"./re/`: the measurement (or regex) is the last part.
+    mutating func source() throws(QueryError) -> Source {
+        if case .regex(let r) = peek {
+            _ = advance()
+            return .regex(r)
+        }
+        var name = try identifier("identifier")
         while accept(.op(".")) {
             if accept(.op(".")) {}  // db..m
-            name = try identifier("measurement")
+            if case .regex(let r) = peek {
+                _ = advance()
+                return .regex(r)
+            }
+            name = try identifier("identifier")
         }
-        return name
+        return .name(name)
+    }
+
+    /// Sources separated by commas.
+    mutating func sources() throws(QueryError) -> [Source] {
+        var out = [try source()]
+        while accept(.op(",")) { out.append(try source()) }
+        return out
     }
 
     mutating func statement() throws(QueryError) -> Statement {
@@ -113,12 +128,14 @@ public struct Parser {
                     regex = "^" + Self.escapeRegex(try identifier("measurement")) + "$"
                 }
             }
-            return .showMeasurements(regex: regex, paging: try paging())
+            let condition = accept(.keyword("WHERE")) ? try expression() : nil
+            return .showMeasurements(regex: regex, condition: condition, paging: try paging())
         case .keyword("TAG"):
             switch advance() {
             case .keyword("KEYS"):
                 let from = try optionalFrom()
-                return .showTagKeys(from: from, paging: try paging())
+                let condition = accept(.keyword("WHERE")) ? try expression() : nil
+                return .showTagKeys(from: from, condition: condition, paging: try paging())
             case .keyword("VALUES"):
                 let from = try optionalFrom()
                 try expect(.keyword("WITH"), "WITH")
@@ -156,9 +173,9 @@ public struct Parser {
         }
     }
 
-    mutating func optionalFrom() throws(QueryError) -> String? {
+    mutating func optionalFrom() throws(QueryError) -> [Source]? {
         if accept(.keyword("ON")) { _ = try identifier("database") }
-        return accept(.keyword("FROM")) ? try measurement() : nil
+        return accept(.keyword("FROM")) ? try sources() : nil
     }
 
     /// `[LIMIT n] [OFFSET m]` (either order), non-negative integers.
@@ -200,7 +217,7 @@ public struct Parser {
             s.fields.append(SelectField(expr: expr.expr, alias: alias))
         } while accept(.op(","))
         try expect(.keyword("FROM"), "FROM")
-        s.measurement = try measurement()
+        s.sources = try sources()
         if accept(.keyword("WHERE")) { s.condition = try expression() }
         if accept(.keyword("GROUP")) {
             try expect(.keyword("BY"), "BY")
@@ -221,7 +238,9 @@ public struct Parser {
                 } else if accept(.op("*")) {
                     s.groupByAllTags = true
                 } else {
-                    s.groupByTags.append(try identifier("tag key"))
+                    let key = try identifier("tag key")
+                    if accept(.op("::")) { _ = try identifier("tag") }
+                    s.groupByTags.append(key)
                 }
             } while accept(.op(","))
         }
@@ -255,11 +274,20 @@ public struct Parser {
             if accept(.keyword("LIMIT")) {
                 guard case .integer(let n) = advance() else { throw unexpected("integer") }
                 s.limit = Int(n)
+            } else if accept(.keyword("OFFSET")) {
+                guard case .integer(let n) = advance() else { throw unexpected("integer") }
+                s.offsetRows = Int(n)
             } else if accept(.keyword("SLIMIT")) {
                 guard case .integer(let n) = advance() else { throw unexpected("integer") }
                 s.slimit = Int(n)
+            } else if accept(.keyword("SOFFSET")) {
+                guard case .integer(let n) = advance() else { throw unexpected("integer") }
+                s.soffset = Int(n)
             } else if accept(.keyword("TZ")) {
-                throw QueryError("tz() is not supported by metricsd: times are UTC")
+                try expect(.op("("), "(")
+                guard case .string(let zone) = advance() else { throw unexpected("string") }
+                try expect(.op(")"), ")")
+                s.timeZone = zone
             } else {
                 break
             }
@@ -395,7 +423,15 @@ public struct Parser {
                 if name.lowercased() == "now" { return leaf(.now) }
                 return Node(expr: .call(name.lowercased(), args), depth: try deeper(depth + 1))
             }
-            if case .op("::") = peek { _ = advance() }
+            if accept(.op("::")) {
+                let type = try identifier("tag, field").lowercased()
+                switch type {
+                case "tag": return leaf(.tag(name))
+                case "field", "float", "integer", "string", "boolean": return leaf(.field(name))
+                default: throw QueryError("found \(type), expected tag, field, float, integer, string, boolean")
+                }
+            }
+            if name == "true" || name == "false" { return leaf(.boolean(name == "true")) }
             return leaf(.field(name))
         case .keyword(let k): return leaf(.field(k.lowercased()))
         case let t: throw QueryError("found \(Self.describe(t)), expected identifier, string, number, bool")

@@ -53,7 +53,11 @@ struct Lexer {
         let c = text[i]
         if c == "\"" { return .identifier(try quoted("\"")) }
         if c == "'" { return .string(try quoted("'")) }
-        if c == "/", previous == .op("=~") || previous == .op("!~") {
+        // A `/` starts a regex where an operand is expected: after =~ and !~, FROM, and a `.`, `,` or `(` (where a
+        // division cannot be: `"autogen"./^cpu/`, `FROM /a/, /b/`).
+        if c == "/",
+            [.op("=~"), .op("!~"), .keyword("FROM"), .op("."), .op(","), .op("(")].contains(previous)
+        {
             i += 1
             var s = ""
             while i < text.count, text[i] != "/" {
@@ -79,7 +83,7 @@ struct Lexer {
             let upper = s.uppercased()
             return Self.keywords.contains(upper) ? .keyword(upper) : .identifier(s)
         }
-        for op in ["=~", "!~", "!=", "<>", "<=", ">="] where matches(op) {
+        for op in ["=~", "!~", "!=", "<>", "<=", ">=", "::"] where matches(op) {
             i += 2
             return .op(op == "<>" ? "!=" : op)
         }

@@ -11,11 +11,26 @@ public indirect enum Expr: Equatable, Sendable {
     case now
     case binary(String, Expr, Expr)  // AND OR = != =~ !~ < <= > >= + - * /
     case wildcard
+    /// `"name"::tag` (in SELECT, WHERE, GROUP BY): the tag, never a field of the same name.
+    case tag(String)
+    /// `true` / `false`.
+    case boolean(Bool)
+}
+
+/// Where a SELECT reads from: a measurement by name, or every measurement a regex matches (`FROM /^cpu/`); the
+/// database and retention policy before it are accepted and ignored (metricsd holds one of each).
+public enum Source: Equatable, Sendable {
+    case name(String)
+    case regex(String)
 }
 
 public struct SelectField: Equatable, Sendable {
     public var expr: Expr
     public var alias: String?
+    public init(expr: Expr, alias: String?) {
+        self.expr = expr
+        self.alias = alias
+    }
 }
 
 public enum Fill: Equatable, Sendable {
@@ -25,7 +40,15 @@ public enum Fill: Equatable, Sendable {
 
 public struct SelectStatement: Equatable, Sendable {
     public var fields: [SelectField] = []
-    public var measurement = ""
+    public var sources: [Source] = []
+    /// The measurement of a statement with one named source ("" otherwise).
+    public var measurement: String {
+        get {
+            if sources.count == 1, case .name(let n) = sources[0] { return n }
+            return ""
+        }
+        set { sources = [.name(newValue)] }
+    }
     public var condition: Expr?
     /// `GROUP BY time(interval, offset)`, nanoseconds.
     public var interval: Int64?
@@ -35,7 +58,12 @@ public struct SelectStatement: Equatable, Sendable {
     public var fill: Fill = .null
     public var descending = false
     public var limit: Int?
+    public var offsetRows: Int?
     public var slimit: Int?
+    public var soffset: Int?
+    /// `tz('Europe/Paris')`: the IANA zone windows of a day or more align to.
+    public var timeZone: String?
+    public init() {}
 }
 
 /// `LIMIT` and `OFFSET` of a SHOW statement: applied to the values of each series of its answer, as InfluxDB does.
@@ -58,11 +86,12 @@ public enum Statement: Equatable, Sendable {
     case select(SelectStatement)
     case showDatabases
     case showRetentionPolicies
-    case showMeasurements(regex: String?, paging: Paging = Paging())
-    case showTagKeys(from: String?, paging: Paging = Paging())
-    case showTagValues(from: String?, keys: [String], keyRegex: String?, condition: Expr?, paging: Paging = Paging())
-    case showFieldKeys(from: String?, paging: Paging = Paging())
-    case showSeries(from: String?, condition: Expr?, paging: Paging = Paging())
+    case showMeasurements(regex: String?, condition: Expr? = nil, paging: Paging = Paging())
+    case showTagKeys(from: [Source]?, condition: Expr? = nil, paging: Paging = Paging())
+    case showTagValues(
+        from: [Source]?, keys: [String], keyRegex: String?, condition: Expr?, paging: Paging = Paging())
+    case showFieldKeys(from: [Source]?, paging: Paging = Paging())
+    case showSeries(from: [Source]?, condition: Expr?, paging: Paging = Paging())
 }
 
 extension Expr: CustomStringConvertible {
@@ -91,6 +120,8 @@ extension Expr: CustomStringConvertible {
         case .now: return "now()"
         case .binary(let op, let a, let b): return "(" + a.description + " " + op + " " + b.description + ")"
         case .wildcard: return "*"
+        case .tag(let name): return quoted(name, "\"") + "::tag"
+        case .boolean(let b): return b ? "true" : "false"
         }
     }
 }
