@@ -105,7 +105,7 @@ lint:
 # ---- tests -----------------------------------------------------------------------------------------------
 
 # Swift Testing's summary must be the last line of the output (CI reads the closing line), so it runs last.
-test: deps-test lint oracle-check fuzz-replay swift-test
+test: deps-test lint oracle-check influxql-oracle-check fuzz-replay swift-test
 
 swift-test:
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
@@ -131,6 +131,19 @@ oracle-update: deps-test oracle
 	python3 tools/lpcorpus.py $(INFLUX_TEST_GO) $(DIFF_DIR)/corpus.lp --timestamps $(DIFF_DIR)/timestamps.lp
 	$(ORACLE_DIR)/lporacle < $(DIFF_DIR)/corpus.lp > $(DIFF_DIR)/corpus.influx.jsonl
 	for p in ns us ms s m h; do $(ORACLE_DIR)/lporacle -precision $$p < $(DIFF_DIR)/timestamps.lp > $(DIFF_DIR)/timestamps.$$p.influx.jsonl; done
+
+# The InfluxQL differential suite's influxd answers (Tests/InfluxQLTests/Fixtures/differential/answers.jsonl):
+# recorded from a real influxd over the committed data and queries, re-verified here against a live influxd
+# (started on a free port in a temp dir, stopped by PID). The Swift suite compares metricsd's engine with them.
+INFLUXQL_DIFF := Tests/InfluxQLTests/Fixtures/differential
+
+influxql-oracle-check: deps-test
+	python3 tools/influxql_oracle.py check $(INFLUXQL_DIFF)
+
+influxql-oracle-update: deps-test
+	python3 tools/influxql_data.py /tmp/influxql-data.lp && gzip -9n -c /tmp/influxql-data.lp > $(INFLUXQL_DIFF)/data.lp.gz
+	python3 tools/influxql_corpus.py $(INFLUXQL_DIFF)/queries.txt
+	python3 tools/influxql_oracle.py record $(INFLUXQL_DIFF) $(INFLUXQL_DIFF)/answers.jsonl
 
 # ---- soak: mixed UDP/TCP/HTTP/events load with forwarding to a real influxd (make test runs it for 60 s) ------
 

@@ -95,7 +95,8 @@ let package = Package(
         .testTarget(
             name: "InfluxQLTests", dependencies: ["InfluxQL", "Rollups", "Export", "LineProtocol"],
             exclude: ["Fixtures"], swiftSettings: strictSettings),
-        .testTarget(name: "APITests", dependencies: ["API", "InfluxQL", "Rollups"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "APITests", dependencies: ["API", "InfluxQL", "Query", "Rollups"], swiftSettings: strictSettings),
         .testTarget(
             name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
             swiftSettings: strictSettings),
@@ -128,7 +129,8 @@ if Context.environment["METRICSD_FUZZ"] != nil {
     )
     package.targets.append(
         .executableTarget(
-            name: "FuzzHTTPParameters", dependencies: ["API", "InfluxQL"], path: "FuzzTesting/Sources/FuzzHTTPParameters")
+            name: "FuzzHTTPParameters", dependencies: ["API", "InfluxQL"],
+            path: "FuzzTesting/Sources/FuzzHTTPParameters")
     )
     // The daemon's Configuration.swift (a symbolic link), with the TOML library it uses.
     package.targets.append(

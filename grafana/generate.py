@@ -51,9 +51,11 @@ def hosts(datasource, suffix, agg):
     def f(name, fn="mean"):
         return '%s("%s%s")' % (fn, name, agg)
 
-    def counter(name):
-        # Live: the increase within each window; long term: the same from the per-minute maxima.
-        return 'spread("%s%s")' % (name, "_max" if agg else "")
+    def counter(name, scale=""):
+        # A counter's rate per second, as Grafana's network panels write it: live from the window means, long term
+        # from the per-minute maxima (a counter's maximum in a minute is its last value).
+        return 'non_negative_derivative(%s("%s%s"), 1s)%s' % ("max" if agg else "mean", name, "_max" if agg else "",
+                                                             scale)
 
     def gauge_last(name):
         return 'last("%s%s")' % (name, "_last" if agg else "")
@@ -69,14 +71,14 @@ def hosts(datasource, suffix, agg):
         panel(3, "Disk used", ['SELECT %s AS "used" FROM %s %s GROUP BY time($__interval), "host", "path" fill(null)'
                                % (gauge_last("used_percent"), m("disk"), where)],
               0, 8, "percent", datasource),
-        panel(4, "Disk I/O (bytes per interval)",
+        panel(4, "Disk I/O (bytes per second)",
               ['SELECT %s AS "read", %s AS "write" FROM %s %s GROUP BY time($__interval), "host", "name" fill(none)'
                % (counter("read_bytes"), counter("write_bytes"), m("diskio"), where)],
-              12, 8, "bytes", datasource, interval="5m"),
-        panel(5, "Network (bytes per interval)",
+              12, 8, "Bps", datasource, interval="1m"),
+        panel(5, "Network (bits per second)",
               ['SELECT %s AS "recv", %s AS "sent" FROM %s %s GROUP BY time($__interval), "host", "interface" fill(none)'
-               % (counter("bytes_recv"), counter("bytes_sent"), m("net"), where)],
-              0, 16, "bytes", datasource, interval="5m"),
+               % (counter("bytes_recv", " * 8"), counter("bytes_sent", " * 8"), m("net"), where)],
+              0, 16, "bps", datasource, interval="1m"),
     ]
 
 

@@ -75,6 +75,8 @@ queries = {
     "hosts": ["SELECT mean(\"usage_user\") FROM \"cpu\" WHERE time >= now() - 10m GROUP BY time(1m), \"host\" fill(none)"],
     "dashboard": refresh,
 }
+# A Grafana-like panel with a transformation over the window aggregates, per host (the network panel's shape).
+queries["transform"] = ["SELECT non_negative_derivative(mean(\"usage_user\"), 1s) FROM \"cpu\" WHERE time >= now() - 10m GROUP BY time(1m), \"host\" fill(none)"]
 queries["hosts_rfc3339"] = queries["hosts"]     # the same answer with RFC 3339 times (the default, the influx CLI's)
 epochs = {"hosts_rfc3339": ""}
 connections = {}
@@ -120,6 +122,7 @@ out.append("| query | metricsd p50 / p99 | InfluxDB p50 / p99 | p99 ratio | firs
 out.append("| --- | ---: | ---: | ---: | ---: | ---: |")
 label = {"single": "24 h × 1 m, one series", "hosts": "GROUP BY \"host\", 1,000 hosts × 10 m",
          "dashboard": "Hosts dashboard refresh (%d queries)" % len(refresh),
+         "transform": "non_negative_derivative(mean(…), 1s) GROUP BY \"host\", 1,000 hosts × 10 m",
          "hosts_rfc3339": "the same GROUP BY \"host\", times as RFC 3339 (no `epoch`)"}
 for name in queries:
     m, i = results[(name, "metricsd")], results[(name, "influxdb")]

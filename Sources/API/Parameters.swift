@@ -1,5 +1,5 @@
-import LineProtocol
 public import InfluxQL
+import LineProtocol
 public import Query
 public import Rollups
 

@@ -267,8 +267,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         var found: [String: [Int64: FieldType]] = [:]
         while try rows.step() {
             let measurement = rows.text(0)
-            _ = PackedRow.visit(rows.blob(2), start: rows.int64(1), sketches: false, wanted: { _ in true }) {
-                field, rollup in
+            let every: (Int64) -> Bool = { _ in true }
+            _ = PackedRow.visit(rows.blob(2), start: rows.int64(1), sketches: false, wanted: every) { field, rollup in
                 let type = FieldType(rollup)
                 if let known = found[measurement]?[field], known <= type { return }
                 found[measurement, default: [:]][field] = type

@@ -100,7 +100,7 @@ struct Accumulator<Cell: WindowCell> {
 /// A column of an answer over a group's windows: values, whether a row is answered there, and the selected
 /// point's time where a selector has one.
 struct Column {
-    var values: [Value]
+    var values: [ResultValue]
     var present: [Bool]
     var times: [Int64?]
 
@@ -127,15 +127,6 @@ extension SelectExecution {
         }
         if case .bottom(_, let tags)? = multiRow, !tags.isEmpty {
             throw QueryError("top() and bottom() with tag arguments are not answered by metricsd (docs/influxql.md)")
-        }
-        if let condition = plan.pointCondition {
-            var read = Set<String>()
-            for t in plan.terms { t.visitFunctions { f, _ in read.insert(plan.fields[f]) } }
-            guard read.count == 1, condition.fields.isSubset(of: read) else {
-                throw QueryError(
-                    "metricsd tests a field condition on the values of the one field the statement aggregates: select that field (or filter on tags)"
-                )
-            }
         }
         let r = try range(extendBefore: extend && select.interval != nil)
         let windows = r.grid.count
@@ -178,6 +169,10 @@ extension SelectExecution {
         var acc = Accumulator<FieldRollup>(
             windowCount: windows, fields: plan.fields.count, groupByAllTags: select.groupByAllTags,
             groupKeys: select.groupByTags, budget: budget, maxSeries: data.maxSelectSeries)
+        if let condition = plan.pointCondition {
+            try conditioned(plan, condition, r, &acc)
+            return try answer(plan, acc, r, multiRow: multiRow)
+        }
         try visit(
             plan, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, summaries: false,
             sketches: plan.needsSketch
@@ -190,24 +185,82 @@ extension SelectExecution {
         return try answer(plan, acc, r, multiRow: multiRow)
     }
 
+    /// A field condition: the cells of a series and bucket are joined by time (every field the condition names is
+    /// read too), and each point of an aggregated field is kept when the condition holds for its row — the points
+    /// the cells keep; a cell that keeps none is a clear error.
+    func conditioned(_ plan: Plan, _ condition: PointCondition, _ r: Range, _ acc: inout Accumulator<FieldRollup>)
+        throws
+    {
+        var read = plan
+        for name in condition.fields.sorted() where !read.fields.contains(name) {
+            read.fields.append(name)
+            read.fieldTypes.append(catalog.fields()[plan.measurement]?[name])
+        }
+        struct Key: Hashable {
+            var series: UInt64
+            var start: Int64
+        }
+        var buffered: [Key: (series: SeriesInfo, bucket: Int64, cells: [Int: FieldRollup])] = [:]
+        var order: [Key] = []
+        try visit(read, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, summaries: false, sketches: false) {
+            start, bucket, series, f, cell, _ in
+            guard let cell, start + bucket > r.pointFrom, start < r.pointTo else { return }
+            let key = Key(series: series.id, start: start)
+            if buffered[key] == nil {
+                buffered[key] = (series, bucket, [:])
+                order.append(key)
+            }
+            if buffered[key]!.cells[f] == nil {
+                buffered[key]!.cells[f] = cell
+            } else {
+                buffered[key]!.cells[f]!.merge(cell, exactLimit: Self.windowExactLimit)
+            }
+        }
+        for key in order {
+            try budget.check()
+            let entry = buffered[key]!
+            var columns: [String: [Int64: ResultValue]] = [:]
+            for name in condition.fields {
+                guard let f = read.fields.firstIndex(of: name), let cell = entry.cells[f] else { continue }
+                guard let points = cell.exactPoints else { throw Self.needsPoints("a field condition") }
+                var byTime: [Int64: ResultValue] = [:]
+                for p in points { byTime[p.time] = Self.value(of: p, in: cell) }
+                columns[name] = byTime
+            }
+            let g = acc.group(of: entry.series)
+            guard g >= 0 else { continue }
+            for f in 0..<plan.fields.count {
+                guard let cell = entry.cells[f] else { continue }
+                guard cell.exactPoints != nil else { throw Self.needsPoints("a field condition") }
+                let name = plan.fields[f]
+                let keep: (ExactPoint) -> Bool = { p in
+                    let own = Self.value(of: p, in: cell)
+                    return condition.matches(entry.series) { n in n == name ? own : columns[n]?[p.time] }
+                }
+                ingest(cell, start: key.start, bucket: entry.bucket, g: g, f: f, r, entry.series, plan, keep: keep) {
+                    w, c in acc.add(w, g, f, c)
+                }
+            }
+        }
+    }
+
     /// A cell into its windows: whole when it lies inside the range and one window (or keeps no points: then in
     /// the window of its start, the documented approximation), else point by point (trimmed to the range, split
     /// at window bounds, filtered by the field condition).
     func ingest(
         _ cell: FieldRollup, start: Int64, bucket: Int64, g: Int, f: Int, _ r: Range, _ series: SeriesInfo,
-        _ plan: Plan, _ add: (Int, FieldRollup) -> Void
+        _ plan: Plan, keep: ((ExactPoint) -> Bool)? = nil, _ add: (Int, FieldRollup) -> Void
     ) {
         let end = start + bucket
         let inside = start >= r.pointFrom && end <= r.pointTo
         let first = r.grid.index(Swift.max(start, r.pointFrom))
-        if plan.pointCondition == nil, inside, let first, first == r.grid.index(end - 1) {
+        if keep == nil, inside, let first, first == r.grid.index(end - 1) {
             return add(first, cell)
         }
         guard let points = cell.exactPoints else {
             if let first { add(first, cell) }
             return
         }
-        let field = plan.fields[f]
         var run: [ExactPoint] = []
         var runWindow = -1
         func flush() {
@@ -215,10 +268,7 @@ extension SelectExecution {
             run.removeAll(keepingCapacity: true)
         }
         for p in points where p.time >= r.pointFrom && p.time < r.pointTo {
-            if let condition = plan.pointCondition {
-                let v = Self.value(of: p, in: cell)
-                guard condition.matches(series, { $0 == field ? v : nil }) else { continue }
-            }
+            if let keep, !keep(p) { continue }
             guard let w = r.grid.index(p.time) else { continue }
             if w != runWindow {
                 flush()
@@ -229,7 +279,7 @@ extension SelectExecution {
         flush()
     }
 
-    static func value(of p: ExactPoint, in cell: FieldRollup) -> Value {
+    static func value(of p: ExactPoint, in cell: FieldRollup) -> ResultValue {
         switch cell.kind {
         case .numeric: cell.isInteger ? .integer(Int64(p.value)) : .float(p.value)
         case .boolean: .boolean(p.value != 0)
@@ -264,7 +314,7 @@ extension SelectExecution {
 
     /// The groups' series, ordered, paged (LIMIT, OFFSET, SLIMIT, SOFFSET) and reversed for ORDER BY time DESC.
     func emit<Cell: WindowCell>(
-        _ plan: Plan, _ acc: Accumulator<Cell>, rows: (WindowGroup<Cell>) throws -> ([Int64], [Value])
+        _ plan: Plan, _ acc: Accumulator<Cell>, rows: (WindowGroup<Cell>) throws -> ([Int64], [ResultValue])
     ) throws -> [ResultSeries] {
         if let stop = budget.stopReason { throw stop }
         var groupKeys = acc.groupKeys
@@ -275,11 +325,16 @@ extension SelectExecution {
             if select.groupByAllTags { return sortedKeys.map { k in g.tags.first { $0.key == k }?.value ?? "" } }
             return sortedKeys.map { k in g.key[groupKeys.firstIndex(of: k)!] }
         }
-        let ordered = acc.groups.map { (key($0), $0) }.sorted { $0.0.lexicographicallyPrecedes($1.0) }
+        var ordered = acc.groups.map { (key($0), $0) }.sorted { $0.0.lexicographicallyPrecedes($1.0) }
+        // ORDER BY time DESC orders the series descending too (InfluxDB's iterators run backwards).
+        if select.descending { ordered.reverse() }
         var out: [ResultSeries] = []
         var skipped = 0
+        var held = 0
         for (_, group) in ordered {
             try budget.check()
+            // Past the answer's row limit nothing more is built (``Engine/run`` cuts and marks it partial).
+            if held > data.maxRowLimit { break }
             var (times, values) = try rows(group)
             let width = plan.terms.count
             if select.descending {
@@ -309,6 +364,7 @@ extension SelectExecution {
                     tags = zip(groupKeys, group.key).map { ($0, $1) }
                 }
             }
+            held += times.count
             out.append(
                 ResultSeries(
                     name: plan.measurement, tags: tags, columns: ["time"] + plan.columns, times: times,
@@ -318,14 +374,21 @@ extension SelectExecution {
     }
 
     /// A group's rows: times and values (``Plan/terms`` a row).
-    func rows<Cell: WindowCell>(_ plan: Plan, _ group: WindowGroup<Cell>, _ r: Range, multiRow: Function?) throws
-        -> ([Int64], [Value])
+    func rows<Cell: WindowCell>(_ plan: Plan, _ whole: WindowGroup<Cell>, _ range: Range, multiRow: Function?)
+        throws -> ([Int64], [ResultValue])
     {
+        guard let firstSlot = whole.windows(count: range.grid.count).first else { return ([], []) }
+        // Without a lower bound a group's windows start at its first one (InfluxDB fills from the first point):
+        // the columns cover those windows only.
+        let lo = range.bounded ? 0 : firstSlot
+        let group = whole.slice(from: lo)
+        var r = range
+        r.grid = r.grid.slice(from: lo)
+        r.firstAnswered = Swift.max(0, r.firstAnswered - lo)
         let windows = r.grid.count
         let slotted = group.windows(count: windows)
-        guard let firstSlot = slotted.first else { return ([], []) }
         var times: [Int64] = []
-        var values: [Value] = []
+        var values: [ResultValue] = []
         if let fn = multiRow, case .aggregate(let f, _) = plan.terms[0] {
             for w in slotted where w >= r.firstAnswered {
                 guard let base = group.slot(w), let cell = group.cells[base + f] else { continue }
@@ -337,7 +400,23 @@ extension SelectExecution {
             return (times, values)
         }
         // Fill runs over every window of the range, or from the group's first one when the range has no start.
-        let fillFrom = r.bounded ? 0 : firstSlot
+        let fillFrom = r.bounded ? 0 : (slotted.first ?? 0)
+        if case .transform(.holtWinters(let h, let m, let fit), let inner) = plan.terms[0] {
+            guard plan.terms.count == 1 else {
+                throw QueryError("holt_winters() cannot be combined with other functions in metricsd")
+            }
+            let input = try column(inner, plan, group, r, fillFrom: fillFrom)
+            var points: [(time: Int64, value: Double)] = []
+            for w in r.firstAnswered..<windows {
+                if let v = input.values[w].double { points.append((r.grid.start(w), v)) }
+            }
+            var model = HoltWinters(h: h, m: m, withFit: fit, interval: select.interval ?? 1)
+            for (t, v) in model.forecast(points) {
+                times.append(t)
+                values.append(.float(v))
+            }
+            return (times, values)
+        }
         let columns = try plan.terms.map { try column($0, plan, group, r, fillFrom: fillFrom) }
         let grouped = select.interval != nil
         // Without GROUP BY time the row's time is the range's start — or, for a selector alone, its point's.
@@ -383,7 +462,10 @@ extension SelectExecution {
                     c.present[w] = !v.isNull
                 }
             }
-            if select.interval != nil { fill(&c, fn, r, from: fillFrom, integer: plan.fieldTypes[f] == .integer) }
+            // integral() is a stream function in InfluxDB: its windows are not filled.
+            if select.interval != nil, !Self.isIntegral(fn) {
+                fill(&c, fn, r, from: fillFrom, integer: plan.fieldTypes[f] == .integer)
+            }
             return c
         case .transform(let t, let inner):
             let input = try column(inner, plan, group, r, fillFrom: fillFrom)
@@ -403,6 +485,11 @@ extension SelectExecution {
         }
     }
 
+    static func isIntegral(_ fn: Function) -> Bool {
+        if case .integral = fn { return true }
+        return false
+    }
+
     /// `fill(…)` over a column's windows from `from`: count answers 0 in an empty window (as InfluxDB does).
     func fill(_ c: inout Column, _ fn: Function, _ r: Range, from: Int, integer: Bool) {
         let windows = c.values.count
@@ -415,7 +502,7 @@ extension SelectExecution {
                 if zero { c.values[w] = .integer(0) }
             }
         case .value(let v):
-            let typed: Value =
+            let typed: ResultValue =
                 fn == .count || fn == .countDistinct || (integer && v == v.rounded() && fn != .mean)
                 ? .integer(Int64(v)) : .float(v)
             for w in from..<windows where !c.present[w] {
@@ -423,9 +510,11 @@ extension SelectExecution {
                 c.values[w] = typed
             }
         case .previous:
-            var last: Value = .null
+            var last: ResultValue = .null
             for w in from..<windows {
-                if c.present[w] { last = c.values[w] } else {
+                if c.present[w] {
+                    last = c.values[w]
+                } else {
                     c.present[w] = true
                     c.values[w] = last
                 }
@@ -457,8 +546,8 @@ extension SelectExecution {
     /// A transformation over the windows that hold a value, as InfluxDB streams them (nulls skipped).
     func transform(_ t: Transform, _ input: Column, into c: inout Column, starts: [Int64]) {
         let windows = input.values.count
-        var previous: (time: Int64, value: Value)?
-        var sum: Value = .null
+        var previous: (time: Int64, value: ResultValue)?
+        var sum: ResultValue = .null
         var ring: [Double] = []
         var ringSum = 0.0
         var ringAt = 0
@@ -480,7 +569,7 @@ extension SelectExecution {
                 previous = (time, v)
             case .difference(let nonNegative):
                 if let p = previous {
-                    var out: Value = .null
+                    var out: ResultValue = .null
                     if case .integer(let a) = p.value, case .integer(let b) = v {
                         if !(nonNegative && b &- a < 0) { out = .integer(b &- a) }
                     } else if let a = p.value.double, let b = v.double {
@@ -516,6 +605,8 @@ extension SelectExecution {
                     c.values[w] = .float(ringSum / Double(n))
                     c.present[w] = true
                 }
+            case .holtWinters:
+                break
             case .elapsed(let unit):
                 if let p = previous {
                     c.values[w] = .integer((time - p.time) / unit)
@@ -563,7 +654,8 @@ extension SelectExecution {
             }
             if p.time >= windowEnd {
                 if prev.time != windowEnd {
-                    let value = prev.value + (p.value - prev.value) / Double(p.time - prev.time) * Double(windowEnd - prev.time)
+                    let value =
+                        prev.value + (p.value - prev.value) / Double(p.time - prev.time) * Double(windowEnd - prev.time)
                     sum += 0.5 * (value + prev.value) * Double(windowEnd - prev.time) / Double(unit)
                     prev = ExactPoint(time: windowEnd, value: value)
                 }
@@ -587,20 +679,20 @@ extension SelectExecution {
     }
 
     /// A function of one window's cell: its value, and the selected point's time for a selector.
-    static func apply<Cell: WindowCell>(_ fn: Function, _ cell: Cell, field: String) throws -> (Value, Int64?) {
+    static func apply<Cell: WindowCell>(_ fn: Function, _ cell: Cell, field: String) throws -> (ResultValue, Int64?) {
         guard cell.count > 0 else { return (.null, nil) }
         let n = cell.numeric
         let integer = cell.kind == .numeric && cell.isInteger
-        func typed(_ v: Double) -> Value { integer ? .integer(Int64(v)) : .float(v) }
+        func typed(_ v: Double) -> ResultValue { integer ? .integer(Int64(v)) : .float(v) }
         switch (cell.kind, fn) {
         case (_, .count): return (.integer(cell.count), nil)
         case (.numeric, .sum): return (typed(n.sum), nil)
-        case (.numeric, .mean): return (n.mean.map(Value.float) ?? .null, nil)
+        case (.numeric, .mean): return (n.mean.map(ResultValue.float) ?? .null, nil)
         case (.numeric, .min): return (typed(n.min), n.minTime)
         case (.numeric, .max): return (typed(n.max), n.maxTime)
         case (.numeric, .first): return (typed(n.first), n.firstTime)
         case (.numeric, .last): return (typed(n.last), n.lastTime)
-        case (.numeric, .stddev): return (n.stddev.map(Value.float) ?? .null, nil)
+        case (.numeric, .stddev): return (n.stddev.map(ResultValue.float) ?? .null, nil)
         case (.numeric, .spread): return (typed(n.max - n.min), nil)
         case (.numeric, .median):
             if let p = cell.exactPoints {
@@ -610,7 +702,7 @@ extension SelectExecution {
                 let hi = v[v.count / 2]
                 return (.float(lo + (hi - lo) / 2), nil)
             }
-            return (cell.quantileEstimate(0.5).map(Value.float) ?? .null, nil)
+            return (cell.quantileEstimate(0.5).map(ResultValue.float) ?? .null, nil)
         case (.numeric, .percentile(let q)):
             if let p = cell.exactPoints {
                 let sorted = p.sorted { $0.value != $1.value ? $0.value < $1.value : $0.time < $1.time }
@@ -647,8 +739,8 @@ extension SelectExecution {
         case (.boolean, .last): return (.boolean(cell.lastBool), cell.lastTime)
         case (.boolean, .max): return (.boolean(cell.trueCount > 0), nil)
         case (.boolean, .min): return (.boolean(cell.trueCount == cell.count), nil)
-        case (.string, .first): return (cell.firstText.map(Value.string) ?? .null, cell.firstTime)
-        case (.string, .last): return (cell.lastText.map(Value.string) ?? .null, cell.lastTime)
+        case (.string, .first): return (cell.firstText.map(ResultValue.string) ?? .null, cell.firstTime)
+        case (.string, .last): return (cell.lastText.map(ResultValue.string) ?? .null, cell.lastTime)
         default: return (.null, nil)
         }
     }
@@ -679,10 +771,11 @@ extension SelectExecution {
     }
 
     /// top/bottom (N points, by time) and distinct (each value once, ascending) of a window.
-    static func multi<Cell: WindowCell>(_ fn: Function, _ cell: Cell, fields: String) throws -> [(Int64?, Value)] {
+    static func multi<Cell: WindowCell>(_ fn: Function, _ cell: Cell, fields: String) throws -> [(Int64?, ResultValue)]
+    {
         guard let p = cell.exactPoints else { throw needsPoints(fn.name) }
         let integer = cell.kind == .numeric && cell.isInteger
-        func typed(_ x: ExactPoint) -> Value {
+        func typed(_ x: ExactPoint) -> ResultValue {
             switch cell.kind {
             case .string: .string(cell.text(of: x))
             case .boolean: .boolean(x.value != 0)
@@ -699,7 +792,7 @@ extension SelectExecution {
             return chosen.map { ($0.time, typed($0)) }
         default:
             var seen = Set<String>()
-            var out: [(Value, Double, String)] = []
+            var out: [(ResultValue, Double, String)] = []
             for x in p {
                 let v = typed(x)
                 let key = "\(v)"
@@ -710,7 +803,7 @@ extension SelectExecution {
         }
     }
 
-    static func arithmetic(_ op: String, _ x: Value, _ y: Value) -> Value {
+    static func arithmetic(_ op: String, _ x: ResultValue, _ y: ResultValue) -> ResultValue {
         if case .integer(let a) = x, case .integer(let b) = y {
             switch op {
             case "+": return .integer(a &+ b)
@@ -731,9 +824,9 @@ extension SelectExecution {
     }
 
     /// Rows of `width` values (one flat array) in reverse order.
-    static func reversedRows(_ values: [Value], width: Int) -> [Value] {
+    static func reversedRows(_ values: [ResultValue], width: Int) -> [ResultValue] {
         guard width > 0 else { return values }
-        var out: [Value] = []
+        var out: [ResultValue] = []
         out.reserveCapacity(values.count)
         var end = values.count
         while end > 0 {
@@ -744,6 +837,6 @@ extension SelectExecution {
     }
 }
 
-extension Value {
+extension ResultValue {
     var isBoolean: Bool { if case .boolean = self { true } else { false } }
 }

@@ -259,7 +259,7 @@ public struct Parser {
                 case .number(let d): s.fill = .value(-d)
                 default: throw unexpected("number")
                 }
-            default: throw QueryError("fill must be null, none, previous, linear or a number")
+            default: throw QueryError("expected number argument in fill()")
             }
             try expect(.op(")"), ")")
         }
@@ -287,6 +287,7 @@ public struct Parser {
                 try expect(.op("("), "(")
                 guard case .string(let zone) = advance() else { throw unexpected("string") }
                 try expect(.op(")"), ")")
+                guard TimeZoneRule(zone) != nil else { throw QueryError("unable to find time zone \(zone)") }
                 s.timeZone = zone
             } else {
                 break

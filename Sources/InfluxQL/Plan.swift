@@ -63,6 +63,8 @@ enum Transform: Equatable {
     case cumulativeSum
     case movingAverage(Int)
     case elapsed(unit: Int64)
+    /// A forecast: rows at its own times, alone in the statement (``HoltWinters``).
+    case holtWinters(h: Int, m: Int, withFit: Bool)
 
     var name: String {
         switch self {
@@ -71,16 +73,22 @@ enum Transform: Equatable {
         case .cumulativeSum: "cumulative_sum"
         case .movingAverage: "moving_average"
         case .elapsed: "elapsed"
+        case .holtWinters(_, _, let fit): fit ? "holt_winters_with_fit" : "holt_winters"
         }
     }
 
     /// Whether it reads the window before the range (InfluxDB extends the range by one interval for these).
-    var readsBefore: Bool { self != .cumulativeSum }
+    var readsBefore: Bool {
+        switch self {
+        case .cumulativeSum, .holtWinters: false
+        default: true
+        }
+    }
 }
 
 /// A select expression compiled against the statement's fields.
 indirect enum Term {
-    case constant(Value)
+    case constant(ResultValue)
     case aggregate(field: Int, Function)
     case transform(Transform, Term)
     case arithmetic(String, Term, Term)
@@ -90,7 +98,8 @@ indirect enum Term {
     var isAggregate: Bool {
         switch self {
         case .constant, .rawField, .rawTag: false
-        case .aggregate, .transform: true
+        case .aggregate: true
+        case .transform(_, let t): t.isAggregate
         case .arithmetic(_, let a, let b): a.isAggregate || b.isAggregate
         }
     }
@@ -176,7 +185,8 @@ struct Compiler {
                 for name in fieldTypes.keys.sorted() where re.matches(name) {
                     out.append((.rawField(fieldIndex(name)), name))
                 }
-            case .call(let name, let args) where args.first == .wildcard || { if case .regex = args.first { true } else { false } }():
+            case .call(let name, let args)
+            where args.first == .wildcard || { if case .regex = args.first { true } else { false } }():
                 var names = fieldTypes.keys.sorted()
                 if case .regex(let r) = args.first {
                     let re = try RE2Regex(r)
@@ -263,7 +273,8 @@ struct Compiler {
         func arity(_ n: ClosedRange<Int>) throws(QueryError) {
             guard n.contains(args.count) else {
                 if n.lowerBound == n.upperBound {
-                    throw QueryError("invalid number of arguments for \(name), expected \(n.lowerBound), got \(args.count)")
+                    throw QueryError(
+                        "invalid number of arguments for \(name), expected \(n.lowerBound), got \(args.count)")
                 }
                 throw QueryError(
                     "invalid number of arguments for \(name), expected at least \(n.lowerBound) but no more than \(n.upperBound), got \(args.count)"
@@ -275,7 +286,7 @@ struct Compiler {
             switch e {
             case .field(let f): return fieldIndexChecked(f)
             case .tag(let t): throw QueryError("\(name)() cannot be applied to the tag \(t)")
-            case .call(let inner, _): throw QueryError("\(name)() does not take \(inner)() as its argument: expected field argument in \(name)()")
+            case .call: throw QueryError("expected field argument in \(name)()")
             default: throw QueryError("expected field argument in \(name)()")
             }
         }
@@ -334,7 +345,9 @@ struct Compiler {
             let f = try field(args[0])
             var tags: [String] = []
             for a in args.dropFirst().dropLast() {
-                guard case .field(let t) = a else { throw QueryError("only fields or tags are allowed in \(name)(), found \(a)") }
+                guard case .field(let t) = a else {
+                    throw QueryError("only fields or tags are allowed in \(name)(), found \(a)")
+                }
                 tags.append(t)
             }
             guard case .integer(let n) = args.last!, n > 0 else {
@@ -360,7 +373,8 @@ struct Compiler {
             case "moving_average":
                 try arity(2...2)
                 guard case .integer(let n) = args[1] else {
-                    throw QueryError("second argument for moving_average must be an integer, got \(Self.describe(args[1]))")
+                    throw QueryError(
+                        "second argument for moving_average must be an integer, got \(Self.describe(args[1]))")
                 }
                 guard n > 1 else { throw QueryError("moving_average window must be greater than 1, got \(n)") }
                 transform = .movingAverage(Int(n))
@@ -387,9 +401,21 @@ struct Compiler {
             }
             return .transform(transform, inner)
         case "holt_winters", "holt_winters_with_fit":
-            throw QueryError(
-                "\(name)() is not answered by metricsd (docs/influxql.md): forecast in Grafana, or query InfluxDB for it"
-            )
+            guard args.count == 3 else {
+                throw QueryError("invalid number of arguments for \(name), expected 3, got \(args.count)")
+            }
+            guard case .call(let n, let a) = args[0] else {
+                throw QueryError("must use aggregate function with \(name)")
+            }
+            guard interval != nil else { throw QueryError("\(name) aggregate requires a GROUP BY interval") }
+            guard case .integer(let h) = args[1], h >= 0 else {
+                throw QueryError("expected integer argument as second arg in \(name)")
+            }
+            guard case .integer(let m) = args[2], m >= 0 else {
+                throw QueryError("expected integer argument as third arg in \(name)")
+            }
+            let inner = try call(n, a)
+            return .transform(.holtWinters(h: Int(h), m: Int(m), withFit: name == "holt_winters_with_fit"), inner)
         default:
             throw QueryError("undefined function \(name)()")
         }

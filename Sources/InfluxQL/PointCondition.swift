@@ -29,11 +29,11 @@ struct PointCondition {
     }
 
     /// Whether the point holds: `field` gives a field's value at the point's time (nil: none).
-    func matches(_ series: SeriesInfo, _ field: (String) -> Value?) -> Bool {
+    func matches(_ series: SeriesInfo, _ field: (String) -> ResultValue?) -> Bool {
         truth(expr, series, field)
     }
 
-    private func truth(_ e: Expr, _ series: SeriesInfo, _ field: (String) -> Value?) -> Bool {
+    private func truth(_ e: Expr, _ series: SeriesInfo, _ field: (String) -> ResultValue?) -> Bool {
         switch e {
         case .binary("AND", let a, let b): return truth(a, series, field) && truth(b, series, field)
         case .binary("OR", let a, let b): return truth(a, series, field) || truth(b, series, field)
@@ -56,7 +56,7 @@ struct PointCondition {
         }
     }
 
-    static func number(_ v: Value) -> Double? {
+    static func number(_ v: ResultValue) -> Double? {
         switch v {
         case .float(let d): d
         case .integer(let i): Double(i)
@@ -76,7 +76,7 @@ struct PointCondition {
         }
     }
 
-    private func operand(_ e: Expr, _ series: SeriesInfo, _ field: (String) -> Value?) -> Value {
+    private func operand(_ e: Expr, _ series: SeriesInfo, _ field: (String) -> ResultValue?) -> ResultValue {
         switch e {
         case .field(let f):
             if fields.contains(f) { return field(f) ?? .null }

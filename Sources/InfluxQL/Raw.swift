@@ -63,12 +63,12 @@ extension SelectExecution {
             // Rows: (time, series) with a value per field.
             var rowTimes: [Int64] = []
             var rowSeries: [Int32] = []
-            var cells: [Value] = []
+            var cells: [ResultValue] = []
             for p in points {
                 if rowTimes.last != p.time || rowSeries.last != p.series {
                     rowTimes.append(p.time)
                     rowSeries.append(p.series)
-                    cells.append(contentsOf: repeatElement(Value.null, count: width))
+                    cells.append(contentsOf: repeatElement(ResultValue.null, count: width))
                 }
                 cells[(rowTimes.count - 1) * width + Int(p.field)] = p.value
             }
@@ -87,7 +87,7 @@ extension SelectExecution {
                 rawColumn(term, plan, group, rowTimes, rowSeries, cells, width, keep)
             }
             var times: [Int64] = []
-            var values: [Value] = []
+            var values: [ResultValue] = []
             for k in rowTimes.indices where keep[k] && columns.contains(where: { $0.present[k] }) {
                 times.append(rowTimes[k])
                 for c in columns { values.append(c.values[k]) }
@@ -97,7 +97,8 @@ extension SelectExecution {
     }
 
     func rawColumn<Cell: WindowCell>(
-        _ term: Term, _ plan: Plan, _ group: WindowGroup<Cell>, _ times: [Int64], _ series: [Int32], _ cells: [Value],
+        _ term: Term, _ plan: Plan, _ group: WindowGroup<Cell>, _ times: [Int64], _ series: [Int32],
+        _ cells: [ResultValue],
         _ width: Int, _ keep: [Bool]
     ) -> Column {
         let n = times.count
@@ -111,7 +112,7 @@ extension SelectExecution {
                 c.present[k] = !c.values[k].isNull
             }
         case .rawTag(let t):
-            for k in 0..<n { c.values[k] = group.series[Int(series[k])].tag(t).map(Value.string) ?? .null }
+            for k in 0..<n { c.values[k] = group.series[Int(series[k])].tag(t).map(ResultValue.string) ?? .null }
         case .arithmetic(let op, let a, let b):
             let x = rawColumn(a, plan, group, times, series, cells, width, keep)
             let y = rawColumn(b, plan, group, times, series, cells, width, keep)

@@ -2,7 +2,7 @@ import LineProtocol
 
 /// A value in an answer, typed as InfluxDB types it: integer fields stay integers through sum, min, max, first,
 /// last, difference…; strings and booleans are themselves.
-public enum Value: Sendable, Equatable {
+public enum ResultValue: Sendable, Equatable {
     case null
     case float(Double)
     case integer(Int64)
@@ -30,13 +30,13 @@ public struct ResultSeries: Sendable {
     /// The first column's times, when the first column is `time`.
     public var times: [Int64]?
     /// The rows' other values, row after row.
-    public var values: [Value]
+    public var values: [ResultValue]
     /// Cut at the answer's row limit (InfluxDB marks such a series `"partial": true`).
     public var partial = false
 
     public init(
         name: String?, tags: [(key: String, value: String)]? = nil, columns: [String], times: [Int64]?,
-        values: [Value]
+        values: [ResultValue]
     ) {
         self.name = name
         self.tags = tags
@@ -154,7 +154,7 @@ public enum ResultWriter {
     }
 
     @inline(__always)
-    static func write(_ v: Value, to json: inout JSONText) {
+    static func write(_ v: ResultValue, to json: inout JSONText) {
         switch v {
         case .null: json.raw("null")
         case .float(let d): json.number(d)

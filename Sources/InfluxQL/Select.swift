@@ -24,6 +24,8 @@ struct SelectExecution {
     static let maxTime = Int64.max - 1
     /// The most points a window of one field keeps exactly while merging (beyond: the sketch).
     static let windowExactLimit = 4_096
+    /// The longest GROUP BY time() interval answered (arithmetic on window bounds stays far inside Int64).
+    static let maxInterval: Int64 = 10_000 * 86_400_000_000_000
 
     init(_ select: SelectStatement, data: QueryData, catalog: Catalog, budget: QueryBudget, now: Int64)
         throws(QueryError)
@@ -163,8 +165,16 @@ struct SelectExecution {
         if let to, to < oldest { pointTo = oldest }
         var grid = WindowGrid()
         var firstAnswered = 0
+        if let d = select.interval, d > Self.maxInterval {
+            throw QueryError("GROUP BY time(): an interval longer than 10,000 days is not answered")
+        }
+        // Without a lower bound, windows start at the oldest minute kept (retention_1m): InfluxDB starts each
+        // series' windows at its first point, and fill starts there too (``rows``).
+        if from == nil, select.interval != nil {
+            pointFrom = Swift.max(pointFrom, (now - data.retention1m) / Self.hour * Self.hour + Self.hour)
+        }
         guard let d = select.interval else {
-            grid.append(start: from ?? 0, step: Int64.max / 4, count: 1)
+            grid.segments = [.init(start: from ?? 0, step: .max, count: 1, base: 0)]
             return Range(
                 pointFrom: pointFrom, pointTo: Swift.max(pointFrom, pointTo), grid: grid, firstAnswered: 0,
                 boundary: boundary, bounded: from != nil)

@@ -7,7 +7,7 @@ struct Show {
     let budget: QueryBudget
 
     func run(_ statement: Statement) throws -> [ResultSeries] {
-        func rows(_ name: String?, _ columns: [String], _ values: [[Value]], _ paging: Paging) -> ResultSeries? {
+        func rows(_ name: String?, _ columns: [String], _ values: [[ResultValue]], _ paging: Paging) -> ResultSeries? {
             let kept = paging.apply(values)
             guard !kept.isEmpty else { return nil }
             return ResultSeries(name: name, columns: columns, times: nil, values: kept.flatMap { $0 })
@@ -55,7 +55,8 @@ struct Show {
                 guard measurements?.contains(m) ?? true else { return nil }
                 let types = fields[m]!
                 return rows(
-                    m, ["fieldKey", "fieldType"], types.keys.sorted().map { [.string($0), .string(types[$0]!.rawValue)] },
+                    m, ["fieldKey", "fieldType"],
+                    types.keys.sorted().map { [.string($0), .string(types[$0]!.rawValue)] },
                     paging)
             }
         case .showTagValues(let from, let keys, let keyRegex, let condition, let paging):

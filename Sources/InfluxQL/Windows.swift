@@ -61,6 +61,8 @@ struct WindowGrid {
     /// The window holding `t`, or `nil` outside every window.
     @inline(__always)
     func index(_ t: Int64) -> Int? {
+        // One window for the whole range (no GROUP BY time): every time read is in it.
+        if segments.count == 1, segments[0].step == .max { return 0 }
         for s in segments.reversed() where t >= s.start {
             let k = Int((t - s.start) / s.step)
             return k < s.count ? s.base + k : nil
@@ -74,8 +76,20 @@ struct WindowGrid {
     }
 
     func end(_ w: Int) -> Int64 {
+        if segments.count == 1, segments[0].step == .max { return .max }
         for s in segments.reversed() where w >= s.base { return s.start + Int64(w - s.base + 1) * s.step }
         return 0
+    }
+
+    /// The windows from `lo` on, numbered from 0.
+    func slice(from lo: Int) -> WindowGrid {
+        guard lo > 0 else { return self }
+        var g = WindowGrid()
+        for s in segments where s.base + s.count > lo {
+            let skip = Swift.max(0, lo - s.base)
+            g.append(start: s.start + Int64(skip) * s.step, step: s.step, count: s.count - skip)
+        }
+        return g
     }
 
     mutating func append(start: Int64, step: Int64, count: Int) {
@@ -112,6 +126,19 @@ struct WindowGroup<Cell: WindowCell> {
         if dense.isEmpty { sparse[window] = base } else { dense[window] = Int32(base) }
     }
 
+    /// The group with its windows from `lo` on, numbered from 0 (the cells are shared, not copied).
+    func slice(from lo: Int) -> WindowGroup {
+        guard lo > 0 else { return self }
+        var g = self
+        if dense.isEmpty {
+            g.sparse = [:]
+            for (w, base) in sparse where w >= lo { g.sparse[w - lo] = base }
+        } else {
+            g.dense = Array(dense[lo...])
+        }
+        return g
+    }
+
     /// The windows that hold a slot, ascending.
     func windows(count: Int) -> [Int] {
         if dense.isEmpty { return sparse.keys.sorted() }
@@ -123,5 +150,5 @@ struct RawPoint {
     var time: Int64
     var series: Int32
     var field: Int32
-    var value: Value
+    var value: ResultValue
 }

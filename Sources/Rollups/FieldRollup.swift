@@ -224,8 +224,7 @@ public struct FieldRollup: Sendable {
                 firstTime = other.firstTime
                 firstBytes = other.firstBytes
             }
-            if other.lastTime > lastTime || (other.lastTime == lastTime && Self.precedes(lastBytes, other.lastBytes))
-            {
+            if other.lastTime > lastTime || (other.lastTime == lastTime && Self.precedes(lastBytes, other.lastBytes)) {
                 lastTime = other.lastTime
                 lastBytes = other.lastBytes
             }
@@ -297,7 +296,7 @@ public struct FieldRollup: Sendable {
     }
 
     /// The value of aggregate `agg` for this rollup, or `nil` when it does not apply or is undefined. Quantiles of
-    /// a cell that keeps its points are its value at rank `⌊q·(n−1)⌋`; past that, the sketch's estimate of it.
+    /// a cell that keeps its points are its value at InfluxDB's nearest rank `⌊n·q + 0.5⌋`; past that, the sketch's estimate of it.
     public func value(of agg: Aggregate) -> Double? {
         guard count > 0 else { return nil }
         switch (kind, agg) {
@@ -305,7 +304,9 @@ public struct FieldRollup: Sendable {
         case (.numeric, .quantile(let q)):
             if let values = sortedValues() {
                 guard q >= 0, q <= 1 else { return nil }
-                return values[Int((q * Double(values.count - 1)).rounded(.down))]
+                // InfluxDB's percentile(): the value at nearest rank ⌊n·q + 0.5⌋ (1-based), within the values.
+                let rank = Int((Double(values.count) * q + 0.5).rounded(.down)) - 1
+                return values[Swift.min(Swift.max(rank, 0), values.count - 1)]
             }
             return sketch.quantile(q)
         case (.numeric, _): return numeric.value(of: agg)

@@ -54,7 +54,13 @@ public struct FieldSummary: Sendable, Equatable {
             guard let numeric = NumericAggregate(reading: &r, base: base, version: version) else { return nil }
             self.numeric = numeric
             isInteger = version >= 3 && flags & FieldRollup.integerFlag != 0
-            if !exact {
+            if exact {
+                // The points (at most a bucket's few): stepped over, so a numeric rollup is read to its end.
+                guard count <= 4_096 else { return nil }
+                for _ in 0..<count {
+                    guard r.zigzag() != nil, r.number() != nil else { return nil }
+                }
+            } else {
                 guard QuantileSketch.skip(reading: &r) else { return nil }
             }
         case .boolean:

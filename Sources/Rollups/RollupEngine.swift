@@ -880,7 +880,8 @@ extension RollupEngine: CellSource, SeriesCatalog {
     public func visitSummaries(
         _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?, _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
     ) {
-        visitCells(read, series: accept) { start, series, index, cell in body(start, series, index, FieldSummary(cell)) }
+        visitCells(read, series: accept) { start, series, index, cell in body(start, series, index, FieldSummary(cell))
+        }
     }
 
     public func catalogSeries() -> [SeriesInfo] { allSeries().map(\.series) }

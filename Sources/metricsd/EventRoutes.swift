@@ -3,9 +3,9 @@ import Export
 import Foundation
 import HTTPTypes
 import Hummingbird
+import InfluxQL
 import LineProtocol
 import NIOCore
-import InfluxQL
 import Query
 
 /// `POST /api/v1/events` and the analytics endpoints (`/api/v1/funnel`, `/api/v1/retention`,

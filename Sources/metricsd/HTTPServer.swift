@@ -475,7 +475,6 @@ enum HTTPRoutes {
         let call: Expr =
             switch p.aggregate {
             case .distinct: .call("count", [.call("distinct", [field])])
-            case .quantile(let q) where q == 0.5: .call("median", [field])
             case .quantile(let q): .call("percentile", [field, .number(q * 100)])
             default: .call(p.aggregate.description, [field])
             }

@@ -1,4 +1,5 @@
 import API
+import InfluxQL
 import Query
 import Testing
 

@@ -33,7 +33,7 @@ import Testing
         // Truncated bytes and a newer format version are rejected, never misread.
         let bytes = numeric.serialized()
         #expect(FieldRollup(serialized: Array(bytes.dropLast())) == nil)
-        #expect(FieldRollup(serialized: [3] + bytes.dropFirst()) == nil)
+        #expect(FieldRollup(serialized: [FieldRollup.formatVersion + 1] + bytes.dropFirst()) == nil)
     }
 
     /// Property: any rollup survives the packed row format exactly, whatever its values (integral or not, signed

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import Query
+@testable import InfluxQL
 
 @Suite struct ParserTests {
     /// What Grafana's InfluxDB data source sends for a time-series panel.
@@ -55,13 +55,15 @@ import Testing
         #expect(s.count == 8)
         #expect(s[0] == .showDatabases && s[1] == .showRetentionPolicies)
         #expect(s[2] == .showMeasurements(regex: "cp.*", paging: Paging(limit: 100)))
-        #expect(s[3] == .showTagKeys(from: "cpu"))
+        #expect(s[3] == .showTagKeys(from: [.name("cpu")]))
         #expect(
             s[4]
                 == .showTagValues(
-                    from: "cpu", keys: ["host"], keyRegex: nil, condition: .binary("=", .field("dc"), .string("eu"))))
+                    from: [.name("cpu")], keys: ["host"], keyRegex: nil,
+                    condition: .binary("=", .field("dc"), .string("eu"))))
         #expect(s[5] == .showTagValues(from: nil, keys: ["host", "cpu"], keyRegex: nil, condition: nil))
-        #expect(s[6] == .showFieldKeys(from: "cpu") && s[7] == .showSeries(from: "cpu", condition: nil))
+        #expect(
+            s[6] == .showFieldKeys(from: [.name("cpu")]) && s[7] == .showSeries(from: [.name("cpu")], condition: nil))
     }
 
     @Test func escapesInIdentifiersStringsAndRegexes() throws {
@@ -116,11 +118,12 @@ import Testing
         let cases: [(String, String)] = [
             ("DROP MEASUREMENT cpu", "expected SELECT, SHOW"),
             ("SHOW USERS", "expected DATABASES"),
-            ("SELECT mean(x) FROM", "expected measurement"),
+            ("SELECT mean(x) FROM", "expected identifier"),
             ("SELECT mean(x) FROM m GROUP BY time(0s)", "positive duration"),
             ("SELECT mean(x) FROM m WHERE a = 'unterminated", "unterminated quoted string"),
-            ("SELECT x FROM m fill(sideways)", "fill must be"),
-            ("SELECT x FROM m tz('Europe/Paris')", "tz() is not supported"),
+            ("SELECT x FROM m fill(sideways)", "expected number argument in fill()"),
+            ("SELECT x FROM m tz(Europe)", "expected string"),
+            ("SELECT \"x\"::color FROM m", "expected tag, field"),
             ("", "found EOF"),
             ("SELECT x FROM m extra", "expected ; or end of query"),
         ]
@@ -210,7 +213,7 @@ import Testing
 
     @Test func showStatementsKeepLimitAndOffset() throws {
         let s = try Parser.parse("SHOW TAG KEYS FROM cpu LIMIT 3 OFFSET 2; SHOW SERIES OFFSET 1")
-        #expect(s[0] == .showTagKeys(from: "cpu", paging: Paging(limit: 3, offset: 2)))
+        #expect(s[0] == .showTagKeys(from: [.name("cpu")], paging: Paging(limit: 3, offset: 2)))
         #expect(s[1] == .showSeries(from: nil, condition: nil, paging: Paging(offset: 1)))
         #expect(Paging(limit: 2, offset: 1).apply([1, 2, 3, 4]) == [2, 3])
         #expect(Paging(offset: 9).apply([1, 2]) == [])

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import metricsd
+@testable import InfluxQL
 
 /// Regex tag conditions answered by set membership (`/^(a|b)$/`, as Grafana writes a multi-value variable) must
 /// match exactly what the regex engine matches.
