@@ -3,6 +3,8 @@
 # same run — a 24 h × 1 m query on one series, a GROUP BY "host" over 1,000 hosts, and a full refresh of the Hosts
 # dashboard — with 100,000 active series loaded. Writes the "Queries" section of docs/PERFORMANCE.md.
 # Usage: scripts/bench-query.sh [RUNS]   (default 100 timed runs per query and target)
+#        BASELINE_BIN=path/to/older/metricsd scripts/bench-query.sh   also times an older build in the same run, on
+#        the same data (before/after a change: the section then has a "baseline" column)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-100}
@@ -10,17 +12,26 @@ BIN=.build/release/metricsd
 TMP=$(mktemp -d)
 . scripts/bench-lib.sh
 IPORT=$(free_port); MPORT=$(free_port)
-MPID=""; IPID=""
-cleanup() { [ -n "$MPID" ] && kill "$MPID" 2>/dev/null; [ -n "$IPID" ] && scripts/peers.sh stop "$IPID"; rm -rf "$TMP"; }
+MPID=""; IPID=""; BPID=""; BPORT=0
+cleanup() { [ -n "$MPID" ] && kill "$MPID" 2>/dev/null; [ -n "$BPID" ] && kill "$BPID" 2>/dev/null; [ -n "$IPID" ] && scripts/peers.sh stop "$IPID"; rm -rf "$TMP"; }
 trap cleanup EXIT
 IPID=$(scripts/peers.sh start-influxd $IPORT "$TMP/influxd")
 $BIN serve --data-dir "$TMP/var" --http 127.0.0.1:$MPORT --udp "" --tcp "" > "$TMP/metricsd.log" 2>&1 &
 MPID=$!
 wait_ping $MPORT
-python3 - "$MPORT" "$IPORT" "$RUNS" "$MPID" "$IPID" <<'PY'
+if [ -n "${BASELINE_BIN:-}" ]; then
+    BPORT=$(free_port)
+    "$BASELINE_BIN" serve --data-dir "$TMP/var-baseline" --http 127.0.0.1:$BPORT --udp "" --tcp "" > "$TMP/baseline.log" 2>&1 &
+    BPID=$!
+    wait_ping $BPORT
+fi
+python3 - "$MPORT" "$IPORT" "$RUNS" "$MPID" "$IPID" "$BPORT" "${BPID:-0}" "${BASELINE_BIN:-}" <<'PY'
 import http.client, json, sys, time, urllib.parse
 mport, iport, runs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 pids = [int(sys.argv[4]), int(sys.argv[5])]
+bport, baseline = int(sys.argv[6]), sys.argv[8]
+if bport:
+    pids.append(int(sys.argv[7]))
 now = int(time.time()) // 60 * 60
 lines = []
 for m in range(1440):                      # one series, 24 h of minutes (6 points each)
@@ -47,6 +58,8 @@ post(iport, "/query", "q=CREATE+DATABASE+metrics", {"Content-Type": "application
 for i in range(0, len(lines), 50000):
     chunk = ("\n".join(lines[i:i + 50000]) + "\n").encode()
     post(mport, "/write?precision=s", chunk)
+    if bport:
+        post(bport, "/write?precision=s", chunk)
     post(iport, "/write?db=metrics&precision=s", chunk)
 time.sleep(3)
 def cpu_ticks(pid):
@@ -97,12 +110,15 @@ def run(port, qs, epoch="ms"):
         elapsed += (time.perf_counter() - t0) * 1000
         body = json.loads(raw)
         res = body.get("results", [{}])[0]
+        if bport and port == bport and ("error" in res or "error" in body):
+            return -1, elapsed                      # the baseline build does not answer this query
         assert "error" not in res and "error" not in body, (port, q, body)
         total_series += len(res.get("series", []))
     return total_series, elapsed
 results = {}
 for name, qs in queries.items():
-    for target, port in (("metricsd", mport), ("influxdb", iport)):
+    targets = [("metricsd", mport), ("influxdb", iport)] + ([("baseline", bport)] if bport else [])
+    for target, port in targets:
         quiesce()
         epoch = epochs.get(name, "ms")
         series, first = run(port, qs, epoch)
@@ -128,6 +144,19 @@ for name in queries:
     m, i = results[(name, "metricsd")], results[(name, "influxdb")]
     out.append("| %s | %.2f / %.2f ms | %.2f / %.2f ms | %.1f× | %.2f / %.2f ms | %d / %d |" % (
         label[name], m[0], m[1], i[0], i[1], i[1] / m[1], m[3], i[3], m[2], i[2]))
+if bport:
+    out.append("")
+    out.append("Same run, same data: this build against `%s` (p50 / p99):" % baseline)
+    out.append("")
+    out.append("| query | this build | baseline | p99 change |")
+    out.append("| --- | ---: | ---: | ---: |")
+    for name in queries:
+        m, b = results[(name, "metricsd")], results.get((name, "baseline"))
+        if b is None or b[2] < 0:
+            out.append("| %s | %.2f / %.2f ms | (not answered) | |" % (label[name], m[0], m[1]))
+        else:
+            out.append("| %s | %.2f / %.2f ms | %.2f / %.2f ms | %+.0f %% |" % (
+                label[name], m[0], m[1], b[0], b[1], (m[1] / b[1] - 1) * 100))
 m1 = results[("single", "metricsd")][1]
 ratio = results[("single", "influxdb")][1] / m1
 out.append("")

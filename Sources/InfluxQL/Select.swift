@@ -391,16 +391,18 @@ struct SelectExecution {
             }
         }
         flatten(e)
-        var tags: Expr?
-        var points: Expr?
-        for c in conjuncts {
-            if namesField(c, fields) {
-                points = points.map { .binary("AND", $0, c) } ?? c
-            } else {
-                tags = tags.map { .binary("AND", $0, c) } ?? c
-            }
+        let named = conjuncts.map { namesField($0, fields) }
+        if !named.contains(true) { return (e, nil) }
+        if !named.contains(false) { return (nil, e) }
+        // Each side joined balanced again: a chain of thousands of terms stays shallow for what walks it.
+        func joined(_ terms: ArraySlice<Expr>) -> Expr {
+            if terms.count == 1 { return terms[terms.startIndex] }
+            let middle = terms.startIndex + terms.count / 2
+            return .binary("AND", joined(terms[..<middle]), joined(terms[middle...]))
         }
-        return (tags, points)
+        let tags = zip(conjuncts, named).filter { !$0.1 }.map(\.0)
+        let points = zip(conjuncts, named).filter { $0.1 }.map(\.0)
+        return (joined(tags[...]), joined(points[...]))
     }
 
     static func namesField(_ e: Expr, _ fields: [String: FieldType]) -> Bool {

@@ -171,3 +171,17 @@ enum JSONTextProbe {
         #expect(s.values == [.integer(1), .integer(0), .integer(0), .integer(1), .integer(0), .integer(0)])
     }
 }
+
+extension EngineHostileTests {
+    /// A chain of thousands of tag conditions stays balanced through the split into tag and field conditions (it
+    /// was rebuilt left-deep, and matching it overflowed a query thread's stack).
+    @Test func longConditionChainsStayShallow() throws {
+        let f = try EngineFixture(lines: ["n,host=h0 v=1 \(Self.t0)", "n,host=h1 v=2 \(Self.t0)"])
+        let chain = Array(repeating: "host = 'h0'", count: 5_000).joined(separator: " AND ")
+        let r = try f.results("SELECT count(v) FROM n WHERE \(chain)", now: Self.t0 + 3_600_000_000_000)
+        #expect(r.first?.series.first?.values == [.integer(1)])
+        let mixed = try f.results(
+            "SELECT count(v) FROM n WHERE \(chain) AND v > 0", now: Self.t0 + 3_600_000_000_000)
+        #expect(mixed.first?.series.first?.values == [.integer(1)])
+    }
+}
