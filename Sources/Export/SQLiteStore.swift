@@ -1818,6 +1818,24 @@ extension SQLiteStore: SeriesCatalog {
 
     public func catalogFields() throws -> [String: [String: FieldType]] { try fieldTypes() }
 
+    public func catalogFields(of measurement: String) throws -> [String: FieldType] {
+        try withReader { r throws(StoreError) in
+            let rows = try Statement(r.db, "SELECT field, type FROM measurement_fields WHERE measurement = ?1")
+            try rows.bind(1, measurement)
+            var out: [String: FieldType] = [:]
+            while try rows.step() { out[rows.text(0)] = FieldType(rawValue: rows.text(1)) ?? .float }
+            return out
+        }
+    }
+
+    public func catalogTagKeys(of measurement: String) throws -> Set<String> {
+        try withReader { r throws(StoreError) in
+            var keys = Set<String>()
+            for s in try Self.series(of: measurement, in: &r) { for t in s.info.tags { keys.insert(t.key) } }
+            return keys
+        }
+    }
+
     /// The fields of each stored measurement with their types (the `measurement_fields` table).
     public func fieldTypes() throws(StoreError) -> [String: [String: FieldType]] {
         try withReader { r throws(StoreError) in

@@ -142,13 +142,14 @@ extension SelectExecution {
                 groupKeys: select.groupByTags, budget: budget, maxSeries: data.maxSelectSeries)
             // Whole buckets as summaries; the buckets the range's ends cut, as cells trimmed to the range.
             let innerFrom = (r.pointFrom + width - 1) / width * width
-            let innerTo = Self.floor(r.pointTo, width)
+            // A range that ends after now ends in the open minute: no point is past now but for clock skew, so
+            // that minute is read whole with the others (a dashboard's refresh reads its range once, not twice).
+            let innerTo = r.pointTo > now ? (r.pointTo + width - 1) / width * width : Self.floor(r.pointTo, width)
             if innerFrom < innerTo {
                 try visit(plan, from: innerFrom, to: innerTo, boundary: r.boundary, summaries: true, sketches: false) {
                     start, bucket, series, f, _, cell in
                     let g = acc.group(of: series)
-                    guard g >= 0, let cell, let w = r.grid.index(Swift.max(start, r.pointFrom)), start < r.pointTo
-                    else { return }
+                    guard g >= 0, let cell, let w = r.grid.index(Swift.max(start, r.pointFrom)) else { return }
                     acc.add(w, g, f, cell)
                 }
             }
@@ -194,7 +195,7 @@ extension SelectExecution {
         var read = plan
         for name in condition.fields.sorted() where !read.fields.contains(name) {
             read.fields.append(name)
-            read.fieldTypes.append(catalog.fields()[plan.measurement]?[name])
+            read.fieldTypes.append(catalog.fields(of: plan.measurement)[name])
         }
         struct Key: Hashable {
             var series: UInt64

@@ -108,6 +108,8 @@ final class Catalog: @unchecked Sendable {
     private let sources: [any SeriesCatalog]
     private var seriesCache: [SeriesInfo]?
     private var fieldCache: [String: [String: FieldType]]?
+    private var measurementFields: [String: [String: FieldType]] = [:]
+    private var measurementTags: [String: Set<String>] = [:]
 
     init(_ sources: [any SeriesCatalog]) { self.sources = sources }
 
@@ -136,6 +138,30 @@ final class Catalog: @unchecked Sendable {
             }
         }
         fieldCache = out
+        return out
+    }
+
+    /// One measurement's fields and types (cached for the request).
+    func fields(of measurement: String) -> [String: FieldType] {
+        if let fieldCache { return fieldCache[measurement] ?? [:] }
+        if let known = measurementFields[measurement] { return known }
+        var out: [String: FieldType] = [:]
+        for source in sources {
+            for (f, t) in (try? source.catalogFields(of: measurement)) ?? [:] {
+                if let known = out[f], known <= t { continue }
+                out[f] = t
+            }
+        }
+        measurementFields[measurement] = out
+        return out
+    }
+
+    /// One measurement's tag keys (cached for the request).
+    func tagKeys(of measurement: String) -> Set<String> {
+        if let known = measurementTags[measurement] { return known }
+        var out = Set<String>()
+        for source in sources { out.formUnion((try? source.catalogTagKeys(of: measurement)) ?? []) }
+        measurementTags[measurement] = out
         return out
     }
 

@@ -149,14 +149,15 @@ indirect enum Term {
 /// Compiles SELECT expressions against a measurement's fields and tags, with InfluxDB's checks and messages.
 struct Compiler {
     let fieldTypes: [String: FieldType]
-    let tagKeys: Set<String>
+    /// The measurement's tag keys, asked only where needed (`*`, a name that is no field).
+    let tagKeysOf: () -> Set<String>
     /// GROUP BY time's interval (the default unit of derivative and the like).
     let interval: Int64?
     var fields: [String] = []
 
-    init(fieldTypes: [String: FieldType], tagKeys: Set<String>, interval: Int64?) {
+    init(fieldTypes: [String: FieldType], tagKeys: @escaping () -> Set<String>, interval: Int64?) {
         self.fieldTypes = fieldTypes
-        self.tagKeys = tagKeys
+        self.tagKeysOf = tagKeys
         self.interval = interval
     }
 
@@ -173,7 +174,7 @@ struct Compiler {
         for f in list {
             switch f.expr {
             case .wildcard:
-                for name in (Array(fieldTypes.keys) + Array(tagKeys)).sorted() {
+                for name in (Array(fieldTypes.keys) + Array(tagKeysOf())).sorted() {
                     if fieldTypes[name] != nil {
                         out.append((.rawField(fieldIndex(name)), name))
                     } else {
@@ -240,7 +241,7 @@ struct Compiler {
         case .boolean(let b): return .constant(.boolean(b))
         case .tag(let t): return .rawTag(t)
         case .field(let f):
-            if fieldTypes[f] == nil, tagKeys.contains(f) { return .rawTag(f) }
+            if fieldTypes[f] == nil, tagKeysOf().contains(f) { return .rawTag(f) }
             return .rawField(fieldIndex(f))
         case .binary(let op, let a, let b) where ["+", "-", "*", "/", "%"].contains(op):
             return .arithmetic(op, try compile(a), try compile(b))

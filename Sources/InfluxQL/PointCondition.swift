@@ -8,7 +8,7 @@ struct PointCondition {
     let fields: Set<String>
     let patterns: [String: TagPattern]
 
-    init(_ e: Expr, fields known: [String: FieldType], tags: Set<String>) throws(QueryError) {
+    init(_ e: Expr, fields known: [String: FieldType]) throws(QueryError) {
         var names = Set<String>()
         var patterns: [String: TagPattern] = [:]
         func walk(_ e: Expr) throws(QueryError) {

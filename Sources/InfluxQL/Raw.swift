@@ -9,7 +9,7 @@ extension SelectExecution {
         if let condition = plan.pointCondition {
             for f in condition.fields.sorted() where !plan.fields.contains(f) {
                 plan.fields.append(f)
-                plan.fieldTypes.append(catalog.fields()[plan.measurement]?[f])
+                plan.fieldTypes.append(catalog.fields(of: plan.measurement)[f])
             }
         }
         let r = try range(extendBefore: false)

@@ -58,9 +58,10 @@ struct SelectExecution {
     // MARK: - One measurement
 
     func measurement(_ m: String) throws -> [ResultSeries] {
-        let fieldTypes = catalog.fields()[m] ?? [:]
-        let tagKeys = catalog.tagKeys(m)
-        var compiler = Compiler(fieldTypes: fieldTypes, tagKeys: tagKeys, interval: select.interval)
+        let fieldTypes = catalog.fields(of: m)
+        let catalog = self.catalog
+        var compiler = Compiler(
+            fieldTypes: fieldTypes, tagKeys: { catalog.tagKeys(of: m) }, interval: select.interval)
         let list = try compiler.expand(select.fields)
         guard !list.isEmpty else {
             if select.fields.contains(where: { $0.expr == .wildcard }) { return [] }
@@ -80,9 +81,7 @@ struct SelectExecution {
         // WHERE: tag conditions choose series; conditions on fields filter points.
         let (tagCondition, pointCondition) = Self.classify(residual, fields: fieldTypes)
         let tagFilter = try tagCondition.map { e throws(QueryError) in try TagFilter(e) }
-        let points = try pointCondition.map { e throws(QueryError) in
-            try PointCondition(e, fields: fieldTypes, tags: tagKeys)
-        }
+        let points = try pointCondition.map { e throws(QueryError) in try PointCondition(e, fields: fieldTypes) }
         let plan = Plan(
             measurement: m, fields: fields, fieldTypes: fields.map { fieldTypes[$0] }, columns: list.map(\.column),
             terms: terms, tagFilter: tagFilter, pointCondition: points)

@@ -55,6 +55,9 @@ public struct JSONText: Sendable {
     public mutating func number(_ v: Double?) {
         guard let v, v.isFinite else { return raw("null") }
         if v == v.rounded(.towardZero), abs(v) < 1e15 { return integer(Int64(v)) }
+        // Between 1e-4 and 2^53 Swift's shortest form is already Go's layout (plain decimals): no reformatting.
+        let magnitude = abs(v)
+        if magnitude >= 1e-4, magnitude < 9_007_199_254_740_992 { return raw(v.description) }
         raw(Self.goFloat(v))
     }
 

@@ -82,4 +82,8 @@ public protocol SeriesCatalog: Sendable {
     func catalogSeries() throws -> [SeriesInfo]
     /// The fields of each measurement with their types.
     func catalogFields() throws -> [String: [String: FieldType]]
+    /// The fields of one measurement with their types (what a SELECT needs: cheap, no walk of every series).
+    func catalogFields(of measurement: String) throws -> [String: FieldType]
+    /// The tag keys of one measurement's series.
+    func catalogTagKeys(of measurement: String) throws -> Set<String>
 }

@@ -447,6 +447,37 @@ public final class RollupEngine: Sendable {
         return out
     }
 
+    /// The fields of one measurement in memory with the type of their first value.
+    public func fieldTypes(of measurement: String) -> [String: FieldType] {
+        var out: [String: FieldType] = [:]
+        for shard in shards {
+            shard.state.withLock { state in
+                for slot in state.slotsByMeasurement[measurement] ?? [] {
+                    let info = state.slots[Int(slot)]
+                    if let known = out[info.field], known <= info.type { continue }
+                    out[info.field] = info.type
+                }
+            }
+        }
+        return out
+    }
+
+    /// The tag keys of one measurement's series in memory.
+    public func tagKeys(of measurement: String) -> Set<String> {
+        var out = Set<String>()
+        for shard in shards {
+            shard.state.withLock { state in
+                var seen = Set<Int32>()
+                for slot in state.slotsByMeasurement[measurement] ?? [] {
+                    let series = state.slots[Int(slot)].series
+                    guard seen.insert(series).inserted else { continue }
+                    for t in state.series[Int(series)].info.tags { out.insert(t.key) }
+                }
+            }
+        }
+        return out
+    }
+
     /// The fields of each measurement in memory with the type of their first value.
     public func fieldTypes() -> [String: [String: FieldType]] {
         var out: [String: [String: FieldType]] = [:]
@@ -887,4 +918,8 @@ extension RollupEngine: CellSource, SeriesCatalog {
     public func catalogSeries() -> [SeriesInfo] { allSeries().map(\.series) }
 
     public func catalogFields() -> [String: [String: FieldType]] { fieldTypes() }
+
+    public func catalogFields(of measurement: String) -> [String: FieldType] { fieldTypes(of: measurement) }
+
+    public func catalogTagKeys(of measurement: String) -> Set<String> { tagKeys(of: measurement) }
 }
