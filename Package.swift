@@ -129,7 +129,7 @@ if Context.environment["METRICSD_FUZZ"] != nil {
     )
     package.targets.append(
         .executableTarget(
-            name: "FuzzHTTPParameters", dependencies: ["API", "InfluxQL"],
+            name: "FuzzHTTPParameters", dependencies: ["API", "InfluxQL", "Query"],
             path: "FuzzTesting/Sources/FuzzHTTPParameters")
     )
     // The daemon's Configuration.swift (a symbolic link), with the TOML library it uses.

@@ -3,6 +3,7 @@
 // traps; whatever is taken is within what the route can answer (a limit in range, from < to, a step that divides
 // the range into at most the allowed steps, statements and nesting within their limits); decoding is deterministic.
 import API
+import InfluxQL
 import Query
 
 let now: Int64 = 1_795_860_000_000_000_000

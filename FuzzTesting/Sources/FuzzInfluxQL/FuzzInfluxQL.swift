@@ -1,6 +1,6 @@
 // libFuzzer target for the InfluxQL parser. Properties: any input parses or fails with a QueryError (no crash, no
 // hang, no sanitizer report), and parsing is deterministic.
-import Query
+import InfluxQL
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
