@@ -451,12 +451,14 @@ public final class RollupEngine: Sendable {
     public func fieldTypes(of measurement: String) -> [String: FieldType] {
         var out: [String: FieldType] = [:]
         for shard in shards {
-            shard.state.withLock { state in
-                for slot in state.slotsByMeasurement[measurement] ?? [] {
-                    let info = state.slots[Int(slot)]
-                    if let known = out[info.field], known <= info.type { continue }
-                    out[info.field] = info.type
-                }
+            guard let types = shard.state.withLock({ $0.fieldTypesByMeasurement[measurement] }) else { continue }
+            if out.isEmpty {
+                out = types
+                continue
+            }
+            for (field, type) in types {
+                if let known = out[field], known <= type { continue }
+                out[field] = type
             }
         }
         return out
@@ -639,6 +641,9 @@ private struct ShardState: ~Copyable {
     var series: [SeriesEntry] = []
     var slots: [SlotInfo] = []
     var slotsByMeasurement: [String: [Int32]] = [:]
+    /// Each measurement's fields with InfluxDB's preferred type among its slots (kept as slots are made, so a query
+    /// asks a dictionary, not every slot).
+    var fieldTypesByMeasurement: [String: [String: FieldType]] = [:]
     /// Slots a query condition took (``RollupEngine/openCells(measurement:fields:from:to:series:condition:)``),
     /// with the measurement's slot count then: stale once it has more.
     var takenSlots: [String: (slotCount: Int, taken: [Int32])] = [:]
@@ -735,8 +740,11 @@ private struct ShardState: ~Copyable {
         series = kept
         slots = keptSlots
         slotsByMeasurement = [:]
+        fieldTypesByMeasurement = [:]
         for (j, slot) in slots.enumerated() {
-            slotsByMeasurement[series[Int(slot.series)].info.measurement, default: []].append(Int32(j))
+            let measurement = series[Int(slot.series)].info.measurement
+            slotsByMeasurement[measurement, default: []].append(Int32(j))
+            noteFieldType(measurement, slot.field, slot.type)
         }
         takenSlots = [:]
         takenSlotsTotal = 0
@@ -833,6 +841,7 @@ private struct ShardState: ~Copyable {
             if series[Int(index)].fieldIndex[h] == nil { series[Int(index)].fieldIndex[h] = k }
         }
         slotsByMeasurement[entry.info.measurement, default: []].append(slot)
+        noteFieldType(entry.info.measurement, field, FieldType(kind: kind, integer: integer))
         return .found(slot)
     }
 
@@ -922,4 +931,12 @@ extension RollupEngine: CellSource, SeriesCatalog {
     public func catalogFields(of measurement: String) -> [String: FieldType] { fieldTypes(of: measurement) }
 
     public func catalogTagKeys(of measurement: String) -> Set<String> { tagKeys(of: measurement) }
+}
+
+extension ShardState {
+    /// Records that `measurement` has `field` of `type` (InfluxDB's preferred type wins when slots differ).
+    mutating func noteFieldType(_ measurement: String, _ field: String, _ type: FieldType) {
+        if let known = fieldTypesByMeasurement[measurement]?[field], known <= type { return }
+        fieldTypesByMeasurement[measurement, default: [:]][field] = type
+    }
 }
