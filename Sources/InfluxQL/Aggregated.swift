@@ -86,10 +86,12 @@ struct Accumulator<Cell: WindowCell> {
             groups[g].cells[base + f] = consume cell
         } else {
             var limit = 0
-            if keepPoints {
-                let held = groups[g].cells[base + f]!.pointCount
-                if held > 0, let extra = Optional(cell.pointCount), extra > 0 {
-                    if budget.takePoints(extra) { limit = SelectExecution.windowExactLimit } else { keepPoints = false }
+            // Points kept while merging are the query's to pay for (``QueryBudget/takePoints(_:)``).
+            if keepPoints, groups[g].cells[base + f]!.pointCount > 0, cell.pointCount > 0 {
+                if budget.takePoints(cell.pointCount) {
+                    limit = SelectExecution.windowExactLimit
+                } else {
+                    keepPoints = false
                 }
             }
             groups[g].cells[base + f]!.merge(cell, exactLimit: limit)
@@ -210,6 +212,8 @@ extension SelectExecution {
             if buffered[key] == nil {
                 buffered[key] = (series, bucket, [:])
                 order.append(key)
+                // What is buffered counts like the slots it becomes (`[query] max_row_limit`).
+                budget.addRows(1)
             }
             if buffered[key]!.cells[f] == nil {
                 buffered[key]!.cells[f] = cell
@@ -406,13 +410,19 @@ extension SelectExecution {
             guard plan.terms.count == 1 else {
                 throw QueryError("holt_winters() cannot be combined with other functions in metricsd")
             }
+            // The forecast's length is the client's: bounded as windows are (`[query] max_select_buckets`).
+            guard h <= data.maxSelectBuckets else {
+                throw QueryLimitExceeded(
+                    "max-select-buckets limit exceeded: holt_winters() forecasts \(h) points, more than \(data.maxSelectBuckets) ([query] max_select_buckets)"
+                )
+            }
             let input = try column(inner, plan, group, r, fillFrom: fillFrom)
             var points: [(time: Int64, value: Double)] = []
             for w in r.firstAnswered..<windows {
                 if let v = input.values[w].double { points.append((r.grid.start(w), v)) }
             }
             var model = HoltWinters(h: h, m: m, withFit: fit, interval: select.interval ?? 1)
-            for (t, v) in model.forecast(points) {
+            for (t, v) in try model.forecast(points, check: { try budget.check() }) {
                 times.append(t)
                 values.append(.float(v))
             }

@@ -171,12 +171,6 @@ final class Catalog: @unchecked Sendable {
         return names.sorted()
     }
 
-    func tagKeys(_ measurement: String) -> Set<String> {
-        var keys = Set<String>()
-        for s in series() where s.measurement == measurement { for t in s.tags { keys.insert(t.key) } }
-        return keys
-    }
-
     /// The measurements `sources` name (a regex: every measurement it matches), sorted, each once.
     func resolve(_ sources: [Source]) throws(QueryError) -> [String] {
         var out = Set<String>()

@@ -28,7 +28,10 @@ struct HoltWinters {
     }
 
     /// The forecast (time, value) for points in time order.
-    mutating func forecast(_ points: [(time: Int64, value: Double)]) -> [(Int64, Double)] {
+    /// `check` is asked at every Nelder–Mead iteration (the query's budget: the fit's cost grows with its points).
+    mutating func forecast(_ points: [(time: Int64, value: Double)], check: () throws -> Void) throws -> [(
+        Int64, Double
+    )] {
         guard points.count >= 2, !(seasonal && points.count < m), h > 0 else { return [] }
         let start = roundTime(points[0].time)
         let stop = roundTime(points[points.count - 1].time)
@@ -82,7 +85,7 @@ struct HoltWinters {
                         parameters[1] = beta
                         parameters[2] = gamma
                         parameters[3] = phi
-                        let (sse, params) = optimize(parameters, epsilon: 1e-4, scale: 1)
+                        let (sse, params) = try optimize(parameters, epsilon: 1e-4, scale: 1, check: check)
                         if sse < minSSE || best == nil {
                             minSSE = sse
                             best = params
@@ -163,7 +166,9 @@ struct HoltWinters {
     }
 
     /// Nelder–Mead as InfluxDB's `neldermead` package runs it (the objective may change the vertex it is given).
-    func optimize(_ start: [Double], epsilon: Double, scale: Double) -> (Double, [Double]) {
+    func optimize(_ start: [Double], epsilon: Double, scale: Double, check: () throws -> Void) throws -> (
+        Double, [Double]
+    ) {
         let n = start.count
         var v = [[Double]](repeating: [Double](repeating: 0, count: n), count: n + 1)
         var f = [Double](repeating: 0, count: n + 1)
@@ -179,6 +184,7 @@ struct HoltWinters {
         }
         for j in 0...n { f[j] = sse(&v[j]) }
         for _ in 1...1_000 {
+            try check()
             var vg = 0
             var vs = 0
             for i in 0...n {

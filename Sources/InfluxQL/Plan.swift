@@ -285,7 +285,7 @@ struct Compiler {
         /// The field a function reads: a field, or `"f"::field`.
         func field(_ e: Expr) throws(QueryError) -> Int {
             switch e {
-            case .field(let f): return fieldIndexChecked(f)
+            case .field(let f): return fieldIndex(f)
             case .tag(let t): throw QueryError("\(name)() cannot be applied to the tag \(t)")
             case .call: throw QueryError("expected field argument in \(name)()")
             default: throw QueryError("expected field argument in \(name)()")
@@ -298,7 +298,7 @@ struct Compiler {
                 guard inner.count == 1, case .field(let f) = inner[0] else {
                     throw QueryError("distinct function requires at least one argument")
                 }
-                return .aggregate(field: fieldIndexChecked(f), .countDistinct)
+                return .aggregate(field: fieldIndex(f), .countDistinct)
             }
             return .aggregate(field: try field(args[0]), .count)
         case "sum", "mean", "min", "max", "first", "last", "stddev", "spread", "median", "mode":
@@ -397,7 +397,7 @@ struct Compiler {
                 if interval != nil {
                     throw QueryError("aggregate function required inside the call to \(name)")
                 }
-                inner = .rawField(fieldIndexChecked(f))
+                inner = .rawField(fieldIndex(f))
             default: throw QueryError("expected field argument in \(name)()")
             }
             return .transform(transform, inner)
@@ -421,8 +421,6 @@ struct Compiler {
             throw QueryError("undefined function \(name)()")
         }
     }
-
-    mutating func fieldIndexChecked(_ f: String) -> Int { fieldIndex(f) }
 
     /// InfluxDB's type errors: numeric functions of strings or booleans, min/max of strings.
     func checkType(_ fn: Function, _ f: Int) throws(QueryError) {

@@ -19,9 +19,6 @@ struct SelectExecution {
     let residual: Expr?
 
     static let hour: Int64 = 3_600_000_000_000
-    /// InfluxDB's bounds for a time (influxql's MinTime and MaxTime).
-    static let minTime = Int64.min + 2
-    static let maxTime = Int64.max - 1
     /// The most points a window of one field keeps exactly while merging (beyond: the sketch).
     static let windowExactLimit = 4_096
     /// The longest GROUP BY time() interval answered (arithmetic on window bounds stays far inside Int64).

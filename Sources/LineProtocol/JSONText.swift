@@ -134,40 +134,32 @@ public struct JSONText: Sendable {
         case let d as Double: number(d)
         case let f as Float: number(Double(f))
         case let w as any JSONWritable: w.write(to: &self)
-        case let a as [Any]:
-            bytes.append(0x5B)
-            for (k, e) in a.enumerated() {
-                if k > 0 { bytes.append(0x2C) }
-                value(e)
-            }
-            bytes.append(0x5D)
-        case let a as [Any?]:
-            bytes.append(0x5B)
-            for (k, e) in a.enumerated() {
-                if k > 0 { bytes.append(0x2C) }
-                value(e)
-            }
-            bytes.append(0x5D)
-        case let o as [String: Any]:
-            bytes.append(0x7B)
-            for (k, key) in o.keys.sorted().enumerated() {
-                if k > 0 { bytes.append(0x2C) }
-                string(key)
-                bytes.append(0x3A)
-                value(o[key]!)
-            }
-            bytes.append(0x7D)
-        case let o as [String: Any?]:
-            bytes.append(0x7B)
-            for (k, key) in o.keys.sorted().enumerated() {
-                if k > 0 { bytes.append(0x2C) }
-                string(key)
-                bytes.append(0x3A)
-                value(o[key]!)
-            }
-            bytes.append(0x7D)
+        case let a as [Any]: array(a) { $0 }
+        case let a as [Any?]: array(a) { $0 }
+        case let o as [String: Any]: object(o) { $0 }
+        case let o as [String: Any?]: object(o) { $0 }
         default: raw("null")
         }
+    }
+
+    private mutating func array<E>(_ a: [E], _ item: (E) -> Any?) {
+        bytes.append(0x5B)
+        for (k, e) in a.enumerated() {
+            if k > 0 { bytes.append(0x2C) }
+            value(item(e))
+        }
+        bytes.append(0x5D)
+    }
+
+    private mutating func object<E>(_ o: [String: E], _ item: (E) -> Any?) {
+        bytes.append(0x7B)
+        for (k, key) in o.keys.sorted().enumerated() {
+            if k > 0 { bytes.append(0x2C) }
+            string(key)
+            bytes.append(0x3A)
+            value(item(o[key]!))
+        }
+        bytes.append(0x7D)
     }
 }
 

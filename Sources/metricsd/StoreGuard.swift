@@ -118,12 +118,7 @@ final class StoreGuard: RollupSink, RollupReader {
                 guarded.noteReadFailure(error)
                 throw error
             }
-            let fields = read.fields ?? []
-            for (start, cell) in guarded.pendingCells(
-                measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
-            where accept?(cell.series) ?? true {
-                if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
-            }
+            pending(read, accept) { start, series, index, rollup in body(start, series, index, rollup) }
         }
 
         func visitSummaries(
@@ -136,13 +131,18 @@ final class StoreGuard: RollupSink, RollupReader {
                 guarded.noteReadFailure(error)
                 throw error
             }
+            pending(read, accept) { start, series, index, rollup in body(start, series, index, FieldSummary(rollup)) }
+        }
+
+        /// The cells of a read still pending a store, with their field's index in `read.fields`.
+        private func pending(
+            _ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?, _ body: (Int64, SeriesInfo, Int, FieldRollup) -> Void
+        ) {
             let fields = read.fields ?? []
             for (start, cell) in guarded.pendingCells(
                 measurement: read.measurement, fields: read.fields, from: read.from, to: read.to)
             where accept?(cell.series) ?? true {
-                if let index = fields.firstIndex(of: cell.field) {
-                    body(start, cell.series, index, FieldSummary(cell.rollup))
-                }
+                if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
             }
         }
     }

@@ -185,3 +185,23 @@ extension EngineHostileTests {
         #expect(mixed.first?.series.first?.values == [.integer(1)])
     }
 }
+
+extension EngineHostileTests {
+    /// holt_winters()'s forecast length is the client's: past `[query] max_select_buckets` it is refused (it
+    /// allocated the whole forecast up front).
+    @Test func forecastsAreBounded() throws {
+        var lines: [String] = []
+        for k in 0..<20 { lines.append("t v=\(k % 7) \(Self.t0 + Int64(k) * 60_000_000_000)") }
+        let f = try EngineFixture(lines: lines)
+        let range = "time >= \(Self.t0) AND time < \(Self.t0 + 20 * 60_000_000_000)"
+        #expect(throws: QueryLimitExceeded.self) {
+            try f.results(
+                "SELECT holt_winters(mean(v), 1000000000, 0) FROM t WHERE \(range) GROUP BY time(1m)",
+                now: Self.t0 + 3_600_000_000_000)
+        }
+        let r = try f.results(
+            "SELECT holt_winters(mean(v), 3, 0) FROM t WHERE \(range) GROUP BY time(1m)",
+            now: Self.t0 + 3_600_000_000_000)
+        #expect(r.first?.series.first?.rowCount == 3)
+    }
+}
