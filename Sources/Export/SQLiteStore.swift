@@ -1329,8 +1329,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     for slot in first..<last {
                         let start = blockStart + Int64(slot) * grid
                         for k in ids.indices {
-                            let summary = blocks[k].summaries[slot]
-                            if summary.count > 0 { body(start, info, ids[k].index, summary) }
+                            // Handed where it lies (a summary is 160 bytes: a copy per cell shows in a profile).
+                            blocks[k].summaries.withUnsafeBufferPointer { block in
+                                if block[slot].count > 0 { body(start, info, ids[k].index, block[slot]) }
+                            }
                         }
                     }
                 }

@@ -71,19 +71,18 @@ struct Accumulator<Cell: WindowCell> {
         return g
     }
 
+    /// Merges `cell` into its group's slot of `window` and field `f` (a cell is 160 bytes or more: it is copied
+    /// once, where it is kept, and never on the way).
     @inline(__always)
-    mutating func add(_ window: Int, _ g: Int, _ f: Int, _ cell: consuming Cell) {
-        let base: Int
-        if let known = groups[g].slot(window) {
-            base = known
-        } else {
-            base = groups[g].cells.count
-            groups[g].setSlot(window, base)
-            for _ in 0..<fields { groups[g].cells.append(nil) }
+    mutating func add(_ window: Int, _ g: Int, _ f: Int, _ cell: borrowing Cell) {
+        guard let base = groups[g].slot(window) else {
+            groups[g].setSlot(window, groups[g].cells.count)
+            for k in 0..<fields { groups[g].cells.append(k == f ? copy cell : nil) }
             budget.addRows(1)
+            return
         }
         if groups[g].cells[base + f] == nil {
-            groups[g].cells[base + f] = consume cell
+            groups[g].cells[base + f] = copy cell
         } else {
             var limit = 0
             // Points kept while merging are the query's to pay for (``QueryBudget/takePoints(_:)``).
@@ -148,24 +147,16 @@ extension SelectExecution {
             // that minute is read whole with the others (a dashboard's refresh reads its range once, not twice).
             let innerTo = r.pointTo > now ? (r.pointTo + width - 1) / width * width : Self.floor(r.pointTo, width)
             if innerFrom < innerTo {
-                try visit(plan, from: innerFrom, to: innerTo, boundary: r.boundary, summaries: true, sketches: false) {
-                    start, bucket, series, f, _, cell in
+                try visitSummaries(plan, from: innerFrom, to: innerTo, boundary: r.boundary) {
+                    start, bucket, series, f, cell in
                     let g = acc.group(of: series)
-                    guard g >= 0, let cell, let w = r.grid.index(Swift.max(start, r.pointFrom)) else { return }
+                    guard g >= 0, let w = r.grid.index(Swift.max(start, r.pointFrom)) else { return }
                     acc.add(w, g, f, cell)
                 }
             }
             for (a, b) in [(r.pointFrom, Swift.min(innerFrom, r.pointTo)), (Swift.max(innerTo, innerFrom), r.pointTo)]
             where a < b && (a % width != 0 || b % width != 0) {
-                try visit(plan, from: a, to: b, boundary: r.boundary, summaries: false, sketches: false) {
-                    start, bucket, series, f, cell, _ in
-                    guard let cell, start + bucket > a, start < b else { return }
-                    let g = acc.group(of: series)
-                    guard g >= 0 else { return }
-                    ingest(cell, start: start, bucket: bucket, g: g, f: f, r, series, plan) { w, c in
-                        acc.add(w, g, f, FieldSummary(c))
-                    }
-                }
+                try cutBucket(plan, from: a, to: b, r, &acc)
             }
             return try answer(plan, acc, r, multiRow: multiRow)
         }
@@ -177,15 +168,60 @@ extension SelectExecution {
             return try answer(plan, acc, r, multiRow: multiRow)
         }
         try visit(
-            plan, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, summaries: false,
-            sketches: plan.needsSketch
-        ) { start, bucket, series, f, cell, _ in
-            guard let cell, start + bucket > r.pointFrom, start < r.pointTo else { return }
+            plan, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, sketches: plan.needsSketch
+        ) { start, bucket, series, f, cell in
+            guard start + bucket > r.pointFrom, start < r.pointTo else { return }
             let g = acc.group(of: series)
             guard g >= 0 else { return }
             ingest(cell, start: start, bucket: bucket, g: g, f: f, r, series, plan) { w, c in acc.add(w, g, f, c) }
         }
         return try answer(plan, acc, r, multiRow: multiRow)
+    }
+
+    /// The cells of a bucket the range's start or end cuts (`[a, b)` inside one bucket), into summaries of their
+    /// values in the range. A cell whose values all lie on one side of the cut is answered by its summary (whole,
+    /// or not at all); only the cells with values on both sides are read whole and trimmed point by point.
+    func cutBucket(_ plan: Plan, from a: Int64, to b: Int64, _ r: Range, _ acc: inout Accumulator<FieldSummary>)
+        throws
+    {
+        struct Key: Hashable {
+            var series: UInt64
+            var field: Int
+        }
+        var whole: [(key: Key, series: SeriesInfo, start: Int64, cell: FieldSummary)] = []
+        var straddling = Set<Key>()
+        try visitSummaries(plan, from: a, to: b, boundary: r.boundary) { start, bucket, series, f, cell in
+            guard start + bucket > a, start < b else { return }
+            let key = Key(series: series.id, field: f)
+            guard let (first, last) = cell.valueTimes, !straddling.contains(key) else {
+                straddling.insert(key)
+                return
+            }
+            if last < a || first >= b { return }
+            if first >= a && last < b {
+                whole.append((key, series, start, cell))
+            } else {
+                straddling.insert(key)
+            }
+        }
+        for entry in whole where !straddling.contains(entry.key) {
+            let g = acc.group(of: entry.series)
+            guard g >= 0, let w = r.grid.index(Swift.max(entry.start, r.pointFrom)) else { continue }
+            acc.add(w, g, entry.key.field, entry.cell)
+        }
+        guard !straddling.isEmpty else { return }
+        // Without a tag condition the read is narrowed to the straddling series; with one, the series the
+        // condition takes are remembered by its text (a narrowed read could not be) and the rest are passed over.
+        let only = plan.tagFilter == nil ? Set(straddling.map(\.series)) : nil
+        try visit(plan, from: a, to: b, boundary: r.boundary, sketches: false, only: only) {
+            start, bucket, series, f, cell in
+            guard start + bucket > a, start < b, straddling.contains(Key(series: series.id, field: f)) else { return }
+            let g = acc.group(of: series)
+            guard g >= 0 else { return }
+            ingest(cell, start: start, bucket: bucket, g: g, f: f, r, series, plan) { w, c in
+                acc.add(w, g, f, FieldSummary(c))
+            }
+        }
     }
 
     /// A field condition: the cells of a series and bucket are joined by time (every field the condition names is
@@ -205,9 +241,9 @@ extension SelectExecution {
         }
         var buffered: [Key: (series: SeriesInfo, bucket: Int64, cells: [Int: FieldRollup])] = [:]
         var order: [Key] = []
-        try visit(read, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, summaries: false, sketches: false) {
-            start, bucket, series, f, cell, _ in
-            guard let cell, start + bucket > r.pointFrom, start < r.pointTo else { return }
+        try visit(read, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, sketches: false) {
+            start, bucket, series, f, cell in
+            guard start + bucket > r.pointFrom, start < r.pointTo else { return }
             let key = Key(series: series.id, start: start)
             if buffered[key] == nil {
                 buffered[key] = (series, bucket, [:])
@@ -311,7 +347,8 @@ extension SelectExecution {
 
     // MARK: - Answers
 
-    func answer<Cell: WindowCell>(_ plan: Plan, _ acc: Accumulator<Cell>, _ r: Range, multiRow: Function?) throws
+    func answer<Cell: WindowCell>(_ plan: Plan, _ acc: consuming Accumulator<Cell>, _ r: Range, multiRow: Function?)
+        throws
         -> [ResultSeries]
     {
         try emit(plan, acc) { group in try rows(plan, group, r, multiRow: multiRow) }
@@ -319,61 +356,69 @@ extension SelectExecution {
 
     /// The groups' series, ordered, paged (LIMIT, OFFSET, SLIMIT, SOFFSET) and reversed for ORDER BY time DESC.
     func emit<Cell: WindowCell>(
-        _ plan: Plan, _ acc: Accumulator<Cell>, rows: (WindowGroup<Cell>) throws -> ([Int64], [ResultValue])
+        _ plan: Plan, _ acc: consuming Accumulator<Cell>,
+        rows: (borrowing WindowGroup<Cell>) throws -> ([Int64], [ResultValue])
     ) throws -> [ResultSeries] {
         if let stop = budget.stopReason { throw stop }
         var groupKeys = acc.groupKeys
         if select.groupByAllTags { groupKeys.sort() }
         // Series in InfluxDB's order: by the group's tag values in the order of their sorted keys.
         let sortedKeys = groupKeys.sorted()
-        func key(_ g: WindowGroup<Cell>) -> [String] {
-            if select.groupByAllTags { return sortedKeys.map { k in g.tags.first { $0.key == k }?.value ?? "" } }
-            return sortedKeys.map { k in g.key[groupKeys.firstIndex(of: k)!] }
+        func key(_ tags: [TagPair], _ key: [String]) -> [String] {
+            if select.groupByAllTags { return sortedKeys.map { k in tags.first { $0.key == k }?.value ?? "" } }
+            return sortedKeys.map { k in key[groupKeys.firstIndex(of: k)!] }
         }
-        var ordered = acc.groups.map { (key($0), $0) }.sorted { $0.0.lexicographicallyPrecedes($1.0) }
+        // The groups are ordered by index and each is moved out of the accumulator to be answered (a group is a
+        // few arrays: copies of a thousand groups showed in a profile).
+        let keys = acc.groups.indices.map { key(acc.groups[$0].tags, acc.groups[$0].key) }
+        var ordered = Array(acc.groups.indices)
+        ordered.sort { keys[$0].lexicographicallyPrecedes(keys[$1]) }
         // ORDER BY time DESC orders the series descending too (InfluxDB's iterators run backwards).
         if select.descending { ordered.reverse() }
+        let columns = ["time"] + plan.columns
         var out: [ResultSeries] = []
         var skipped = 0
         var held = 0
-        for (_, group) in ordered {
-            try budget.check()
-            // Past the answer's row limit nothing more is built (``Engine/run`` cuts and marks it partial).
-            if held > data.maxRowLimit { break }
-            var (times, values) = try rows(group)
-            let width = plan.terms.count
-            if select.descending {
-                times.reverse()
-                values = Self.reversedRows(values, width: width)
-            }
-            if let offset = select.offsetRows, offset > 0 {
-                let n = Swift.min(offset, times.count)
-                times.removeFirst(n)
-                values.removeFirst(n * width)
-            }
-            if let limit = select.limit, limit > 0, limit < times.count {
-                times.removeSubrange(limit...)
-                values.removeSubrange((limit * width)...)
-            }
-            guard !times.isEmpty else { continue }
-            if let soffset = select.soffset, skipped < soffset {
-                skipped += 1
-                continue
-            }
-            if let slimit = select.slimit, slimit > 0, out.count >= slimit { break }
-            var tags: [(key: String, value: String)]?
-            if !groupKeys.isEmpty {
-                if select.groupByAllTags {
-                    tags = groupKeys.map { k in (k, group.tags.first { $0.key == k }?.value ?? "") }
-                } else {
-                    tags = zip(groupKeys, group.key).map { ($0, $1) }
+        do {
+            for index in ordered {
+                try budget.check()
+                // Past the answer's row limit nothing more is built (``Engine/run`` cuts and marks it partial).
+                if held > data.maxRowLimit { break }
+                var group = WindowGroup<Cell>(key: [], tags: [], dense: [])
+                swap(&group, &acc.groups[index])
+                var (times, values) = try rows(group)
+                let width = plan.terms.count
+                if select.descending {
+                    times.reverse()
+                    values = Self.reversedRows(values, width: width)
                 }
+                if let offset = select.offsetRows, offset > 0 {
+                    let n = Swift.min(offset, times.count)
+                    times.removeFirst(n)
+                    values.removeFirst(n * width)
+                }
+                if let limit = select.limit, limit > 0, limit < times.count {
+                    times.removeSubrange(limit...)
+                    values.removeSubrange((limit * width)...)
+                }
+                guard !times.isEmpty else { continue }
+                if let soffset = select.soffset, skipped < soffset {
+                    skipped += 1
+                    continue
+                }
+                if let slimit = select.slimit, slimit > 0, out.count >= slimit { break }
+                var tags: [(key: String, value: String)]?
+                if !groupKeys.isEmpty {
+                    if select.groupByAllTags {
+                        tags = groupKeys.map { k in (k, group.tags.first { $0.key == k }?.value ?? "") }
+                    } else {
+                        tags = zip(groupKeys, group.key).map { ($0, $1) }
+                    }
+                }
+                held += times.count
+                out.append(
+                    ResultSeries(name: plan.measurement, tags: tags, columns: columns, times: times, values: values))
             }
-            held += times.count
-            out.append(
-                ResultSeries(
-                    name: plan.measurement, tags: tags, columns: ["time"] + plan.columns, times: times,
-                    values: values))
         }
         return out
     }
@@ -382,6 +427,9 @@ extension SelectExecution {
     func rows<Cell: WindowCell>(_ plan: Plan, _ whole: WindowGroup<Cell>, _ range: Range, multiRow: Function?)
         throws -> ([Int64], [ResultValue])
     {
+        if multiRow == nil, range.bounded, let functions = plainFunctions(plan) {
+            return try plainRows(plan, functions, whole, range)
+        }
         guard let firstSlot = whole.windows(count: range.grid.count).first else { return ([], []) }
         // Without a lower bound a group's windows start at its first one (InfluxDB fills from the first point):
         // the columns cover those windows only.
@@ -444,6 +492,87 @@ extension SelectExecution {
             if integralAlone { t = 0 }
             times.append(t)
             for c in columns { values.append(c.values[w]) }
+        }
+        return (times, values)
+    }
+
+    /// The functions of a statement whose every term is one function of one field's window, answered without
+    /// looking at other windows (no transformation, no integral, fill other than `previous` and `linear`): its
+    /// rows are built in one pass (``plainRows(_:_:_:_:)``), nothing per window but the values.
+    func plainFunctions(_ plan: Plan) -> [(field: Int, function: Function)]? {
+        switch select.fill {
+        case .previous, .linear: return nil
+        default: break
+        }
+        var out: [(field: Int, function: Function)] = []
+        out.reserveCapacity(plan.terms.count)
+        for term in plan.terms {
+            guard case .aggregate(let f, let fn) = term, !Self.isIntegral(fn), !fn.multiRow else { return nil }
+            out.append((f, fn))
+        }
+        return out
+    }
+
+    /// ``rows(_:_:_:multiRow:)`` for plain functions (``plainFunctions(_:)``) over a bounded range: what
+    /// ``column(_:_:_:_:_:fillFrom:)``, ``fill(_:_:_:from:integer:)`` and the row loop give, in one pass.
+    func plainRows<Cell: WindowCell>(
+        _ plan: Plan, _ functions: [(field: Int, function: Function)], _ group: WindowGroup<Cell>, _ r: Range
+    ) throws -> ([Int64], [ResultValue]) {
+        let grouped = select.interval != nil
+        let width = functions.count
+        // Without GROUP BY time the row's time is the range's start — or, for a selector alone, its point's.
+        let selectorTime = !grouped && width == 1 && functions[0].function.isSelector
+        // What fills an empty window of each term (GROUP BY time only), `nil` where the window stays out.
+        let fills: [ResultValue?] = functions.map { f, fn in
+            guard grouped else { return nil }
+            switch select.fill {
+            case .none, .previous, .linear: return nil
+            case .null: return fn == .count || fn == .countDistinct ? .integer(0) : .null
+            case .value(let v):
+                let integer = plan.fieldTypes[f] == .integer
+                return fn == .count || fn == .countDistinct || (integer && v == v.rounded() && fn != .mean)
+                    ? .integer(Int64(v)) : .float(v)
+            }
+        }
+        let filled = fills.contains { $0 != nil }
+        let windows = r.grid.count
+        var times: [Int64] = []
+        var values: [ResultValue] = []
+        if !filled {
+            times.reserveCapacity(Swift.min(windows, group.cells.count / Swift.max(1, plan.fields.count)))
+            values.reserveCapacity(times.capacity * width)
+        }
+        for w in r.firstAnswered..<windows {
+            let base = group.slot(w)
+            guard base != nil || filled else { continue }
+            var present = false
+            var time: Int64?
+            for (f, fn) in functions {
+                var value = ResultValue.null
+                if let base, let cell = group.cells[base + f] {
+                    let (v, t) = try Self.apply(fn, cell, field: plan.fields[f])
+                    value = v
+                    if !v.isNull {
+                        present = true
+                        time = time ?? t
+                    }
+                }
+                values.append(value)
+            }
+            if filled {
+                // fill(null) and fill(x) answer every window: an empty term takes its fill.
+                for k in 0..<width where values[values.count - width + k].isNull {
+                    values[values.count - width + k] = fills[k] ?? .null
+                }
+                present = true
+            }
+            guard present else {
+                values.removeLast(width)
+                continue
+            }
+            var t: Int64 = grouped ? r.grid.start(w) : (from ?? 0)
+            if selectorTime, let time { t = time }
+            times.append(t)
         }
         return (times, values)
     }

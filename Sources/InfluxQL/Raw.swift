@@ -19,9 +19,9 @@ extension SelectExecution {
         var ordinal: [UInt64: Int32] = [:]
         var summarized = false
         var held = 0
-        try visit(plan, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, summaries: false, sketches: false) {
-            start, bucket, series, f, cell, _ in
-            guard let cell, start + bucket > r.pointFrom, start < r.pointTo else { return }
+        try visit(plan, from: r.pointFrom, to: r.pointTo, boundary: r.boundary, sketches: false) {
+            start, bucket, series, f, cell in
+            guard start + bucket > r.pointFrom, start < r.pointTo else { return }
             let g = acc.group(of: series)
             guard g >= 0 else { return }
             guard let points = cell.exactPoints else {

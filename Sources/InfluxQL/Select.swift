@@ -268,41 +268,62 @@ struct SelectExecution {
 
     /// Every cell of the plan's fields in `[from, to)` (points), from the open buckets, stored minutes and, before
     /// `boundary`, stored hours. `body` gets the bucket start, its width, series, field index and cell.
+    /// `only`, when given, narrows the read to those series (by id).
     func visit(
-        _ plan: Plan, from: Int64, to: Int64, boundary: Int64, summaries: Bool, sketches: Bool,
-        _ body: (Int64, Int64, SeriesInfo, Int, FieldRollup?, FieldSummary?) -> Void
+        _ plan: Plan, from: Int64, to: Int64, boundary: Int64, sketches: Bool, only: Set<UInt64>? = nil,
+        _ body: (Int64, Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
+    ) throws {
+        try readTiers(plan, from: from, to: to, boundary: boundary, sketches: sketches, only: only) {
+            source, read, accept, bucket in
+            try source.visitCells(read, series: accept) { start, series, f, cell in body(start, bucket, series, f, cell)
+            }
+        }
+    }
+
+    /// ``visit(_:from:to:boundary:sketches:_:)`` of each cell's summary (what needs no points, quantiles or
+    /// strings): the summaries come as the sources give them, not wrapped or copied on the way.
+    func visitSummaries(
+        _ plan: Plan, from: Int64, to: Int64, boundary: Int64,
+        _ body: (Int64, Int64, SeriesInfo, Int, FieldSummary) -> Void
+    ) throws {
+        try readTiers(plan, from: from, to: to, boundary: boundary, sketches: false) { source, read, accept, bucket in
+            try source.visitSummaries(read, series: accept) { start, series, f, cell in
+                body(start, bucket, series, f, cell)
+            }
+        }
+    }
+
+    /// The reads of `[from, to)`: stored hours before `boundary`, then the open buckets and stored minutes; `tier`
+    /// reads one (the source, the read, the series filter, the source's bucket width).
+    private func readTiers(
+        _ plan: Plan, from: Int64, to: Int64, boundary: Int64, sketches: Bool, only: Set<UInt64>? = nil,
+        _ tier: (any CellSource, CellRead, ((SeriesInfo) -> Bool)?, Int64) throws -> Void
     ) throws {
         let width = data.bucketWidth
         guard from < to else { return }
-        let accept: ((SeriesInfo) -> Bool)? = plan.tagFilter.map { filter in { filter.matches($0) } }
+        var accept: ((SeriesInfo) -> Bool)? = plan.tagFilter.map { filter in { filter.matches($0) } }
+        if let only {
+            let filter = accept
+            accept = { series in only.contains(series.id) && (filter?(series) ?? true) }
+        }
         var read = CellRead(
             measurement: plan.measurement, fields: plan.fields, from: Self.floor(from, width), to: to,
             sketches: sketches)
-        read.condition = plan.tagFilter == nil ? nil : residual.map { String(describing: $0) }
+        // The series a condition takes are remembered by its text: a read narrowed to some series has none.
+        read.condition = plan.tagFilter == nil || only != nil ? nil : residual.map { String(describing: $0) }
         read.shouldStop = budget.shouldStop
-        func tier(_ source: any CellSource, _ r: CellRead, _ bucket: Int64) throws {
-            if summaries {
-                try source.visitSummaries(r, series: accept) { start, series, f, cell in
-                    body(start, bucket, series, f, nil, cell)
-                }
-            } else {
-                try source.visitCells(r, series: accept) { start, series, f, cell in
-                    body(start, bucket, series, f, cell, nil)
-                }
-            }
-        }
         do {
             if read.from < boundary {
                 var hours = read
                 hours.from = Self.floor(read.from, Self.hour)
                 hours.to = Swift.min(boundary, read.to)
-                try tier(data.hours, hours, Self.hour)
+                try tier(data.hours, hours, accept, Self.hour)
             }
             if read.to > boundary {
                 var minutes = read
                 minutes.from = Swift.max(read.from, boundary)
-                try tier(data.open, minutes, width)
-                try tier(data.minutes, minutes, width)
+                try tier(data.open, minutes, accept, width)
+                try tier(data.minutes, minutes, accept, width)
             }
         } catch let stop as QueryStopped {
             throw stop

@@ -327,13 +327,21 @@ public final class RollupEngine: Sendable {
         measurement: String, fields: [String]?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)? = nil,
         condition: String? = nil
     ) -> [(start: Int64, cell: ClosedCell)] {
-        var out: [(start: Int64, cell: ClosedCell)] = []
-        let key = condition.map { measurement + "\u{0}" + (fields?.joined(separator: "\u{0}") ?? "*") + "\u{0}" + $0 }
-        enum Plan {
-            case taken([Int32])
-            /// The measurement's slots (of the wanted fields) and their series, to decide outside the lock.
-            case decide(slotCount: Int, [(slot: Int32, series: SeriesInfo)])
+        collectOpen(measurement: measurement, fields: fields, from: from, to: to, series: accept, condition: condition)
+        { start, series, field, _, rollup in
+            (start, ClosedCell(series: series, field: field, rollup: rollup))
         }
+    }
+
+    /// ``openCells(measurement:fields:from:to:series:condition:)`` with each element made by `make` under the
+    /// shard's lock (bucket start, series, field name, the field's index in `fields` (0 without `fields`), cell):
+    /// a summary read makes a ``FieldSummary`` there and copies no rollup.
+    func collectOpen<T>(
+        measurement: String, fields: [String]?, from: Int64, to: Int64, series accept: ((SeriesInfo) -> Bool)?,
+        condition: String?, make: (Int64, SeriesInfo, String, Int, borrowing FieldRollup) -> T
+    ) -> [T] {
+        var out: [T] = []
+        let key = condition.map { measurement + "\u{0}" + (fields?.joined(separator: "\u{0}") ?? "*") + "\u{0}" + $0 }
         // Slot numbers hold while the shard's epoch does (idle series are dropped between epochs): a decision made
         // in an older epoch is made again.
         var shardIndex = 0
@@ -341,7 +349,7 @@ public final class RollupEngine: Sendable {
         while shardIndex < shards.count {
             let shard = shards[shardIndex]
             var epoch = 0
-            let plan: Plan? = shard.state.withLock { state in
+            let plan: OpenReadPlan? = shard.state.withLock { state in
                 epoch = state.epoch
                 guard let slots = state.slotsByMeasurement[measurement] else { return nil }
                 if let key, let known = state.takenSlots[key], known.slotCount == slots.count {
@@ -391,23 +399,29 @@ public final class RollupEngine: Sendable {
                     }
                     state.takenSlots[key] = remember
                 }
-                for bucket in state.buckets where bucket.start >= from && bucket.start < to {
-                    let start = bucket.start
-                    for slot in taken {
-                        guard Int(slot) < bucket.cellIndex.count, Int(slot) < state.slots.count else { continue }
-                        let index = bucket.cellIndex[Int(slot)]
+                // Each taken slot's field index, found once (a handful of names: compared, not hashed).
+                let fieldIndex = taken.map { slot -> Int in
+                    guard let fields, Int(slot) < state.slots.count else { return 0 }
+                    return fields.firstIndex(of: state.slots[Int(slot)].field) ?? -1
+                }
+                // Slot by slot (a series' cells together, as stored rows come), each slot's buckets in time order.
+                let buckets = state.buckets.indices.filter {
+                    state.buckets[$0].start >= from && state.buckets[$0].start < to
+                }
+                guard !buckets.isEmpty else { return true }
+                for (k, slot) in taken.enumerated() {
+                    guard Int(slot) < state.slots.count, fieldIndex[k] >= 0 else { continue }
+                    let meta = state.slots[Int(slot)]
+                    let info = state.series[Int(meta.series)].info
+                    for b in buckets {
+                        guard Int(slot) < state.buckets[b].cellIndex.count else { continue }
+                        let index = Int(state.buckets[b].cellIndex[Int(slot)])
                         guard index >= 0 else { continue }
-                        let meta = state.slots[Int(slot)]
-                        out.append(
-                            (
-                                start,
-                                ClosedCell(
-                                    series: state.series[Int(meta.series)].info,
-                                    field: meta.field,
-                                    rollup: bucket.cells[Int(index)]
-                                )
-                            )
-                        )
+                        // The cell is read where it lies (copied only by what `make` keeps of it).
+                        let start = state.buckets[b].start
+                        state.buckets[b].cells.withUnsafeBufferPointer { cells in
+                            out.append(make(start, info, meta.field, fieldIndex[k], cells[index]))
+                        }
                     }
                 }
                 return true
@@ -908,20 +922,21 @@ extension RollupEngine: CellSource, SeriesCatalog {
         _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
         _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
     ) {
-        let fields = read.fields ?? []
-        for (start, cell) in openCells(
+        let cells = collectOpen(
             measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
-            condition: read.condition)
-        {
-            if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
-        }
+            condition: read.condition
+        ) { start, series, _, index, rollup in (start, series, index, copy rollup) }
+        for (start, series, index, rollup) in cells { body(start, series, index, rollup) }
     }
 
     public func visitSummaries(
         _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?, _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
     ) {
-        visitCells(read, series: accept) { start, series, index, cell in body(start, series, index, FieldSummary(cell))
-        }
+        let cells = collectOpen(
+            measurement: read.measurement, fields: read.fields, from: read.from, to: read.to, series: accept,
+            condition: read.condition
+        ) { start, series, _, index, rollup in (start, series, index, FieldSummary(rollup)) }
+        for (start, series, index, summary) in cells { body(start, series, index, summary) }
     }
 
     public func catalogSeries() -> [SeriesInfo] { allSeries().map(\.series) }
@@ -939,4 +954,11 @@ extension ShardState {
         if let known = fieldTypesByMeasurement[measurement]?[field], known <= type { return }
         fieldTypesByMeasurement[measurement, default: [:]][field] = type
     }
+}
+
+/// How a read takes a shard's slots (``RollupEngine/collectOpen(measurement:fields:from:to:series:condition:make:)``).
+private enum OpenReadPlan {
+    case taken([Int32])
+    /// The measurement's slots (of the wanted fields) and their series, to decide outside the lock.
+    case decide(slotCount: Int, [(slot: Int32, series: SeriesInfo)])
 }

@@ -112,6 +112,33 @@ import Testing
         #expect(try Self.values(f, "SELECT v FROM few WHERE \(inside)", now: now).count == 3)
     }
 
+    /// The bucket a range's start cuts is answered from each cell's summary when its points lie on one side of the
+    /// cut, and point by point only where they straddle it — the same answer, with and without a tag condition,
+    /// from stored minutes and from open buckets.
+    @Test(arguments: [false, true]) func aCutBucketCountsOnlyPointsInRange(stored: Bool) throws {
+        let lines = [
+            "m,host=a v=1 \(Self.t0)", "m,host=a v=2 \(Self.t0 + 10 * Self.s)",  // before the cut
+            "m,host=b v=4 \(Self.t0 + 10 * Self.s)", "m,host=b v=8 \(Self.t0 + 40 * Self.s)",  // across it
+            "m,host=c v=16 \(Self.t0 + 35 * Self.s)", "m,host=c v=32 \(Self.t0 + 50 * Self.s)",  // after it
+            "m,host=a v=64 \(Self.t0 + 70 * Self.s)", "m,host=b v=64 \(Self.t0 + 70 * Self.s)",
+            "m,host=c v=64 \(Self.t0 + 70 * Self.s)",
+        ]
+        let f = try EngineFixture(lines: lines, storeBefore: stored ? Self.t0 + Self.hour : 0)
+        let now = Self.t0 + Self.hour
+        let range = "time >= \(Self.t0 + 30 * Self.s) AND time < \(Self.t0 + 2 * 60 * Self.s)"
+        for condition in ["", " AND host =~ /./"] {
+            let q = "SELECT sum(v), count(v) FROM m WHERE \(range)\(condition) GROUP BY time(1m), host fill(none)"
+            let series = try f.results(q, now: now).flatMap(\.series)
+            let rows = series.map { s in
+                (s.tags?.first?.value ?? "", s.times ?? [], s.values.compactMap(\.double))
+            }
+            #expect(rows.map(\.0) == ["a", "b", "c"], "\(q)")
+            #expect(rows.first { $0.0 == "a" }?.2 == [64, 1], "a: nothing of the cut minute, \(q)")
+            #expect(rows.first { $0.0 == "b" }?.2 == [8, 1, 64, 1], "b: the point after the cut, \(q)")
+            #expect(rows.first { $0.0 == "c" }?.2 == [48, 2, 64, 1], "c: the whole cut minute, \(q)")
+        }
+    }
+
     /// tz(): a day's window starts at local midnight.
     @Test func timeZonesAlignDays() throws {
         let f = try Self.fixture()

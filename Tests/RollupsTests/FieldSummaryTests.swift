@@ -90,4 +90,28 @@ import Testing
         Self.expectSame(s, r, "merged with empty")
         #expect(FieldSummary().value(of: .count) == nil)
     }
+
+    /// A summary is copied on every step from a stored row to a query's window: at most 128 bytes the compiler
+    /// copies it inline (at 160 each copy was a call to memmove, 15 % of a 1,000-series query's profile).
+    @Test func aSummaryIsAtMost128Bytes() {
+        #expect(MemoryLayout<FieldSummary>.size <= 128)
+    }
+
+    /// Booleans and strings keep their first and last times in the numeric aggregate's place: a numeric summary
+    /// answers no times of its own there, and a boolean's numeric aggregate is empty.
+    @Test func timesOfEachKindStayApart() {
+        var b = FieldRollup(kind: .boolean)
+        b.add(true, at: 10)
+        b.add(false, at: 20)
+        let s = FieldSummary(b)
+        #expect(s.firstTime == 10 && s.lastTime == 20)
+        #expect(s.numeric == NumericAggregate())
+        #expect(s.valueTimes?.first == 10 && s.valueTimes?.last == 20)
+        var n = FieldRollup(kind: .numeric)
+        n.add(1, at: 5, integer: false)
+        n.add(2, at: 7, integer: false)
+        let t = FieldSummary(n)
+        #expect(t.numeric.firstTime == 5 && t.numeric.lastTime == 7)
+        #expect(t.valueTimes?.first == 5 && t.valueTimes?.last == 7)
+    }
 }
