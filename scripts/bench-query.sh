@@ -116,16 +116,31 @@ def run(port, qs, epoch="ms"):
         total_series += len(res.get("series", []))
     return total_series, elapsed
 results = {}
+cpu = {}
+def summary(times):
+    times = sorted(times)
+    return times[len(times) // 2], times[int(len(times) * 0.99) - 1]
 for name, qs in queries.items():
-    targets = [("metricsd", mport), ("influxdb", iport)] + ([("baseline", bport)] if bport else [])
-    for target, port in targets:
+    epoch = epochs.get(name, "ms")
+    # metricsd and InfluxDB are timed one after the other; with a baseline build, it and metricsd are timed
+    # alternately, query by query (this machine's speed drifts by tens of percent over minutes: timed one after the
+    # other, two builds differ by the drift), and the CPU each daemon spent per query is read from /proc.
+    groups = [[("metricsd", mport, pids[0])], [("influxdb", iport, pids[1])]]
+    if bport:
+        groups[0].append(("baseline", bport, pids[2]))
+    for group in groups:
         quiesce()
-        epoch = epochs.get(name, "ms")
-        series, first = run(port, qs, epoch)
-        for _ in range(5): run(port, qs, epoch)
-        times = [run(port, qs, epoch)[1] for _ in range(runs)]
-        times.sort()
-        results[(name, target)] = (times[len(times) // 2], times[int(len(times) * 0.99) - 1], series, first)
+        first = {t: run(port, qs, epoch) for t, port, _ in group}
+        for _ in range(5):
+            for t, port, _ in group: run(port, qs, epoch)
+        times = {t: [] for t, _, _ in group}
+        ticks0 = {t: cpu_ticks(pid) for t, _, pid in group}
+        for _ in range(runs):
+            for t, port, _ in group: times[t].append(run(port, qs, epoch)[1])
+        for t, _, pid in group:
+            cpu[(name, t)] = (cpu_ticks(pid) - ticks0[t]) * 10.0 / runs     # ms of CPU per query
+            p50, p99 = summary(times[t])
+            results[(name, t)] = (p50, p99, first[t][0], first[t][1])
 sys.path.insert(0, "scripts")
 from perfdoc import machine, sh, write_section
 out = ["## Queries (`make bench-query`)", ""]
@@ -146,17 +161,19 @@ for name in queries:
         label[name], m[0], m[1], i[0], i[1], i[1] / m[1], m[3], i[3], m[2], i[2]))
 if bport:
     out.append("")
-    out.append("Same run, same data: this build against `%s` (p50 / p99):" % baseline)
+    out.append("Same run, same data, timed alternately query by query: this build against `%s` (p50 / p99, and "
+               "the daemon's CPU per query from /proc):" % baseline)
     out.append("")
-    out.append("| query | this build | baseline | p99 change |")
-    out.append("| --- | ---: | ---: | ---: |")
+    out.append("| query | this build | baseline | p50 change | CPU per query (this / baseline) |")
+    out.append("| --- | ---: | ---: | ---: | ---: |")
     for name in queries:
         m, b = results[(name, "metricsd")], results.get((name, "baseline"))
         if b is None or b[2] < 0:
-            out.append("| %s | %.2f / %.2f ms | (not answered) | |" % (label[name], m[0], m[1]))
+            out.append("| %s | %.2f / %.2f ms | (not answered) | | |" % (label[name], m[0], m[1]))
         else:
-            out.append("| %s | %.2f / %.2f ms | %.2f / %.2f ms | %+.0f %% |" % (
-                label[name], m[0], m[1], b[0], b[1], (m[1] / b[1] - 1) * 100))
+            out.append("| %s | %.2f / %.2f ms | %.2f / %.2f ms | %+.0f %% | %.2f / %.2f ms |" % (
+                label[name], m[0], m[1], b[0], b[1], (m[0] / b[0] - 1) * 100, cpu[(name, "metricsd")],
+                cpu[(name, "baseline")]))
 m1 = results[("single", "metricsd")][1]
 ratio = results[("single", "influxdb")][1] / m1
 out.append("")
