@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-SWIFT        ?= swift
+# The Swift toolchain is not an apt package: use the one on PATH, else the usual install location.
+SWIFT        ?= $(or $(shell command -v swift 2>/dev/null),$(wildcard /opt/swift/usr/bin/swift),swift)
 PREFIX       ?= /usr/local
 BUILD_FLAGS  ?=
 FUZZ_TIME    ?= 30
