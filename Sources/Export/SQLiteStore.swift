@@ -70,6 +70,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         var measurements: Set<String> = []
         /// Whether `measurement_fields` got a row.
         var fieldTypes = false
+        /// The store generation the transaction commits (``committedGeneration``), 0 when it stores no buckets.
+        var generation: UInt64 = 0
     }
 
     /// The connection queries read through, so a flush (a long write transaction on the writer's connection) does
@@ -93,6 +95,8 @@ public final class SQLiteStore: RollupSink, RollupReader {
         /// Advances whenever a measurement's series list is dropped: a choice of series made from an older list
         /// is not remembered.
         var seriesGeneration: UInt64 = 0
+        /// Reads `meta.store_generation` (prepared once).
+        var generationStatement: Statement?
     }
 
     private let connection: Mutex<Connection>
@@ -100,6 +104,18 @@ public final class SQLiteStore: RollupSink, RollupReader {
     /// What commits changed that the reader has not applied yet: the writer leaves it here (never waiting for a
     /// query that holds the reader), the reader applies it before each read.
     private let readerInbox = Mutex(Changes())
+    /// The highest store generation whose changes are in the inbox (or applied): a read whose snapshot is newer
+    /// cannot trust what the reader remembers (``withReader(snapshot:_:)``).
+    private let publishedGeneration = Atomic<UInt64>(0)
+    /// How many stores of closed buckets have committed (`meta.store_generation`, kept across restarts): a read
+    /// learns which stores its snapshot holds (``visit(_:hourly:series:generation:_:)``), so what is still being
+    /// stored can be added to it exactly once (``StoreGuard``).
+    private let committed = Atomic<UInt64>(0)
+    public var committedGeneration: UInt64 { committed.load(ordering: .acquiring) }
+    /// Called inside a store's transaction, just before it commits (tests only: a store held inside SQLite).
+    let beforeCommitForTesting = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Called just after a store commits, before the reader is told (tests only).
+    let afterCommitForTesting = Mutex<(@Sendable () -> Void)?>(nil)
     /// Stored rows a read could not decode (skipped): a corrupt database, reported by `/health`.
     private let corruptRowCount = Atomic<Int>(0)
     public var corruptRows: Int { corruptRowCount.load(ordering: .relaxed) }
@@ -134,6 +150,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
             context: "opening the database"
         )
         try migrate()
+        let generation = try connection.withLock { c throws(StoreError) in
+            try Self.metaInt(c.db, "store_generation") ?? 0
+        }
+        committed.store(UInt64(generation), ordering: .releasing)
+        publishedGeneration.store(UInt64(generation), ordering: .releasing)
         try reader.withLock { r throws(StoreError) in
             try Self.execute(r.db, "PRAGMA query_only = 1; PRAGMA cache_size = -32768;", context: "opening the reader")
         }
@@ -355,8 +376,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
     public func store(_ buckets: [ClosedBucket]) throws(StoreError) { try store(buckets, replayFrom: nil) }
 
     /// Merges the buckets and, in the same transaction, records for each bucket the highest WAL position it holds
-    /// and (when given) the position replay must start from after a crash.
-    public func store(_ buckets: [ClosedBucket], replayFrom: UInt64?) throws(StoreError) {
+    /// and (when given) the position replay must start from after a crash. The transaction advances the store
+    /// generation (``committedGeneration``); `willCommit` gets the generation it commits, inside the transaction.
+    public func store(
+        _ buckets: [ClosedBucket], replayFrom: UInt64?, willCommit: (@Sendable (UInt64) -> Void)? = nil
+    ) throws(StoreError) {
         guard buckets.contains(where: { !$0.cells.isEmpty }) || replayFrom != nil else { return }
         try connection.withLock { c throws(StoreError) in
             let db = c.db
@@ -407,6 +431,11 @@ public final class SQLiteStore: RollupSink, RollupReader {
                     try meta.bind(1, String(replayFrom))
                     _ = try meta.step()
                 }
+                let generation = committed.load(ordering: .acquiring) + 1
+                try Self.setMeta(db, "store_generation", Int64(bitPattern: generation))
+                c.changes.generation = generation
+                willCommit?(generation)
+                if let hook = beforeCommitForTesting.withLock({ $0 }) { hook() }
             }
         }
     }
@@ -675,6 +704,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
         do throws(StoreError) {
             let result = try body(&c)
             try Self.execute(c.db, "COMMIT", context: context)
+            if c.changes.generation > 0 {
+                committed.store(c.changes.generation, ordering: .releasing)
+                if let hook = afterCommitForTesting.withLock({ $0 }) { hook() }
+            }
             publish(&c)
             return result
         } catch {
@@ -693,7 +726,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
         c.changes = Changes()
         guard
             !changes.measurements.isEmpty || changes.starts.contains(where: { !$0.isEmpty })
-                || changes.cutBefore.contains(where: { $0 != nil })
+                || changes.cutBefore.contains(where: { $0 != nil }) || changes.generation > 0
         else { return }
         readerInbox.withLock { inbox in
             for t in 0..<2 {
@@ -701,27 +734,64 @@ public final class SQLiteStore: RollupSink, RollupReader {
                 if let cut = changes.cutBefore[t] { inbox.cutBefore[t] = max(inbox.cutBefore[t] ?? cut, cut) }
             }
             inbox.measurements.formUnion(changes.measurements)
+            if changes.generation > 0 { publishedGeneration.store(changes.generation, ordering: .releasing) }
         }
     }
 
-    /// Runs `body` with the reader's connection, after applying what commits changed since its last read.
-    private func withReader<T>(_ body: (inout sending Reader) throws(StoreError) -> T) throws(StoreError) -> T {
+    /// Runs `body` with the reader's connection, after applying what commits changed since its last read; `body`
+    /// gets the store generation the read sees (``committedGeneration`` when it began).
+    ///
+    /// With `snapshot`, `body` runs in one read transaction: everything it reads is of that generation. A commit
+    /// the writer has not told the reader about yet (it tells just after committing) makes the reader drop all it
+    /// remembers, so a read never mixes remembered rows older than its snapshot with the snapshot.
+    private func withReader<T>(
+        snapshot: Bool = false, _ body: (inout sending Reader, UInt64) throws(StoreError) -> T
+    ) throws(StoreError) -> T {
         try reader.withLock { r throws(StoreError) in
-            let changes = readerInbox.withLock { inbox in
-                defer { inbox = Changes() }
-                return inbox
+            if snapshot { try Self.execute(r.db, "BEGIN", context: "reading rollups") }
+            do throws(StoreError) {
+                let generation = try Self.generation(in: &r)
+                let (changes, published) = readerInbox.withLock { inbox in
+                    defer { inbox = Changes() }
+                    return (inbox, publishedGeneration.load(ordering: .acquiring))
+                }
+                for t in 0..<2 {
+                    for start in changes.starts[t] { r.rowCache.invalidate(hourly: t == 1, start: start) }
+                    if let cut = changes.cutBefore[t] { r.rowCache.invalidate(hourly: t == 1, before: cut) }
+                }
+                if !changes.measurements.isEmpty { r.seriesGeneration &+= 1 }
+                for measurement in changes.measurements {
+                    r.seriesOfMeasurement[measurement] = nil
+                    r.chosenByCondition[measurement] = nil
+                }
+                if generation > published {
+                    r.rowCache.clear()
+                    r.seriesOfMeasurement = [:]
+                    r.chosenByCondition = [:]
+                    r.chosenTotal = 0
+                    r.seriesGeneration &+= 1
+                }
+                let result = try body(&r, generation)
+                if snapshot { try Self.execute(r.db, "COMMIT", context: "reading rollups") }
+                return result
+            } catch {
+                if snapshot { try? Self.execute(r.db, "ROLLBACK", context: "reading rollups") }
+                throw error
             }
-            for t in 0..<2 {
-                for start in changes.starts[t] { r.rowCache.invalidate(hourly: t == 1, start: start) }
-                if let cut = changes.cutBefore[t] { r.rowCache.invalidate(hourly: t == 1, before: cut) }
-            }
-            if !changes.measurements.isEmpty { r.seriesGeneration &+= 1 }
-            for measurement in changes.measurements {
-                r.seriesOfMeasurement[measurement] = nil
-                r.chosenByCondition[measurement] = nil
-            }
-            return try body(&r)
         }
+    }
+
+    /// The store generation of the reader's snapshot (it starts one when none is open).
+    private static func generation(in r: inout Reader) throws(StoreError) -> UInt64 {
+        let statement: Statement
+        if let known = r.generationStatement {
+            statement = known
+        } else {
+            statement = try Statement(r.db, "SELECT value FROM meta WHERE key = 'store_generation'")
+            r.generationStatement = statement
+        }
+        defer { statement.reset() }
+        return try statement.step() ? UInt64(statement.text(0)) ?? 0 : 0
     }
 
     static let hour: Int64 = 3_600_000_000_000
@@ -1144,10 +1214,17 @@ public final class SQLiteStore: RollupSink, RollupReader {
         _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
         _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
     ) throws(StoreError) -> ReadPlan {
-        let choice = try choose(read, accept)
-        return try withReader { c throws(StoreError) in
-            let (all, taken) = (choice.all, choice.taken)
-            if choice.isNew, c.seriesGeneration == choice.generation { Self.remember(read, chose: taken, in: &c) }
+        var generation: UInt64 = 0
+        return try visit(read, hourly: hourly, series: accept, generation: &generation, body)
+    }
+
+    /// ``visit(_:hourly:series:_:)`` in one snapshot of the store, whose generation (the stores of closed buckets
+    /// it holds, ``committedGeneration``) goes to `generation`.
+    public func visit(
+        _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?, generation: inout UInt64,
+        _ body: (Int64, SeriesInfo, String, consuming FieldRollup) -> Void
+    ) throws(StoreError) -> ReadPlan {
+        try inSnapshot(read, accept, generation: &generation) { c, all, taken throws(StoreError) in
             guard !taken.isEmpty, read.from < read.to else { return .scan }
             var wanted: [Int64: String]?
             if let fields = read.fields {
@@ -1202,26 +1279,68 @@ public final class SQLiteStore: RollupSink, RollupReader {
         }
     }
 
+    /// Runs `body` in one read transaction with the stored series the read takes (and how many its measurement
+    /// has), chosen in the same snapshot; the snapshot's store generation goes to `generation`.
+    ///
+    /// The series are chosen before the transaction, outside the reader's lock (the condition is the request's, a
+    /// regex perhaps, and other queries must not wait on it), from the list as of some generation; when a store
+    /// committed between that and the snapshot (it may have added series), the choice is made again — the last
+    /// time inside the snapshot, so a read never misses a series its snapshot holds.
+    private func inSnapshot<T: Sendable>(
+        _ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?, generation: inout UInt64,
+        _ body: (inout Reader, Int, [(row: Int64, info: SeriesInfo)]) throws(StoreError) -> T
+    ) throws(StoreError) -> T {
+        for attempt in 0..<4 {
+            let choice = try choose(read, accept)
+            let last = attempt == 3
+            let outcome: (T, UInt64)? = try withReader(snapshot: true) { c, seen throws(StoreError) in
+                var (all, taken) = (choice.all, choice.taken)
+                if seen != choice.storeGeneration {
+                    guard last else { return nil }
+                    let list = try Self.series(of: read.measurement, in: &c)
+                    all = list.count
+                    if let accept {
+                        taken = []
+                        for entry in list {
+                            try Self.check(read)
+                            if accept(entry.info) { taken.append(entry) }
+                        }
+                    } else {
+                        taken = list
+                    }
+                } else if choice.isNew, c.seriesGeneration == choice.generation {
+                    Self.remember(read, chose: taken, in: &c)
+                }
+                return (try body(&c, all, taken), seen)
+            }
+            if let outcome {
+                generation = outcome.1
+                return outcome.0
+            }
+        }
+        preconditionFailure("the last attempt reads in its own snapshot")
+    }
+
     /// The stored series a read takes, among all of its measurement's: those `accept` takes — decided outside the
-    /// reader's lock (the condition is the request's, a regex perhaps, and other queries must not wait on it) or
-    /// remembered from an earlier read with the same condition text.
+    /// reader's lock or remembered from an earlier read with the same condition text — and the store generation
+    /// the list was read at (it may hold later series too).
     private func choose(_ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?) throws(StoreError) -> (
-        all: Int, taken: [(row: Int64, info: SeriesInfo)], isNew: Bool, generation: UInt64
+        all: Int, taken: [(row: Int64, info: SeriesInfo)], isNew: Bool, generation: UInt64, storeGeneration: UInt64
     ) {
-        let (all, known, generation) = try withReader { c throws(StoreError) in
+        let (all, known, generation, storeGeneration) = try withReader { c, seen throws(StoreError) in
             (
                 try Self.series(of: read.measurement, in: &c), accept == nil ? nil : Self.chosen(read, in: c),
-                c.seriesGeneration
+                c.seriesGeneration, seen
             )
         }
-        guard let accept else { return (all.count, all, false, generation) }
-        if let known { return (all.count, known, false, generation) }
+        guard let accept else { return (all.count, all, false, generation, storeGeneration) }
+        if let known { return (all.count, known, false, generation, storeGeneration) }
         var taken: [(row: Int64, info: SeriesInfo)] = []
         for entry in all {
             try Self.check(read)
             if accept(entry.info) { taken.append(entry) }
         }
-        return (all.count, taken, true, generation)
+        return (all.count, taken, true, generation, storeGeneration)
     }
 
     /// Throws when the read's query must stop (``CellRead/shouldStop``).
@@ -1242,11 +1361,17 @@ public final class SQLiteStore: RollupSink, RollupReader {
         _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?,
         _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
     ) throws(StoreError) -> ReadPlan {
+        var generation: UInt64 = 0
+        return try visitSummaries(read, hourly: hourly, series: accept, generation: &generation, body)
+    }
+
+    /// ``visitSummaries(_:hourly:series:_:)`` in one snapshot, whose generation goes to `generation`.
+    public func visitSummaries(
+        _ read: CellRead, hourly: Bool = false, series accept: ((SeriesInfo) -> Bool)?, generation: inout UInt64,
+        _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+    ) throws(StoreError) -> ReadPlan {
         precondition(read.fields != nil, "a summary read names its fields")
-        let choice = try choose(read, accept)
-        return try withReader { c throws(StoreError) in
-            let (all, taken) = (choice.all, choice.taken)
-            if choice.isNew, c.seriesGeneration == choice.generation { Self.remember(read, chose: taken, in: &c) }
+        return try inSnapshot(read, accept, generation: &generation) { c, all, taken throws(StoreError) in
             guard !taken.isEmpty, read.from < read.to else { return .scan }
             // Field ids with their index in `read.fields`.
             var ids: [(id: Int64, index: Int)] = []
@@ -1519,7 +1644,7 @@ public final class SQLiteStore: RollupSink, RollupReader {
 
     /// Every stored series (measurement and tags), read through the queries' connection (`SHOW` statements).
     public func allSeries() throws(StoreError) -> [SeriesInfo] {
-        try withReader { r throws(StoreError) in
+        try withReader { r, _ throws(StoreError) in
             let rows = try Statement(r.db, "SELECT hash, measurement, tags FROM series")
             var out: [SeriesInfo] = []
             while try rows.step() {
@@ -1821,7 +1946,7 @@ extension SQLiteStore: SeriesCatalog {
     public func catalogFields() throws -> [String: [String: FieldType]] { try fieldTypes() }
 
     public func catalogFields(of measurement: String) throws -> [String: FieldType] {
-        try withReader { r throws(StoreError) in
+        try withReader { r, _ throws(StoreError) in
             let rows = try Statement(r.db, "SELECT field, type FROM measurement_fields WHERE measurement = ?1")
             try rows.bind(1, measurement)
             var out: [String: FieldType] = [:]
@@ -1831,7 +1956,7 @@ extension SQLiteStore: SeriesCatalog {
     }
 
     public func catalogTagKeys(of measurement: String) throws -> Set<String> {
-        try withReader { r throws(StoreError) in
+        try withReader { r, _ throws(StoreError) in
             var keys = Set<String>()
             for s in try Self.series(of: measurement, in: &r) { for t in s.info.tags { keys.insert(t.key) } }
             return keys
@@ -1840,7 +1965,7 @@ extension SQLiteStore: SeriesCatalog {
 
     /// The fields of each stored measurement with their types (the `measurement_fields` table).
     public func fieldTypes() throws(StoreError) -> [String: [String: FieldType]] {
-        try withReader { r throws(StoreError) in
+        try withReader { r, _ throws(StoreError) in
             let rows = try Statement(r.db, "SELECT measurement, field, type FROM measurement_fields")
             var out: [String: [String: FieldType]] = [:]
             while try rows.step() {
@@ -1861,10 +1986,20 @@ extension SQLiteStore: SeriesCatalog {
             _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
             _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
         ) throws {
+            var generation: UInt64 = 0
+            try visitCells(read, series: accept, generation: &generation, body)
+        }
+
+        /// ``visitCells(_:series:_:)`` in one snapshot, whose store generation goes to `generation`.
+        public func visitCells(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?, generation: inout UInt64,
+            _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
+        ) throws {
             // Cells come in runs of one field: the last one is looked up before hashing.
             let fields = read.fields ?? []
             var last: (name: String, index: Int)?
-            _ = try store.visit(read, hourly: hourly, series: accept) { start, series, field, rollup in
+            _ = try store.visit(read, hourly: hourly, series: accept, generation: &generation) {
+                start, series, field, rollup in
                 let f: Int
                 if let last, last.name == field {
                     f = last.index
@@ -1882,6 +2017,14 @@ extension SQLiteStore: SeriesCatalog {
             _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
         ) throws {
             _ = try store.visitSummaries(read, hourly: hourly, series: accept, body)
+        }
+
+        /// ``visitSummaries(_:series:_:)`` in one snapshot, whose store generation goes to `generation`.
+        public func visitSummaries(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?, generation: inout UInt64,
+            _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+        ) throws {
+            _ = try store.visitSummaries(read, hourly: hourly, series: accept, generation: &generation, body)
         }
     }
 }

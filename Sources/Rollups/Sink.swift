@@ -3,6 +3,13 @@
 /// middle of a minute and retried flushes exact.
 public protocol RollupSink: Sendable {
     func store(_ buckets: [ClosedBucket]) throws
+    /// Hands buckets over without waiting for them to be stored (a listener's late cells): a sink that queues
+    /// them stores them with its next store; by default they are stored now, a failure dropped.
+    func submit(_ buckets: [ClosedBucket])
+}
+
+extension RollupSink {
+    public func submit(_ buckets: [ClosedBucket]) { try? store(buckets) }
 }
 
 /// Reads stored rollups back for queries.

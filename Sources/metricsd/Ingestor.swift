@@ -369,7 +369,7 @@ final class LineIngester {
     /// Ends a batch: hands late cells to the sink and records the counters.
     func end(bytes: Int) {
         if !lateCells.isEmpty {
-            try? sink.store(lateCells.buckets(walPosition: batchPosition))  // on failure kept pending, retried
+            sink.submit(lateCells.buckets(walPosition: batchPosition))  // stored by the next flush, read until then
             lateCells.removeAll()
         }
         global.eventsAccepted.add(eventCounts.accepted)

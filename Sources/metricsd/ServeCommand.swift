@@ -133,7 +133,9 @@ struct Server {
             throw StartupError("cannot open the rollup store: \(error)")
         }
         let stats = Stats()
-        let guarded = StoreGuard(store: store, stats: stats, dataDir: configuration.dataDir)
+        let guarded = StoreGuard(
+            store: store, dataDir: configuration.dataDir, onStoreError: { stats.storeErrors.add(1) },
+            onDropped: { stats.pendingDropped.add($0) })
         let wal = WriteAheadLog(
             directory: configuration.dataDir + "/wal",
             durability: WriteAheadLog.Durability(rawValue: configuration.storage.durability) ?? .batch
@@ -521,7 +523,7 @@ struct Ticker: Service {
     }
 
     func hand(_ buckets: [ClosedBucket]) {
-        guard !buckets.isEmpty || store.isDegraded else { return }
+        guard !buckets.isEmpty || store.isDegraded || store.hasQueued else { return }
         let start = nowNanoseconds()
         // Replay must start at the oldest record still only in memory; segments wholly below it can go.
         let open = [engine.minOpenWALPosition(), events.minPendingPosition].compactMap { $0 }
@@ -534,7 +536,8 @@ struct Ticker: Service {
             if wasDegraded {
                 logger.notice("storage recovered; pending buckets stored")
             } else {
-                wal.release(below: replayFrom)
+                // Late cells queued while this store ran are not in it: their records stay.
+                wal.release(below: min(replayFrom, store.oldestQueuedPosition ?? replayFrom))
             }
         } catch {
             errors.log(logger, "storing closed buckets failed (kept in memory, retrying)", error)

@@ -1,0 +1,235 @@
+public import Rollups
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The write side of the store: closed buckets go through it into SQLite, and what it has not stored yet is read
+/// by queries as if it were stored. No lock that a query or a listener takes is held across SQLite work:
+///
+/// - listeners ``submit(_:)`` late cells and return at once (they are in the WAL already); the next
+///   ``store(_:replayFrom:)`` — the flush service, every second — stores them;
+/// - a store takes what is queued, marks it in flight and stores it with no lock of the guard held; only storers
+///   wait for each other;
+/// - a query reads SQLite in one snapshot and learns its store generation, then adds what is queued and what is in
+///   flight unless its snapshot already holds it (the in-flight batch is told the generation it commits as, inside
+///   the transaction): every cell counts once, during a store as after it;
+/// - a failed store keeps its buckets in memory (bounded by `maxPendingCells`, the oldest going first, counted)
+///   and retries them with the next, so storing resumes by itself when the fault clears; meanwhile `/health`
+///   reports `degraded` with the reason and the WAL is not released.
+///
+/// Fault injection for tests: while the file `<data_dir>/inject-store-fault` exists, every store fails.
+public final class StoreGuard: RollupSink, RollupReader {
+    public let store: SQLiteStore
+    public let faultFile: String
+    public let maxPendingCells: Int
+    private let onStoreError: @Sendable () -> Void
+    private let onDropped: @Sendable (Int) -> Void
+
+    private struct State {
+        /// Buckets waiting for the next store, oldest first.
+        var queued: [ClosedBucket] = []
+        /// The buckets a store is writing now, and the generation its transaction commits as once it knows it.
+        var inFlight: [ClosedBucket] = []
+        var inFlightGeneration: UInt64?
+        /// Cells in `queued` and `inFlight`.
+        var pendingCells = 0
+        /// Whether `queued` holds buckets of a failed store (they came from older WAL records than a flush's).
+        var retrying = false
+        var reason: String?
+        /// Set once SQLite said the database is corrupt or not a database (a read or a store): it stays until a
+        /// restart, since nothing the daemon does repairs the file.
+        var unreadable: String?
+    }
+
+    private let state = Mutex(State())
+    /// Taken by storers only (one store at a time), never by a query or a listener.
+    private let writer = Mutex(())
+
+    public init(
+        store: SQLiteStore, dataDir: String, maxPendingCells: Int = 2_000_000,
+        onStoreError: @escaping @Sendable () -> Void = {}, onDropped: @escaping @Sendable (Int) -> Void = { _ in }
+    ) {
+        self.store = store
+        faultFile = dataDir + "/inject-store-fault"
+        self.maxPendingCells = maxPendingCells
+        self.onStoreError = onStoreError
+        self.onDropped = onDropped
+    }
+
+    /// Why storing is failing, or `nil` when healthy.
+    public var degradedReason: String? { state.withLock { $0.reason } }
+    /// Why the store cannot be read, or `nil`.
+    public var unreadableReason: String? { state.withLock { $0.unreadable } }
+    /// Cells not stored yet (queued or in flight).
+    public var pendingCells: Int { state.withLock { $0.pendingCells } }
+    public var isDegraded: Bool { degradedReason != nil }
+    /// Whether buckets wait for the next store.
+    public var hasQueued: Bool { state.withLock { !$0.queued.isEmpty } }
+    /// The lowest WAL position of a queued bucket (replay must still start at or before it), `nil` when none.
+    public var oldestQueuedPosition: UInt64? {
+        state.withLock { s in s.queued.lazy.map(\.walPosition).filter { $0 > 0 }.min() }
+    }
+
+    /// SQLite codes that mean the file itself is damaged.
+    public static func isCorruption(_ error: any Error) -> Bool {
+        guard let e = error as? StoreError else { return false }
+        return e.code & 0xFF == 11 || e.code & 0xFF == 26  // SQLITE_CORRUPT, SQLITE_NOTADB
+    }
+
+    /// A read failed: when the file is damaged, `/health` fails from now on.
+    public func noteReadFailure(_ error: any Error) {
+        guard Self.isCorruption(error) else { return }
+        state.withLock { $0.unreadable = $0.unreadable ?? "\(error)" }
+    }
+
+    /// Queues `buckets` for the next store and returns at once (listeners: late cells). Queries see them now.
+    public func submit(_ buckets: [ClosedBucket]) {
+        let cells = buckets.reduce(0) { $0 + $1.cells.count }
+        guard cells > 0 else { return }
+        state.withLock { s in
+            s.queued.append(contentsOf: buckets)
+            s.pendingCells += cells
+            dropOldest(&s)
+        }
+    }
+
+    public func store(_ buckets: [ClosedBucket]) throws { try store(buckets, replayFrom: nil) }
+
+    /// Stores what is queued, then `buckets`, in one transaction; on failure keeps them all queued and rethrows.
+    /// Waits only for another store.
+    public func store(_ buckets: [ClosedBucket], replayFrom: UInt64?) throws {
+        try writer.withLock { _ in
+            let (batch, retrying) = state.withLock { s in
+                s.inFlight = s.queued
+                s.inFlight.append(contentsOf: buckets)
+                s.inFlightGeneration = nil
+                s.queued = []
+                s.pendingCells += buckets.reduce(0) { $0 + $1.cells.count }
+                return (s.inFlight, s.retrying)
+            }
+            do {
+                if access(faultFile, F_OK) == 0 {
+                    throw StoreError(code: 13, message: "injected fault (\(faultFile) exists)", context: "storing")
+                }
+                // While recovering, do not move the replay start: pending buckets came from older records.
+                try store.store(batch, replayFrom: retrying ? nil : replayFrom) { generation in
+                    self.state.withLock { $0.inFlightGeneration = generation }
+                }
+                state.withLock { s in
+                    s.pendingCells -= s.inFlight.reduce(0) { $0 + $1.cells.count }
+                    s.inFlight = []
+                    s.inFlightGeneration = nil
+                    s.retrying = false
+                    s.reason = nil
+                }
+            } catch {
+                onStoreError()
+                state.withLock { s in
+                    s.queued = s.inFlight + s.queued
+                    s.inFlight = []
+                    s.inFlightGeneration = nil
+                    s.retrying = true
+                    s.reason = "storing rollups failed: \(error)"
+                    if Self.isCorruption(error) { s.unreadable = s.unreadable ?? "\(error)" }
+                    dropOldest(&s)
+                }
+                throw error
+            }
+        }
+    }
+
+    /// Bounded memory: past the limit the oldest queued buckets go (counted); the WAL still holds them.
+    private func dropOldest(_ s: inout State) {
+        while s.pendingCells > maxPendingCells, !s.queued.isEmpty {
+            let dropped = s.queued.removeFirst()
+            s.pendingCells -= dropped.cells.count
+            s.retrying = true
+            onDropped(dropped.cells.count)
+        }
+    }
+
+    public func storedCells(measurement: String, field: String?, from: Int64, to: Int64) throws -> [(
+        start: Int64, cell: ClosedCell
+    )] {
+        let read = CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to)
+        var generation: UInt64 = 0
+        var cells: [(start: Int64, cell: ClosedCell)] = []
+        _ = try store.visit(read, series: nil, generation: &generation) { start, series, field, rollup in
+            cells.append((start, ClosedCell(series: series, field: field, rollup: rollup)))
+        }
+        cells += unstored(read, storedThrough: generation)
+        return cells
+    }
+
+    /// The 1-minute tier as queries read it: stored rows, then cells not stored yet (as if stored). A read that
+    /// fails on a corrupt file marks the store unreadable (`/health`).
+    public var minutes: Minutes { Minutes(guarded: self) }
+
+    public struct Minutes: CellSource {
+        let guarded: StoreGuard
+
+        public func visitCells(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
+            _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
+        ) throws {
+            var generation: UInt64 = 0
+            do {
+                try guarded.store.tier(hourly: false).visitCells(read, series: accept, generation: &generation, body)
+            } catch {
+                guarded.noteReadFailure(error)
+                throw error
+            }
+            unstored(read, accept, generation) { start, series, index, rollup in body(start, series, index, rollup) }
+        }
+
+        public func visitSummaries(
+            _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
+            _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
+        ) throws {
+            var generation: UInt64 = 0
+            do {
+                try guarded.store.tier(hourly: false).visitSummaries(
+                    read, series: accept, generation: &generation, body)
+            } catch {
+                guarded.noteReadFailure(error)
+                throw error
+            }
+            unstored(read, accept, generation) { start, series, index, rollup in
+                body(start, series, index, FieldSummary(rollup))
+            }
+        }
+
+        /// The cells of a read not stored in the snapshot of `generation`, with their field's index in
+        /// `read.fields`.
+        private func unstored(
+            _ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?, _ generation: UInt64,
+            _ body: (Int64, SeriesInfo, Int, FieldRollup) -> Void
+        ) {
+            let fields = read.fields ?? []
+            for (start, cell) in guarded.unstored(read, storedThrough: generation) where accept?(cell.series) ?? true {
+                if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
+            }
+        }
+    }
+
+    /// Queued cells of a read, and in-flight ones unless a snapshot of `generation` holds them. Copied out under
+    /// the lock (bounded by `maxPendingCells`), filtered by the caller.
+    private func unstored(_ read: CellRead, storedThrough generation: UInt64) -> [(start: Int64, cell: ClosedCell)] {
+        state.withLock { s in
+            var out: [(start: Int64, cell: ClosedCell)] = []
+            func add(_ buckets: [ClosedBucket]) {
+                for bucket in buckets where bucket.start >= read.from && bucket.start < read.to {
+                    for cell in bucket.cells
+                    where cell.series.measurement == read.measurement && (read.fields?.contains(cell.field) ?? true) {
+                        out.append((bucket.start, cell))
+                    }
+                }
+            }
+            if s.inFlightGeneration.map({ $0 > generation }) ?? true { add(s.inFlight) }
+            add(s.queued)
+            return out
+        }
+    }
+}
