@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Builds the line-protocol differential corpus (deterministic: same output on every run).
 
-Three parts, one line per case:
+Four parts, one line per case:
   1. mined    -- every string literal in InfluxDB's models/points_test.go that looks like line protocol
   2. generated -- random points covering every escape rule, field type and number form
   3. mutated  -- the generated and mined lines with single-byte edits, truncations and splices
+  4. scanned  -- short field sets drawn from the bytes InfluxDB's two field scanners treat differently
+                 (backslash, '=', ',', ' ', '"'), where they disagree: `a\\=1`, `a\\,b=1`, `="x"`
 
 Usage: lpcorpus.py POINTS_TEST_GO OUT.lp [--timestamps OUT_TS.lp]
 """
@@ -176,6 +178,25 @@ def timestamps(rng):
     return lines
 
 
+SCANNED_HEADS = ["m", "m,t=a", "m\\ ", "m\\,", "m,t\\ x=y", "m,k=v\\\\"]
+SCANNED_BYTES = ["a", "=", "=", "1", " ", "\\", "\\", "\\", ",", ",", "t", '"', '"', ".", "i", "-", "e", "u", "f"]
+SCANNED_FIXED = ["m a\\\\=1", "m x=1,a\\\\=b=2", "m a\\\\,b=1", "m a\\\\ b=1", "m a\\\\b=1", "m \\\\=1",
+                 "m a\\\\\\==1", "m a\\\\\\\\=1", "m a\\=b=1", "m \\\\ 1=t", 'm= "\\\\,=1', "m =1", "m ==1",
+                 "m =a=1", 'm a\\\\="x",b=1', "m a\\\\=tru"]
+
+
+def scanned(n):
+    """Short field sets over the scanners' special bytes (its own generator: the other parts stay as they were)."""
+    rng = random.Random(SEED + 4)
+    lines = [l.encode("utf-8") for l in SCANNED_FIXED]
+    while len(lines) < n:
+        body = "".join(rng.choice(SCANNED_BYTES) for _ in range(rng.randint(2, 12)))
+        line = rng.choice(SCANNED_HEADS) + " " + body
+        if line.strip() and not line.lstrip().startswith("#"):
+            lines.append(line.encode("utf-8"))
+    return lines
+
+
 def main():
     rng = random.Random(SEED)
     out = []
@@ -196,12 +217,17 @@ def main():
     pool = base + gen
     for _ in range(4000):
         add(mutate(rng, rng.choice(pool)))
+    before = len(out)
+    for line in scanned(1500):
+        add(line)
+    scanned_count = len(out) - before
     with open(sys.argv[2], "wb") as f:
         f.write(b"\n".join(out) + b"\n")
     if len(sys.argv) > 4 and sys.argv[3] == "--timestamps":
         with open(sys.argv[4], "wb") as f:
             f.write(b"\n".join(timestamps(rng)) + b"\n")
-    print("%d cases (%d mined, %d generated)" % (len(out), len(base), len(gen)), file=sys.stderr)
+    print("%d cases (%d mined, %d generated, %d scanned)" % (len(out), len(base), len(gen), scanned_count),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

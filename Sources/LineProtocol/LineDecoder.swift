@@ -347,19 +347,27 @@ public final class LineDecoder {
             if b == equals || b == comma || b == space {
                 throw LineError(.missingFieldKey, column: i + 1, found: b)
             }
-            var escaped = b == backslash
-            i &+= 1
+            // A backslash takes the byte after it, whatever it is, as InfluxDB's scanner does: in `a\\,b=1` the
+            // comma is a separator (after an escaped backslash), not an escaped comma.
+            var escaped = false
             while true {
                 i = nextNameSpecial(p, i, end)
                 guard i < end else { throw LineError(.missingFieldEquals, column: i + 1, found: nil) }
                 b = p[i]
                 if b == backslash {
                     escaped = true
-                } else if p[i &- 1] != backslash {
-                    if b == equals { break }
-                    throw LineError(.missingFieldEquals, column: i + 1, found: b)
+                    i &+= i &+ 1 < end ? 2 : 1
+                    continue
                 }
-                i &+= 1
+                if b == equals {
+                    // `a\\=1`: InfluxDB's scanner takes this '=' as the separator, its field reader as escaped by
+                    // the backslash before it, and the line fails one or the other (docs: Deviations).
+                    if p[i &- 1] == backslash {
+                        throw LineError(.escapedBackslashBeforeEquals, column: i + 1, found: b)
+                    }
+                    break
+                }
+                throw LineError(.missingFieldEquals, column: i + 1, found: b)
             }
             let keyEnd = i
             if keyLength &+ 4 &+ (keyEnd &- keyStart) > LineDecoder.maxKeyLength {

@@ -11,7 +11,8 @@ public struct EncodeError: Error, Sendable, Hashable, CustomStringConvertible {
 /// `\"` there); string values `"` and `\`. Floats are written in the shortest form that reads back to the same bits.
 ///
 /// Some values cannot be expressed in line protocol at all and are rejected with ``EncodeError``: empty names,
-/// a newline anywhere, a name that ends in a backslash (it would escape the delimiter after it), a measurement
+/// a newline anywhere, a name that ends in a backslash (it would escape the delimiter after it), a field key with
+/// an odd run of backslashes before `,`, `=` or space (``canWriteFieldKey(_:)``), a measurement
 /// that starts with `#`, tab or NUL, a point whose field keys all start with tab or NUL, non-finite floats, and timestamps outside InfluxDB's range.
 public enum LineEncoder {
     /// Appends `point` and a trailing `\n` to `out`.
@@ -42,6 +43,11 @@ public enum LineEncoder {
         for (position, index) in order.enumerated() {
             let field = point.fields[index]
             try check(field.key, "field key")
+            guard canWriteFieldKey(field.key) else {
+                throw EncodeError(
+                    "the field key \"\(field.key)\" has an odd run of backslashes before ',', '=' or ' ':"
+                        + " InfluxDB's scanner would take the escaping backslash as escaped")
+            }
             if position > 0 { out.append(0x2C) }
             appendEscaped(field.key, to: &out, escaping: .name)
             out.append(0x3D)
@@ -115,6 +121,23 @@ public enum LineEncoder {
             if escape { out.append(0x5C) }
             out.append(b)
         }
+    }
+
+    /// Whether a field key reads back as itself. InfluxDB's field scanner lets a backslash take the byte after it,
+    /// whatever it is, so the escaped `\,` after a literal backslash (`a\` then `,`: written `a\\,`) is read as an
+    /// escaped backslash and a separator; such keys (an odd run of backslashes before `,`, `=` or space) cannot be
+    /// written at all. Other backslashes are written as they are.
+    public static func canWriteFieldKey(_ key: String) -> Bool {
+        var run = 0
+        for b in key.utf8 {
+            if b == 0x5C {
+                run += 1
+                continue
+            }
+            if run % 2 == 1 && (b == 0x2C || b == 0x20 || b == 0x3D) { return false }
+            run = 0
+        }
+        return true
     }
 
     private static func startsWithWhitespace(_ s: String) -> Bool {

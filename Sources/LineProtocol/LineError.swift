@@ -13,6 +13,8 @@ public struct LineError: Error, Sendable, Hashable, CustomStringConvertible {
         case duplicateTag
         case missingFieldKey
         case missingFieldEquals
+        /// A field key ending in an escaped backslash (`a\\=1`), which InfluxDB reads two ways.
+        case escapedBackslashBeforeEquals
         case missingFieldValue
         case invalidNumber
         case integerOutOfRange
@@ -51,6 +53,8 @@ public struct LineError: Error, Sendable, Hashable, CustomStringConvertible {
         case .duplicateTag: "each tag key at most once"
         case .missingFieldKey: "a field key"
         case .missingFieldEquals: "'=' and a value after the field key"
+        case .escapedBackslashBeforeEquals:
+            "a field key that does not end in an escaped backslash (InfluxDB reads '\\\\=' two ways; rename the field)"
         case .missingFieldValue: "a field value after '='"
         case .invalidNumber:
             "a number: float (1.5, -2e3), integer (42i) or unsigned (42u); NaN and Inf are not supported"

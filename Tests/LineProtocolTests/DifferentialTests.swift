@@ -8,13 +8,20 @@ import Testing
 /// mutations of both); `tools/lporacle` runs InfluxDB's parser over it and writes the `*.influx.jsonl` files.
 /// `make test` rebuilds the oracle from Debian's package and checks those files are still what InfluxDB says.
 @Suite struct DifferentialTests {
-    /// The one documented deviation (Sources/LineProtocol/README.md, "Deviations"): InfluxDB 1.x accepts bytes
+    /// The documented deviations (Sources/LineProtocol/README.md, "Deviations"): InfluxDB 1.x accepts bytes
     /// after the closing quote of a string field (`s="a"b`) and stores a mangled value (`a"`); metricsd rejects
     /// the line with "expected ',' or ' ' after the field value".
+    ///
+    /// The second: a field key ending in an escaped backslash before '=' (`a\\="x",b=1`). InfluxDB's validating
+    /// scanner takes that '=' as the separator and its field reader as escaped, so the key it stores runs on to
+    /// the next '=' (`a\="x",b`); metricsd rejects the line (every such line InfluxDB accepts has a key made of
+    /// another field's text).
     static func isDocumentedDeviation(line: [UInt8], ours: CanonicalLine, influx: CanonicalLine) -> Bool {
-        guard influx.error == nil, let message = ours.error,
-            message.contains("expected ',' or ' ' after the field value")
-        else { return false }
+        guard influx.error == nil, let message = ours.error else { return false }
+        if message.contains("does not end in an escaped backslash") {
+            return influx.fields?.keys.contains { $0.contains("\\=") } ?? false
+        }
+        guard message.contains("expected ',' or ' ' after the field value") else { return false }
         // The column our error names must sit right after a closing quote.
         guard let columnText = message.split(separator: ":").first?.split(separator: " ").last,
             let column = Int(columnText), column >= 2, column - 2 < line.count

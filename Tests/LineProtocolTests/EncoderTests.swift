@@ -34,9 +34,27 @@ import Testing
             Point(measurement: "m", fields: [("v", .string("a\nb"))]),
             Point(measurement: "m", fields: [("\tv", .float(1))]),
             Point(measurement: "m", fields: [("v", .float(1))], timestamp: .max),
+            // InfluxDB's scanner reads `a\\,b` as `a\\` and a separator: a backslash before ',', '=' or ' '.
+            Point(measurement: "m", fields: [("a\\,b", .float(1))]),
+            Point(measurement: "m", fields: [("a\\ b", .float(1))]),
+            Point(measurement: "m", fields: [("a\\=b", .float(1))]),
+            Point(measurement: "m", fields: [("a\\\\\\=b", .float(1))]),
         ]
         for point in bad {
             #expect(throws: EncodeError.self, "\(point)") { try encode(point) }
+        }
+    }
+
+    /// Backslashes in a field key that InfluxDB reads back as they are: before other bytes, and even runs before
+    /// an escaped separator.
+    @Test func fieldKeysWithBackslashesThatReadBack() throws {
+        let decoder = LineDecoder()
+        for key in ["a\\b", "a\\\\,b", "a\\\\=b", "\\x", "a\\\"b", "a\\\\\\\\ b"] {
+            #expect(LineEncoder.canWriteFieldKey(key), "\(key)")
+            let bytes = Array(try encode(Point(measurement: "m", fields: [(key, .float(1))])).utf8.dropLast())
+            let decoded = try bytes.withUnsafeBufferPointer { b in try decoder.decode(b) }
+            #expect(decoded)
+            #expect(decoder.fields.first.map { String(decoding: $0.key, as: UTF8.self) } == key)
         }
     }
 

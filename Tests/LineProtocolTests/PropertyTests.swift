@@ -52,6 +52,8 @@ import Testing
         var seen = Set<String>()
         for _ in 0..<Int.random(in: 1...5, using: &rng) {
             var key = randomName(&rng)
+            // Keys InfluxDB's scanner cannot read back are refused by the encoder (tested apart).
+            while !LineEncoder.canWriteFieldKey(key) { key = randomName(&rng) }
             while key.utf8.first == 0x09 { key = "k" + key }
             if seen.insert(key).inserted { fields.append((key, randomValue(&rng))) }
         }
