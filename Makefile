@@ -29,7 +29,7 @@ APT_BENCH:= $(APT_TEST) golang-github-victoriametrics-victoriametrics-dev golang
             gnuplot-nox
 
 .PHONY: help deps deps-test deps-bench build run install uninstall test soak lint swift-test oracle oracle-check oracle-update \
-        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-forward bench-query bench-events bench-memory clean
+        fuzz fuzz-build fuzz-replay bench bench-parse bench-ingest bench-storage bench-flush bench-forward bench-query bench-events bench-memory clean
 
 help:
 	@echo "make run      build (release) and start metricsd in the foreground"
@@ -188,7 +188,7 @@ fuzz: fuzz-replay
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
 
-bench: bench-parse bench-ingest bench-memory bench-storage bench-forward bench-query bench-events
+bench: bench-parse bench-ingest bench-memory bench-storage bench-flush bench-forward bench-query bench-events
 
 bench-parse: deps-bench
 	scripts/bench-parse.sh
@@ -201,6 +201,9 @@ bench-memory: deps-bench build
 
 bench-storage: deps-bench build
 	scripts/bench-storage.sh
+
+bench-flush: deps-bench build
+	scripts/bench-flush.sh
 
 bench-forward: deps-bench build
 	scripts/bench-forward.sh
