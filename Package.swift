@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "Export", targets: ["Export"]),
         .library(name: "Query", targets: ["Query"]),
         .library(name: "InfluxQL", targets: ["InfluxQL"]),
+        .library(name: "Ingest", targets: ["Ingest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -59,13 +60,22 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // System libraries: SQLite (the rollup store) and zlib (gzip bodies).
+        .target(
+            name: "Ingest",
+            dependencies: [
+                "LineProtocol", "Rollups", "Export", "Query", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            exclude: ["README.md"],
+            swiftSettings: strictSettings
+        ),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .executableTarget(
             name: "metricsd",
             dependencies: [
-                "LineProtocol", "Rollups", "Export", "Query", "InfluxQL", "API", "CZlib",
+                "LineProtocol", "Rollups", "Export", "Ingest", "Query", "InfluxQL", "API", "CZlib",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -99,6 +109,9 @@ let package = Package(
             name: "APITests", dependencies: ["API", "InfluxQL", "Query", "Rollups"], swiftSettings: strictSettings),
         .testTarget(
             name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
+            swiftSettings: strictSettings),
+        .testTarget(
+            name: "IngestTests", dependencies: ["Ingest", "Export", "Rollups", "LineProtocol"],
             swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",

@@ -159,7 +159,7 @@ public final class StoreGuard: RollupSink, RollupReader {
         _ = try store.visit(read, series: nil, generation: &generation) { start, series, field, rollup in
             cells.append((start, ClosedCell(series: series, field: field, rollup: rollup)))
         }
-        cells += unstored(read, storedThrough: generation)
+        cells += unstored(read, nil, storedThrough: generation)
         return cells
     }
 
@@ -208,28 +208,33 @@ public final class StoreGuard: RollupSink, RollupReader {
             _ body: (Int64, SeriesInfo, Int, FieldRollup) -> Void
         ) {
             let fields = read.fields ?? []
-            for (start, cell) in guarded.unstored(read, storedThrough: generation) where accept?(cell.series) ?? true {
+            for (start, cell) in guarded.unstored(read, accept, storedThrough: generation) {
                 if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
             }
         }
     }
 
-    /// Queued cells of a read, and in-flight ones unless a snapshot of `generation` holds them. Copied out under
-    /// the lock (bounded by `maxPendingCells`), filtered by the caller.
-    private func unstored(_ read: CellRead, storedThrough generation: UInt64) -> [(start: Int64, cell: ClosedCell)] {
-        state.withLock { s in
-            var out: [(start: Int64, cell: ClosedCell)] = []
-            func add(_ buckets: [ClosedBucket]) {
-                for bucket in buckets where bucket.start >= read.from && bucket.start < read.to {
-                    for cell in bucket.cells
-                    where cell.series.measurement == read.measurement && (read.fields?.contains(cell.field) ?? true) {
-                        out.append((bucket.start, cell))
-                    }
+    /// Queued cells of a read that `accept` takes, and in-flight ones unless a snapshot of `generation` holds them.
+    /// Only the arrays are taken under the lock (copy-on-write: no cell is copied there); the scan — as long as the
+    /// batch being stored, a million cells in a large flush — runs outside it, so a listener's ``submit(_:)``
+    /// never waits for a query.
+    private func unstored(
+        _ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?, storedThrough generation: UInt64
+    ) -> [(start: Int64, cell: ClosedCell)] {
+        let (inFlight, queued) = state.withLock { s in
+            (s.inFlightGeneration.map({ $0 > generation }) ?? true ? s.inFlight : [], s.queued)
+        }
+        var out: [(start: Int64, cell: ClosedCell)] = []
+        for buckets in [inFlight, queued] {
+            for bucket in buckets where bucket.start >= read.from && bucket.start < read.to {
+                for cell in bucket.cells
+                where cell.series.measurement == read.measurement && (read.fields?.contains(cell.field) ?? true)
+                    && (accept?(cell.series) ?? true)
+                {
+                    out.append((bucket.start, cell))
                 }
             }
-            if s.inFlightGeneration.map({ $0 > generation }) ?? true { add(s.inFlight) }
-            add(s.queued)
-            return out
         }
+        return out
     }
 }

@@ -81,12 +81,24 @@ public enum FieldValue {
 public struct Tag {
     public var key: UnsafeBufferPointer<UInt8>
     public var value: UnsafeBufferPointer<UInt8>
+
+    @inline(__always)
+    public init(key: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        self.key = key
+        self.value = value
+    }
 }
 
 /// One field of a decoded line; the key is unescaped and borrows the decoder's buffers.
 public struct Field {
     public var key: UnsafeBufferPointer<UInt8>
     public var value: FieldValue
+
+    @inline(__always)
+    public init(key: UnsafeBufferPointer<UInt8>, value: FieldValue) {
+        self.key = key
+        self.value = value
+    }
 }
 
 @available(*, unavailable) extension FieldValue: Sendable {}

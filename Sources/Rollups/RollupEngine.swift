@@ -170,8 +170,24 @@ public final class RollupEngine: Sendable {
     ///   - lateCells: receives the cells of a point whose bucket is already closed (for the sink).
     ///   - distinct: one more field of kind ``FieldKind/distinct`` (events' `users`), given by its name and the hash
     ///     of the value to count.
+    @inline(__always)
     public func ingest(
         _ decoder: LineDecoder,
+        now: Int64,
+        defaultTime: Int64? = nil,
+        walPosition: UInt64 = 0,
+        lateCells: inout LateCells,
+        distinct: (key: UnsafeBufferPointer<UInt8>, hash: UInt64)? = nil
+    ) -> IngestResult {
+        ingest(
+            PointView(decoder), now: now, defaultTime: defaultTime, walPosition: walPosition, lateCells: &lateCells,
+            distinct: distinct)
+    }
+
+    /// ``ingest(_:now:defaultTime:walPosition:lateCells:distinct:)`` for a point decoded by anything (a line, an
+    /// event, the daemon's own figures): nothing is encoded to be decoded again.
+    public func ingest(
+        _ decoder: PointView,
         now: Int64,
         defaultTime: Int64? = nil,
         walPosition: UInt64 = 0,
@@ -262,6 +278,15 @@ public final class RollupEngine: Sendable {
         case .boolean(let v): rollup.add(v, at: time)
         case .string(let s): rollup.add(s, at: time)
         }
+    }
+
+    /// The start of the bucket holding `t`; `Int64.min` for a time in the partial bucket below the first whole one
+    /// (any timestamp a line may carry, even one the rollups reject, has an answer: replay asks for every line's).
+    public func bucketStartOf(_ t: Int64) -> Int64 {
+        let i = configuration.interval
+        let q = t / i
+        let (start, overflow) = (t % i < 0 ? q - 1 : q).multipliedReportingOverflow(by: i)
+        return overflow ? .min : start
     }
 
     /// Removes and returns every bucket that ended at least `lateness` before `now`.
@@ -670,7 +695,7 @@ private struct ShardState: ~Copyable {
     var epoch = 0
 
     /// Finds or creates the series of the decoded line (stamping it seen at `now`).
-    mutating func intern(_ d: LineDecoder, hash: UInt64, limit: Int, count: borrowing Atomic<Int>, now: Int64)
+    mutating func intern(_ d: PointView, hash: UInt64, limit: Int, count: borrowing Atomic<Int>, now: Int64)
         -> Lookup
     {
         var h = hash
@@ -767,7 +792,7 @@ private struct ShardState: ~Copyable {
         return idle
     }
 
-    static func canonicalKey(_ d: LineDecoder) -> [UInt8] {
+    static func canonicalKey(_ d: PointView) -> [UInt8] {
         var key: [UInt8] = []
         key.append(contentsOf: d.measurement)
         for tag in d.tags {
@@ -780,7 +805,7 @@ private struct ShardState: ~Copyable {
     }
 
     /// Compares stored canonical key bytes with the decoder's series without building anything.
-    static func matches(_ key: [UInt8], _ d: LineDecoder) -> Bool {
+    static func matches(_ key: [UInt8], _ d: PointView) -> Bool {
         key.withUnsafeBufferPointer { k in
             var o = 0
             func take(_ span: UnsafeBufferPointer<UInt8>) -> Bool {

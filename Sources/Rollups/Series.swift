@@ -1,4 +1,4 @@
-import LineProtocol
+public import LineProtocol
 
 /// A tag pair with owned strings.
 public struct TagPair: Sendable, Hashable {
@@ -93,8 +93,33 @@ public struct SeriesHasher {
     public mutating func addTagValue(_ bytes: UnsafeBufferPointer<UInt8>) { add(bytes, separator: 0xC3) }
 }
 
-extension LineDecoder {
-    /// The series hash of the last decoded line.
+/// One point as the rollups take it: spans borrowed from whatever decoded it — a ``LineDecoder``, an event, the
+/// daemon's own figures — valid only during the call it is passed to. Tags are sorted by key, without repeats.
+public struct PointView {
+    public var measurement: UnsafeBufferPointer<UInt8>
+    public var tags: UnsafeBufferPointer<Tag>
+    public var fields: UnsafeBufferPointer<Field>
+    public var timestamp: Int64?
+
+    @inline(__always)
+    public init(
+        measurement: UnsafeBufferPointer<UInt8>, tags: UnsafeBufferPointer<Tag>, fields: UnsafeBufferPointer<Field>,
+        timestamp: Int64?
+    ) {
+        self.measurement = measurement
+        self.tags = tags
+        self.fields = fields
+        self.timestamp = timestamp
+    }
+
+    /// The last line `decoder` decoded.
+    @inline(__always)
+    public init(_ decoder: LineDecoder) {
+        self.init(
+            measurement: decoder.measurement, tags: decoder.tags, fields: decoder.fields, timestamp: decoder.timestamp)
+    }
+
+    /// The series hash (measurement and tags).
     @inline(__always)
     func seriesHash() -> UInt64 {
         var h = SeriesHasher()
@@ -106,3 +131,5 @@ extension LineDecoder {
         return h.value
     }
 }
+
+@available(*, unavailable) extension PointView: Sendable {}

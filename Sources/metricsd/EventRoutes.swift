@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import InfluxQL
+import Ingest
 import LineProtocol
 import NIOCore
 import Query
@@ -21,54 +22,19 @@ enum EventRoutes {
         }
     }
 
-    /// Logs the body, then decodes and applies its events one at a time (never all decoded at once); with
-    /// `durability = "fsync"` only once the body is on disk, so a body answered 503 was never applied.
+    /// Logs the body, then decodes and applies its events one at a time (``IngestPipeline/acceptEvents(_:into:)``);
+    /// with `durability = "fsync"` only once the body is on disk, so a body answered 503 was never applied.
     static func ingest(_ body: [UInt8], _ events: EventPipeline, _ state: HTTPState) -> Response {
-        let ingester = LineIngester(
-            engine: state.engine, sink: state.store, stats: state.stats, listener: "http", events: events)
-        var rejected: [(index: Int, message: String)] = []
-        var rejectedCount = 0
-        var duplicates = 0
-        var accepted = 0
-        var decoded = 0
-        func reject(_ index: Int, _ message: String) {
-            rejectedCount += 1
-            if rejected.count < 100 { rejected.append((index, message)) }
+        let outcome: IngestPipeline.EventsOutcome
+        switch state.pipeline.acceptEvents(body, into: state.pipeline.ingester(.http)) {
+        case .success(let o): outcome = o
+        case .failure(let error):
+            state.stats.httpErrors.add(1)
+            return HTTPRoutes.error(.serviceUnavailable, "write-ahead log unavailable, nothing applied: \(error)")
         }
-        let received = nowNanoseconds()
-        var logged: UInt64 = 0
-        if let wal = state.wal, body.contains(where: { $0 > 0x20 }) {
-            do {
-                // Replay decodes the same body again, the same way.
-                logged = try body.withUnsafeBytes {
-                    try wal.append($0, receivedAt: received, precision: eventsBodyWALCode)
-                }
-                if wal.durability == .fsync { try wal.sync(upTo: logged) }
-                state.stats.walSucceeded()
-            } catch {
-                state.stats.walFailed(error)
-                state.stats.httpErrors.add(1)
-                return HTTPRoutes.error(.serviceUnavailable, "write-ahead log unavailable, nothing applied: \(error)")
-            }
-        }
-        ingester.begin(walPosition: logged, receivedAt: received)
-        body.withUnsafeBufferPointer { bytes in
-            EventDecoder.forEachEvent(bytes, limits: events.limits) { index, result in
-                decoded += 1
-                switch result {
-                case .failure(let e):
-                    state.stats.eventsInvalid.add(1)  // rejections after decoding are counted by the ingester
-                    reject(index, e.message)
-                case .success(let event):
-                    switch ingester.handleEvent(event, index: index) {
-                    case .accepted: accepted += 1
-                    case .duplicate: duplicates += 1
-                    case .rejected(let why): reject(index, why)
-                    }
-                }
-            }
-        }
-        ingester.end(bytes: body.count)  // counts the bytes too
+        let (decoded, accepted, duplicates, rejectedCount) =
+            (outcome.decoded, outcome.accepted, outcome.duplicates, outcome.rejectedCount)
+        var rejected = outcome.rejected
         if decoded == 0 {
             state.stats.httpErrors.add(1)
             return HTTPRoutes.error(.badRequest, "no events in the body")

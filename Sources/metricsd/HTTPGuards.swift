@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import Ingest
 import Logging
 import NIOCore
 import NIOHTTP1

@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import InfluxQL
+import Ingest
 import LineProtocol
 import Logging
 import NIOCore
@@ -17,8 +18,8 @@ struct HTTPState: Sendable {
     let configuration: Configuration
     let engine: RollupEngine
     let store: StoreGuard
-    let wal: WriteAheadLog?
-    let dedup: DedupWindow
+    /// The one way into the rollups (WAL, dedup, events, counters).
+    let pipeline: IngestPipeline
     let stats: Stats
     let listeners: [String: String]
     let logger: Logger
@@ -143,59 +144,28 @@ enum HTTPRoutes {
         return await withBody(request, state) { body in ingestLines(body, precision: precision, state) }
     }
 
-    /// Logs the batch, then applies it to the rollups: with `durability = "fsync"` only once it is on disk, so a
-    /// batch answered 503 was never applied.
+    /// Logs the batch, then applies it to the rollups (``IngestPipeline``): with `durability = "fsync"` only once
+    /// it is on disk, so a batch answered 503 was never applied.
     static func ingestLines(_ body: Body, precision: Precision, _ state: HTTPState) -> Response {
-        let ingester = LineIngester(
-            engine: state.engine,
-            sink: state.store,
-            stats: state.stats,
-            listener: "http",
-            precision: precision
-        )
-        var framer = LineFramer(maxLineLength: state.configuration.limits.maxLineLength.bytes)
-        var walFailure: (any Error)?
-        var duplicate = false
-        func apply(_ raw: UnsafeRawBufferPointer) {
-            let key = DedupWindow.hash(raw, precision: precision.walCode)
-            if state.dedup.seen(key, now: nowNanoseconds()) && DedupWindow.allLinesTimestamped(raw) {
-                duplicate = true  // a retry of a batch already applied: acknowledge, do not apply again
-                return
-            }
-            let received = nowNanoseconds()
-            var logged: UInt64 = 0
-            if let wal = state.wal {
-                do {
-                    logged = try wal.append(raw, receivedAt: received, precision: precision.walCode)
-                    if wal.durability == .fsync { try wal.sync(upTo: logged) }
-                    state.stats.walSucceeded()
-                } catch {
-                    state.stats.walFailed(error)
-                    walFailure = error
-                    return
-                }
-            }
-            ingester.begin(walPosition: logged, receivedAt: received)
-            framer.feed(raw) { ingester.handle($0) }
-            framer.finish { ingester.handle($0) }
-            ingester.end(bytes: raw.count)
-            let outcome = ingester.outcome
-            if outcome.lines > 0, outcome.untimestamped == 0, outcome.firstError == nil, outcome.result.rejected == 0 {
-                state.dedup.record(key, now: nowNanoseconds())
-            }
-        }
+        let ingester = state.pipeline.ingester(.http, precision: precision)
+        let accepted: IngestPipeline.Accepted
         switch body {
-        case .raw(let buffer): buffer.withUnsafeReadableBytes { apply($0) }
-        case .inflated(let bytes): bytes.withUnsafeBytes { apply($0) }
+        case .raw(let buffer):
+            accepted = buffer.withUnsafeReadableBytes {
+                state.pipeline.accept($0, into: ingester, acknowledged: true, deduplicate: true)
+            }
+        case .inflated(let bytes):
+            accepted = bytes.withUnsafeBytes {
+                state.pipeline.accept($0, into: ingester, acknowledged: true, deduplicate: true)
+            }
         case .response(let response): return response
         }
-        if let walFailure {
+        switch accepted {
+        case .applied: break
+        case .duplicate: return Response(status: .noContent)  // a retry of a batch already applied
+        case .refused(let walFailure):
             state.stats.httpErrors.add(1)
             return error(.serviceUnavailable, "write-ahead log unavailable, nothing applied: \(walFailure)")
-        }
-        if duplicate {
-            state.stats.duplicateBatches.add(1)
-            return Response(status: .noContent)
         }
 
         let outcome = ingester.outcome
@@ -559,16 +529,5 @@ enum HTTPRoutes {
         state.stats.closedBuckets.add(buckets.count)
         state.stats.closedCells.add(cells)
         return json(.ok, ["closed_buckets": buckets.count, "cells": cells])
-    }
-}
-
-extension RollupEngine {
-    /// The start of the bucket holding `t`; `Int64.min` for a time in the partial bucket below the first whole one
-    /// (any timestamp a line may carry, even one the rollups reject, has an answer: replay asks for every line's).
-    func bucketStartOf(_ t: Int64) -> Int64 {
-        let i = configuration.interval
-        let q = t / i
-        let (start, overflow) = (t % i < 0 ? q - 1 : q).multipliedReportingOverflow(by: i)
-        return overflow ? .min : start
     }
 }

@@ -2,6 +2,7 @@ import API
 import Export
 import Hummingbird
 import InfluxQL
+import Ingest
 import NIOCore
 import Rollups
 

@@ -1,5 +1,6 @@
 import Export
 import Foundation
+import Ingest
 import LineProtocol
 import Logging
 import NIOCore
@@ -13,40 +14,6 @@ import Synchronization
     import Glibc
 #endif
 
-/// Shared by every listener: the rollups, the sink and the counters.
-struct IngestContext: Sendable {
-    let engine: RollupEngine
-    let sink: any RollupSink
-    let stats: Stats
-    let maxLineLength: Int
-    /// Accepted batches are appended here before they touch the rollups (nil: no durability, tests only).
-    let wal: WriteAheadLog?
-    /// Where JSON event lines go.
-    var events: EventPipeline? = nil
-
-    /// Logs a batch; `nil` when there is no WAL or the append failed (then the batch is dropped and counted:
-    /// applying what cannot be made durable would break the replay guarantees).
-    func log(_ bytes: UnsafeRawBufferPointer, receivedAt: Int64, precision: Precision) -> UInt64?? {
-        guard let wal else { return .some(nil) }
-        do {
-            let position = try wal.append(bytes, receivedAt: receivedAt, precision: precision.walCode)
-            stats.walSucceeded()
-            return position
-        } catch {
-            stats.walFailed(error)
-            return nil
-        }
-    }
-}
-
-extension Precision {
-    var walCode: UInt8 { UInt8(Precision.allCases.firstIndex(of: self)!) }
-    init?(walCode: UInt8) {
-        guard Int(walCode) < Precision.allCases.count else { return nil }
-        self = Precision.allCases[Int(walCode)]
-    }
-}
-
 // MARK: - UDP
 
 /// One datagram holds whole lines (Telegraf and the Influx clients never split a line across datagrams).
@@ -55,30 +22,15 @@ final class UDPIngestHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
 
     private let ingester: LineIngester
-    private var framer: LineFramer
-    private let ingest: IngestContext
 
-    init(_ context: IngestContext) {
-        ingester = LineIngester(
-            engine: context.engine, sink: context.sink, stats: context.stats, listener: "udp", events: context.events)
-        framer = LineFramer(maxLineLength: context.maxLineLength)
-        ingest = context
+    init(_ pipeline: IngestPipeline) {
+        ingester = pipeline.ingester(.udp)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         let ingester = self.ingester
-        envelope.data.withUnsafeReadableBytes { raw in
-            // One receive time for the log and the batch, so a replay gives untimestamped lines and events the
-            // same time and identity as they got live.
-            let received = nowNanoseconds()
-            guard case .some(let position) = ingest.log(raw, receivedAt: received, precision: .nanoseconds)
-            else { return }
-            ingester.begin(walPosition: position ?? 0, receivedAt: received)
-            framer.feed(raw) { ingester.handle($0) }
-            framer.finish { ingester.handle($0) }  // a datagram's last line needs no newline
-            ingester.end(bytes: raw.count)
-        }
+        envelope.data.withUnsafeReadableBytes { raw in _ = ingester.pipeline.accept(raw, into: ingester) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -100,47 +52,26 @@ final class TCPIngestHandler: ChannelInboundHandler {
     private let stats: Stats
     private let maxConnections: Int
     private var counted = false
-    private let ingest: IngestContext
     /// The complete lines of one read, copied so they can be logged as one WAL record (capacity reused).
     private var batch: [UInt8] = []
     private var overlong: [Int] = []
 
-    init(_ context: IngestContext, maxConnections: Int) {
-        ingester = LineIngester(
-            engine: context.engine, sink: context.sink, stats: context.stats, listener: "tcp", events: context.events)
-        framer = LineFramer(maxLineLength: context.maxLineLength)
-        stats = context.stats
+    init(_ pipeline: IngestPipeline, maxConnections: Int) {
+        ingester = pipeline.ingester(.tcp)
+        framer = LineFramer(maxLineLength: pipeline.maxLineLength)
+        stats = pipeline.stats
         self.maxConnections = maxConnections
-        ingest = context
     }
 
-    /// Logs the complete lines gathered in `batch`, then applies them.
+    /// Logs and applies the complete lines gathered in `batch` (and counts the overlong ones after them).
     private func applyBatch() {
         defer {
             batch.removeAll(keepingCapacity: true)
             overlong.removeAll(keepingCapacity: true)
         }
         let ingester = self.ingester
-        batch.withUnsafeBytes { raw in
-            // One receive time for the log and the batch, so a replay gives untimestamped lines and events the
-            // same time and identity as they got live.
-            let received = nowNanoseconds()
-            guard case .some(let position) = ingest.log(raw, receivedAt: received, precision: .nanoseconds)
-            else { return }
-            ingester.begin(walPosition: position ?? 0, receivedAt: received)
-            var start = 0
-            let bytes = raw.bindMemory(to: UInt8.self)
-            while start < bytes.count {
-                var end = start
-                while bytes[end] != 0x0A { end += 1 }  // every line in the batch ends with a newline
-                ingester.handle(UnsafeBufferPointer(rebasing: bytes[start..<end]))
-                start = end + 1
-            }
-            // After the logged lines, so a line's number in the batch is the same live and on WAL replay (events
-            // are identified by it).
-            for n in overlong { ingester.handle(.overlong(byteCount: n)) }
-            ingester.end(bytes: raw.count)
-        }
+        let overlong = self.overlong
+        batch.withUnsafeBytes { raw in _ = ingester.pipeline.accept(raw, overlong: overlong, into: ingester) }
     }
 
     private func gather(_ framed: FramedLine) {
@@ -223,7 +154,7 @@ enum Listeners {
     static func bindUDP(
         _ address: HostPort,
         receiveBuffer: Int,
-        context: IngestContext,
+        context: IngestPipeline,
         group: any EventLoopGroup
     ) async throws -> any Channel {
         try await DatagramBootstrap(group: group)
@@ -243,7 +174,7 @@ enum Listeners {
     static func bindTCP(
         _ address: HostPort,
         maxConnections: Int,
-        context: IngestContext,
+        context: IngestPipeline,
         group: any EventLoopGroup
     ) async throws -> any Channel {
         try await ServerBootstrap(group: group)

@@ -1,6 +1,7 @@
 import API
 import Dispatch
 import InfluxQL
+import Ingest
 import NIOCore
 import NIOPosix
 import Synchronization

@@ -3,6 +3,7 @@ import ArgumentParser
 import Export
 import Foundation
 import Hummingbird
+import Ingest
 import LineProtocol
 import Logging
 import NIOCore
@@ -155,22 +156,17 @@ struct Server {
         } catch {
             throw StartupError("cannot open the event store: \(error)")
         }
+        let pipeline = IngestPipeline(
+            engine: engine, sink: guarded, stats: stats, wal: wal, dedup: dedup, events: events,
+            maxLineLength: configuration.limits.maxLineLength.bytes)
         events.pauseIndexing()
-        try replay(wal: wal, store: store, engine: engine, stats: stats, dedup: dedup, events: events)
+        try replay(wal: wal, store: store, pipeline: pipeline)
         do {
             let loaded = try events.loadIndex()
             if loaded > 0 { logger.info("events: \(loaded) stored events indexed") }
         } catch {
             throw StartupError("cannot read the stored events: \(error)")
         }
-        let context = IngestContext(
-            engine: engine,
-            sink: guarded,
-            stats: stats,
-            maxLineLength: configuration.limits.maxLineLength.bytes,
-            wal: wal,
-            events: events
-        )
         let group = MultiThreadedEventLoopGroup.singleton
         let forwarder =
             configuration.influx.url.isEmpty
@@ -189,7 +185,7 @@ struct Server {
             let channel = try await Listeners.bindUDP(
                 address,
                 receiveBuffer: configuration.limits.udpReceiveBuffer.bytes,
-                context: context,
+                context: pipeline,
                 group: group
             )
             let bound = channel.localAddress?.port ?? address.port
@@ -201,7 +197,7 @@ struct Server {
             let channel = try await Listeners.bindTCP(
                 address,
                 maxConnections: tcpConnections,
-                context: context,
+                context: pipeline,
                 group: group
             )
             listeners["tcp"] = "\(address.host):\(channel.localAddress?.port ?? address.port)"
@@ -219,8 +215,7 @@ struct Server {
                 configuration: configuration,
                 engine: engine,
                 store: guarded,
-                wal: wal,
-                dedup: dedup,
+                pipeline: pipeline,
                 stats: stats,
                 listeners: listeners,
                 logger: logger,
@@ -256,6 +251,7 @@ struct Server {
         services.insert(
             Ticker(
                 engine: engine,
+                pipeline: pipeline,
                 store: guarded,
                 wal: wal,
                 dedup: dedup,
@@ -324,10 +320,7 @@ struct Server {
     /// Opens the write-ahead log and replays what the store does not hold yet: records from the recorded replay
     /// position, skipping every line whose bucket was already stored with that record in it (its watermark), so
     /// nothing is counted twice. A torn or corrupt tail is truncated and reported.
-    func replay(
-        wal: WriteAheadLog, store: SQLiteStore, engine: RollupEngine, stats: Stats, dedup: DedupWindow,
-        events: EventPipeline
-    ) throws {
+    func replay(wal: WriteAheadLog, store: SQLiteStore, pipeline: IngestPipeline) throws {
         let (from, watermarks) = try store.walState()
         let recovery: WALRecovery
         do {
@@ -337,57 +330,9 @@ struct Server {
         }
         for problem in recovery.problems { logger.warning("wal: \(problem)") }
         guard !recovery.records.isEmpty else { return }
-        let ingester = LineIngester(engine: engine, sink: store, stats: stats, listener: "internal", events: events)
-        // Events of buckets already stored with the record in them are stored (idempotently) but not rolled up.
-        ingester.replayWatermarks = watermarks
-        var applied = 0
-        var skipped = 0
-        for record in recovery.records {
-            ingester.begin(walPosition: record.position, receivedAt: record.receivedAt)
-            if record.precision == eventsBodyWALCode {
-                // An /api/v1/events body: decoded again exactly as when it was accepted.
-                record.payload.withUnsafeBufferPointer { bytes in
-                    EventDecoder.forEachEvent(bytes, limits: events.limits) { index, result in
-                        if case .success(let event) = result {
-                            _ = ingester.handleEvent(event, index: index)
-                            applied += 1
-                        }
-                    }
-                }
-                ingester.end(bytes: record.payload.count)
-                stats.walReplayed.add(1)
-                continue
-            }
-            ingester.decoder.precision = Precision(walCode: record.precision) ?? .nanoseconds
-            var framer = LineFramer(maxLineLength: Int(Int32.max))
-            record.payload.withUnsafeBytes { raw in
-                let handle: (FramedLine) -> Void = { framed in
-                    guard case .line(let line) = framed else { return }
-                    // Skip lines whose bucket already holds this record (events check per event, in handleEvent).
-                    if line.first != 0x7B, (try? ingester.decoder.decode(line)) == true {
-                        let t = ingester.decoder.timestamp ?? record.receivedAt
-                        if let mark = watermarks[engine.bucketStartOf(t)], mark >= record.position {
-                            skipped += 1
-                            ingester.outcome.lines += 1  // keeps event indexes as they were live
-                            return
-                        }
-                    }
-                    applied += 1
-                    ingester.handle(line)
-                }
-                framer.feed(raw, handle)
-                framer.finish(handle)
-            }
-            ingester.end(bytes: record.payload.count)
-            stats.walReplayed.add(1)
-            record.payload.withUnsafeBytes { raw in
-                if let key = DedupWindow.key(raw, precision: record.precision) {
-                    dedup.record(key, now: record.receivedAt)
-                }
-            }
-        }
+        let (applied, skipped) = pipeline.replay(recovery.records, watermarks: watermarks)
         do {
-            try events.flush()
+            try pipeline.events?.flush()
         } catch {
             logger.error("storing replayed events failed (kept in memory, retrying): \(error)")
         }
@@ -413,6 +358,7 @@ struct Server {
 /// measurement `metricsd` once per bucket interval.
 struct Ticker: Service {
     let engine: RollupEngine
+    let pipeline: IngestPipeline
     let store: StoreGuard
     let wal: WriteAheadLog
     let dedup: DedupWindow
@@ -542,6 +488,8 @@ struct Ticker: Service {
         } catch {
             errors.log(logger, "storing closed buckets failed (kept in memory, retrying)", error)
         }
+        // The duration of handing over closed buckets (not of storing late cells alone).
+        guard !buckets.isEmpty else { return }
         let elapsed = nowNanoseconds() - start
         stats.sinkSeconds.set(Double(elapsed) / 1e9)
         stats.lastSinkNanoseconds.store(elapsed, ordering: .relaxed)
@@ -575,13 +523,7 @@ struct Ticker: Service {
             ("events_duplicate", .integer(stats.eventsDuplicate.current)),
             ("events_invalid", .integer(stats.eventsInvalid.current)),
         ]
-        var bytes: [UInt8] = []
-        let point = Point(measurement: "metricsd", tags: [], fields: fields, timestamp: now)
-        guard (try? LineEncoder.append(point, to: &bytes)) != nil else { return }
-        let ingester = LineIngester(engine: engine, sink: store, stats: stats, listener: "internal")
-        ingester.begin()
-        bytes.withUnsafeBufferPointer { buffer in ingester.handle(UnsafeBufferPointer(rebasing: buffer.dropLast())) }
-        ingester.end(bytes: bytes.count)
+        pipeline.acceptOwn(measurement: "metricsd", fields: fields, time: now)
     }
 }
 

@@ -1,51 +1,39 @@
-import Export
-import Foundation
-import LineProtocol
-import Prometheus
-import Rollups
-import Synchronization
-
-#if canImport(Glibc)
-    import Glibc
-#endif
-
-/// Nanoseconds since the epoch (wall clock).
-func nowNanoseconds() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-}
+public import Export
+public import Prometheus
+public import Synchronization
 
 /// A counter that is both readable (for `/health` and the `metricsd` self-measurement) and exported to Prometheus.
-final class StatCounter: Sendable {
+public final class StatCounter: Sendable {
     private let value = Atomic<Int64>(0)
     private let exported: Prometheus.Counter
 
-    init(_ registry: PrometheusCollectorRegistry, _ name: String, _ labels: [(String, String)] = [], help: String) {
+    public init(
+        _ registry: PrometheusCollectorRegistry, _ name: String, _ labels: [(String, String)] = [], help: String
+    ) {
         exported = registry.makeCounter(
             descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help),
             labels: labels
         )
     }
 
-    func add(_ n: Int) {
+    public func add(_ n: Int) {
         guard n != 0 else { return }
         value.wrappingAdd(Int64(n), ordering: .relaxed)
         exported.increment(by: Int64(n))
     }
 
-    var current: Int64 { value.load(ordering: .relaxed) }
+    public var current: Int64 { value.load(ordering: .relaxed) }
 }
 
 /// Per-listener counters.
-final class ListenerStats: Sendable {
-    let name: String
-    let lines: StatCounter
-    let invalid: StatCounter
-    let points: StatCounter
-    let bytes: StatCounter
+public final class ListenerStats: Sendable {
+    public let name: String
+    public let lines: StatCounter
+    public let invalid: StatCounter
+    public let points: StatCounter
+    public let bytes: StatCounter
 
-    init(_ registry: PrometheusCollectorRegistry, listener: String) {
+    public init(_ registry: PrometheusCollectorRegistry, listener: String) {
         name = listener
         let l = [("listener", listener)]
         lines = StatCounter(
@@ -57,59 +45,59 @@ final class ListenerStats: Sendable {
 }
 
 /// Every figure the daemon reports about itself.
-final class Stats: Sendable {
-    let registry: PrometheusCollectorRegistry
-    let udp: ListenerStats
-    let tcp: ListenerStats
-    let http: ListenerStats
+public final class Stats: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    public let udp: ListenerStats
+    public let tcp: ListenerStats
+    public let http: ListenerStats
     /// The daemon's own self-metrics, written into the rollups every interval.
-    let internalWrites: ListenerStats
-    let rejectedSeries: StatCounter
-    let typeConflicts: StatCounter
-    let outOfRange: StatCounter
-    let latePoints: StatCounter
-    let closedBuckets: StatCounter
-    let closedCells: StatCounter
-    let udpDrops: StatCounter
-    let overlongLines: StatCounter
-    let connectionsRejected: StatCounter
-    let httpErrors: StatCounter
-    let walErrors: StatCounter
-    let storeErrors: StatCounter
-    let pendingDropped: StatCounter
-    let duplicateBatches: StatCounter
-    let walReplayed: StatCounter
-    let eventsAccepted: StatCounter
-    let eventsDuplicate: StatCounter
-    let eventsInvalid: StatCounter
-    let eventsUnindexed: StatCounter
-    let rejectedFields: StatCounter
-    let invalidNames: StatCounter
-    let seriesDropped: StatCounter
-    let unauthorized: StatCounter
-    let httpConnectionsThrottled: StatCounter
-    let requestTimeouts: StatCounter
-    let bodiesRefused: StatCounter
-    let queriesRefused: StatCounter
-    let queriesStopped: StatCounter
-    let queriesLimited: StatCounter
-    let forward: ForwardMetrics
-    let activeSeries: Gauge
-    let openBuckets: Gauge
-    let openCells: Gauge
-    let sinkSeconds: Gauge
-    let tcpConnections: Gauge
-    let tcpConnectionCount = Atomic<Int>(0)
-    let httpConnectionCount = Atomic<Int>(0)
+    public let internalWrites: ListenerStats
+    public let rejectedSeries: StatCounter
+    public let typeConflicts: StatCounter
+    public let outOfRange: StatCounter
+    public let latePoints: StatCounter
+    public let closedBuckets: StatCounter
+    public let closedCells: StatCounter
+    public let udpDrops: StatCounter
+    public let overlongLines: StatCounter
+    public let connectionsRejected: StatCounter
+    public let httpErrors: StatCounter
+    public let walErrors: StatCounter
+    public let storeErrors: StatCounter
+    public let pendingDropped: StatCounter
+    public let duplicateBatches: StatCounter
+    public let walReplayed: StatCounter
+    public let eventsAccepted: StatCounter
+    public let eventsDuplicate: StatCounter
+    public let eventsInvalid: StatCounter
+    public let eventsUnindexed: StatCounter
+    public let rejectedFields: StatCounter
+    public let invalidNames: StatCounter
+    public let seriesDropped: StatCounter
+    public let unauthorized: StatCounter
+    public let httpConnectionsThrottled: StatCounter
+    public let requestTimeouts: StatCounter
+    public let bodiesRefused: StatCounter
+    public let queriesRefused: StatCounter
+    public let queriesStopped: StatCounter
+    public let queriesLimited: StatCounter
+    public let forward: ForwardMetrics
+    public let activeSeries: Gauge
+    public let openBuckets: Gauge
+    public let openCells: Gauge
+    public let sinkSeconds: Gauge
+    public let tcpConnections: Gauge
+    public let tcpConnectionCount = Atomic<Int>(0)
+    public let httpConnectionCount = Atomic<Int>(0)
     /// Why the write-ahead log refuses appends (writes are then answered 503), `nil` while it takes them.
-    let walFailure = Mutex<String?>(nil)
+    public let walFailure = Mutex<String?>(nil)
     private let walFailing = Atomic<Bool>(false)
-    let lastSinkNanoseconds = Atomic<Int64>(0)
+    public let lastSinkNanoseconds = Atomic<Int64>(0)
     /// When the ticker last went round (the watchdog is fed only while it does).
-    let lastTickNanoseconds = Atomic<Int64>(nowNanoseconds())
-    let started = nowNanoseconds()
+    public let lastTickNanoseconds = Atomic<Int64>(nowNanoseconds())
+    public let started = nowNanoseconds()
 
-    init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         udp = ListenerStats(registry, listener: "udp")
         tcp = ListenerStats(registry, listener: "tcp")
@@ -237,20 +225,20 @@ final class Stats: Sendable {
 
     /// A batch was logged: the log takes writes (again).
     @inline(__always)
-    func walSucceeded() {
+    public func walSucceeded() {
         guard walFailing.load(ordering: .relaxed) else { return }
         walFailing.store(false, ordering: .relaxed)
         walFailure.withLock { $0 = nil }
     }
 
     /// A batch could not be logged (it is refused): `/health` fails until one is logged again.
-    func walFailed(_ error: any Error) {
+    public func walFailed(_ error: any Error) {
         walErrors.add(1)
         walFailing.store(true, ordering: .relaxed)
         walFailure.withLock { $0 = "\(error)" }
     }
 
-    func listener(_ name: String) -> ListenerStats {
+    public func listener(_ name: String) -> ListenerStats {
         switch name {
         case "udp": udp
         case "tcp": tcp
@@ -260,138 +248,9 @@ final class Stats: Sendable {
     }
 }
 
-/// The outcome of ingesting a batch of lines (one datagram, one TCP chunk, one HTTP body).
-struct BatchOutcome {
-    var lines = 0
-    var invalid = 0
-    var overlong = 0
-    /// Decoded lines that had no timestamp (their points got the server's time).
-    var untimestamped = 0
-    var result = IngestResult()
-    /// The first rejected line: number (1-based within the batch), its text (truncated) and why.
-    var firstError: (line: Int, text: String, message: String)?
-}
-
-/// Parses lines and feeds the rollups. One per listener handler or request: it owns a decoder and a scratch
-/// buffer for late cells, so it is not shared between threads; the engine and sink it feeds are.
-final class LineIngester {
-    let engine: RollupEngine
-    let sink: any RollupSink
-    let stats: ListenerStats
-    let global: Stats
-    let decoder: LineDecoder
-    var lateCells = LateCells()
-    var outcome = BatchOutcome()
-    private(set) var batchNow: Int64 = 0
-    private(set) var batchPosition: UInt64 = 0
-    private var defaultTime: Int64?
-    /// JSON events (lines starting with `{`) go here; `nil`: they are rejected.
-    let events: EventPipeline?
-    var eventCounts = EventCounts()
-    /// A decoder and buffer of its own for the rollup line of an event (reused).
-    let eventDecoder = LineDecoder(precision: .nanoseconds)
-    var eventLine: [UInt8] = []
-    /// During WAL replay: per bucket start, the WAL position the stored bucket already covers.
-    var replayWatermarks: [Int64: UInt64]?
-
-    init(
-        engine: RollupEngine, sink: any RollupSink, stats: Stats, listener: String, precision: Precision = .nanoseconds,
-        events: EventPipeline? = nil
-    ) {
-        self.engine = engine
-        self.sink = sink
-        self.global = stats
-        self.stats = stats.listener(listener)
-        self.events = events
-        decoder = LineDecoder(precision: precision)
-    }
-
-    /// Starts a batch: the server time for lines without a timestamp is taken once per batch.
-    ///
-    /// - Parameters:
-    ///   - walPosition: where the batch was logged (0 without a WAL).
-    ///   - receivedAt: the time the batch was received, as logged with it (lines without a timestamp and events get
-    ///     it, live and on replay alike).
-    func begin(walPosition: UInt64 = 0, receivedAt: Int64? = nil) {
-        outcome = BatchOutcome()
-        eventCounts = EventCounts()
-        batchNow = nowNanoseconds()
-        batchPosition = walPosition
-        defaultTime = receivedAt
-    }
-
-    /// The server time this batch uses for lines without a timestamp.
-    var batchTime: Int64 { defaultTime ?? batchNow }
-
-    func handle(_ framed: FramedLine) {
-        switch framed {
-        case .overlong(let n):
-            outcome.lines += 1
-            outcome.overlong += 1
-            outcome.invalid += 1
-            if outcome.firstError == nil {
-                outcome.firstError = (outcome.lines, "<\(n) bytes>", "line longer than limits.max_line_length")
-            }
-        case .line(let line):
-            handle(line)
-        }
-    }
-
-    func handle(_ line: UnsafeBufferPointer<UInt8>) {
-        if line.first == 0x7B {  // "{": a JSON event
-            handleEventLine(line)
-            return
-        }
-        do {
-            guard try decoder.decode(line) else {
-                outcome.lines += 1  // blank and comment lines count for line numbers, not as points
-                return
-            }
-            outcome.lines += 1
-            if decoder.timestamp == nil { outcome.untimestamped += 1 }
-            outcome.result += engine.ingest(
-                decoder,
-                now: batchNow,
-                defaultTime: defaultTime,
-                walPosition: batchPosition,
-                lateCells: &lateCells
-            )
-        } catch {
-            outcome.lines += 1
-            outcome.invalid += 1
-            if outcome.firstError == nil {
-                let text = String(decoding: line.prefix(200), as: UTF8.self)
-                outcome.firstError = (outcome.lines, text, error.message)
-            }
-        }
-    }
-
-    /// Ends a batch: hands late cells to the sink and records the counters.
-    func end(bytes: Int) {
-        if !lateCells.isEmpty {
-            sink.submit(lateCells.buckets(walPosition: batchPosition))  // stored by the next flush, read until then
-            lateCells.removeAll()
-        }
-        global.eventsAccepted.add(eventCounts.accepted)
-        global.eventsDuplicate.add(eventCounts.duplicates)
-        global.eventsInvalid.add(eventCounts.invalid)
-        stats.lines.add(outcome.lines)
-        stats.invalid.add(outcome.invalid)
-        stats.points.add(outcome.result.applied + outcome.result.late)
-        stats.bytes.add(bytes)
-        global.rejectedSeries.add(outcome.result.rejectedSeries)
-        global.typeConflicts.add(outcome.result.typeConflicts)
-        global.outOfRange.add(outcome.result.outOfRange)
-        global.rejectedFields.add(outcome.result.rejectedFields)
-        global.invalidNames.add(outcome.result.invalidNames)
-        global.latePoints.add(outcome.result.late)
-        global.overlongLines.add(outcome.overlong)
-    }
-}
-
 /// Forwarding figures for `/metrics`: totals are exported as counters advanced to the forwarder's own counts at each
 /// scrape, the backlog and last success as gauges.
-final class ForwardMetrics: Sendable {
+public final class ForwardMetrics: Sendable {
     private let exported: [String: Prometheus.Counter]
     private let seen = Mutex<[String: Int]>([:])
     private let backlogMinutes: Gauge
@@ -399,7 +258,7 @@ final class ForwardMetrics: Sendable {
     private let lastSuccess: Gauge
     private let failing: Gauge
 
-    init(_ registry: PrometheusCollectorRegistry) {
+    public init(_ registry: PrometheusCollectorRegistry) {
         func counter(_ name: String, _ help: String) -> Prometheus.Counter {
             registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help))
         }
@@ -418,7 +277,7 @@ final class ForwardMetrics: Sendable {
         failing = gauge("metricsd_forward_failing", "1 while the receiver refuses requests (401, 403, 404, ...)")
     }
 
-    func update(_ stats: ForwarderStats) {
+    public func update(_ stats: ForwarderStats) {
         let totals = [
             "forwarded": stats.forwarded, "rejected": stats.rejected, "requests": stats.requests,
             "retries": stats.retried,

@@ -9,10 +9,15 @@ import Synchronization
 ///
 /// The set survives restarts: new entries are persisted by the ticker every second, and WAL replay re-adds the
 /// hashes of replayed bodies (which covers the last second before a crash).
-final class DedupWindow: Sendable {
-    struct Key: Hashable, Sendable {
-        var high: UInt64
-        var low: UInt64
+public final class DedupWindow: Sendable {
+    public struct Key: Hashable, Sendable {
+        public var high: UInt64
+        public var low: UInt64
+
+        public init(high: UInt64, low: UInt64) {
+            self.high = high
+            self.low = low
+        }
     }
 
     private struct State {
@@ -21,19 +26,19 @@ final class DedupWindow: Sendable {
     }
 
     private let state = Mutex(State())
-    let window: Int64
+    public let window: Int64
 
-    init(window: Int64) { self.window = window }
+    public init(window: Int64) { self.window = window }
 
     /// The key of a body, or `nil` when some line has no timestamp (or the body is empty).
-    static func key(_ bytes: UnsafeRawBufferPointer, precision: UInt8) -> Key? {
+    public static func key(_ bytes: UnsafeRawBufferPointer, precision: UInt8) -> Key? {
         guard allLinesTimestamped(bytes) else { return nil }
         return hash(bytes, precision: precision)
     }
 
     /// The key of a body without checking its timestamps (8 bytes per step). The write path hashes first and
     /// checks timestamps only on a hit; what it records is decided after parsing, from the decoder's view.
-    static func hash(_ bytes: UnsafeRawBufferPointer, precision: UInt8) -> Key {
+    public static func hash(_ bytes: UnsafeRawBufferPointer, precision: UInt8) -> Key {
         let b = bytes.bindMemory(to: UInt8.self)
         var a = SeriesHasher()
         var c = SeriesHasher()
@@ -47,7 +52,7 @@ final class DedupWindow: Sendable {
 
     /// A line has a timestamp when its last token (after the last unescaped space) is an integer. For a valid
     /// line without one, that token ends in a field value (`k=1`, `k="…"`), so it cannot be all digits.
-    static func allLinesTimestamped(_ raw: UnsafeRawBufferPointer) -> Bool {
+    public static func allLinesTimestamped(_ raw: UnsafeRawBufferPointer) -> Bool {
         let bytes = raw.bindMemory(to: UInt8.self)
         var sawLine = false
         var start = 0
@@ -71,14 +76,14 @@ final class DedupWindow: Sendable {
     }
 
     /// True when `key` was accepted within the window (the caller then skips the batch).
-    func seen(_ key: Key, now: Int64) -> Bool {
+    public func seen(_ key: Key, now: Int64) -> Bool {
         state.withLock { s in
             if let expiry = s.expiries[key], expiry > now { return true }
             return false
         }
     }
 
-    func record(_ key: Key, now: Int64) {
+    public func record(_ key: Key, now: Int64) {
         state.withLock { s in
             s.expiries[key] = now + window
             s.unsaved.append((key, now + window))
@@ -86,7 +91,7 @@ final class DedupWindow: Sendable {
     }
 
     /// Entries to persist (and forgets expired ones).
-    func takeUnsaved(now: Int64) -> [(Key, Int64)] {
+    public func takeUnsaved(now: Int64) -> [(Key, Int64)] {
         state.withLock { s in
             if s.expiries.count > 10_000 { s.expiries = s.expiries.filter { $0.value > now } }
             defer { s.unsaved.removeAll(keepingCapacity: true) }
@@ -94,7 +99,7 @@ final class DedupWindow: Sendable {
         }
     }
 
-    func load(_ entries: [(high: UInt64, low: UInt64, expires: Int64)], now: Int64) {
+    public func load(_ entries: [(high: UInt64, low: UInt64, expires: Int64)], now: Int64) {
         state.withLock { s in
             for e in entries where e.expires > now { s.expiries[Key(high: e.high, low: e.low)] = e.expires }
         }

@@ -1,19 +1,19 @@
-import Export
+public import Export
 import Foundation
-import LineProtocol
+public import LineProtocol
 import Logging
-import Query
+public import Query
 import Rollups
 import Synchronization
 
 /// The WAL's precision byte for a record holding an `/api/v1/events` body (line-protocol records use 0…5).
-let eventsBodyWALCode: UInt8 = 0xEE
+public let eventsBodyWALCode: UInt8 = 0xEE
 
 /// Event ids accepted within `[events] dedup_window`, each with the identity of the event that carried it (its
 /// receive time, WAL position and index): the same id from another event is a duplicate; from the same event
 /// (WAL replay after a crash) it is that event again, not a duplicate.
-final class EventIDs: Sendable {
-    struct Identity: Equatable, Sendable {
+public final class EventIDs: Sendable {
+    public struct Identity: Equatable, Sendable {
         var received: Int64
         var origin: UInt64
         var index: Int
@@ -26,18 +26,18 @@ final class EventIDs: Sendable {
         var head = 0
     }
     private let seen = Mutex(Seen())
-    let window: Int64
+    public let window: Int64
     /// The most ids remembered (`[events] max_indexed`): past it the tenth recorded first are forgotten, so an
     /// id seen again after that is no longer recognized (memory stays bounded whatever senders send).
-    let limit: Int
+    public let limit: Int
 
-    init(window: Int64, limit: Int = 10_000_000) {
+    public init(window: Int64, limit: Int = 10_000_000) {
         self.window = window
         self.limit = limit
     }
 
     /// Records `id` for the event `identity`; `false` when another event accepted within the window has it.
-    func accept(_ id: String, _ identity: Identity) -> Bool {
+    public func accept(_ id: String, _ identity: Identity) -> Bool {
         seen.withLock { seen in
             if let previous = seen.byID[id], previous != identity, previous.received >= identity.received - window {
                 return false
@@ -64,7 +64,7 @@ final class EventIDs: Sendable {
         }
     }
 
-    func load(_ entries: [(id: String, received: Int64, origin: UInt64, index: Int)]) {
+    public func load(_ entries: [(id: String, received: Int64, origin: UInt64, index: Int)]) {
         seen.withLock { seen in
             for e in entries {
                 Self.record(
@@ -74,7 +74,7 @@ final class EventIDs: Sendable {
     }
 
     /// Forgets ids accepted before the window.
-    func prune(now: Int64) {
+    public func prune(now: Int64) {
         seen.withLock { seen in
             seen.byID = seen.byID.filter { $0.value.received >= now - window }
             seen.order = seen.order[seen.head...].filter { $0.received >= now - window }
@@ -92,13 +92,13 @@ final class EventIDs: Sendable {
 /// index while it scans (bounded by `[query] timeout`); only other analytics queries wait for it. The index
 /// keeps at most `[events] max_indexed` events: past it the oldest leave it (they stay stored; counted in
 /// `metricsd_events_unindexed_total`, and answers then say from when they count).
-final class EventPipeline: Sendable {
-    let store: EventStore
-    let ids: EventIDs
-    let retention: Int64
-    let maxFuture: Int64
-    let maxIndexed: Int
-    let limits = EventLimits()
+public final class EventPipeline: Sendable {
+    public let store: EventStore
+    public let ids: EventIDs
+    public let retention: Int64
+    public let maxFuture: Int64
+    public let maxIndexed: Int
+    public let limits = EventLimits()
     private struct Pending {
         var events: [StoredEvent] = []
         var minPosition: UInt64?
@@ -116,13 +116,13 @@ final class EventPipeline: Sendable {
     /// Events older than this (milliseconds) leave the index when it is next held (retention).
     private let indexCutoff = Atomic<Int64>(.min)
     /// Where evictions are counted (`nil` in tests).
-    let unindexed: StatCounter?
+    public let unindexed: StatCounter?
     /// Off during WAL replay (the index is loaded from the store afterwards, once, without double entries).
     private let indexing = Atomic<Bool>(true)
     /// Serializes stores so that a batch taken from `pending` is in SQLite before the next one is taken.
     private let storing = Mutex(())
 
-    init(
+    public init(
         store: EventStore, ids: EventIDs, retention: Int64, maxFuture: Int64, maxIndexed: Int = 10_000_000,
         unindexed: StatCounter? = nil
     ) {
@@ -134,7 +134,7 @@ final class EventPipeline: Sendable {
         self.unindexed = unindexed
     }
 
-    enum Outcome: Equatable {
+    public enum Outcome: Equatable {
         case accepted(time: Int64)
         case duplicate
         case rejected(String)
@@ -142,7 +142,7 @@ final class EventPipeline: Sendable {
 
     /// Decides an event's fate and queues it for storage. `received` is the WAL record's time (nanoseconds),
     /// `position` its WAL position (0 without a log), `index` the event's place in the record.
-    func admit(_ event: Event, received: Int64, position: UInt64, index: Int, now: Int64) -> Outcome {
+    public func admit(_ event: Event, received: Int64, position: UInt64, index: Int, now: Int64) -> Outcome {
         let time = event.timestamp ?? (received / 1_000_000)
         let nowMs = now / 1_000_000
         if time > nowMs + maxFuture / 1_000_000 {
@@ -169,11 +169,11 @@ final class EventPipeline: Sendable {
     }
 
     /// Replay mode: events are stored, not indexed, until ``loadIndex()``.
-    func pauseIndexing() { indexing.store(false, ordering: .relaxed) }
+    public func pauseIndexing() { indexing.store(false, ordering: .relaxed) }
 
     /// Builds the index from every stored event and resumes indexing. Returns the event count.
     @discardableResult
-    func loadIndex() throws(StoreError) -> Int {
+    public func loadIndex() throws(StoreError) -> Int {
         var fresh = EventIndex()
         try store.visitAll(newest: maxIndexed) { time, name, user, json in
             fresh.append(time: time, name: name, user: user, properties: EventDecoder.properties(json: json))
@@ -192,7 +192,7 @@ final class EventPipeline: Sendable {
     }
 
     /// Runs an analytics query on the index, brought up to date first (an event acknowledged a moment ago counts).
-    func withIndex<T>(_ body: (borrowing EventIndex) throws -> T) rethrows -> T {
+    public func withIndex<T>(_ body: (borrowing EventIndex) throws -> T) rethrows -> T {
         try index.withLock { idx in
             settle(&idx)
             idx.compact()
@@ -202,7 +202,7 @@ final class EventPipeline: Sendable {
 
     /// Moves accepted events into the index if no query holds it (the ticker, each second), so they do not pile
     /// up between queries.
-    func settleIndex() { _ = index.withLockIfAvailable { settle(&$0) } }
+    public func settleIndex() { _ = index.withLockIfAvailable { settle(&$0) } }
 
     /// Accepted events into the index, retention applied, size bounded.
     private func settle(_ idx: inout EventIndex) {
@@ -228,7 +228,7 @@ final class EventPipeline: Sendable {
 
     /// Forgets expired ids and deletes events older than `[events] retention` from the table (10,000 at most)
     /// and from the index.
-    func maintain(now: Int64) throws(StoreError) {
+    public func maintain(now: Int64) throws(StoreError) {
         ids.prune(now: now)
         let cutoff = (now - retention) / 1_000_000
         try store.deleteOlder(than: cutoff)
@@ -236,13 +236,13 @@ final class EventPipeline: Sendable {
     }
 
     /// The oldest WAL position of an event not yet stored: replay must start there.
-    var minPendingPosition: UInt64? { pending.withLock { $0.minPosition } }
+    public var minPendingPosition: UInt64? { pending.withLock { $0.minPosition } }
 
-    var pendingCount: Int { pending.withLock { $0.events.count } }
+    public var pendingCount: Int { pending.withLock { $0.events.count } }
 
     /// Stores every pending event. On failure they stay pending (in order) for the next attempt.
     @discardableResult
-    func flush() throws(StoreError) -> Int {
+    public func flush() throws(StoreError) -> Int {
         try storing.withLock { _ throws(StoreError) in
             let batch = pending.withLock { p in
                 defer { p = Pending() }
@@ -262,79 +262,9 @@ final class EventPipeline: Sendable {
     }
 }
 
-extension LineIngester {
-    static let usersField: [UInt8] = Array("users".utf8)
-
-    /// Feeds an accepted event into the rollups: measurement `events`, tag `event=<name>`, field `count` (1) and
-    /// the distinct-count field `users`.
-    func feedRollups(_ event: Event, time: Int64) {
-        let point = Point(
-            measurement: "events", tags: [(key: "event", value: event.name)], fields: [("count", .integer(1))],
-            timestamp: time * 1_000_000)
-        eventLine.removeAll(keepingCapacity: true)
-        guard (try? LineEncoder.append(point, to: &eventLine)) != nil else { return }
-        let hash = DistinctSketch.hash(event.userID)
-        let users = Self.usersField
-        eventLine.withUnsafeBufferPointer { buffer in
-            let line = UnsafeBufferPointer(rebasing: buffer.dropLast())  // without the newline
-            guard (try? eventDecoder.decode(line)) == true else { return }
-            users.withUnsafeBufferPointer { key in
-                outcome.result += engine.ingest(
-                    eventDecoder, now: batchNow, defaultTime: nil, walPosition: batchPosition, lateCells: &lateCells,
-                    distinct: (key, hash))
-            }
-        }
-    }
-
-    /// Handles one decoded event at `index` of the current batch: dedup, storage queue, rollups.
-    func handleEvent(_ event: Event, index: Int) -> EventPipeline.Outcome {
-        guard let events else { return .rejected("events are not enabled here") }
-        let outcome = events.admit(
-            event, received: batchTime, position: batchPosition, index: index, now: batchNow)
-        switch outcome {
-        case .accepted(let time):
-            eventCounts.accepted += 1
-            // On WAL replay, the rollups of buckets already stored with this record in them are not fed again.
-            if let marks = replayWatermarks,
-                let mark = marks[engine.bucketStartOf(time * 1_000_000)], mark >= batchPosition
-            {
-                return outcome
-            }
-            feedRollups(event, time: time)
-        case .duplicate: eventCounts.duplicates += 1
-        case .rejected: eventCounts.invalid += 1
-        }
-        return outcome
-    }
-
-    /// A line starting with `{` on UDP or TCP: one JSON event.
-    func handleEventLine(_ line: UnsafeBufferPointer<UInt8>) {
-        outcome.lines += 1
-        let index = outcome.lines
-        var why: String?
-        if let events {
-            do throws(EventError) {
-                let event = try EventDecoder.decode(line, limits: events.limits)
-                if case .rejected(let reason) = handleEvent(event, index: index) { why = reason }
-            } catch {
-                eventCounts.invalid += 1
-                why = error.message
-            }
-        } else {
-            why = "JSON events are not enabled"
-        }
-        if let why {
-            outcome.invalid += 1
-            if outcome.firstError == nil {
-                outcome.firstError = (index, String(decoding: line.prefix(200), as: UTF8.self), why)
-            }
-        }
-    }
-}
-
 /// Events handled in one batch.
-struct EventCounts {
-    var accepted = 0
-    var duplicates = 0
-    var invalid = 0
+public struct EventCounts {
+    public var accepted = 0
+    public var duplicates = 0
+    public var invalid = 0
 }
