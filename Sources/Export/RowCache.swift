@@ -43,17 +43,17 @@ struct RowCache {
     static let summaryBytes = MemoryLayout<FieldSummary>.stride * blockLength + overhead
 
     /// The block of starts `[blockStart, blockStart + grid × blockLength)`, or `nil` when unknown.
-    func block(hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64) -> SummaryBlock? {
-        let t = hourly ? 1 : 0
+    func block(tier: Tier, grid: Int64, blockStart: Int64, series: Int64, field: Int64) -> SummaryBlock? {
+        let t = tier.rawValue
         guard spans[t] == grid * Int64(Self.blockLength) else { return nil }
         return blocks[t][blockStart]?[BlockKey(series: series, field: field)]
     }
 
     mutating func remember(
-        hourly: Bool, grid: Int64, blockStart: Int64, series: Int64, field: Int64, block: SummaryBlock
+        tier: Tier, grid: Int64, blockStart: Int64, series: Int64, field: Int64, block: SummaryBlock
     ) {
         precondition(block.summaries.count == Self.blockLength)
-        let t = hourly ? 1 : 0
+        let t = tier.rawValue
         let span = grid * Int64(Self.blockLength)
         if spans[t] != span {
             dropBlocks(t)
@@ -79,19 +79,19 @@ struct RowCache {
     }
 
     /// The cached row (empty: known to have no row), or `nil` when unknown.
-    func row(hourly: Bool, start: Int64, series: Int64) -> [UInt8]? {
-        tiers[hourly ? 1 : 0][start]?[series]
+    func row(tier: Tier, start: Int64, series: Int64) -> [UInt8]? {
+        tiers[tier.rawValue][start]?[series]
     }
 
-    mutating func remember(hourly: Bool, start: Int64, series: Int64, row: [UInt8]) {
+    mutating func remember(tier: Tier, start: Int64, series: Int64, row: [UInt8]) {
         if bytes + row.count + Self.overhead > Self.budget { clear() }
-        let old = tiers[hourly ? 1 : 0][start, default: [:]].updateValue(row, forKey: series)
+        let old = tiers[tier.rawValue][start, default: [:]].updateValue(row, forKey: series)
         bytes += row.count + Self.overhead - (old.map { $0.count + Self.overhead } ?? 0)
     }
 
     /// A write to bucket `start` of a tier.
-    mutating func invalidate(hourly: Bool, start: Int64) {
-        let t = hourly ? 1 : 0
+    mutating func invalidate(tier: Tier, start: Int64) {
+        let t = tier.rawValue
         if spans[t] > 0, let gone = blocks[t].removeValue(forKey: Self.blockStart(start, span: spans[t])) {
             bytes -= gone.count * Self.summaryBytes
         }
@@ -100,9 +100,9 @@ struct RowCache {
     }
 
     /// Rows of buckets before `start` deleted (retention): every block that holds such a bucket goes too.
-    mutating func invalidate(hourly: Bool, before start: Int64) {
-        let t = hourly ? 1 : 0
-        for key in tiers[t].keys where key < start { invalidate(hourly: hourly, start: key) }
+    mutating func invalidate(tier: Tier, before start: Int64) {
+        let t = tier.rawValue
+        for key in tiers[t].keys where key < start { invalidate(tier: tier, start: key) }
         for key in blocks[t].keys where key < start {
             bytes -= (blocks[t].removeValue(forKey: key)?.count ?? 0) * Self.summaryBytes
         }

@@ -176,7 +176,7 @@ public final class StoreGuard: RollupSink, RollupReader {
         ) throws {
             var generation: UInt64 = 0
             do {
-                try guarded.store.tier(hourly: false).visitCells(read, series: accept, generation: &generation, body)
+                try guarded.store.source(.minutes).visitCells(read, series: accept, generation: &generation, body)
             } catch {
                 guarded.noteReadFailure(error)
                 throw error
@@ -190,7 +190,7 @@ public final class StoreGuard: RollupSink, RollupReader {
         ) throws {
             var generation: UInt64 = 0
             do {
-                try guarded.store.tier(hourly: false).visitSummaries(
+                try guarded.store.source(.minutes).visitSummaries(
                     read, series: accept, generation: &generation, body)
             } catch {
                 guarded.noteReadFailure(error)

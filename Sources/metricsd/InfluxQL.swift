@@ -57,7 +57,7 @@ enum InfluxQLRoute {
         let c = state.configuration
         return Engine(
             QueryData(
-                open: state.engine, minutes: state.store.minutes, hours: state.store.store.tier(hourly: true),
+                open: state.engine, minutes: state.store.minutes, hours: state.store.store.source(.hours),
                 catalogs: [state.engine, state.store.store], bucketWidth: c.rollup.interval.nanoseconds,
                 retention1m: c.storage.retention1m.nanoseconds, retention1h: c.storage.retention1h.nanoseconds,
                 maxFuture: state.engine.configuration.maxFuture,

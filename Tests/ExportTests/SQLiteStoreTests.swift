@@ -318,12 +318,12 @@ import Testing
             try store.storeHourlyForTesting(ClosedBucket(start: h * hour, cells: cells))
         }
         var hours = SQLiteStore.CellRead(measurement: "cpu", fields: ["usage"], from: hour / 2, to: 5 * hour)
-        let keyedHours = try store.readPlanned(hours, hourly: true, series: one)
+        let keyedHours = try store.readPlanned(hours, tier: .hours, series: one)
         #expect(keyedHours.plan == .probe(series: 1))
         hours.keyed = false
         #expect(
             sums(keyedHours.cells)
-                == sums(try store.read(hours, hourly: true, series: nil).filter { one($0.cell.series) }))
+                == sums(try store.read(hours, tier: .hours, series: nil).filter { one($0.cell.series) }))
         #expect(keyedHours.cells.count == 4)
         // Most series of the measurement over a range with more keys than the limit: one scan; fewer keys, or a
         // small part of the series: keys.
@@ -444,20 +444,20 @@ import Testing
                 ClosedBucket(start: h * hour, cells: hosts.indices.flatMap { cells(h * hour, $0, 1) }))
         }
         let fields = ["usage", "up", "name", "absent"]
-        func full(_ read: SQLiteStore.CellRead, hourly: Bool, _ accept: ((SeriesInfo) -> Bool)?) throws -> [String] {
+        func full(_ read: SQLiteStore.CellRead, tier: Tier, _ accept: ((SeriesInfo) -> Bool)?) throws -> [String] {
             var out: [String] = []
             var scan = read
             scan.keyed = false
-            _ = try store.visit(scan, hourly: hourly, series: accept) { start, series, field, rollup in
+            _ = try store.visit(scan, tier: tier, series: accept) { start, series, field, rollup in
                 out.append("\(start) \(series.tags[0].value) \(fields.firstIndex(of: field)!) \(FieldSummary(rollup))")
             }
             return out.sorted()
         }
-        func summaries(_ read: SQLiteStore.CellRead, hourly: Bool, _ accept: ((SeriesInfo) -> Bool)?) throws -> (
+        func summaries(_ read: SQLiteStore.CellRead, tier: Tier, _ accept: ((SeriesInfo) -> Bool)?) throws -> (
             [String], SQLiteStore.ReadPlan
         ) {
             var out: [String] = []
-            let plan = try store.visitSummaries(read, hourly: hourly, series: accept) { start, series, field, summary in
+            let plan = try store.visitSummaries(read, tier: tier, series: accept) { start, series, field, summary in
                 out.append("\(start) \(series.tags[0].value) \(field) \(summary)")
             }
             return (out.sorted(), plan)
@@ -473,14 +473,14 @@ import Testing
         for (from, to) in ranges {
             for accept in [one, two] {
                 let read = SQLiteStore.CellRead(measurement: "cpu", fields: fields, from: from, to: to)
-                let expected = try full(read, hourly: false, accept)
-                let cold = try summaries(read, hourly: false, accept)
+                let expected = try full(read, tier: .minutes, accept)
+                let cold = try summaries(read, tier: .minutes, accept)
                 #expect(cold.1 != .scan, "a few series are read by key")
                 #expect(cold.0 == expected, "\(from)…\(to) cold")
-                #expect(try summaries(read, hourly: false, accept).0 == expected, "\(from)…\(to) remembered")
+                #expect(try summaries(read, tier: .minutes, accept).0 == expected, "\(from)…\(to) remembered")
                 var scan = read
                 scan.keyed = false
-                #expect(try summaries(scan, hourly: false, accept) == (expected, .scan), "\(from)…\(to) scanned")
+                #expect(try summaries(scan, tier: .minutes, accept) == (expected, .scan), "\(from)…\(to) scanned")
                 compared += expected.count
             }
         }
@@ -493,14 +493,14 @@ import Testing
         _ = try store.visit(scanAll, series: nil) { start, series, field, rollup in
             expectedAll.append("\(start) \(series.tags[0].value) \(field == "up" ? 0 : 1) \(FieldSummary(rollup))")
         }
-        #expect(try summaries(all, hourly: false, nil).0 == expectedAll.sorted())
+        #expect(try summaries(all, tier: .minutes, nil).0 == expectedAll.sorted())
         // The hourly tier: blocks of 60 hours.
         for (from, to) in [(0, 62 * hour), (hour / 2, 60 * hour), (60 * hour, 61 * hour + 1)] as [(Int64, Int64)] {
             let read = SQLiteStore.CellRead(measurement: "cpu", fields: fields, from: from, to: to)
-            let expected = try full(read, hourly: true, one)
+            let expected = try full(read, tier: .hours, one)
             #expect(!expected.isEmpty)
-            #expect(try summaries(read, hourly: true, one).0 == expected, "hours \(from)…\(to)")
-            #expect(try summaries(read, hourly: true, one).0 == expected, "hours \(from)…\(to) remembered")
+            #expect(try summaries(read, tier: .hours, one).0 == expected, "hours \(from)…\(to)")
+            #expect(try summaries(read, tier: .hours, one).0 == expected, "hours \(from)…\(to) remembered")
         }
     }
 

@@ -50,7 +50,7 @@ final class EngineFixture: @unchecked Sendable {
     func engine(retention1m: Int64 = 7 * 86_400_000_000_000, maxRows: Int = 1_000_000) -> Engine {
         Engine(
             QueryData(
-                open: rollups, minutes: store.tier(hourly: false), hours: store.tier(hourly: true),
+                open: rollups, minutes: store.source(.minutes), hours: store.source(.hours),
                 catalogs: [rollups, store], bucketWidth: rollups.configuration.interval, retention1m: retention1m,
                 retention1h: 400 * 86_400_000_000_000, maxFuture: 3_600_000_000_000, databases: ["telegraf"],
                 maxSelectBuckets: 100_000, maxSelectSeries: 100_000, maxRowLimit: maxRows))

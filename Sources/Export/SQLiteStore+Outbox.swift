@@ -1,0 +1,187 @@
+import CSQLite
+public import Rollups
+import Synchronization
+
+/// The outbox: stored minutes queued for forwarding to InfluxDB, read in order and released on success.
+extension SQLiteStore {
+    /// For a minute with a whole-minute outbox entry not yet (fully) forwarded: the series id above which its rows
+    /// are still to be read (-1: all of them), or `nil` when there is none.
+    /// `readThrough` is how far the forwarder has read (rows it read may be in flight with their old value).
+    static func pendingWholeEntry(_ db: OpaquePointer, start: Int64, readThrough: OutboxCursor?) throws(StoreError)
+        -> Int64?
+    {
+        var cursorSeq = try metaInt(db, "outbox_seq") ?? 0
+        var cursorSeries = try metaInt(db, "outbox_series") ?? SQLiteStore.OutboxCursor.done
+        if let r = readThrough, (r.seq, r.series) > (cursorSeq, cursorSeries) {
+            cursorSeq = r.seq
+            cursorSeries = r.series
+        }
+        let s = try Statement(
+            db, "SELECT max(seq) FROM outbox WHERE ts = ?1 AND series IS NULL AND seq >= ?2")
+        try s.bind(1, start)
+        try s.bind(2, cursorSeq)
+        guard try s.step(), sqlite3_column_type(s.handle, 0) != SQLITE_NULL else { return nil }
+        let seq = s.int64(0)
+        if seq > cursorSeq { return -1 }
+        return cursorSeries == SQLiteStore.OutboxCursor.done ? nil : cursorSeries
+    }
+
+    static func queue(_ db: OpaquePointer, start: Int64, series: Int64?) throws(StoreError) {
+        let s = try Statement(db, "INSERT INTO outbox(ts, series) VALUES(?1, ?2)")
+        try s.bind(1, start)
+        if let series { try s.bind(2, series) }
+        _ = try s.step()
+    }
+
+    // MARK: - Outbox (forwarding)
+
+    /// Where forwarding is: every outbox entry before `seq` is sent, and of entry `seq` the rows of series ids up
+    /// to `series` (``done`` when the whole entry is sent).
+    public struct OutboxCursor: Sendable, Hashable, CustomStringConvertible {
+        public var seq: Int64
+        public var series: Int64
+        public static let done = Int64.max
+        public static let start = OutboxCursor(seq: 0, series: done)
+        public var description: String { "\(seq)/\(series == Self.done ? "done" : String(series))" }
+    }
+
+    /// One stored row to forward: a series in a minute, all its fields.
+    public struct OutboxRow: Sendable {
+        public var start: Int64
+        public var series: SeriesInfo
+        public var fields: [(name: String, rollup: FieldRollup)]
+    }
+
+    /// The persisted cursor (``OutboxCursor/start`` before anything was forwarded).
+    public func outboxCursor() throws(StoreError) -> OutboxCursor {
+        try connection.withLock { c throws(StoreError) in
+            guard let seq = try Self.metaInt(c.db, "outbox_seq"), let series = try Self.metaInt(c.db, "outbox_series")
+            else { return .start }
+            return OutboxCursor(seq: seq, series: series)
+        }
+    }
+
+    /// Up to `limit` rows queued after `cursor`, in queue order (within a whole-minute entry, by series id), and the
+    /// cursor that marks them sent. A row is read as stored now, so a minute queued twice is sent with its latest
+    /// value both times: the second send overwrites the first point in InfluxDB.
+    public func outboxBatch(after cursor: OutboxCursor, limit: Int) throws(StoreError) -> (
+        rows: [OutboxRow], cursor: OutboxCursor
+    ) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            var rows: [OutboxRow] = []
+            var position = cursor
+            let entries = try Statement(db, "SELECT seq, ts, series FROM outbox WHERE seq >= ?1 ORDER BY seq")
+            try entries.bind(1, cursor.seq)
+            let whole = try Statement(
+                db, "SELECT series, data FROM rollup_1m WHERE ts = ?1 AND series > ?2 ORDER BY series LIMIT ?3")
+            let one = try Statement(db, "SELECT data FROM rollup_1m WHERE ts = ?1 AND series = ?2")
+            while rows.count < limit, try entries.step() {
+                let seq = entries.int64(0)
+                let start = entries.int64(1)
+                if seq > position.seq { position = OutboxCursor(seq: seq, series: -1) }
+                guard position.series != OutboxCursor.done else { continue }
+                if sqlite3_column_type(entries.handle, 2) == SQLITE_NULL {
+                    try whole.bind(1, start)
+                    try whole.bind(2, position.series)
+                    try whole.bind(3, Int64(limit - rows.count))
+                    var fetched = 0
+                    while try whole.step() {
+                        fetched += 1
+                        let id = whole.int64(0)
+                        position.series = id
+                        if let row = try Self.outboxRow(start: start, series: id, data: whole.blob(1), in: &c) {
+                            rows.append(row)
+                        }
+                    }
+                    whole.reset()
+                    if rows.count < limit || fetched == 0 { position.series = OutboxCursor.done }
+                } else {
+                    let id = entries.int64(2)
+                    try one.bind(1, start)
+                    try one.bind(2, id)
+                    if try one.step(), let row = try Self.outboxRow(start: start, series: id, data: one.blob(0), in: &c)
+                    {
+                        rows.append(row)
+                    }
+                    one.reset()
+                    position.series = OutboxCursor.done
+                }
+            }
+            if c.outboxReadThrough.map({ ($0.seq, $0.series) < (position.seq, position.series) }) ?? true {
+                c.outboxReadThrough = position
+            }
+            return (rows, position)
+        }
+    }
+
+    static func outboxRow(start: Int64, series id: Int64, data: [UInt8], in c: inout Connection)
+        throws(StoreError) -> OutboxRow?
+    {
+        guard let fields = PackedRow.decode(data, start: start) else { return nil }
+        let info: SeriesInfo
+        if let known = c.seriesByRow[id] {
+            info = known
+        } else {
+            let s = try Statement(c.db, "SELECT hash, measurement, tags FROM series WHERE id = ?1")
+            try s.bind(1, id)
+            guard try s.step() else { return nil }
+            info = SeriesInfo(
+                id: UInt64(bitPattern: s.int64(0)), measurement: s.text(1), tags: decodeTags(s.text(2)))
+            c.seriesByRow[id] = info
+        }
+        var named: [(name: String, rollup: FieldRollup)] = []
+        for (field, rollup) in fields { named.append((try fieldName(field, in: &c), rollup)) }
+        return OutboxRow(start: start, series: info, fields: named)
+    }
+
+    /// Persists `cursor` (after the receiver acknowledged everything before it) and deletes the entries it passed.
+    public func advanceOutbox(to cursor: OutboxCursor) throws(StoreError) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            try Self.execute(db, "BEGIN IMMEDIATE", context: "advancing the outbox")
+            do throws(StoreError) {
+                try Self.setMeta(db, "outbox_seq", cursor.seq)
+                try Self.setMeta(db, "outbox_series", cursor.series)
+                let prune = try Statement(
+                    db,
+                    cursor.series == OutboxCursor.done
+                        ? "DELETE FROM outbox WHERE seq <= ?1" : "DELETE FROM outbox WHERE seq < ?1")
+                try prune.bind(1, cursor.seq)
+                _ = try prune.step()
+                try Self.execute(db, "COMMIT", context: "advancing the outbox")
+            } catch {
+                try? Self.execute(db, "ROLLBACK", context: "advancing the outbox")
+                throw error
+            }
+        }
+    }
+
+    /// What is still to forward after `cursor`: distinct minutes and rows (points).
+    public func outboxBacklog(after cursor: OutboxCursor) throws(StoreError) -> (minutes: Int, points: Int) {
+        try connection.withLock { c throws(StoreError) in
+            let db = c.db
+            let entries = try Statement(db, "SELECT seq, ts, series FROM outbox WHERE seq >= ?1")
+            try entries.bind(1, cursor.seq)
+            let count = try Statement(db, "SELECT count(*) FROM rollup_1m WHERE ts = ?1 AND series > ?2")
+            var minutes = Set<Int64>()
+            var points = 0
+            while try entries.step() {
+                let seq = entries.int64(0)
+                let after = seq == cursor.seq ? cursor.series : -1
+                guard after != OutboxCursor.done else { continue }
+                minutes.insert(entries.int64(1))
+                if sqlite3_column_type(entries.handle, 2) == SQLITE_NULL {
+                    try count.bind(1, entries.int64(1))
+                    try count.bind(2, after)
+                    _ = try count.step()
+                    points += Int(count.int64(0))
+                    count.reset()
+                } else {
+                    points += 1
+                }
+            }
+            return (minutes.count, points)
+        }
+    }
+}
