@@ -248,25 +248,16 @@ struct Server {
         } else {
             httpListening.open()
         }
-        services.insert(
-            Ticker(
-                engine: engine,
-                pipeline: pipeline,
-                store: guarded,
-                wal: wal,
-                dedup: dedup,
-                events: events,
-                stats: stats,
-                retention1m: configuration.storage.retention1m.nanoseconds,
-                retention1h: configuration.storage.retention1h.nanoseconds,
-                logger: logger,
-                udpPort: udpPort,
-                seriesIdle: configuration.rollup.seriesIdle.nanoseconds
-            ),
-            at: 0
-        )
+        // First in the list (after the forwarder), so they stop after the listeners, in reverse: the daemon's
+        // figures, then maintenance, then the flush service, which stores every open bucket last.
+        let background = BackgroundServices(
+            engine: engine, pipeline: pipeline, store: guarded, wal: wal, dedup: dedup, events: events, stats: stats,
+            retention1m: configuration.storage.retention1m.nanoseconds,
+            retention1h: configuration.storage.retention1h.nanoseconds, logger: logger, udpPort: udpPort,
+            seriesIdle: configuration.rollup.seriesIdle.nanoseconds)
+        services.insert(contentsOf: background.services, at: 0)
         if let forwarder {
-            // First in the list, so it stops last: after the ticker stored every open minute it sends what the
+            // First in the list, so it stops last: after the flush service stored every open minute it sends what the
             // outbox holds (bounded), so a replica scaled away leaves nothing unsent when InfluxDB is up.
             services.insert(ForwarderService(forwarder: forwarder), at: 0)
         }
@@ -350,180 +341,6 @@ struct Server {
                 throw StartupError("cannot create data_dir \(path): \(String(cString: strerror(errno)))")
             }
         }
-    }
-}
-
-/// Closes finished buckets every second and hands them to the sink; on shutdown stores every open bucket.
-/// Also refreshes the kernel UDP drop counter and writes the daemon's own figures into the rollups as the
-/// measurement `metricsd` once per bucket interval.
-struct Ticker: Service {
-    let engine: RollupEngine
-    let pipeline: IngestPipeline
-    let store: StoreGuard
-    let wal: WriteAheadLog
-    let dedup: DedupWindow
-    let events: EventPipeline
-    let stats: Stats
-    let retention1m: Int64
-    let retention1h: Int64
-    let logger: Logger
-    let udpPort: Int?
-    /// `[rollup] series_idle`.
-    var seriesIdle: Int64 = 3_600_000_000_000
-    /// One line per kind of failure, then one every 10 minutes while it goes on (a full disk fails every
-    /// second; the log must not fill what is left of it).
-    let errors = RepeatedErrorLog()
-
-    func run() async throws {
-        var lastSelf = nowNanoseconds()
-        var baselineDrops: Int64?
-        var tick = 0
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            // durability = "batch": fsync at most every 100 ms.
-            try? await Task.sleep(for: .milliseconds(100))
-            if wal.durability == .batch { sync("syncing the write-ahead log") }
-            tick += 1
-            stats.lastTickNanoseconds.store(nowNanoseconds(), ordering: .relaxed)
-            guard tick % 10 == 0 else { continue }
-            let now = nowNanoseconds()
-            storeEvents(now: now, maintenance: tick % 600 == 0)
-            events.settleIndex()
-            hand(engine.closeFinished(now: now))
-            // Idle series go every minute, or every quarter of series_idle when it is shorter (tests).
-            let dropEvery = max(10, min(600, Int(seriesIdle / 400_000_000) / 10 * 10))
-            if tick % dropEvery == 0 {
-                let dropped = engine.dropIdleSeries(before: now - seriesIdle)
-                stats.seriesDropped.add(dropped)
-            }
-            saveDedup(now: now)
-            do {
-                // One hour of downsampling at most per second, so maintenance never holds the store for long.
-                if !store.isDegraded {
-                    try store.store.maintain(
-                        now: now,
-                        settle: engine.configuration.interval + engine.configuration.lateness,
-                        retention1m: retention1m,
-                        retention1h: retention1h
-                    )
-                    // Flushes only append to SQLite's log; fold it into the database file here, off their path.
-                    try store.store.checkpoint()
-                }
-            } catch {
-                errors.log(logger, "retention/downsampling failed", error)
-            }
-            if let port = udpPort, let drops = Listeners.kernelUDPDrops(port: port) {
-                if let base = baselineDrops {
-                    let delta = drops - base - stats.udpDrops.current
-                    if delta > 0 { stats.udpDrops.add(Int(delta)) }
-                } else {
-                    baselineDrops = drops  // drops of an earlier socket on the same port are not ours
-                }
-            }
-            if now - lastSelf >= engine.configuration.interval {
-                lastSelf = now
-                writeSelfMetrics(now: now)
-            }
-        }
-        // Shutdown: listeners have stopped (they come later in the service list); store everything, including
-        // the current partial minute.
-        storeEvents(now: nowNanoseconds(), maintenance: false)
-        let all = engine.closeAll()
-        hand(all)
-        saveDedup(now: nowNanoseconds())
-        wal.close()
-        logger.info("stored \(all.count) open buckets on shutdown")
-    }
-
-    /// Fsyncs the log; a failure is logged (rate-limited) and `/health` fails while appends fail too.
-    func sync(_ what: String) {
-        do {
-            try wal.syncAll()
-        } catch {
-            errors.log(logger, what + " failed", error)
-        }
-    }
-
-    /// Stores pending events (every second); once a minute also forgets expired ids and deletes events older
-    /// than `[events] retention` (10,000 at most per pass, so the table is never locked for long).
-    func storeEvents(now: Int64, maintenance: Bool) {
-        do {
-            if events.pendingCount > 0 {
-                sync("syncing the write-ahead log")  // the store must never get ahead of the log
-                try events.flush()
-            }
-            if maintenance { try events.maintain(now: now) }
-            errors.clear("storing events failed (kept in memory, retrying)")
-        } catch {
-            errors.log(logger, "storing events failed (kept in memory, retrying)", error)
-        }
-    }
-
-    func saveDedup(now: Int64) {
-        let entries = dedup.takeUnsaved(now: now)
-        guard !entries.isEmpty else { return }
-        do {
-            try store.store.saveDedup(entries.map { ($0.0.high, $0.0.low, $0.1) }, now: now)
-        } catch {
-            errors.log(logger, "saving dedup entries failed", error)
-        }
-    }
-
-    func hand(_ buckets: [ClosedBucket]) {
-        guard !buckets.isEmpty || store.isDegraded || store.hasQueued else { return }
-        let start = nowNanoseconds()
-        // Replay must start at the oldest record still only in memory; segments wholly below it can go.
-        let open = [engine.minOpenWALPosition(), events.minPendingPosition].compactMap { $0 }
-        let replayFrom = open.min() ?? wal.end
-        do {
-            sync("syncing the write-ahead log")  // the store must never get ahead of the log
-            let wasDegraded = store.isDegraded
-            try store.store(buckets, replayFrom: replayFrom)
-            errors.clear("storing closed buckets failed (kept in memory, retrying)")
-            if wasDegraded {
-                logger.notice("storage recovered; pending buckets stored")
-            } else {
-                // Late cells queued while this store ran are not in it: their records stay.
-                wal.release(below: min(replayFrom, store.oldestQueuedPosition ?? replayFrom))
-            }
-        } catch {
-            errors.log(logger, "storing closed buckets failed (kept in memory, retrying)", error)
-        }
-        // The duration of handing over closed buckets (not of storing late cells alone).
-        guard !buckets.isEmpty else { return }
-        let elapsed = nowNanoseconds() - start
-        stats.sinkSeconds.set(Double(elapsed) / 1e9)
-        stats.lastSinkNanoseconds.store(elapsed, ordering: .relaxed)
-        stats.closedBuckets.add(buckets.count)
-        stats.closedCells.add(buckets.reduce(0) { $0 + $1.cells.count })
-    }
-
-    /// The daemon's own figures as line protocol into its own rollups (measurement `metricsd`).
-    func writeSelfMetrics(now: Int64) {
-        let open = engine.openStatistics()
-        var fields: [(key: String, value: Value)] = []
-        for l in [stats.udp, stats.tcp, stats.http] {
-            fields.append(("\(l.name)_lines", .integer(l.lines.current)))
-            fields.append(("\(l.name)_invalid", .integer(l.invalid.current)))
-            fields.append(("\(l.name)_points", .integer(l.points.current)))
-            fields.append(("\(l.name)_bytes", .integer(l.bytes.current)))
-        }
-        fields += [
-            ("series_active", .integer(Int64(engine.activeSeries))),
-            ("series_rejected", .integer(stats.rejectedSeries.current)),
-            ("type_conflicts", .integer(stats.typeConflicts.current)),
-            ("points_out_of_range", .integer(stats.outOfRange.current)),
-            ("points_late", .integer(stats.latePoints.current)),
-            ("udp_drops", .integer(stats.udpDrops.current)),
-            ("buckets_open", .integer(Int64(open.buckets))),
-            ("cells_open", .integer(Int64(open.cells))),
-            ("buckets_closed", .integer(stats.closedBuckets.current)),
-            ("sink_seconds", .float(Double(stats.lastSinkNanoseconds.load(ordering: .relaxed)) / 1e9)),
-            ("tcp_connections", .integer(Int64(stats.tcpConnectionCount.load(ordering: .relaxed)))),
-            ("events_accepted", .integer(stats.eventsAccepted.current)),
-            ("events_duplicate", .integer(stats.eventsDuplicate.current)),
-            ("events_invalid", .integer(stats.eventsInvalid.current)),
-        ]
-        pipeline.acceptOwn(measurement: "metricsd", fields: fields, time: now)
     }
 }
 
