@@ -94,14 +94,16 @@ let package = Package(
                 .enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("InternalImportsByDefault"),
             ]
         ),
+        // What the test suites share (seeded generators, temporary directories, free ports).
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strictSettings),
         .testTarget(
             name: "LineProtocolTests",
-            dependencies: ["LineProtocol"],
+            dependencies: ["LineProtocol", "TestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "RollupsTests", dependencies: ["Rollups"], swiftSettings: strictSettings),
-        .testTarget(name: "QueryTests", dependencies: ["Query", "LineProtocol"], swiftSettings: strictSettings),
+        .testTarget(name: "RollupsTests", dependencies: ["Rollups", "TestSupport"], swiftSettings: strictSettings),
+        .testTarget(name: "QueryTests", dependencies: ["Query", "LineProtocol", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "InfluxQLTests", dependencies: ["InfluxQL", "Rollups", "Export", "LineProtocol"],
             exclude: ["Fixtures"], swiftSettings: strictSettings),
@@ -116,7 +118,8 @@ let package = Package(
         .testTarget(
             name: "metricsdTests",
             dependencies: [
-                "LineProtocol", "Export", "API", "metricsd", .product(name: "Logging", package: "swift-log"),
+                "LineProtocol", "Export", "API", "metricsd", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["influx_clients.py", "fake_influx.py"],
             swiftSettings: strictSettings

@@ -1,5 +1,6 @@
 import Foundation
 import LineProtocol
+import TestSupport
 import Testing
 
 /// Floats must be correctly rounded whatever path decodes them (Clinger, Eisel-Lemire or strtod): the oracle is

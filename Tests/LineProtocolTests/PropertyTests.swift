@@ -1,5 +1,6 @@
 import Foundation
 import LineProtocol
+import TestSupport
 import Testing
 
 /// Property tests for the decoder, encoder and framer, on seeded random inputs.

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Rollups
@@ -14,7 +15,7 @@ import Testing
     /// registers of one sketch over the union (so minutes merge into hours, and instances into one answer).
     @Test(arguments: 0..<16)
     func mergeIsTheSketchOfTheUnion(seed: Int) {
-        var rng = NumericAggregateTests.SplitMix(state: UInt64(seed) &* 7_919 &+ 1)
+        var rng = SplitMix(state: UInt64(seed) &* 7_919 &+ 1)
         let n = Int.random(in: 0...20_000, using: &rng)
         let parts = Int.random(in: 1...5, using: &rng)
         var all: [String] = []

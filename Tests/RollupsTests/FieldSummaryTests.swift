@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import Rollups
@@ -5,7 +6,6 @@ import Testing
 /// A ``FieldSummary`` must answer every aggregate it answers exactly as the full ``FieldRollup`` does: read from
 /// the stored bytes, merged, of every kind.
 @Suite struct FieldSummaryTests {
-    typealias SplitMix = NumericAggregateTests.SplitMix
 
     static let aggregates: [Aggregate] = [.count, .sum, .min, .max, .mean, .first, .last, .stddev, .spread]
 

@@ -1,5 +1,6 @@
 import Foundation
 import LineProtocol
+import TestSupport
 import Testing
 
 @testable import Rollups
@@ -19,7 +20,7 @@ import Testing
     /// exact one — for positive, negative, mixed and heavy-tailed data.
     @Test(arguments: 0..<24)
     func mergedQuantilesStayWithinTheBound(seed: Int) {
-        var rng = NumericAggregateTests.SplitMix(state: UInt64(seed) &* 1_000_003)
+        var rng = SplitMix(state: UInt64(seed) &* 1_000_003)
         let n = Int.random(in: 1...2_000, using: &rng)
         let parts = Int.random(in: 1...6, using: &rng)
         var values: [Double] = []

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 /// Acknowledged writes survive `kill -9`: the real binary under HTTP load with `durability = "fsync"`, killed at a
@@ -21,7 +22,7 @@ import Testing
         let config = "[storage]\ndurability = \"fsync\"\n"
         let writer = Writer()
         let firstMinute = Int64(Date().timeIntervalSince1970) / 60 * 60_000
-        var rng = SplitMixRNG(7)
+        var rng = SplitMix(seed: 7)
         for _ in 0..<5 {
             let daemon = try Daemon(config: config, dataDir: dir)
             writer.stop.store(false, ordering: .relaxed)

@@ -1,38 +1,10 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking
 #endif
-
-/// A free loopback port (bound with port 0, then released) for UDP and TCP alike.
-func freePort() throws -> Int {
-    for _ in 0..<50 {
-        let tcp = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(tcp, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(tcp, $0, &len) }
-        }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
-        close(tcp)
-        // The same number must also be free for UDP.
-        let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        let ok = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(udp, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        close(udp)
-        if ok == 0 && port > 0 { return port }
-    }
-    throw CLIError("no free port")
-}
 
 /// The real metricsd binary on free loopback ports with a temporary data directory. Stopped by PID when the test
 /// ends (SIGTERM, then SIGKILL after a deadline).

@@ -1,5 +1,6 @@
 import Export
 import Foundation
+import TestSupport
 import Testing
 
 @testable import metricsd
@@ -31,7 +32,7 @@ import Testing
     static func points(_ n: Int, seed: UInt64) -> (lines: [String], expected: Expected, minute: Int64) {
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
         let minute = now / 60_000_000_000 * 60_000_000_000
-        var rng = SplitMixRNG(seed)
+        var rng = SplitMix(seed: seed)
         var expected = Expected()
         var lines: [String] = []
         for i in 0..<n {
@@ -181,7 +182,7 @@ import Testing
                 max_connections = 40
                 """
         )
-        var rng = SplitMixRNG(99)
+        var rng = SplitMix(seed: 99)
         #expect(try daemon.http("POST", "/write", body: Data("good v=1".utf8)).status == 204)
         // Random bytes on every listener.
         for _ in 0..<50 {
@@ -266,18 +267,6 @@ import Testing
         let (badStatus, _, err) = try runMetricsd(["check-config", bad.path], input: [])
         #expect(badStatus != 0)
         #expect(err.contains("'rollup.max_series' must be an integer"))
-    }
-}
-
-struct SplitMixRNG {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,6 +1,7 @@
 import Export
 import Foundation
 import Logging
+import TestSupport
 import Testing
 
 @testable import metricsd
@@ -35,12 +36,6 @@ func runTool(_ arguments: [String], environment: [String: String] = [:], directo
     let data = output.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-}
-
-func temporaryDirectory(_ name: String) throws -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
 }
 
 /// An AF_UNIX datagram socket the test listens on, standing in for systemd's notify socket.
