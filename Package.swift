@@ -103,7 +103,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "RollupsTests", dependencies: ["Rollups", "TestSupport"], swiftSettings: strictSettings),
-        .testTarget(name: "QueryTests", dependencies: ["Query", "LineProtocol", "TestSupport"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "QueryTests", dependencies: ["Query", "LineProtocol", "TestSupport"], swiftSettings: strictSettings),
         .testTarget(
             name: "InfluxQLTests", dependencies: ["InfluxQL", "Rollups", "Export", "LineProtocol"],
             exclude: ["Fixtures"], swiftSettings: strictSettings),
