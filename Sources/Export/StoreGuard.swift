@@ -225,13 +225,26 @@ public final class StoreGuard: RollupSink, RollupReader {
             (s.inFlightGeneration.map({ $0 > generation }) ?? true ? s.inFlight : [], s.queued)
         }
         var out: [(start: Int64, cell: ClosedCell)] = []
+        // Cells come in runs of one series: the measurement and `accept` are checked once per run, and a cell is
+        // copied only when it is taken (a million-cell batch costs a query a pass of cheap compares). A run is the
+        // same series when its id, measurement and tag storage are the same (ids alone can collide).
+        var last: (id: UInt64, tags: UnsafeRawPointer?, measurement: String)?
+        var lastTaken = false
         for buckets in [inFlight, queued] {
             for bucket in buckets where bucket.start >= read.from && bucket.start < read.to {
-                for cell in bucket.cells
-                where cell.series.measurement == read.measurement && (read.fields?.contains(cell.field) ?? true)
-                    && (accept?(cell.series) ?? true)
-                {
-                    out.append((bucket.start, cell))
+                bucket.cells.withUnsafeBufferPointer { cells in
+                    for i in cells.indices {
+                        let series = cells[i].series
+                        let tags = series.tags.withUnsafeBufferPointer { UnsafeRawPointer($0.baseAddress) }
+                        if last == nil || last!.id != series.id || last!.tags != tags
+                            || last!.measurement != series.measurement
+                        {
+                            last = (series.id, tags, series.measurement)
+                            lastTaken = series.measurement == read.measurement && (accept?(series) ?? true)
+                        }
+                        guard lastTaken, read.fields?.contains(cells[i].field) ?? true else { continue }
+                        out.append((bucket.start, cells[i]))
+                    }
                 }
             }
         }

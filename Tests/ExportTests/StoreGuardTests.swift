@@ -146,4 +146,24 @@ import Testing
         #expect(try Self.totals(guarded).mapValues(\.count) == ["a": 1, "b": 1])
         #expect(try guarded.store.walState().replayFrom != 9, "a retried store does not move the replay start")
     }
+
+    /// Cells not stored yet are filtered a series run at a time: two series whose ids collide are still told apart
+    /// (by their tags), and each cell counts once whatever the order of the runs.
+    @Test func unstoredCellsAreFilteredBySeriesEvenWhenIdsCollide() throws {
+        let (guarded, dir) = try Self.make()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = SeriesInfo(id: 7, measurement: "cpu", tags: [TagPair("host", "a")])
+        let b = SeriesInfo(id: 7, measurement: "cpu", tags: [TagPair("host", "b")])
+        let m = SeriesInfo(id: 7, measurement: "mem", tags: [])
+        let cells = [a, a, b, a, m, b, b].enumerated().map { k, series in
+            SQLiteStoreTests.cell(series, "usage", [(Double(k), 0)])
+        }
+        guarded.submit([ClosedBucket(start: 0, cells: cells)])
+        var seen: [String: Int] = [:]
+        let read = CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: Self.minute)
+        try guarded.minutes.visitCells(read, series: { $0.tags.first?.value == "b" }) { _, series, _, rollup in
+            seen[series.tags.first?.value ?? "", default: 0] += Int(rollup.count)
+        }
+        #expect(seen == ["b": 3])
+    }
 }
