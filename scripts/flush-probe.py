@@ -8,6 +8,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--port", type=int, required=True)
 p.add_argument("--series", type=int, default=250000)
 p.add_argument("--label", default="metricsd")
+p.add_argument("--dump", help="write every sample and the flush window here (JSON)")
 a = p.parse_args()
 MINUTE = 60_000_000_000
 
@@ -106,6 +107,8 @@ def stats(kind):
     return p99, max(during) if during else 0.0, len(during), len(before)
 
 
+if a.dump:
+    json.dump({"flush": [flush_start, flush_end], "samples": samples}, open(a.dump, "w"))
 qp, qm, qn, qb = stats("query")
 wp, wm, wn, wb = stats("write")
 print(json.dumps({"label": a.label, "flush_s": flush_s, "first_flush_s": first_flush_s, "cells": a.series * 4,

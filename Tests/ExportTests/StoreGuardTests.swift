@@ -161,7 +161,8 @@ import Testing
         guarded.submit([ClosedBucket(start: 0, cells: cells)])
         var seen: [String: Int] = [:]
         let read = CellRead(measurement: "cpu", fields: ["usage"], from: 0, to: Self.minute)
-        try guarded.minutes.visitCells(read, series: { $0.tags.first?.value == "b" }) { _, series, _, rollup in
+        let onlyB: (SeriesInfo) -> Bool = { $0.tags.first?.value == "b" }
+        try guarded.minutes.visitCells(read, series: onlyB) { _, series, _, rollup in
             seen[series.tags.first?.value ?? "", default: 0] += Int(rollup.count)
         }
         #expect(seen == ["b": 3])
