@@ -40,8 +40,8 @@ out.append("Measured %s: %d series × 4 fields loaded into one minute over HTTP 
            "creates the series), then the next minute of the same series (%d series-minutes) loaded and, until it "
            "is stored, a one-series `/query` (`mean` by minute over 30 m) and a one-line `/write` with a point 10 "
            "minutes old (late: merged into stored rows) timed in two loops of their own, each over a kept-alive "
-           "connection. The flush is found from the daemon's `metricsd_sink_seconds` and "
-           "`metricsd_cells_closed_total`." % (machine(), series, series * 4))
+           "connection. The flush — closing the minute's buckets and storing them — is found from the daemon's "
+           "`metricsd_sink_seconds` and `metricsd_cells_closed_total`." % (machine(), series, series * 4))
 out.append("")
 out.append("| build | flush (first flush) | query p99 before / worst during | late write p99 before / worst during | bound: max(100 ms, 4 × p99 before) |")
 out.append("| --- | ---: | ---: | ---: | --- |")

@@ -216,7 +216,8 @@ public final class Stats: Sendable {
                 metricName: "metricsd_cells_open", unitName: "", helpText: "Series-field cells in open buckets"))
         sinkSeconds = registry.makeGauge(
             descriptor: MetricNameDescriptor(
-                metricName: "metricsd_sink_seconds", unitName: "", helpText: "Duration of the last hand-off to the sink"
+                metricName: "metricsd_sink_seconds", unitName: "",
+                helpText: "Duration of the last hand-off of closed buckets to the store (closing and storing them)"
             ))
         tcpConnections = registry.makeGauge(
             descriptor: MetricNameDescriptor(

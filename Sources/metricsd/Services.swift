@@ -112,7 +112,8 @@ struct BackgroundServices: Sendable {
         let now = nowNanoseconds()
         storeEvents()
         events.settleIndex()
-        hand(engine.closeFinished(now: now))
+        let closing = nowNanoseconds()
+        hand(engine.closeFinished(now: now), since: closing)
     }
 
     /// Shutdown: listeners have stopped (they come later in the service list); store everything, including the
@@ -148,9 +149,9 @@ struct BackgroundServices: Sendable {
         }
     }
 
-    func hand(_ buckets: [ClosedBucket]) {
+    /// Stores `buckets` (closed since `start`: `metricsd_sink_seconds` is the whole hand-off, closing included).
+    func hand(_ buckets: [ClosedBucket], since start: Int64 = nowNanoseconds()) {
         guard !buckets.isEmpty || store.isDegraded || store.hasQueued else { return }
-        let start = nowNanoseconds()
         // Replay must start at the oldest record still only in memory; segments wholly below it can go.
         let open = [engine.minOpenWALPosition(), events.minPendingPosition].compactMap { $0 }
         let replayFrom = open.min() ?? wal.end
