@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-1000000}
 RUNS=${2:-30}
-BIN=.build/release/metricsd
+BIN=${METRICSD_BIN:-.build/release/metricsd}  # METRICSD_BIN=path measures another build
 TMP=$(mktemp -d)
 . scripts/bench-lib.sh
 MPORT=$(free_port)
