@@ -396,10 +396,14 @@ public final class Forwarder: Sendable {
     ) {
         let aggregates = configuration.aggregates.compactMap { name in Aggregate(name).map { (name, $0) } }
         var out: [UInt8] = []
-        out.reserveCapacity(rows.count * 256)
+        out.reserveCapacity(rows.count * 1024)
         var points = 0
+        var keys = FieldKeys(aggregates.map(\.0))
+        var values: [Double?] = []
         for row in rows {
-            guard let point = point(for: row, configuration, aggregates) else { continue }
+            guard let point = point(for: row, configuration, aggregates, keys: &keys, values: &values) else {
+                continue
+            }
             do {
                 try LineEncoder.append(point, to: &out)
                 points += 1
@@ -411,9 +415,26 @@ public final class Forwarder: Sendable {
         return (out, points)
     }
 
+    /// The forwarded field names of each source field (`usage_count`, `usage_p99`, …), made once per name for a
+    /// batch, not once per point and aggregate.
+    struct FieldKeys {
+        let suffixes: [String]
+        private var known: [String: [String]] = [:]
+
+        init(_ suffixes: [String]) { self.suffixes = suffixes }
+
+        /// `name_<suffix>` for each aggregate, then `name_count`, `name_last`, `name_distinct`.
+        mutating func keys(_ name: String) -> [String] {
+            if let k = known[name] { return k }
+            let k = suffixes.map { "\(name)_\($0)" } + ["\(name)_count", "\(name)_last", "\(name)_distinct"]
+            if known.count < 100_000 { known[name] = k }
+            return k
+        }
+    }
+
     func point(
         for row: SQLiteStore.OutboxRow, _ configuration: ForwarderConfiguration,
-        _ aggregates: [(suffix: String, aggregate: Aggregate)]
+        _ aggregates: [(suffix: String, aggregate: Aggregate)], keys: inout FieldKeys, values: inout [Double?]
     ) -> Point? {
         var tags = row.series.tags.map { (key: $0.key, value: $0.value) }
         if !configuration.instanceTag.isEmpty {
@@ -422,26 +443,31 @@ public final class Forwarder: Sendable {
             tags.sort { $0.key < $1.key }
         }
         var fields: [(key: String, value: Value)] = []
+        fields.reserveCapacity(row.fields.count * aggregates.count)
+        let n = aggregates.count
         for (name, rollup) in row.fields where rollup.count > 0 {
+            let names = keys.keys(name)
             switch rollup.kind {
             case .numeric:
-                for (suffix, aggregate) in aggregates {
-                    if case .count = aggregate {
-                        fields.append(("\(name)_count", .integer(rollup.count)))
-                    } else if let v = rollup.value(of: aggregate), v.isFinite {
-                        fields.append(("\(name)_\(suffix)", .float(v)))
+                // Every aggregate at once: the kept points are sorted once for all the quantiles.
+                rollup.values(of: aggregates.map(\.aggregate), into: &values)
+                for (k, aggregate) in aggregates.enumerated() {
+                    if case .count = aggregate.aggregate {
+                        fields.append((names[n], .integer(rollup.count)))
+                    } else if let v = values[k], v.isFinite {
+                        fields.append((names[k], .float(v)))
                     }
                 }
             case .boolean:
-                fields.append(("\(name)_count", .integer(rollup.count)))
-                fields.append(("\(name)_last", .boolean(rollup.lastBool)))
+                fields.append((names[n], .integer(rollup.count)))
+                fields.append((names[n + 1], .boolean(rollup.lastBool)))
             case .string:
-                fields.append(("\(name)_count", .integer(rollup.count)))
+                fields.append((names[n], .integer(rollup.count)))
                 let last = rollup.lastString
-                if !last.contains("\n") { fields.append(("\(name)_last", .string(last))) }
+                if !last.contains("\n") { fields.append((names[n + 1], .string(last))) }
             case .distinct:
-                fields.append(("\(name)_count", .integer(rollup.count)))
-                fields.append(("\(name)_distinct", .integer(Int64(rollup.distinct.estimate.rounded()))))
+                fields.append((names[n], .integer(rollup.count)))
+                fields.append((names[n + 2], .integer(Int64(rollup.distinct.estimate.rounded()))))
             }
         }
         guard !fields.isEmpty else { return nil }

@@ -295,6 +295,33 @@ public struct FieldRollup: Sendable {
         return points.map(\.value).sorted()
     }
 
+    /// ``value(of:)`` of each aggregate, into `out` (reused): the kept points are sorted once for all quantiles.
+    public func values(of aggregates: [Aggregate], into out: inout [Double?]) {
+        out.removeAll(keepingCapacity: true)
+        var sorted: [Double]?
+        var sortedKnown = false
+        for agg in aggregates {
+            if case .quantile(let q) = agg, kind == .numeric, count > 0 {
+                if !sortedKnown {
+                    sorted = sortedValues()
+                    sortedKnown = true
+                }
+                if let values = sorted {
+                    guard q >= 0, q <= 1 else {
+                        out.append(nil)
+                        continue
+                    }
+                    let rank = Int((Double(values.count) * q + 0.5).rounded(.down)) - 1
+                    out.append(values[Swift.min(Swift.max(rank, 0), values.count - 1)])
+                } else {
+                    out.append(sketch.quantile(q))
+                }
+            } else {
+                out.append(value(of: agg))
+            }
+        }
+    }
+
     /// The value of aggregate `agg` for this rollup, or `nil` when it does not apply or is undefined. Quantiles of
     /// a cell that keeps its points are its value at InfluxDB's nearest rank `⌊n·q + 0.5⌋`; past that, the sketch's estimate of it.
     public func value(of agg: Aggregate) -> Double? {

@@ -115,3 +115,31 @@ import Testing
         #expect(t.valueTimes?.first == 5 && t.valueTimes?.last == 7)
     }
 }
+
+/// `values(of:into:)` (every aggregate at once, the kept points sorted once) answers each aggregate as
+/// `value(of:)` does, for cells that keep their points and cells past that, of every kind.
+@Suite struct ValuesOfAggregatesTests {
+    @Test(arguments: 1...20) func answersAsValueOf(seed: Int) {
+        var rng = SplitMix(seed: UInt64(seed))
+        let aggregates: [Aggregate] = [
+            .count, .sum, .min, .max, .mean, .stddev, .first, .last, .quantile(0.5), .quantile(0.9), .quantile(0.99),
+            .quantile(0), .quantile(1), .spread, .distinct,
+        ]
+        var out: [Double?] = []
+        for kind in [FieldKind.numeric, .boolean, .distinct] {
+            for n in [0, 1, 5, 16, 17, 200] {
+                var r = FieldRollup(kind: kind)
+                for i in 0..<n {
+                    let t = Int64(i) * 1_000_000_000
+                    switch kind {
+                    case .numeric: r.add(Double(Int(rng.next() % 1000)) / 7, at: t)
+                    case .boolean: r.add(rng.next() % 2 == 0, at: t)
+                    default: r.add(distinctHash: rng.next(), at: t)
+                    }
+                }
+                r.values(of: aggregates, into: &out)
+                #expect(out == aggregates.map { r.value(of: $0) }, "\(kind) with \(n) values")
+            }
+        }
+    }
+}
