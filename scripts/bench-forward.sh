@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${1:-20000}
 MINUTES=${2:-10}
-BIN=.build/release/metricsd
+BIN=${METRICSD_BIN:-.build/release/metricsd}  # METRICSD_BIN=path measures another build
 TMP=$(mktemp -d)
 . scripts/bench-lib.sh
 IPORT=$(free_port); MPORT=$(free_port)

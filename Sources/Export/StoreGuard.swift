@@ -41,11 +41,47 @@ public final class StoreGuard: RollupSink, RollupReader {
         /// Set once SQLite said the database is corrupt or not a database (a read or a store): it stays until a
         /// restart, since nothing the daemon does repairs the file.
         var unreadable: String?
+        /// Reads in progress: each with the store generation it started at (its snapshot's is that or later).
+        var readers: [Int: UInt64] = [:]
+        var nextReader = 0
+        /// Batches committed while a read that started before them was in progress, with their generation: that
+        /// read's snapshot may not hold them, and they are no longer in flight. Kept until no such read is left.
+        var committed: [(generation: UInt64, buckets: [ClosedBucket])] = []
+
+        /// Drops committed batches every reader in progress started after (or all, with none).
+        mutating func pruneCommitted() {
+            guard !committed.isEmpty else { return }
+            guard let oldest = readers.values.min() else {
+                committed = []
+                return
+            }
+            committed.removeAll { $0.generation <= oldest }
+        }
     }
 
     private let state = Mutex(State())
     /// Taken by storers only (one store at a time), never by a query or a listener.
     private let writer = Mutex(())
+    /// Called by a read between its SQLite snapshot and the cells not stored yet (tests only).
+    let afterSnapshotForTesting = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Registers a read about to take its SQLite snapshot (at this store generation or a later one), so batches
+    /// committed meanwhile stay readable for it (``State/committed``).
+    func beginRead() -> Int {
+        let generation = store.committedGeneration
+        return state.withLock { s in
+            s.nextReader &+= 1
+            s.readers[s.nextReader] = generation
+            return s.nextReader
+        }
+    }
+
+    func endRead(_ reader: Int) {
+        state.withLock { s in
+            s.readers[reader] = nil
+            s.pruneCommitted()
+        }
+    }
 
     public init(
         store: SQLiteStore, dataDir: String, maxPendingCells: Int = 2_000_000,
@@ -119,6 +155,10 @@ public final class StoreGuard: RollupSink, RollupReader {
                 }
                 state.withLock { s in
                     s.pendingCells -= s.inFlight.reduce(0) { $0 + $1.cells.count }
+                    // A read that started before this commit may have a snapshot without it: keep it for that read.
+                    if let generation = s.inFlightGeneration, s.readers.values.contains(where: { $0 < generation }) {
+                        s.committed.append((generation, s.inFlight))
+                    }
                     s.inFlight = []
                     s.inFlightGeneration = nil
                     s.retrying = false
@@ -154,6 +194,8 @@ public final class StoreGuard: RollupSink, RollupReader {
         start: Int64, cell: ClosedCell
     )] {
         let read = CellRead(measurement: measurement, fields: field.map { [$0] }, from: from, to: to)
+        let reader = beginRead()
+        defer { endRead(reader) }
         var generation: UInt64 = 0
         var cells: [(start: Int64, cell: ClosedCell)] = []
         _ = try store.visit(read, series: nil, generation: &generation) { start, series, field, rollup in
@@ -174,6 +216,8 @@ public final class StoreGuard: RollupSink, RollupReader {
             _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
             _ body: (Int64, SeriesInfo, Int, consuming FieldRollup) -> Void
         ) throws {
+            let reader = guarded.beginRead()
+            defer { guarded.endRead(reader) }
             var generation: UInt64 = 0
             do {
                 try guarded.store.source(.minutes).visitCells(read, series: accept, generation: &generation, body)
@@ -188,6 +232,8 @@ public final class StoreGuard: RollupSink, RollupReader {
             _ read: CellRead, series accept: ((SeriesInfo) -> Bool)?,
             _ body: (Int64, SeriesInfo, Int, FieldSummary) -> Void
         ) throws {
+            let reader = guarded.beginRead()
+            defer { guarded.endRead(reader) }
             var generation: UInt64 = 0
             do {
                 try guarded.store.source(.minutes).visitSummaries(
@@ -208,6 +254,7 @@ public final class StoreGuard: RollupSink, RollupReader {
             _ body: (Int64, SeriesInfo, Int, FieldRollup) -> Void
         ) {
             let fields = read.fields ?? []
+            if let hook = guarded.afterSnapshotForTesting.withLock({ $0 }) { hook() }
             for (start, cell) in guarded.unstored(read, accept, storedThrough: generation) {
                 if let index = fields.firstIndex(of: cell.field) { body(start, cell.series, index, cell.rollup) }
             }
@@ -221,8 +268,11 @@ public final class StoreGuard: RollupSink, RollupReader {
     private func unstored(
         _ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?, storedThrough generation: UInt64
     ) -> [(start: Int64, cell: ClosedCell)] {
-        let (inFlight, queued) = state.withLock { s in
-            (s.inFlightGeneration.map({ $0 > generation }) ?? true ? s.inFlight : [], s.queued)
+        let (inFlight, queued, committed) = state.withLock { s in
+            (
+                s.inFlightGeneration.map({ $0 > generation }) ?? true ? s.inFlight : [], s.queued,
+                s.committed.filter { $0.generation > generation }.flatMap(\.buckets)
+            )
         }
         var out: [(start: Int64, cell: ClosedCell)] = []
         // Cells come in runs of one series: the measurement and `accept` are checked once per run, and a cell is
@@ -230,7 +280,7 @@ public final class StoreGuard: RollupSink, RollupReader {
         // same series when its id, measurement and tag storage are the same (ids alone can collide).
         var last: (id: UInt64, tags: UnsafeRawPointer?, measurement: String)?
         var lastTaken = false
-        for buckets in [inFlight, queued] {
+        for buckets in [committed, inFlight, queued] {
             for bucket in buckets where bucket.start >= read.from && bucket.start < read.to {
                 bucket.cells.withUnsafeBufferPointer { cells in
                     for i in cells.indices {

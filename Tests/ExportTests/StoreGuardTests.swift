@@ -167,4 +167,41 @@ import Testing
         }
         #expect(seen == ["b": 3])
     }
+
+    /// A read whose SQLite snapshot was taken before a store committed, and that reaches the cells not stored yet
+    /// only after the store is done (a slow read): the batch is in neither place it looks, unless the guard keeps
+    /// it for that read. (Without it this read counted host a once and host b not at all.)
+    @Test func aReadWhoseSnapshotPredatesACommitStillCountsTheBatch() throws {
+        let (guarded, dir) = try Self.make()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try guarded.store([Self.bucket(0, [(Self.a, 1)])], replayFrom: nil)
+        guarded.submit([Self.bucket(1, [(Self.a, 2), (Self.b, 5)])])
+        let entered = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
+        guarded.afterSnapshotForTesting.withLock {
+            $0 = {
+                entered.signal()
+                release.wait()
+            }
+        }
+        let seen = Mutex<[String: Int64]?>(nil)
+        Thread.detachNewThread {
+            let counts = try? Self.totals(guarded).mapValues(\.count)
+            seen.withLock { $0 = counts }
+            done.signal()
+        }
+        guard entered.wait(timeout: .now() + 30) == .success else {
+            release.signal()
+            Issue.record("the read never reached the hook")
+            return
+        }
+        guarded.afterSnapshotForTesting.withLock { $0 = nil }
+        try guarded.store([], replayFrom: nil)  // commits the queued batch while the read waits
+        #expect(!guarded.hasQueued && guarded.pendingCells == 0)
+        release.signal()
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect(seen.withLock { $0 } == ["a": 2, "b": 1])
+        #expect(try Self.totals(guarded).mapValues(\.count) == ["a": 2, "b": 1], "and after it, from SQLite")
+    }
 }
