@@ -114,6 +114,7 @@ struct BackgroundServices: Sendable {
         events.settleIndex()
         let closing = nowNanoseconds()
         hand(engine.closeFinished(now: now), since: closing)
+        store.freeStored()
     }
 
     /// Shutdown: listeners have stopped (they come later in the service list); store everything, including the
