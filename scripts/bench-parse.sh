@@ -18,14 +18,22 @@ gcc -O2 -shared -fPIC -o $OUT/malloccount.so tools/malloccount.c
     go build -o ../../$OUT/parsebench-go .)
 METRICSD_BENCH=1 swift build -c release --scratch-path $OUT --product ParseBench 2>&1 | tail -1
 [ -f "$DATA" ] || { echo "== generating $DATA"; python3 tools/gen_telegraf.py "$DATA" "$LINES" 100; }
+# The same points with short decimals (usage_idle=91.0029), the other number style Telegraf sends.
+SHORT=$OUT/data/telegraf-$LINES-short.lp
+[ -f "$SHORT" ] || { echo "== generating $SHORT"; python3 tools/gen_telegraf.py "$SHORT" "$LINES" 100 --short; }
 
 RESULTS=$OUT/results/parse.jsonl
+RESULTS_SHORT=$OUT/results/parse-short.jsonl
 : > $RESULTS
+: > $RESULTS_SHORT
 for round in $(seq "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
-    taskset -c "$CORE" $OUT/release/ParseBench "$DATA" 3 >> $RESULTS
-    GOMAXPROCS=1 taskset -c "$CORE" $OUT/parsebench-go -file "$DATA" -parser vm -runs 3 >> $RESULTS
-    GOMAXPROCS=1 taskset -c "$CORE" $OUT/parsebench-go -file "$DATA" -parser influx -runs 3 >> $RESULTS
+    for pair in "$DATA:$RESULTS" "$SHORT:$RESULTS_SHORT"; do
+        file=${pair%%:*}; into=${pair##*:}
+        taskset -c "$CORE" $OUT/release/ParseBench "$file" 3 >> "$into"
+        GOMAXPROCS=1 taskset -c "$CORE" $OUT/parsebench-go -file "$file" -parser vm -runs 3 >> "$into"
+        GOMAXPROCS=1 taskset -c "$CORE" $OUT/parsebench-go -file "$file" -parser influx -runs 3 >> "$into"
+    done
 done
 # Allocations: one extra metricsd run with the counting allocator preloaded.
 # The same run also times parse → rollup (decode plus RollupEngine.ingest) in the steady state.
@@ -34,7 +42,7 @@ PARSEBENCH_INGEST=1 LD_PRELOAD=$PWD/$OUT/malloccount.so taskset -c "$CORE" $OUT/
 head -1 $OUT/results/parse-mallocs.jsonl > $OUT/results/parse-mallocs.json
 tail -1 $OUT/results/parse-mallocs.jsonl > $OUT/results/ingest-path.json
 
-python3 - "$RESULTS" "$OUT/results/parse-mallocs.json" "$DATA" "$OUT/results/ingest-path.json" <<'PY'
+python3 - "$RESULTS" "$OUT/results/parse-mallocs.json" "$DATA" "$OUT/results/ingest-path.json" "$RESULTS_SHORT" <<'PY'
 import json, re, statistics, subprocess, sys, datetime, platform
 rows = [json.loads(l) for l in open(sys.argv[1])]
 mallocs = json.load(open(sys.argv[2]))
@@ -83,7 +91,25 @@ lines.append("")
 lines.append("Ratios (median): metricsd is **%.2f×** VictoriaMetrics' parser (goal ≥ 2×) and **%.2f×** InfluxDB's (goal ≥ 4×)." % (
     med["vm"] / med["metricsd"], med["influx"] / med["metricsd"]))
 lines.append("")
-lines.append("Command: `make bench-parse` (or `scripts/bench-parse.sh LINES ROUNDS`). Raw timings: `.build-bench/results/parse.jsonl`.")
+short = {}
+for r in (json.loads(l) for l in open(sys.argv[5])):
+    short.setdefault(r["parser"], {"seconds": [], "bytes": r["bytes"], "lines": r["lines"]})
+    short[r["parser"]]["seconds"] += r["seconds"]
+smed = {k: statistics.median(v["seconds"]) for k, v in short.items()}
+lines.append("The same points with short decimals (`usage_idle=91.0029`, four decimals, what Telegraf's inputs mostly "
+             "report; `tools/gen_telegraf.py --short`), %.1f MB, same harness:" % (short["metricsd"]["bytes"] / 1e6))
+lines.append("")
+lines.append("| parser | median MB/s | median lines/s | median vs metricsd |")
+lines.append("| --- | ---: | ---: | ---: |")
+for k in ["metricsd", "vm", "influx"]:
+    v = short[k]
+    lines.append("| %s | %.0f | %.2f M | %s |" % (names[k], v["bytes"] / smed[k] / 1e6, v["lines"] / smed[k] / 1e6,
+                 "1.00×" if k == "metricsd" else "%.2f× slower" % (smed[k] / smed["metricsd"])))
+lines.append("")
+lines.append("Ratios (median), short decimals: **%.2f×** VictoriaMetrics' parser (goal ≥ 2×), **%.2f×** InfluxDB's." % (
+    smed["vm"] / smed["metricsd"], smed["influx"] / smed["metricsd"]))
+lines.append("")
+lines.append("Command: `make bench-parse` (or `scripts/bench-parse.sh LINES ROUNDS`). Raw timings: `.build-bench/results/parse.jsonl`, `parse-short.jsonl`.")
 section = "\n".join(lines)
 path = "docs/PERFORMANCE.md"
 try:
