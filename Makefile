@@ -37,7 +37,7 @@ help:
 	@echo "make fuzz     fuzz every parser for FUZZ_TIME seconds each (default $(FUZZ_TIME))"
 	@echo "make soak     mixed load with forwarding for SOAK_SECONDS (default $(SOAK_SECONDS)); report in docs/SOAK.md"
 	@echo "make bench    run the benchmarks and rewrite docs/PERFORMANCE.md (or one: make bench-parse,"
-	@echo "              bench-ingest, bench-memory, bench-storage, bench-forward, bench-query, bench-events)"
+	@echo "              bench-ingest, bench-memory, bench-storage, bench-flush, bench-forward, bench-query, bench-events)"
 
 deps:
 	@scripts/apt-ensure.sh $(APT_RUN)
