@@ -44,11 +44,10 @@ public final class StoreGuard: RollupSink, RollupReader {
         /// Reads in progress: each with the store generation it started at (its snapshot's is that or later).
         var readers: [Int: UInt64] = [:]
         var nextReader = 0
-        /// Batches committed while a read that started before them was in progress, with their generation: that
-        /// read's snapshot may not hold them, and they are no longer in flight. Kept until no such read is left.
-        var committed: [(generation: UInt64, buckets: [ClosedBucket])] = []
-        /// Every batch stored, until no read that may hold a copy of it is left: then the storer frees it. A read
-        /// never holds the last reference to a million cells (freeing them took a query 300–600 ms).
+        /// Every batch stored, with its generation, until no read in progress started before it: a read whose
+        /// snapshot predates a batch's commit reads it from here (the batch is no longer in flight). The storer
+        /// frees them, so a read never holds the last reference to a million cells (freeing them took a query
+        /// 300–600 ms).
         var retired: [(generation: UInt64, buckets: [ClosedBucket])] = []
 
         /// Takes the retired batches no read in progress can hold any more (the caller frees them, off the lock).
@@ -59,16 +58,6 @@ public final class StoreGuard: RollupSink, RollupReader {
             retired.removeAll { $0.generation <= oldest }
             return free
         }
-
-        /// Drops committed batches every reader in progress started after (or all, with none).
-        mutating func pruneCommitted() {
-            guard !committed.isEmpty else { return }
-            guard let oldest = readers.values.min() else {
-                committed = []
-                return
-            }
-            committed.removeAll { $0.generation <= oldest }
-        }
     }
 
     private let state = Mutex(State())
@@ -78,7 +67,7 @@ public final class StoreGuard: RollupSink, RollupReader {
     let afterSnapshotForTesting = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// Registers a read about to take its SQLite snapshot (at this store generation or a later one), so batches
-    /// committed meanwhile stay readable for it (``State/committed``).
+    /// committed meanwhile stay readable for it (``State/retired``).
     func beginRead() -> Int {
         let generation = store.committedGeneration
         return state.withLock { s in
@@ -89,10 +78,7 @@ public final class StoreGuard: RollupSink, RollupReader {
     }
 
     func endRead(_ reader: Int) {
-        state.withLock { s in
-            s.readers[reader] = nil
-            s.pruneCommitted()
-        }
+        _ = state.withLock { s in s.readers.removeValue(forKey: reader) }
     }
 
     public init(
@@ -177,10 +163,7 @@ public final class StoreGuard: RollupSink, RollupReader {
                 }
                 state.withLock { s in
                     s.pendingCells -= s.inFlight.reduce(0) { $0 + $1.cells.count }
-                    // A read that started before this commit may have a snapshot without it: keep it for that read.
-                    if let generation = s.inFlightGeneration, s.readers.values.contains(where: { $0 < generation }) {
-                        s.committed.append((generation, s.inFlight))
-                    }
+                    // A read that started before this commit may have a snapshot without it: kept for it.
                     s.retired.append((s.inFlightGeneration ?? 0, s.inFlight))
                     s.inFlight = []
                     s.inFlightGeneration = nil
@@ -291,12 +274,10 @@ public final class StoreGuard: RollupSink, RollupReader {
     private func unstored(
         _ read: CellRead, _ accept: ((SeriesInfo) -> Bool)?, storedThrough generation: UInt64
     ) -> [(start: Int64, cell: ClosedCell)] {
-        let (inFlight, queued, committed) = state.withLock { s in
-            (
-                s.inFlightGeneration.map({ $0 > generation }) ?? true ? s.inFlight : [], s.queued,
-                s.committed.filter { $0.generation > generation }.flatMap(\.buckets)
-            )
+        let (inFlight, queued, retired) = state.withLock { s in
+            (s.inFlightGeneration.map({ $0 > generation }) ?? true ? s.inFlight : [], s.queued, s.retired)
         }
+        let committed = retired.filter { $0.generation > generation }.flatMap(\.buckets)
         var out: [(start: Int64, cell: ClosedCell)] = []
         // Cells come in runs of one series: the measurement and `accept` are checked once per run, and a cell is
         // copied only when it is taken (a million-cell batch costs a query a pass of cheap compares). A run is the
