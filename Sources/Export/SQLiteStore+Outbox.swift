@@ -48,6 +48,8 @@ extension SQLiteStore {
     /// One stored row to forward: a series in a minute, all its fields.
     public struct OutboxRow: Sendable {
         public var start: Int64
+        /// The series' row id in this store (unlike ``SeriesInfo/id``, a hash, it never collides).
+        public var rowID: Int64
         public var series: SeriesInfo
         public var fields: [(name: String, rollup: FieldRollup)]
     }
@@ -132,7 +134,7 @@ extension SQLiteStore {
         }
         var named: [(name: String, rollup: FieldRollup)] = []
         for (field, rollup) in fields { named.append((try fieldName(field, in: &c), rollup)) }
-        return OutboxRow(start: start, series: info, fields: named)
+        return OutboxRow(start: start, rowID: id, series: info, fields: named)
     }
 
     /// Persists `cursor` (after the receiver acknowledged everything before it) and deletes the entries it passed.

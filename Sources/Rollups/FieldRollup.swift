@@ -298,26 +298,26 @@ public struct FieldRollup: Sendable {
     /// ``value(of:)`` of each aggregate, into `out` (reused): the kept points are sorted once for all quantiles.
     public func values(of aggregates: [Aggregate], into out: inout [Double?]) {
         out.removeAll(keepingCapacity: true)
-        var sorted: [Double]?
-        var sortedKnown = false
-        for agg in aggregates {
-            if case .quantile(let q) = agg, kind == .numeric, count > 0 {
-                if !sortedKnown {
-                    sorted = sortedValues()
-                    sortedKnown = true
-                }
-                if let values = sorted {
+        guard kind == .numeric, count > 0, isExact, aggregates.contains(where: { $0.isQuantile }) else {
+            for agg in aggregates { out.append(value(of: agg)) }
+            return
+        }
+        // The kept points (at most ``exactLimit``) sorted once, on the stack, for every quantile.
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: points.count) { buffer in
+            var sorted = buffer
+            for (i, p) in points.enumerated() { sorted.initializeElement(at: i, to: p.value) }
+            sorted.sort()
+            for agg in aggregates {
+                if case .quantile(let q) = agg {
                     guard q >= 0, q <= 1 else {
                         out.append(nil)
                         continue
                     }
-                    let rank = Int((Double(values.count) * q + 0.5).rounded(.down)) - 1
-                    out.append(values[Swift.min(Swift.max(rank, 0), values.count - 1)])
+                    let rank = Int((Double(sorted.count) * q + 0.5).rounded(.down)) - 1
+                    out.append(sorted[Swift.min(Swift.max(rank, 0), sorted.count - 1)])
                 } else {
-                    out.append(sketch.quantile(q))
+                    out.append(value(of: agg))
                 }
-            } else {
-                out.append(value(of: agg))
             }
         }
     }
@@ -354,6 +354,11 @@ public enum Aggregate: Sendable, Hashable, CustomStringConvertible {
     case distinct
     /// Quantile in 0...1 (`p99` is 0.99, `median` is 0.5).
     case quantile(Double)
+
+    public var isQuantile: Bool {
+        if case .quantile = self { return true }
+        return false
+    }
 
     /// Parses `count|sum|min|max|mean|first|last|stddev|spread|median|p<N>` (N in 0...100, e.g. `p99.9`).
     public init?(_ text: String) {

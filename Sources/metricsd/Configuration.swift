@@ -60,6 +60,7 @@ struct Configuration: Hashable, Sendable {
         var instanceTag = ""
         var createDatabase = false
         var batchSize = 5000
+        var contentEncoding = "gzip"
         var flushInterval = ConfigDuration.seconds(10)
         var aggregates = ["count", "sum", "min", "max", "mean", "stddev", "first", "last", "p50", "p90", "p99"]
         var retentionPolicy = ""
@@ -181,6 +182,7 @@ extension Configuration {
             influx.instanceTag = try t.string("instance_tag", influx.instanceTag)
             influx.createDatabase = try t.bool("create_database", influx.createDatabase)
             influx.batchSize = try t.int("batch_size", influx.batchSize)
+            influx.contentEncoding = try t.string("content_encoding", influx.contentEncoding)
             influx.flushInterval = try t.duration("flush_interval", influx.flushInterval)
             influx.aggregates = try t.strings("aggregates", influx.aggregates)
             influx.retentionPolicy = try t.string("retention_policy", influx.retentionPolicy)
@@ -241,6 +243,10 @@ extension Configuration {
             throw ConfigError("'influx.version' = 2 needs 'influx.org' and 'influx.bucket'")
         }
         guard influx.batchSize > 0 else { throw ConfigError("'influx.batch_size' must be positive") }
+        guard ["gzip", "identity"].contains(influx.contentEncoding) else {
+            throw ConfigError(
+                "'influx.content_encoding' must be \"gzip\" or \"identity\", got \"\(influx.contentEncoding)\"")
+        }
         let known = ["count", "sum", "min", "max", "mean", "stddev", "first", "last"]
         for a in influx.aggregates where !known.contains(a) && !(a.hasPrefix("p") && Double(a.dropFirst()) != nil) {
             throw ConfigError(
@@ -355,6 +361,7 @@ extension Configuration {
             instance_tag = \(q(influx.instanceTag))
             create_database = \(influx.createDatabase)
             batch_size = \(influx.batchSize)
+            content_encoding = \(q(influx.contentEncoding))
             flush_interval = \(q(influx.flushInterval.description))
             aggregates = [\(influx.aggregates.map(q).joined(separator: ", "))]
             retention_policy = \(q(influx.retentionPolicy))

@@ -402,6 +402,7 @@ extension Configuration.Influx {
         f.instanceTag = instanceTag
         f.createDatabase = createDatabase
         f.batchSize = batchSize
+        f.contentEncoding = contentEncoding
         f.flushInterval = flushInterval.nanoseconds
         f.aggregates = aggregates
         f.retryInitial = retryInitial.nanoseconds

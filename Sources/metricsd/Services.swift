@@ -16,19 +16,23 @@ struct PeriodicService: Service {
     let round: @Sendable (Int) -> Void
     var onStop: (@Sendable () -> Void)? = nil
 
-    /// Set once to stop; the loop sleeps in short slices so it stops within 20 ms of it.
+    /// Set once to stop; a sleep ends at once when it is set (no polling: an idle daemon's threads stay asleep).
     final class StopFlag: Sendable {
         private let value = Atomic<Bool>(false)
+        private let wakeUp = DispatchSemaphore(value: 0)
         var isSet: Bool { value.load(ordering: .acquiring) }
-        func set() { value.store(true, ordering: .releasing) }
+        func set() {
+            value.store(true, ordering: .releasing)
+            wakeUp.signal()
+        }
 
         func sleep(_ d: Duration) {
-            var left = d
-            while left > .zero && !isSet {
-                let slice = min(left, .milliseconds(20))
-                let (seconds, attoseconds) = slice.components
-                usleep(UInt32(seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
-                left -= slice
+            guard !isSet else { return }
+            let (seconds, attoseconds) = d.components
+            let nanoseconds = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+            let total = nanoseconds.overflow ? Int64.max : nanoseconds.partialValue &+ attoseconds / 1_000_000_000
+            if wakeUp.wait(timeout: .now() + .nanoseconds(Int(clamping: total))) == .success {
+                wakeUp.signal()  // stays set for every later sleep
             }
         }
     }

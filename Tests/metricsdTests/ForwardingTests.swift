@@ -225,9 +225,11 @@ final class FakeInflux: @unchecked Sendable {
             && (f["points_forwarded"] as? Int ?? 0) > 0
     }
 
-    @Test func valuesInInfluxEqualTheStoredRollups() throws {
+    @Test(arguments: ["gzip", "identity"]) func valuesInInfluxEqualTheStoredRollups(contentEncoding: String) throws {
         let influx = try Influxd()
-        let daemon = try Daemon(config: Self.config(url: influx.url, extra: "instance_tag = \"agg\""))
+        let daemon = try Daemon(
+            config: Self.config(
+                url: influx.url, extra: "instance_tag = \"agg\"\ncontent_encoding = \"\(contentEncoding)\""))
         let start = Self.minuteAgo(30)
         let data = Self.points(start: start, hosts: 3, minutes: 4)
         try Self.write(daemon, data.body)

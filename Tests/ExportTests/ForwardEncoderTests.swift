@@ -1,0 +1,147 @@
+import LineProtocol
+import Testing
+
+@testable import Export
+@testable import Rollups
+
+/// The forwarder writes line protocol straight from the rollups with cached series prefixes and field keys; what it
+/// writes must read back (with metricsd's own decoder, InfluxDB's rules) as the point the rollups describe.
+@Suite struct ForwardEncoderTests {
+    static let start: Int64 = 1_700_000_040_000_000_000
+
+    static func numeric(_ values: [Double]) -> FieldRollup {
+        var r = FieldRollup(kind: .numeric)
+        for (i, v) in values.enumerated() { r.add(v, at: start + Int64(i) * 1_000_000_000) }
+        return r
+    }
+
+    static func row(_ id: Int64, _ series: SeriesInfo, _ fields: [(String, FieldRollup)]) -> SQLiteStore.OutboxRow {
+        SQLiteStore.OutboxRow(
+            start: start, rowID: id, series: series, fields: fields.map { (name: $0.0, rollup: $0.1) })
+    }
+
+    /// The fields a row should forward, made from the rollups' own aggregates (the forwarder's contract).
+    static func expectedFields(_ row: SQLiteStore.OutboxRow, _ aggregates: [String]) -> [String: Value] {
+        var out: [String: Value] = [:]
+        for (name, rollup) in row.fields where rollup.count > 0 {
+            out["\(name)_count"] = .integer(rollup.count)
+            switch rollup.kind {
+            case .numeric:
+                for suffix in aggregates where suffix != "count" {
+                    if let v = rollup.value(of: Aggregate(suffix)!), v.isFinite { out["\(name)_\(suffix)"] = .float(v) }
+                }
+            case .boolean: out["\(name)_last"] = .boolean(rollup.lastBool)
+            case .string: if !rollup.lastString.contains("\n") { out["\(name)_last"] = .string(rollup.lastString) }
+            case .distinct: out["\(name)_distinct"] = .integer(Int64(rollup.distinct.estimate.rounded()))
+            }
+        }
+        return out
+    }
+
+    static func decode(_ bytes: [UInt8], precision: Precision = .seconds) throws -> [Point] {
+        let decoder = LineDecoder(precision: precision)
+        var points: [Point] = []
+        for line in bytes.split(separator: 0x0A) {
+            try Array(line).withUnsafeBufferPointer { buffer in
+                if try decoder.decode(buffer) { points.append(decoder.makePoint()) }
+            }
+        }
+        return points
+    }
+
+    @Test func everyKindOfFieldReadsBackAsItsRollup() throws {
+        var configuration = ForwarderConfiguration()
+        configuration.instanceTag = "agg"
+        configuration.hostname = "node 1"
+        var encoder = ForwardEncoder(configuration)
+        var boolean = FieldRollup(kind: .boolean)
+        boolean.add(true, at: Self.start)
+        boolean.add(false, at: Self.start + 1)
+        var text = FieldRollup(kind: .string)
+        Array("say \"hi\" \\ now".utf8).withUnsafeBufferPointer { text.add($0, at: Self.start) }
+        var multiline = FieldRollup(kind: .string)
+        Array("two\nlines".utf8).withUnsafeBufferPointer { multiline.add($0, at: Self.start) }
+        var users = FieldRollup(kind: .distinct)
+        for u in 0..<40 { users.add(distinctHash: UInt64(u) &* 0x9E37_79B9_7F4A_7C15, at: Self.start) }
+        let series = SeriesInfo(
+            id: 1, measurement: "cpu load",
+            tags: [TagPair("agg", "replaced"), TagPair("host", "a,b=c d"), TagPair("region", "eu")])
+        let rows = [
+            Self.row(
+                7, series,
+                [
+                    ("usage", Self.numeric([1, 2.5, -0.0, 7, 3])),  // kept points: exact quantiles
+                    ("big", Self.numeric((0..<200).map { Double($0) * 1.1e10 })),  // sketched
+                    ("flag", boolean), ("text", text), ("note", multiline), ("users", users),
+                    ("\tlead", Self.numeric([4])),  // a key that must not come first
+                    ("odd,key=x", Self.numeric([0.1])),
+                    ("empty", FieldRollup(kind: .numeric)),
+                ]),
+            Self.row(8, SeriesInfo(id: 2, measurement: "m", tags: []), [("v", Self.numeric([0.30000000000000004]))]),
+        ]
+        var out: [UInt8] = []
+        for row in rows { #expect(try encoder.append(row, to: &out)) }
+        // A second batch uses the cached prefixes and keys and writes the same bytes.
+        var again: [UInt8] = []
+        for row in rows { _ = try encoder.append(row, to: &again) }
+        #expect(again == out)
+
+        let points = try Self.decode(out)
+        try #require(points.count == 2)
+        #expect(points[0].measurement == "cpu load_1m")
+        #expect(points[0].timestamp == Self.start, "seconds precision, the bucket start")
+        #expect(
+            Dictionary(uniqueKeysWithValues: points[0].tags.map { ($0.key, $0.value) })
+                == ["agg": "node 1", "host": "a,b=c d", "region": "eu"])
+        #expect(points[1].measurement == "m_1m" && points[1].tags.map(\.value) == ["node 1"])
+        for (point, row) in zip(points, rows) {
+            let got = Dictionary(uniqueKeysWithValues: point.fields.map { ($0.key, $0.value) })
+            let want = Self.expectedFields(row, configuration.aggregates)
+            #expect(Set(got.keys) == Set(want.keys))
+            for (key, value) in want {
+                #expect(
+                    got[key].map { $0.isIdentical(to: value) } == true,
+                    "\(key): \(String(describing: got[key])) ≠ \(value)")
+            }
+        }
+        #expect(points[0].fields.first?.key.hasPrefix("\t") == false)
+        // The same point written by the general encoder reads back identically.
+        var reference: [UInt8] = []
+        try LineEncoder.append(points[0], to: &reference)
+        #expect(try Self.decode(reference, precision: .nanoseconds) == [points[0]])
+    }
+
+    @Test func aPointThatCannotBeWrittenIsRefusedAndLeavesTheBufferAsItWas() throws {
+        var encoder = ForwardEncoder(ForwarderConfiguration())
+        let good = Self.row(1, SeriesInfo(id: 1, measurement: "ok", tags: []), [("v", Self.numeric([1]))])
+        let badTag = Self.row(
+            2, SeriesInfo(id: 2, measurement: "m", tags: [TagPair("host", "a\nb")]), [("v", Self.numeric([1]))])
+        let badField = Self.row(3, SeriesInfo(id: 3, measurement: "m", tags: []), [("v\nw", Self.numeric([1]))])
+        let onlyBlank = Self.row(4, SeriesInfo(id: 4, measurement: "m", tags: []), [("\tv", Self.numeric([1]))])
+        let nothing = Self.row(5, SeriesInfo(id: 5, measurement: "m", tags: []), [("v", FieldRollup(kind: .numeric))])
+        var out: [UInt8] = []
+        #expect(try encoder.append(good, to: &out))
+        let written = out
+        for _ in 0..<2 {  // the second time from the caches
+            for bad in [badTag, badField, onlyBlank] {
+                #expect(throws: ForwardEncoder.Failure.self) { try encoder.append(bad, to: &out) }
+                #expect(out == written)
+            }
+            #expect(try encoder.append(nothing, to: &out) == false)
+            #expect(out == written)
+        }
+        #expect(try Self.decode(out).count == 1)
+    }
+
+    @Test(arguments: [
+        (3.0, "3"), (-12.0, "-12"), (-0.0, "-0.0"), (0.0, "0"), (0.1, "0.1"), (1e300, "1e+300"),
+        (9_007_199_254_740_992.0, "9007199254740992.0"), (1e16, "1e+16"), (9_007_199_254_740_991.0, "9007199254740991"),
+    ])
+    func floatsAreWrittenToReadBackBitForBit(value: Double, text: String) throws {
+        var out: [UInt8] = []
+        ForwardEncoder.appendFloat(value, to: &out)
+        #expect(String(decoding: out, as: UTF8.self) == text)
+        let point = try #require(try Self.decode(Array("m v=\(text)".utf8)).first)
+        #expect(point.fields.first?.value.isIdentical(to: .float(value)) == true)
+    }
+}
