@@ -10,6 +10,8 @@ struct Configuration: Hashable, Sendable {
         var udp = "127.0.0.1:8089"
         var tcp = "127.0.0.1:8094"
         var http = "127.0.0.1:8186"
+        /// UDP sockets on the same port (SO_REUSEPORT), each read by its own event loop; 0: one per core.
+        var udpSockets = 0
     }
     struct Rollup: Hashable, Sendable {
         var interval = ConfigDuration.seconds(60)
@@ -126,6 +128,7 @@ extension Configuration {
             listen.udp = try t.string("udp", listen.udp)
             listen.tcp = try t.string("tcp", listen.tcp)
             listen.http = try t.string("http", listen.http)
+            listen.udpSockets = try t.int("udp_sockets", listen.udpSockets)
             try t.finish()
         }
         if var t = try reader.table("rollup") {
@@ -228,6 +231,9 @@ extension Configuration {
             throw ConfigError("'rollup.interval' must be at least 1s, got \(rollup.interval)")
         }
         guard rollup.lateness.nanoseconds >= 0 else { throw ConfigError("'rollup.lateness' must not be negative") }
+        guard (0...64).contains(listen.udpSockets) else {
+            throw ConfigError("'listen.udp_sockets' must be 0 (one per core) to 64, got \(listen.udpSockets)")
+        }
         guard rollup.maxSeries > 0 else { throw ConfigError("'rollup.max_series' must be positive") }
         guard ["fsync", "batch", "none"].contains(storage.durability) else {
             throw ConfigError(
@@ -313,6 +319,7 @@ extension Configuration {
             udp = \(q(listen.udp))
             tcp = \(q(listen.tcp))
             http = \(q(listen.http))
+            udp_sockets = \(listen.udpSockets)
 
             [rollup]
             interval = \(q(rollup.interval.description))
@@ -392,6 +399,11 @@ extension Configuration {
 struct HostPort: Hashable, Sendable, CustomStringConvertible {
     var host: String
     var port: Int
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
 
     init?(_ text: String) {
         if text.hasPrefix("[") {

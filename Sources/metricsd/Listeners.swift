@@ -151,14 +151,53 @@ struct ChannelService: Service {
 }
 
 enum Listeners {
+    /// `sockets` UDP sockets on one port (SO_REUSEPORT when more than one), each on the next event loop of `group`:
+    /// the kernel hashes each sender's address and port to one of them, so many senders are read on every core.
+    /// The first socket binds `address` (port 0: a free port), the others the port it got.
     static func bindUDP(
         _ address: HostPort,
+        sockets: Int,
+        receiveBuffer: Int,
+        context: IngestPipeline,
+        group: any EventLoopGroup
+    ) async throws -> [any Channel] {
+        var channels: [any Channel] = []
+        var port = address.port
+        if sockets > 1 {
+            // SO_REUSEPORT would let this bind share a port another process (a second metricsd started by mistake,
+            // by the same user) already holds, and take half its datagrams. A plain bind first fails in that case
+            // (and picks the port when 0 was asked for); then the shared sockets take its place.
+            let probe = try await bindUDP(
+                address, reusePort: false, receiveBuffer: receiveBuffer, context: context, group: group)
+            port = probe.localAddress?.port ?? port
+            try await probe.close()
+        }
+        do {
+            for _ in 0..<max(1, sockets) {
+                let channel = try await bindUDP(
+                    HostPort(host: address.host, port: port), reusePort: sockets > 1, receiveBuffer: receiveBuffer,
+                    context: context, group: group)
+                port = channel.localAddress?.port ?? port
+                channels.append(channel)
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        return channels
+    }
+
+    private static func bindUDP(
+        _ address: HostPort,
+        reusePort: Bool,
         receiveBuffer: Int,
         context: IngestPipeline,
         group: any EventLoopGroup
     ) async throws -> any Channel {
-        try await DatagramBootstrap(group: group)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+        // No SO_REUSEADDR: for UDP it lets a second process bind the same port and silently take its datagrams
+        // (there is no TIME_WAIT to step over on a restart).
+        try await DatagramBootstrap(group: group.next())
+            .channelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SO_REUSEPORT), value: reusePort ? 1 : 0)
             .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer))
             .channelOption(.datagramVectorReadMessageCount, value: 32)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 32 * 65_536))

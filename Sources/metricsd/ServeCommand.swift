@@ -182,16 +182,20 @@ struct Server {
         var udpPort: Int?
 
         if let address = HostPort(configuration.listen.udp) {
-            let channel = try await Listeners.bindUDP(
+            let channels = try await Listeners.bindUDP(
                 address,
+                sockets: configuration.listen.udpSockets == 0
+                    ? System.coreCount : configuration.listen.udpSockets,
                 receiveBuffer: configuration.limits.udpReceiveBuffer.bytes,
                 context: pipeline,
                 group: group
             )
-            let bound = channel.localAddress?.port ?? address.port
+            let bound = channels[0].localAddress?.port ?? address.port
             udpPort = bound
             listeners["udp"] = "\(address.host):\(bound)"
-            services.append(ChannelService(name: "udp", channel: channel, logger: logger))
+            for (i, channel) in channels.enumerated() {
+                services.append(ChannelService(name: i == 0 ? "udp" : "udp-\(i)", channel: channel, logger: logger))
+            }
         }
         if let address = HostPort(configuration.listen.tcp) {
             let channel = try await Listeners.bindTCP(

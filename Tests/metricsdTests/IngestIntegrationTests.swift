@@ -128,6 +128,43 @@ import Testing
         #expect(daemon.log().contains("clean shutdown"))
     }
 
+    /// UDP sockets bound to one port with SO_REUSEPORT: the kernel gives each sender (address and port) to one of
+    /// them; every datagram is counted once, whichever socket read it.
+    @Test func udpSocketsShareThePortAndEveryDatagramCountsOnce() throws {
+        let daemon = try Daemon(config: "[listen]\nudp_sockets = 3\n")
+        let suffix = String(format: ":%04X", daemon.udpPort)
+        let table = try String(contentsOfFile: "/proc/net/udp", encoding: .utf8)
+        let bound = table.split(separator: "\n").dropFirst().filter {
+            $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first?.hasSuffix(suffix) == true
+        }
+        #expect(bound.count == 3, "sockets on port \(daemon.udpPort): \(bound)")
+        let udp = Self.points(600, seed: 11)
+        for chunk in stride(from: 0, to: udp.lines.count, by: 10) {
+            // Each datagram from a new socket (a new source port), so the kernel spreads them over the three.
+            let text = udp.lines[chunk..<min(chunk + 10, udp.lines.count)].map { "udp,host=a v=\($0)" }
+            daemon.sendUDP(Array(text.joined(separator: "\n").utf8))
+            usleep(1_000)
+        }
+        try check(daemon, measurement: "udp", expected: udp.expected, minute: udp.minute)
+        #expect(try daemon.counters()["udp_lines"] as? Int == 600)
+        // A second daemon on the same UDP port fails to start instead of sharing the port's datagrams.
+        let second = Process()
+        second.executableURL = try metricsdBinary()
+        second.arguments = [
+            "serve", "--data-dir", try temporaryDirectory("udp-second").path, "--udp", "127.0.0.1:\(daemon.udpPort)",
+            "--tcp", "", "--http", "127.0.0.1:\(try freePort())",
+        ]
+        second.standardOutput = FileHandle.nullDevice
+        second.standardError = FileHandle.nullDevice
+        try second.run()
+        let deadline = Date().addingTimeInterval(20)
+        while second.isRunning && Date() < deadline { usleep(50_000) }
+        if second.isRunning { second.terminate() }
+        second.waitUntilExit()
+        #expect(second.terminationStatus != 0, "the second daemon must not bind the port")
+        #expect(daemon.stop() == 0)
+    }
+
     @Test func partialWritesKeepTheGoodLines() throws {
         let daemon = try Daemon()
         let body = "m v=1\nm v=oops\nm v=2\nm,bad\nm v=3"
