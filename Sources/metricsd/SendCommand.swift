@@ -41,6 +41,8 @@ struct SendCommand: ParsableCommand {
             "Pre-generate this many batches and cycle through them (0: generate every batch fresh). Takes the generator's cost out of throughput benchmarks."
     )
     var pool: Int = 0
+    @Option(help: "UDP: send from this many sockets in turn, as that many senders would (1–1024).")
+    var sockets: Int = 1
     @Flag(help: "gzip HTTP bodies.")
     var gzip = false
     @Flag(help: "No progress line.")
@@ -53,13 +55,16 @@ struct SendCommand: ParsableCommand {
         guard series > 0, batch > 0, duration > 0, rate >= 0 else {
             throw ValidationError("--series, --batch and --duration must be positive, --rate not negative")
         }
+        guard (1...1024).contains(sockets) else {
+            throw ValidationError("--sockets must be 1 to 1024")
+        }
     }
 
     func run() throws {
         var generator = PayloadGenerator(series: series)
         let transport: any Transport
         if let udp {
-            transport = try UDPTransport(HostPort(udp)!)
+            transport = try UDPTransport(HostPort(udp)!, sockets: sockets)
         } else if let tcp {
             transport = try TCPTransport(HostPort(tcp)!)
         } else {
@@ -217,20 +222,33 @@ func resolve(_ address: HostPort, type: Int32) throws -> (sockaddr_storage, sock
 }
 
 final class UDPTransport: Transport {
-    let fd: Int32
+    /// One socket per simulated sender: datagrams go out from each in turn (the kernel spreads senders, by source
+    /// address and port, over a port's SO_REUSEPORT sockets).
+    let fds: [Int32]
+    var next = 0
     var address: sockaddr_storage
     let length: socklen_t
     var acknowledges: Bool { false }
 
-    init(_ target: HostPort) throws {
+    init(_ target: HostPort, sockets: Int = 1) throws {
         let (storage, length, family) = try resolve(target, type: Int32(SOCK_DGRAM.rawValue))
         address = storage
         self.length = length
-        fd = socket(family, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { throw SendError("socket: \(String(cString: strerror(errno)))") }
+        var fds: [Int32] = []
+        for _ in 0..<max(1, sockets) {
+            let fd = socket(family, Int32(SOCK_DGRAM.rawValue), 0)
+            guard fd >= 0 else {
+                for fd in fds { _ = Glibc.close(fd) }
+                throw SendError("socket: \(String(cString: strerror(errno)))")
+            }
+            fds.append(fd)
+        }
+        self.fds = fds
     }
 
     func send(_ body: [UInt8], lines: Int, compressed: Bool) throws {
+        let fd = fds[next]
+        next = (next + 1) % fds.count
         let n = body.withUnsafeBytes { raw in
             withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
@@ -241,7 +259,7 @@ final class UDPTransport: Transport {
         if n < 0 { throw SendError("sendto: \(String(cString: strerror(errno)))") }
     }
 
-    func close() { _ = Glibc.close(fd) }
+    func close() { for fd in fds { _ = Glibc.close(fd) } }
 }
 
 final class TCPTransport: Transport {
