@@ -55,32 +55,38 @@ struct ForwardEncoder {
             prefixes[row.rowID] = .some(try? made.get())
             prefix = try made.get()
         }
-        let seconds = Forwarder.floorDiv(row.start, 1_000_000_000)
         guard row.start >= TimeRange.minNanoseconds && row.start <= TimeRange.maxNanoseconds else {
             throw Failure(message: "timestamp \(row.start) is outside InfluxDB's range")
         }
         out.append(contentsOf: prefix)
         out.append(0x20)
         var written = 0
-        // Fields whose names start with tab or NUL go last; when only such fields are left, nothing can come first.
-        // The rollups are read in place (through the buffer), never copied.
+        // Fields whose names start with tab or NUL go last (a second pass, only when there are such fields); when
+        // only such fields are left, nothing can come first. The rollups are read in place, never copied.
         try row.fields.withUnsafeBufferPointer { fields throws(Failure) in
-            for pass in 0..<2 {
-                for i in fields.indices where fields[i].rollup.count > 0 {
-                    let fieldKeys: FieldKeys
-                    do throws(Failure) {
-                        fieldKeys = try self.fieldKeys(fields[i].name)
-                    } catch {
-                        out.removeSubrange(mark...)
-                        throw error
-                    }
-                    guard fieldKeys.leadsWithBlank == (pass == 1) else { continue }
-                    if pass == 1 && written == 0 {
-                        out.removeSubrange(mark...)
-                        throw Failure(message: "no field key can come first: every key starts with tab or NUL")
-                    }
-                    written += appendFields(fields[i].rollup, fieldKeys, written: written, to: &out)
+            var deferred: [Int] = []
+            for i in fields.indices where fields[i].rollup.count > 0 {
+                let fieldKeys: FieldKeys
+                do throws(Failure) {
+                    fieldKeys = try self.fieldKeys(fields[i].name)
+                } catch {
+                    out.removeSubrange(mark...)
+                    throw error
                 }
+                if fieldKeys.leadsWithBlank {
+                    deferred.append(i)
+                    continue
+                }
+                written += appendFields(fields[i].rollup, fieldKeys, written: written, to: &out)
+            }
+            guard !deferred.isEmpty else { return }
+            if written == 0 {
+                out.removeSubrange(mark...)
+                throw Failure(message: "no field key can come first: every key starts with tab or NUL")
+            }
+            for i in deferred {
+                written += appendFields(
+                    fields[i].rollup, try self.fieldKeys(fields[i].name), written: written, to: &out)
             }
         }
         if written == 0 {
@@ -88,7 +94,7 @@ struct ForwardEncoder {
             return false
         }
         out.append(0x20)
-        LineEncoder.appendDecimal(seconds, to: &out)
+        LineEncoder.appendDecimal(Forwarder.floorDiv(row.start, 1_000_000_000), to: &out)
         out.append(0x0A)
         return true
     }

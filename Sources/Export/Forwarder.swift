@@ -217,9 +217,9 @@ public final class Forwarder: Sendable {
                 }
             }
             let batch: Prepared
-            if let ready = ahead?.take(), ready.after == cursor, ready.generation == generation,
-                ready.limit == batchSize
-            {
+            let ready = ahead?.take()
+            ahead = nil
+            if let ready, ready.after == cursor, ready.generation == generation, ready.limit == batchSize {
                 batch = ready
             } else {
                 do throws(StoreError) {
@@ -230,7 +230,6 @@ public final class Forwarder: Sendable {
                     continue
                 }
             }
-            ahead = nil
             if batch.rows == 0 {
                 if batch.cursor != cursor {
                     // Entries whose rows are gone (retention): step over them.

@@ -302,7 +302,7 @@ public struct FieldRollup: Sendable {
             for agg in aggregates { out.append(value(of: agg)) }
             return
         }
-        // The kept points (at most ``exactLimit``) sorted once, on the stack, for every quantile.
+        // The kept points sorted once for every quantile, in a temporary buffer (on the stack while small).
         withUnsafeTemporaryAllocation(of: Double.self, capacity: points.count) { buffer in
             var sorted = buffer
             for (i, p) in points.enumerated() { sorted.initializeElement(at: i, to: p.value) }
