@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "Query", targets: ["Query"]),
         .library(name: "InfluxQL", targets: ["InfluxQL"]),
         .library(name: "Ingest", targets: ["Ingest"]),
+        .library(name: "ClickHouse", targets: ["ClickHouse"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -69,13 +70,20 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
+        // Events in ClickHouse: the table, the forwarder from the events outbox, fleet-wide analytics as SQL.
+        .target(
+            name: "ClickHouse",
+            dependencies: ["Export", "Query", "LineProtocol", .product(name: "Logging", package: "swift-log")],
+            exclude: ["README.md"],
+            swiftSettings: strictSettings
+        ),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .executableTarget(
             name: "metricsd",
             dependencies: [
-                "LineProtocol", "Rollups", "Export", "Ingest", "Query", "InfluxQL", "API", "CZlib",
+                "LineProtocol", "Rollups", "Export", "Ingest", "Query", "InfluxQL", "API", "CZlib", "ClickHouse",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -115,6 +123,10 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(
             name: "IngestTests", dependencies: ["Ingest", "Export", "Rollups", "LineProtocol"],
+            swiftSettings: strictSettings),
+        .testTarget(
+            name: "ClickHouseTests",
+            dependencies: ["ClickHouse", "Query", "Export", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",

@@ -7,6 +7,9 @@
 # influxd also binds an RPC port (backup/restore): it is chosen free too, never PORT + 1, so influxd instances of
 # tests running side by side never collide.
 #   scripts/peers.sh start-vm PORT DIR [LP_PORT] -> prints the PID once /health answers
+#   scripts/peers.sh clickhouse-config DIR HTTP_PORT TCP_PORT INTERSERVER_PORT -> writes DIR/config.xml, users.xml
+#   scripts/peers.sh start-clickhouse DIR HTTP_PORT -> prints the PID once /ping answers (config written first)
+# clickhouse-server (Debian's 18.16) reads only the files written here: no /etc, data and logs under DIR.
 #   scripts/peers.sh stop PID
 set -euo pipefail
 cmd=$1; shift
@@ -44,7 +47,76 @@ bind-address = "127.0.0.1:$rpc"
   level = "warn"
 CONF
 }
+clickhouse_config() { # dir http_port tcp_port interserver_port: a private loopback clickhouse-server
+    local d=$1 hp=$2 tp=$3 ip=$4
+    mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/log" "$d/format_schemas"
+    cat > "$d/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>$d/log/clickhouse-server.log</log>
+        <errorlog>$d/log/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>2</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>$hp</http_port>
+    <tcp_port>$tp</tcp_port>
+    <interserver_http_port>$ip</interserver_http_port>
+    <interserver_http_host>127.0.0.1</interserver_http_host>
+    <max_connections>256</max_connections>
+    <keep_alive_timeout>30</keep_alive_timeout>
+    <max_concurrent_queries>32</max_concurrent_queries>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <mark_cache_size>268435456</mark_cache_size>
+    <path>$d/data/</path>
+    <tmp_path>$d/tmp/</tmp_path>
+    <user_files_path>$d/user_files/</user_files_path>
+    <format_schema_path>$d/format_schemas/</format_schema_path>
+    <users_config>$d/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+XML
+    cat > "$d/users.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+            <use_uncompressed_cache>0</use_uncompressed_cache>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default>
+            <interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+                <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval>
+        </default>
+    </quotas>
+</yandex>
+XML
+}
 case "$cmd" in
+clickhouse-config)
+    clickhouse_config "$1" "$2" "$3" "$4" ;;
+start-clickhouse)
+    d=$1; hp=$2
+    clickhouse_config "$d" "$hp" "$(free_port)" "$(free_port)"
+    /usr/sbin/clickhouse-server --config-file="$d/config.xml" > "$d/log/stdout.log" 2>&1 &
+    pid=$!
+    wait_http "http://127.0.0.1:$hp/ping" $pid
+    echo $pid ;;
 influxd-config)
     # Only writes DIR/influxdb.conf (for callers that start and stop influxd themselves, e.g. the Swift tests).
     influxd_config "$1" "$2" "${3:-}" ;;

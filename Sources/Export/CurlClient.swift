@@ -3,8 +3,8 @@ import Foundation
 
 /// A blocking HTTP client on one reused libcurl easy handle (keep-alive across requests). Not thread-safe: one
 /// client per thread, and never on an event loop (`perform` blocks for up to `timeout`).
-final class CurlClient {
-    struct Options: Sendable, Hashable {
+package final class CurlClient {
+    package struct Options: Sendable, Hashable {
         /// Whole-request timeout, seconds.
         var timeout = 30
         var connectTimeout = 10
@@ -12,33 +12,47 @@ final class CurlClient {
         var caFile = ""
         /// Skip certificate and host name verification (HTTPS; for test setups only).
         var insecureSkipVerify = false
+        /// The longest answer body kept; past it the transfer is aborted (a `TransportError`).
+        var maxResponseBytes = Int.max
+
+        package init(
+            timeout: Int = 30, connectTimeout: Int = 10, caFile: String = "", insecureSkipVerify: Bool = false,
+            maxResponseBytes: Int = .max
+        ) {
+            self.timeout = timeout
+            self.connectTimeout = connectTimeout
+            self.caFile = caFile
+            self.insecureSkipVerify = insecureSkipVerify
+            self.maxResponseBytes = maxResponseBytes
+        }
     }
 
-    struct Response: Sendable {
-        var status: Int
-        var headers: [String: String]
-        var body: [UInt8]
-        var text: String { String(decoding: body, as: UTF8.self) }
+    package struct Response: Sendable {
+        package var status: Int
+        package var headers: [String: String]
+        package var body: [UInt8]
+        package var text: String { String(decoding: body, as: UTF8.self) }
     }
 
     /// A request that got no HTTP answer (refused, reset, timed out, TLS failure).
-    struct TransportError: Error, CustomStringConvertible {
-        var code: Int32
-        var message: String
-        var description: String { message }
+    package struct TransportError: Error, CustomStringConvertible {
+        package var code: Int32
+        package var message: String
+        package var description: String { message }
     }
 
     private let handle: UnsafeMutableRawPointer
     private let options: Options
     /// Filled by the C callbacks during `perform`.
     private final class Sink {
+        var limit = Int.max
         var body: [UInt8] = []
         var headers: [String: String] = [:]
     }
 
     static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
 
-    init(options: Options) {
+    package init(options: Options) {
         _ = Self.globalInit
         guard let h = curl_easy_init() else { fatalError("curl_easy_init failed: libcurl is unusable") }
         handle = h
@@ -48,7 +62,7 @@ final class CurlClient {
     deinit { curl_easy_cleanup(handle) }
 
     /// POSTs `body` to `url` and returns the answer, or throws when there was none.
-    func post(_ url: String, headers: [String], body: [UInt8]) throws(TransportError) -> Response {
+    package func post(_ url: String, headers: [String], body: [UInt8]) throws(TransportError) -> Response {
         curl_easy_reset(handle)
         let h = handle
         _ = ccurl_setopt_str(h, CURLOPT_URL, url)
@@ -69,11 +83,13 @@ final class CurlClient {
         _ = ccurl_setopt_slist(h, CURLOPT_HTTPHEADER, list)
 
         let sink = Sink()
+        sink.limit = options.maxResponseBytes
         let context = Unmanaged.passRetained(sink)
         defer { context.release() }
         _ = ccurl_setopt_writefn(h) { data, size, count, user in
             let sink = Unmanaged<Sink>.fromOpaque(user!).takeUnretainedValue()
             let n = size * count
+            guard sink.body.count + n <= sink.limit else { return 0 }  // too long: abort the transfer
             if let data { sink.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: n)) }
             return n
         }

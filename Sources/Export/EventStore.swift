@@ -134,16 +134,91 @@ public final class EventStore: Sendable {
         }
     }
 
-    /// Deletes up to `limit` events older than `before` (milliseconds); returns how many.
+    /// Deletes up to `limit` events older than `before` (milliseconds); returns how many. With `keepAfter`, events
+    /// whose `seq` is above it are kept whatever their age (not yet forwarded to ClickHouse: an outage of any length
+    /// loses nothing). The newest row is always kept: `seq` is SQLite's rowid, which would otherwise start again
+    /// below a forwarding cursor once the table is empty.
     @discardableResult
-    public func deleteOlder(than before: Int64, limit: Int = 10_000) throws(StoreError) -> Int {
+    public func deleteOlder(than before: Int64, limit: Int = 10_000, keepAfter: Int64? = nil) throws(StoreError)
+        -> Int
+    {
         try connection.withLock { h throws(StoreError) in
             let s = try Statement(
-                h.db, "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ?1 LIMIT ?2)")
+                h.db,
+                """
+                DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ?1 AND seq <= ?3
+                    AND seq < (SELECT max(seq) FROM events) LIMIT ?2)
+                """)
             try s.bind(1, before)
             try s.bind(2, Int64(limit))
+            try s.bind(3, keepAfter ?? Int64.max)
             _ = try s.step()
             return Int(sqlite3_changes(h.db))
+        }
+    }
+
+    // MARK: - Forwarding (the events outbox)
+
+    /// A stored event with its place in the table, as the ClickHouse forwarder reads it.
+    public struct Queued: Sendable, Equatable {
+        public var seq: Int64
+        public var event: StoredEvent
+    }
+
+    /// Up to `limit` events stored after `seq`, in `seq` order: the events outbox is the table itself, read from a
+    /// cursor (``cursor(_:)``) that moves only when the receiver acknowledged.
+    public func queued(after seq: Int64, limit: Int) throws(StoreError) -> [Queued] {
+        try connection.withLock { h throws(StoreError) in
+            let s = try Statement(
+                h.db,
+                """
+                SELECT seq, ts, event, user_id, id, received, origin, idx, properties FROM events
+                WHERE seq > ?1 ORDER BY seq LIMIT ?2
+                """)
+            try s.bind(1, seq)
+            try s.bind(2, Int64(limit))
+            var out: [Queued] = []
+            while try s.step() {
+                let id = sqlite3_column_type(s.handle, 4) == SQLITE_NULL ? nil : s.text(4)
+                out.append(
+                    Queued(
+                        seq: s.int64(0),
+                        event: StoredEvent(
+                            time: s.int64(1), name: s.text(2), userID: s.text(3), id: id, received: s.int64(5),
+                            origin: UInt64(bitPattern: s.int64(6)), index: Int(s.int64(7)), properties: s.text(8))))
+            }
+            return out
+        }
+    }
+
+    /// Events stored after `seq` (the backlog of a forwarder at that cursor).
+    public func count(after seq: Int64) throws(StoreError) -> Int {
+        try connection.withLock { h throws(StoreError) in
+            let s = try Statement(h.db, "SELECT count(*) FROM events WHERE seq > ?1")
+            try s.bind(1, seq)
+            _ = try s.step()
+            return Int(s.int64(0))
+        }
+    }
+
+    /// A forwarding cursor kept in the store's `meta` table (0 before anything was sent).
+    public func cursor(_ name: String) throws(StoreError) -> Int64 {
+        try connection.withLock { h throws(StoreError) in try SQLiteStore.metaInt(h.db, name) ?? 0 }
+    }
+
+    public func setCursor(_ name: String, _ value: Int64) throws(StoreError) {
+        try connection.withLock { h throws(StoreError) in try SQLiteStore.setMeta(h.db, name, value) }
+    }
+
+    /// This data directory's identity: a random 64-bit number made on first use and kept in `meta`. It names the
+    /// events this instance received without a client `id` (their id in ClickHouse), so two instances never
+    /// give two events the same id, and a replayed or resent event always gets its own again.
+    public func instanceID() throws(StoreError) -> UInt64 {
+        try connection.withLock { h throws(StoreError) in
+            if let known = try SQLiteStore.metaInt(h.db, "instance_id") { return UInt64(bitPattern: known) }
+            let fresh = UInt64.random(in: 1...UInt64.max)
+            try SQLiteStore.setMeta(h.db, "instance_id", Int64(bitPattern: fresh))
+            return fresh
         }
     }
 

@@ -58,6 +58,19 @@ public enum Funnel {
     }
 
     public static let none = "(none)"
+
+    /// The steps of an answer from the users who reached each step and the median milliseconds from step 1 (`nil`
+    /// for step 1 and when nobody reached it): what a funnel computed elsewhere (ClickHouse) is turned into.
+    public static func steps(_ names: [String], users: [Int], medians: [Double?]) -> [FunnelStep] {
+        names.indices.map { k in
+            let previous = k == 0 ? users[0] : users[k - 1]
+            return FunnelStep(
+                event: names[k], users: users[k],
+                conversionFromFirst: users[0] == 0 ? 0 : Double(users[k]) / Double(users[0]),
+                conversionFromPrevious: previous == 0 ? 0 : Double(users[k]) / Double(previous),
+                dropoff: previous - users[k], medianMsFromFirst: k == 0 ? nil : medians[k])
+        }
+    }
 }
 
 extension EventIndex {
@@ -104,6 +117,13 @@ public struct Cohort: Sendable, Equatable {
     public var size: Int
     public var retained: [Int]
     public var rates: [Double]
+
+    public init(start: Int64, size: Int, retained: [Int], rates: [Double]) {
+        self.start = start
+        self.size = size
+        self.retained = retained
+        self.rates = rates
+    }
 }
 
 public enum Retention {
@@ -160,7 +180,7 @@ public enum Experiment {
     }
 
     /// Rates, intervals, uplift and p-values from per-variant counts.
-    static func results(_ counts: [String: (exposed: Int, converted: Int)], excluded: Int, control: String?)
+    public static func results(_ counts: [String: (exposed: Int, converted: Int)], excluded: Int, control: String?)
         -> ExperimentResult
     {
         let names = counts.keys.sorted()

@@ -328,28 +328,13 @@ public struct EventIndex: Sendable {
     }
 
     private static func summarize(_ steps: [String], _ tally: FunnelTally) -> [FunnelStep] {
-        var result: [FunnelStep] = []
-        let entered = tally.users[0]
-        for (k, name) in steps.enumerated() {
-            let users = tally.users[k]
-            let previous = k == 0 ? users : tally.users[k - 1]
-            var median: Double?
-            if k > 0 && !tally.durations[k].isEmpty {
-                let d = tally.durations[k].sorted()
-                let mid = d.count / 2
-                median = d.count % 2 == 1 ? Double(d[mid]) : (Double(d[mid - 1]) + Double(d[mid])) / 2
-            }
-            result.append(
-                FunnelStep(
-                    event: name,
-                    users: users,
-                    conversionFromFirst: entered == 0 ? 0 : Double(users) / Double(entered),
-                    conversionFromPrevious: previous == 0 ? 0 : Double(users) / Double(previous),
-                    dropoff: previous - users,
-                    medianMsFromFirst: median
-                ))
+        let medians = tally.durations.enumerated().map { k, durations -> Double? in
+            guard k > 0, !durations.isEmpty else { return nil }
+            let d = durations.sorted()
+            let mid = d.count / 2
+            return d.count % 2 == 1 ? Double(d[mid]) : (Double(d[mid - 1]) + Double(d[mid])) / 2
         }
-        return result
+        return Funnel.steps(steps, users: tally.users, medians: medians)
     }
 
     // MARK: - Retention

@@ -1,0 +1,309 @@
+public import Query
+
+/// The SQL metricsd sends to ClickHouse, as text: the table, the insert, and the three analytics. No I/O.
+///
+/// Everything here runs unchanged on Debian's ClickHouse 18.16 and on current releases, and gives exactly the
+/// answers of ``EventIndex`` (docs/events.md): millisecond times, equal times counting, one event never serving
+/// two steps, the deepest step over all starts. That rules out `windowFunnel` (18.16 takes whole seconds, and
+/// processes events of the same second in read order: its answer changes from run to run) and `JSONExtract`
+/// (missing in 18.16: `visitParam*` instead); and 18.16 drops a subquery column that the outer query uses only
+/// inside a lambda, so every lambda here reads columns of its own query level, or columns the same level also
+/// selects. See ../shared/notes/clickhouse.md for the measurements behind these choices.
+public enum ClickHouseSQL {
+    /// A string literal: quote and backslash escaped, control characters as escapes.
+    public static func literal(_ s: String) -> String {
+        var out = "'"
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "'": out += "\\'"
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\0": out += "\\0"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "'"
+    }
+
+    /// A database or table name, back-quoted.
+    public static func identifier(_ s: String) -> String {
+        var out = "`"
+        for c in s {
+            if c == "`" || c == "\\" { out.append("\\") }
+            out.append(c)
+        }
+        return out + "`"
+    }
+
+    /// `db`.`table`.
+    public static func table(_ database: String, _ table: String) -> String {
+        identifier(database) + "." + identifier(table)
+    }
+
+    public static func createDatabase(_ database: String) -> String {
+        "CREATE DATABASE IF NOT EXISTS \(identifier(database))"
+    }
+
+    /// The events table. The sorting key ends with `id`, so it is also the dedup key of `ReplacingMergeTree`:
+    /// copies of one event (a batch resent after a crash, the same client id sent to two instances) collapse at
+    /// merges; until then every query here ignores them (levels, `has`, `argMin`, unique arrays).
+    public static func createTable(_ database: String, _ name: String) -> String {
+        """
+        CREATE TABLE IF NOT EXISTS \(table(database, name))
+        (
+            id String,
+            event String,
+            user_id String,
+            ts DateTime,
+            ts_ms UInt64,
+            properties String
+        )
+        ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMM(ts)
+        ORDER BY (toDate(ts), event, cityHash64(user_id), id)
+        """
+    }
+
+    public static func insert(_ database: String, _ name: String) -> String {
+        "INSERT INTO \(table(database, name)) (id, event, user_id, ts, ts_ms, properties) FORMAT JSONEachRow"
+    }
+
+    /// A property's value as ``EventIndex`` keeps it: a string's text, a number's or a boolean's JSON text; `''`
+    /// when absent (test with ``has(_:)``). Properties are metricsd's compact JSON (no spaces, flat), so
+    /// `"key":` cannot occur but as that key.
+    static func property(_ key: String) -> String {
+        let k = literal(jsonKey(key))
+        return
+            "if(startsWith(visitParamExtractRaw(properties, \(k)), '\"'), visitParamExtractString(properties, \(k)), visitParamExtractRaw(properties, \(k)))"
+    }
+
+    static func has(_ key: String) -> String { "visitParamHas(properties, \(literal(jsonKey(key))))" }
+
+    /// The key as it appears between the quotes of metricsd's JSON.
+    static func jsonKey(_ key: String) -> String {
+        var out = ""
+        for scalar in key.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{0}"..."\u{1F}":
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    /// Milliseconds in the table's range (`ts_ms` is unsigned).
+    static func ms(_ t: Int64) -> String { String(max(0, t)) }
+
+    /// The same bound in whole seconds, for `ts` (the partition and primary key prune on it).
+    static func seconds(_ t: Int64, up: Bool) -> String {
+        let s = t >= 0 ? t / 1000 : -((-t + 999) / 1000)
+        let rounded = up && t % 1000 != 0 ? s + 1 : s
+        return "toDateTime(\(min(max(0, rounded), Int64(UInt32.max))))"
+    }
+
+    /// `ts` and `ts_ms` within `[from, through]` (both inclusive).
+    static func timeRange(_ from: Int64, through: Int64) -> String {
+        "ts >= \(seconds(from, up: false)) AND ts <= \(seconds(through, up: true)) AND ts_ms >= \(ms(from)) AND ts_ms <= \(ms(through))"
+    }
+
+    // MARK: - Funnel
+
+    /// The funnel of ``EventIndex/funnel(steps:from:to:window:breakdown:)``. Rows, tab-separated: `kind` (0 overall,
+    /// 1 a breakdown value), the value, then per step k the users who reached it and, from step 2, the median
+    /// milliseconds from step 1 (`nan` when nobody did).
+    ///
+    /// How: per user, one sorted array of times per distinct step event; each step-1 event in `[from, to)` is a
+    /// start (ARRAY JOIN); one query level per step takes the earliest event of that step at or after the previous
+    /// step's time and within the window — skipping, for a step whose event also served an earlier step at that same
+    /// millisecond, as many as were used (events of one name and time are interchangeable, so which of them a step
+    /// takes does not matter, only how many are taken). Then per user (and breakdown value) the deepest path, the
+    /// earliest start among equals; then counts and exact medians (the mean of the two middle values).
+    public static func funnel(
+        table: String, steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String?,
+        filter: String? = nil
+    ) -> String {
+        let k = steps.count
+        var names: [String] = []
+        for s in steps where !names.contains(s) { names.append(s) }
+        let nameOf = steps.map { names.firstIndex(of: $0)! }
+        let repeated = Set(nameOf.filter { n in nameOf.filter { $0 == n }.count > 1 })
+        let last = to &+ window
+        let grouped = breakdown != nil
+        // Level A: each user's arrays. For a repeated step event the array holds distinct events (by id), so that a
+        // copy of one event (before ClickHouse merged it away) never serves two steps.
+        var arrays: [String] = []
+        for (j, name) in names.enumerated() {
+            let cond = "event = \(literal(name))"
+            if repeated.contains(j) {
+                arrays.append(
+                    "arraySort(arrayMap(x -> tupleElement(x, 1), groupUniqArrayIf((toInt64(ts_ms), id), \(cond)))) AS a\(j)"
+                )
+            } else {
+                arrays.append("arraySort(groupArrayIf(toInt64(ts_ms), \(cond))) AS a\(j)")
+            }
+        }
+        let startCond = "event = \(literal(steps[0])) AND ts_ms < \(ms(to))"
+        if grouped {
+            arrays.append(
+                "arraySort(x -> tupleElement(x, 1), groupArrayIf((toInt64(ts_ms), g), \(startCond))) AS starts")
+        } else {
+            arrays.append("groupArrayIf(toInt64(ts_ms), \(startCond)) AS starts")
+        }
+        let group = breakdown.map { "if(\(has($0)), \(property($0)), \(literal(Funnel.none)))" } ?? "''"
+        let scan = """
+            SELECT user_id, event, ts_ms, id, \(group) AS g FROM \(table)
+            WHERE event IN (\(names.map(literal).joined(separator: ", "))) AND \(timeRange(from, through: last))\(filter.map { " AND (\($0))" } ?? "")
+            """
+        let arrayColumns = names.indices.map { "a\($0)" }
+        var sql = """
+            SELECT user_id, \(arrays.joined(separator: ", "))
+            FROM (\(scan))
+            GROUP BY user_id
+            """
+        // Level B: one row per start.
+        let startColumns = grouped ? "tupleElement(s, 1) AS t1, tupleElement(s, 2) AS g" : "s AS t1"
+        sql = """
+            SELECT user_id, \(arrayColumns.joined(separator: ", ")), \(startColumns)
+            FROM (\(sql))
+            ARRAY JOIN starts AS s
+            """
+        // Levels C: step by step.
+        var carried = ["user_id"] + arrayColumns + ["t1"] + (grouped ? ["g"] : [])
+        for step in 1..<k {
+            let j = nameOf[step]
+            let previous = "t\(step)"
+            let a = "a\(j)"
+            // Earlier steps of the same event at the previous step's millisecond: events already taken.
+            let taken = (0..<step).filter { nameOf[$0] == j }.map { "(t\($0 + 1) = \(previous))" }
+            let skip = taken.isEmpty ? "" : " + " + taken.joined(separator: " + ")
+            let f = "f\(step + 1)"
+            let pick =
+                "if(\(previous) < 0, -1, if((arrayFirstIndex(x -> x >= \(previous), \(a)) AS \(f)) = 0 OR \(f)\(skip) > length(\(a)), -1, if(\(a)[\(f)\(skip)] <= t1 + \(window), \(a)[\(f)\(skip)], -1)))"
+            sql = """
+                SELECT \(carried.joined(separator: ", ")), \(pick) AS t\(step + 1)
+                FROM (\(sql))
+                """
+            carried.append("t\(step + 1)")
+        }
+        // Level D: the best path per user (and value): deepest first, then the earliest start.
+        let depth = "1" + (2...max(2, k)).prefix(k - 1).map { " + (t\($0) >= 0)" }.joined()
+        let key = "(\(k) - depth) * 140737488355328 + t1"  // 2^47 ms: past the year 6000
+        let durations = (2...max(2, k)).prefix(k - 1).map { "argMin(t\($0) - t1, \(key)) AS p\($0)" }
+        let perUser = """
+            SELECT user_id\(grouped ? ", g" : ""), max(depth) AS d, argMin(t1, \(key)) AS b1, \(durations.joined(separator: ", "))
+            FROM (SELECT \(carried.joined(separator: ", ")), \(depth) AS depth FROM (\(sql)))
+            GROUP BY user_id\(grouped ? ", g" : "")
+            """
+        let pColumns = (2...max(2, k)).prefix(k - 1).map { "p\($0)" }
+        func tally(_ source: String, kind: String, value: String) -> String {
+            var columns = ["\(kind) AS kind", "\(value) AS value", "count() AS u1"]
+            for step in 2...max(2, k) where step <= k {
+                columns.append("countIf(d >= \(step)) AS u\(step)")
+                let s = "(arraySort(groupArrayIf(p\(step), d >= \(step))) AS s\(step))"
+                columns.append(
+                    "if(length(\(s)) = 0, nan, (s\(step)[intDiv(length(s\(step)) + 1, 2)] + s\(step)[intDiv(length(s\(step)), 2) + 1]) / 2) AS m\(step)"
+                )
+            }
+            return "SELECT \(columns.joined(separator: ", ")) FROM (\(source))"
+        }
+        guard grouped else { return tally(perUser, kind: "0", value: "''") + " FORMAT TabSeparated" }
+        // With a breakdown: per user, the best over their values is the overall path. Computed on the per-value
+        // rows, in the level that builds the arrays (18.16 and lambdas), then unrolled with ARRAY JOIN: one scan.
+        let keys = "arrayMap((x, y) -> (\(k) - x) * 140737488355328 + y, ds, bs)"
+        var best = [
+            "groupArray(g) AS gs", "groupArray(d) AS ds", "groupArray(b1) AS bs",
+            "indexOf(\(keys), arrayReduce('min', \(keys))) AS bi",
+        ]
+        for p in pColumns { best.append("groupArray(\(p)) AS \(p)s") }
+        let bestLevel = """
+            SELECT user_id, \(best.joined(separator: ", "))
+            FROM (\(perUser))
+            GROUP BY user_id
+            """
+        var unrolled = [
+            "arrayConcat(arrayMap(x -> 1, gs), [0]) AS kind", "arrayConcat(gs, ['']) AS value",
+            "arrayConcat(ds, [ds[bi]]) AS d",
+        ]
+        for p in pColumns { unrolled.append("arrayConcat(\(p)s, [\(p)s[bi]]) AS \(p)") }
+        let rows = """
+            SELECT kind, value, d, \(pColumns.joined(separator: ", "))
+            FROM (SELECT \(unrolled.joined(separator: ", ")) FROM (\(bestLevel)))
+            ARRAY JOIN kind, value, d, \(pColumns.joined(separator: ", "))
+            """
+        return tally(rows, kind: "kind", value: "value") + " GROUP BY kind, value FORMAT TabSeparated"
+    }
+
+    // MARK: - Retention
+
+    /// Rows: cohort start (ms), size, then `periods` retained counts.
+    public static func retention(
+        table: String, cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int,
+        from: Int64, to: Int64, filter: String? = nil
+    ) -> String {
+        let length = period.milliseconds
+        let lo = period.start(of: from)
+        let hi = period.start(of: to - 1) &+ Int64(periods) &* length
+        let cohort = "event = \(literal(cohortEvent))"
+        let returns = returnEvent.map { "event = \(literal($0))" } ?? "1"
+        let start: String
+        switch period {
+        case .day: start = "intDiv(first, 86400000) * 86400000"
+        case .week: start = "(intDiv(first, 86400000) - ((intDiv(first, 86400000) - 4) % 7 + 7) % 7) * 86400000"
+        }
+        let f = filter.map { " AND (\($0))" } ?? ""
+        let perUser = """
+            SELECT user_id, minIf(toInt64(ts_ms), \(cohort) AND ts_ms < \(ms(to))) AS first, \(start) AS start,
+                groupArrayIf(toInt64(ts_ms), \(returns) AND ts_ms >= \(ms(lo))) AS r,
+                arrayMap(t -> intDiv(t - start, \(length)), arrayFilter(t -> t >= start, r)) AS ks,
+                arrayMap(k -> toUInt64(has(ks, k)), range(\(periods))) AS ret
+            FROM \(table)
+            WHERE ((\(cohort) AND ts_ms < \(ms(to))) OR (\(returns) AND \(timeRange(lo, through: hi - 1))))\(f)
+            GROUP BY user_id
+            HAVING countIf(\(cohort) AND ts_ms < \(ms(to))) > 0 AND first >= \(from) AND first < \(to)
+            """
+        return """
+            SELECT start, count() AS size, sumForEach(ret) AS retained
+            FROM (\(perUser))
+            GROUP BY start ORDER BY start FORMAT TabSeparated
+            """
+    }
+
+    // MARK: - Experiment
+
+    /// Rows: `kind` (0 a variant, 1 the excluded users), variant, exposed, converted.
+    public static func experiment(
+        table: String, exposureEvent: String, variantProperty: String, goalEvent: String, from: Int64, to: Int64,
+        window: Int64, filter: String? = nil
+    ) -> String {
+        let exposure =
+            "event = \(literal(exposureEvent)) AND ts_ms >= \(ms(from)) AND ts_ms < \(ms(to)) AND \(has(variantProperty))"
+        let goal = "event = \(literal(goalEvent)) AND ts_ms >= \(ms(from)) AND ts_ms <= \(ms(to &+ window))"
+        let f = filter.map { " AND (\($0))" } ?? ""
+        let perUser = """
+            SELECT user_id, minIf(t, x) AS t_exp, argMinIf(v, t, x) AS variant, uniqExactIf(v, x) AS variants,
+                arrayExists(y -> y >= t_exp AND y <= t_exp + \(window), groupArrayIf(t, gl)) AS converted
+            FROM (
+                SELECT user_id, toInt64(ts_ms) AS t, \(property(variantProperty)) AS v, \(exposure) AS x, \(goal) AS gl
+                FROM \(table)
+                WHERE ((\(exposure)) OR (\(goal)))\(f)
+            )
+            GROUP BY user_id
+            HAVING countIf(x) > 0
+            """
+        return """
+            SELECT variants > 1 AS kind, if(variants > 1, '', variant) AS name, count() AS exposed,
+                countIf(converted) AS converted
+            FROM (\(perUser))
+            GROUP BY kind, name FORMAT TabSeparated
+            """
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import LineProtocol
+import Logging
+import Query
+import TestSupport
+import Testing
+
+@testable import ClickHouse
+@testable import Export
+
+/// Fleet answers (SQL in a real clickhouse-server) against the local index over the same events: random event sets
+/// with many ties, repeated steps, breakdowns, several variants — every answer equal.
+@Suite(.serialized) final class FleetTests {
+    let server: ClickHouseServer
+    let dir: URL
+
+    init() throws {
+        server = try ClickHouseServer()
+        dir = try temporaryDirectory("fleet-tests")
+    }
+
+    deinit { try? FileManager.default.removeItem(at: dir) }
+
+    static let names = ["view", "cart", "buy", "signup", "login", "exposure"]
+
+    /// Random events for a few users over a few days, on a coarse clock (many equal milliseconds).
+    static func events(_ rng: inout SplitMix, count: Int, users: Int) -> [StoredEvent] {
+        let base: Int64 = 1_793_491_200_000  // 2026-11-01
+        return (0..<count).map { i in
+            let name = names[Int(rng.next() % UInt64(names.count))]
+            let user = "u\(rng.next() % UInt64(users))"
+            let time =
+                base + Int64(rng.next() % 40) * 3_600_000 * Int64(1 + rng.next() % 3) / 2
+                + Int64(rng.next() % 3) * 1_000
+            var props: [String] = []
+            switch rng.next() % 4 {
+            case 0: props.append(#""country":"DE""#)
+            case 1: props.append(#""country":"FR""#)
+            case 2: props.append(#""country":19.5"#)
+            default: break
+            }
+            switch rng.next() % 5 {
+            case 0, 1: props.append(#""variant":"A""#)
+            case 2, 3: props.append(#""variant":"B""#)
+            default: break
+            }
+            return StoredEvent(
+                time: time, name: name, userID: user, id: rng.next() % 3 == 0 ? "id-\(i)" : nil,
+                received: 1_000 + Int64(i),
+                origin: 7, index: i, properties: "{" + props.joined(separator: ",") + "}")
+        }
+    }
+
+    static func index(_ events: [StoredEvent]) -> EventIndex {
+        var index = EventIndex()
+        for e in events {
+            index.append(
+                time: e.time, name: e.name, user: e.userID, properties: EventDecoder.properties(json: e.properties))
+        }
+        index.compact()
+        return index
+    }
+
+    /// Forwards `events` from a fresh store into table `name` and waits until ClickHouse acknowledged them all.
+    func forward(_ events: [StoredEvent], table name: String, batchSize: Int = 10_000) throws -> ClickHouseConfiguration
+    {
+        let path = dir.appendingPathComponent("\(name).db").path
+        _ = try SQLiteStore(path: path)
+        let store = try EventStore(path: path)
+        try store.insert(events)
+        var configuration = ClickHouseConfiguration()
+        configuration.url = server.url
+        configuration.database = "fleet_tests"
+        configuration.table = name
+        configuration.batchSize = batchSize
+        configuration.flushInterval = 50_000_000
+        let forwarder = try EventForwarder(store: store, configuration: configuration, logger: Logger(label: "test"))
+        forwarder.start()
+        defer { forwarder.stop() }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if forwarder.stats.sent + forwarder.stats.rejected == events.count { return configuration }
+            usleep(20_000)
+        }
+        throw ClickHouseServer.Failure(description: "forwarding did not finish: \(forwarder.stats.current)")
+    }
+
+    @Test func fleetAnswersEqualLocalAnswersOnRandomEventSets() throws {
+        var rng = SplitMix(seed: 20_261_203)
+        for case_ in 0..<12 {
+            let events = Self.events(&rng, count: 40 + Int(rng.next() % 400), users: 3 + Int(rng.next() % 40))
+            let configuration = try forward(events, table: "random_\(case_)", batchSize: 1 + Int(rng.next() % 300))
+            let fleet = FleetAnalytics(configuration: configuration, timeout: 60, maxRows: 100_000)
+            let local = Self.index(events)
+            let from: Int64 = 1_793_491_200_000 + Int64(rng.next() % 5) * 3_600_000
+            let to = from + Int64(1 + rng.next() % 40) * 3_600_000
+            for _ in 0..<4 {
+                let k = 2 + Int(rng.next() % 3)
+                let steps = (0..<k).map { _ in Self.names[Int(rng.next() % 3)] }
+                let window = Int64(rng.next() % 30) * 1_800_000
+                let breakdown: String? = rng.next() % 2 == 0 ? "country" : nil
+                let want = local.funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown)
+                let got = try fleet.funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown)
+                #expect(got.steps == want.steps, "case \(case_) funnel \(steps) window \(window)")
+                #expect(got.breakdown == want.breakdown, "case \(case_) funnel \(steps) by country")
+            }
+            for period in [RetentionPeriod.day, .week] {
+                for returnEvent in ["login", nil] {
+                    let want = local.retention(
+                        cohortEvent: "signup", returnEvent: returnEvent, period: period, periods: 4, from: from, to: to)
+                    let got = try fleet.retention(
+                        cohortEvent: "signup", returnEvent: returnEvent, period: period, periods: 4, from: from, to: to)
+                    #expect(got == want, "case \(case_) retention \(period) \(returnEvent ?? "any")")
+                }
+            }
+            let window = Int64(rng.next() % 48) * 3_600_000
+            let want = local.experiment(
+                exposureEvent: "exposure", variantProperty: "variant", goalEvent: "buy", from: from, to: to,
+                window: window, control: nil)
+            let got = try fleet.experiment(
+                exposureEvent: "exposure", variantProperty: "variant", goalEvent: "buy", from: from, to: to,
+                window: window, control: nil)
+            #expect(got == want, "case \(case_) experiment")
+        }
+    }
+}
