@@ -151,6 +151,20 @@ public struct EventRange: Sendable, Equatable {
     }
 }
 
+/// Whose events an analytics answer covers: this instance's (`local`, the default) or every instance's, in
+/// ClickHouse (`fleet`, with `[events.clickhouse]` set).
+public enum Scope: String, Sendable, Equatable {
+    case local, fleet
+
+    init(_ form: Form) throws(ParameterError) {
+        let text = form["scope"] ?? "local"
+        guard let scope = Scope(rawValue: text) else {
+            throw ParameterError("parameter 'scope' must be local or fleet, got \"\(text.prefix(64))\"")
+        }
+        self = scope
+    }
+}
+
 /// `GET /api/v1/funnel?steps=a,b,c&window=&from=&to=&breakdown=`.
 public struct FunnelParameters: Sendable, Equatable {
     public var steps: [String]
@@ -159,7 +173,10 @@ public struct FunnelParameters: Sendable, Equatable {
     public var window: Int64
     public var breakdown: String?
 
+    public var scope: Scope
+
     public init(_ form: Form, now: Int64) throws(ParameterError) {
+        scope = try Scope(form)
         steps = try form.required("steps").split(separator: ",").map { String($0).trimming(" ") }
         guard steps.count >= 2, steps.count <= 20, !steps.contains(where: \.isEmpty) else {
             throw ParameterError("parameter 'steps' must name 2 to 20 events, comma-separated")
@@ -179,7 +196,10 @@ public struct RetentionParameters: Sendable, Equatable {
     public var periods: Int
     public var range: EventRange
 
+    public var scope: Scope
+
     public init(_ form: Form, now: Int64) throws(ParameterError) {
+        scope = try Scope(form)
         cohortEvent = try form.required("cohort_event")
         let returnText = try form.required("return_event")
         returnEvent = returnText == "any" ? nil : returnText
@@ -207,7 +227,10 @@ public struct ExperimentParameters: Sendable, Equatable {
     public var window: Int64
     public var control: String?
 
+    public var scope: Scope
+
     public init(_ form: Form, now: Int64) throws(ParameterError) {
+        scope = try Scope(form)
         exposureEvent = try form.required("exposure_event")
         variantProperty = try form.required("variant_property")
         goalEvent = try form.required("goal_event")

@@ -228,10 +228,11 @@ public final class EventPipeline: Sendable {
 
     /// Forgets expired ids and deletes events older than `[events] retention` from the table (10,000 at most)
     /// and from the index.
-    public func maintain(now: Int64) throws(StoreError) {
+    /// Events stored after `keepAfter` (not yet forwarded to ClickHouse) stay in the table whatever their age.
+    public func maintain(now: Int64, keepAfter: Int64? = nil) throws(StoreError) {
         ids.prune(now: now)
         let cutoff = (now - retention) / 1_000_000
-        try store.deleteOlder(than: cutoff)
+        try store.deleteOlder(than: cutoff, keepAfter: keepAfter)
         indexCutoff.store(cutoff, ordering: .relaxed)  // applied when the index is next held
     }
 

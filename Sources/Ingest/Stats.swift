@@ -82,6 +82,7 @@ public final class Stats: Sendable {
     public let queriesStopped: StatCounter
     public let queriesLimited: StatCounter
     public let forward: ForwardMetrics
+    public let clickhouse: ClickHouseMetrics
     public let activeSeries: Gauge
     public let openBuckets: Gauge
     public let openCells: Gauge
@@ -205,6 +206,7 @@ public final class Stats: Sendable {
             registry, "metricsd_queries_limited_total",
             help: "Queries refused or cut at a [query] limit (series, buckets, rows, statements, nesting)")
         forward = ForwardMetrics(registry)
+        clickhouse = ClickHouseMetrics(registry)
         activeSeries = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 metricName: "metricsd_series_active", unitName: "", helpText: "Series known to the rollups"))
@@ -295,5 +297,51 @@ public final class ForwardMetrics: Sendable {
         backlogPoints.set(Double(state.backlogPoints))
         lastSuccess.set(Double(state.lastSuccess ?? 0) / 1e9)
         failing.set(state.status == "failing" ? 1.0 : 0.0)
+    }
+}
+
+/// Events forwarding to ClickHouse for `/metrics`: the forwarder's totals as counters (advanced at each scrape),
+/// the backlog, the last success and "failing" as gauges.
+public final class ClickHouseMetrics: Sendable {
+    private let exported: [String: Prometheus.Counter]
+    private let seen = Mutex<[String: Int]>([:])
+    private let backlog: Gauge
+    private let lastSuccess: Gauge
+    private let failing: Gauge
+
+    public init(_ registry: PrometheusCollectorRegistry) {
+        func counter(_ name: String, _ help: String) -> Prometheus.Counter {
+            registry.makeCounter(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help))
+        }
+        func gauge(_ name: String, _ help: String) -> Gauge {
+            registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help))
+        }
+        exported = [
+            "sent": counter("metricsd_clickhouse_events_sent_total", "Events ClickHouse acknowledged"),
+            "rejected": counter(
+                "metricsd_clickhouse_events_rejected_total", "Events ClickHouse refused for their data, skipped"),
+            "requests": counter("metricsd_clickhouse_requests_total", "INSERTs answered 200"),
+            "retries": counter("metricsd_clickhouse_retries_total", "INSERTs that failed and are sent again"),
+        ]
+        backlog = gauge("metricsd_clickhouse_backlog_events", "Stored events not yet acknowledged by ClickHouse")
+        lastSuccess = gauge("metricsd_clickhouse_last_success_seconds", "Unix time of the last acknowledged INSERT")
+        failing = gauge("metricsd_clickhouse_failing", "1 while ClickHouse refuses this configuration")
+    }
+
+    public func update(
+        sent: Int, rejected: Int, requests: Int, retries: Int, backlog events: Int, lastSuccess time: Int64?,
+        failing refused: Bool
+    ) {
+        let totals = ["sent": sent, "rejected": rejected, "requests": requests, "retries": retries]
+        seen.withLock { seen in
+            for (name, total) in totals {
+                let delta = total - seen[name, default: 0]
+                if delta > 0 { exported[name]?.increment(by: Int64(delta)) }
+                seen[name] = total
+            }
+        }
+        backlog.set(Double(events))
+        lastSuccess.set(Double(time ?? 0) / 1e9)
+        failing.set(refused ? 1.0 : 0.0)
     }
 }

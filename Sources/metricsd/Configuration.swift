@@ -30,6 +30,19 @@ struct Configuration: Hashable, Sendable {
         var dedupWindow = ConfigDuration.seconds(86_400)
         var retention = ConfigDuration.seconds(90 * 86_400)
         var maxIndexed = 10_000_000
+        var clickhouse = ClickHouse()
+    }
+    /// `[events.clickhouse]`: every instance's events in one ClickHouse table, for fleet-wide answers.
+    struct ClickHouse: Hashable, Sendable {
+        var url = ""
+        var database = "metricsd"
+        var table = "events"
+        var createTable = true
+        var username = "default"
+        var password = ""
+        var batchSize = 10_000
+        var flushInterval = ConfigDuration.seconds(1)
+        var timeout = ConfigDuration.seconds(30)
     }
     /// `[query]`: what one query may cost (InfluxDB's names where it has the limit).
     struct Query: Hashable, Sendable {
@@ -150,6 +163,19 @@ extension Configuration {
             events.dedupWindow = try t.duration("dedup_window", events.dedupWindow)
             events.retention = try t.duration("retention", events.retention)
             events.maxIndexed = try t.int("max_indexed", events.maxIndexed)
+            if var c = try t.table("clickhouse") {
+                let ch = events.clickhouse
+                events.clickhouse.url = try c.string("url", ch.url)
+                events.clickhouse.database = try c.string("database", ch.database)
+                events.clickhouse.table = try c.string("table", ch.table)
+                events.clickhouse.createTable = try c.bool("create_table", ch.createTable)
+                events.clickhouse.username = try c.string("username", ch.username)
+                events.clickhouse.password = try c.string("password", ch.password)
+                events.clickhouse.batchSize = try c.int("batch_size", ch.batchSize)
+                events.clickhouse.flushInterval = try c.duration("flush_interval", ch.flushInterval)
+                events.clickhouse.timeout = try c.duration("timeout", ch.timeout)
+                try c.finish()
+            }
             try t.finish()
         }
         if var t = try reader.table("query") {
@@ -268,6 +294,26 @@ extension Configuration {
             throw ConfigError("'rollup.series_idle' must be at least twice 'rollup.interval' + 'rollup.lateness'")
         }
         guard events.maxIndexed > 0 else { throw ConfigError("'events.max_indexed' must be positive") }
+        let ch = events.clickhouse
+        if !ch.url.isEmpty {
+            guard let scheme = ch.url.split(separator: ":").first, ["http", "https"].contains(scheme.lowercased()),
+                ch.url.contains("://")
+            else {
+                throw ConfigError("'events.clickhouse.url' must be an http:// or https:// URL, got \"\(ch.url)\"")
+            }
+        }
+        guard !ch.database.isEmpty, !ch.table.isEmpty else {
+            throw ConfigError("'events.clickhouse.database' and 'events.clickhouse.table' must not be empty")
+        }
+        guard (1...1_000_000).contains(ch.batchSize) else {
+            throw ConfigError("'events.clickhouse.batch_size' must be 1 to 1000000, got \(ch.batchSize)")
+        }
+        guard ch.flushInterval.nanoseconds >= 10_000_000 else {
+            throw ConfigError("'events.clickhouse.flush_interval' must be at least 10ms")
+        }
+        guard ch.timeout.nanoseconds >= 1_000_000_000 else {
+            throw ConfigError("'events.clickhouse.timeout' must be at least 1s")
+        }
         for (key, value) in [
             ("query.max_select_series", query.maxSelectSeries), ("query.max_select_buckets", query.maxSelectBuckets),
             ("query.max_row_limit", query.maxRowLimit), ("query.max_statements", query.maxStatements),
@@ -338,6 +384,17 @@ extension Configuration {
             dedup_window = \(q(events.dedupWindow.description))
             retention = \(q(events.retention.description))
             max_indexed = \(events.maxIndexed)
+
+            [events.clickhouse]
+            url = \(q(events.clickhouse.url))
+            database = \(q(events.clickhouse.database))
+            table = \(q(events.clickhouse.table))
+            create_table = \(events.clickhouse.createTable)
+            username = \(q(events.clickhouse.username))
+            password = \(q(events.clickhouse.password.isEmpty ? "" : "<redacted>"))
+            batch_size = \(events.clickhouse.batchSize)
+            flush_interval = \(q(events.clickhouse.flushInterval.description))
+            timeout = \(q(events.clickhouse.timeout.description))
 
             [query]
             max_select_series = \(query.maxSelectSeries)

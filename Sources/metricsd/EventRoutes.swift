@@ -1,4 +1,5 @@
 import API
+import ClickHouse
 import Export
 import Foundation
 import HTTPTypes
@@ -54,12 +55,19 @@ enum EventRoutes {
 
     // MARK: - Analytics
 
-    /// Runs an analytics query on a query thread against the in-memory index (an event acknowledged a moment ago
-    /// is already in it), stopping past `[query] timeout` or when the client leaves.
-    static func analytics<P: Sendable>(
+    /// Parameters of the analytics routes: all say whose events they cover.
+    protocol Scoped: Sendable {
+        var scope: Scope { get }
+    }
+
+    /// Runs an analytics query on a query thread: `scope=local` against the in-memory index (an event acknowledged
+    /// a moment ago is already in it), stopping past `[query] timeout` or when the client leaves; `scope=fleet` in
+    /// ClickHouse over every instance's events (503 with the reason when ClickHouse cannot answer).
+    static func analytics<P: Scoped>(
         _ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState,
         parse: (Form, Int64) throws(ParameterError) -> P,
-        _ body: @escaping @Sendable (P, borrowing EventIndex, @escaping () -> Bool) throws -> [String: Any]
+        local: @escaping @Sendable (P, borrowing EventIndex, @escaping () -> Bool) throws -> [String: Any],
+        fleet: @escaping @Sendable (P, FleetAnalytics) throws -> [String: Any]
     ) async -> Response {
         guard let events = state.events else { return HTTPRoutes.error(.serviceUnavailable, "events are disabled") }
         let parameters: P
@@ -68,11 +76,30 @@ enum EventRoutes {
         } catch {
             return HTTPRoutes.error(.badRequest, error.message)
         }
+        if parameters.scope == .fleet {
+            guard let analytics = state.fleet, analytics.configuration.enabled else {
+                return HTTPRoutes.error(
+                    .serviceUnavailable, "scope=fleet needs ClickHouse: set [events.clickhouse] url")
+            }
+            return await HTTPRoutes.runQuery(context, state) { _ throws in
+                do {
+                    var answer = try fleet(parameters, analytics)
+                    answer["scope"] = "fleet"
+                    return HTTPRoutes.json(.ok, answer)
+                } catch let e as ClickHouseError {
+                    state.stats.httpErrors.add(1)
+                    return HTTPRoutes.error(
+                        .serviceUnavailable, "ClickHouse (\(analytics.configuration.url)) could not answer: \(e)")
+                } catch let e as BadParameter {
+                    return HTTPRoutes.error(.badRequest, e.message)
+                }
+            }
+        }
         return await HTTPRoutes.runQuery(context, state) { budget throws in
             let stop = budget.shouldStop
             do {
                 let answer = try events.withIndex { index in
-                    var answer = try body(parameters, index, stop)
+                    var answer = try local(parameters, index, stop)
                     if index.dropped > 0 {
                         // The oldest events left the index ([events] max_indexed): say from when answers count.
                         answer["indexed_from"] = index.oldestTime.map { $0 as Any } ?? NSNull()
@@ -95,61 +122,106 @@ enum EventRoutes {
     }
 
     static func funnel(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response {
-        await analytics(request, context, state, parse: FunnelParameters.init) { p, index, stop in
-            let answer = try index.funnel(
-                steps: p.steps, from: p.range.from, to: p.range.to, window: p.window, breakdown: p.breakdown,
-                stop: stop)
-            func encode(_ steps: [FunnelStep]) -> [[String: Any]] {
-                steps.map {
-                    [
-                        "event": $0.event, "users": $0.users, "conversion_from_first": $0.conversionFromFirst,
-                        "conversion_from_previous": $0.conversionFromPrevious, "dropoff": $0.dropoff,
-                        "median_ms_from_first": $0.medianMsFromFirst.map { $0 as Any } ?? NSNull(),
-                    ]
-                }
+        await analytics(
+            request, context, state, parse: FunnelParameters.init,
+            local: { p, index, stop in
+                let answer = try index.funnel(
+                    steps: p.steps, from: p.range.from, to: p.range.to, window: p.window, breakdown: p.breakdown,
+                    stop: stop)
+                return funnelAnswer(p, answer)
+            },
+            fleet: { p, fleet in
+                let answer = try fleet.funnel(
+                    steps: p.steps, from: p.range.from, to: p.range.to, window: p.window, breakdown: p.breakdown)
+                return funnelAnswer(p, answer)
+            })
+    }
+
+    static func funnelAnswer(
+        _ p: FunnelParameters, _ answer: (steps: [FunnelStep], breakdown: [String: [FunnelStep]]?)
+    ) -> [String: Any] {
+        func encode(_ steps: [FunnelStep]) -> [[String: Any]] {
+            steps.map {
+                [
+                    "event": $0.event, "users": $0.users, "conversion_from_first": $0.conversionFromFirst,
+                    "conversion_from_previous": $0.conversionFromPrevious, "dropoff": $0.dropoff,
+                    "median_ms_from_first": $0.medianMsFromFirst.map { $0 as Any } ?? NSNull(),
+                ]
             }
-            var out: [String: Any] = [
-                "steps": encode(answer.steps), "from": p.range.from, "to": p.range.to, "window_ms": p.window,
-            ]
-            if let groups = answer.breakdown { out["breakdown"] = groups.mapValues { ["steps": encode($0)] } }
-            return out
         }
+        var out: [String: Any] = [
+            "steps": encode(answer.steps), "from": p.range.from, "to": p.range.to, "window_ms": p.window,
+        ]
+        if let groups = answer.breakdown { out["breakdown"] = groups.mapValues { ["steps": encode($0)] } }
+        return out
     }
 
     static func retention(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response {
-        await analytics(request, context, state, parse: RetentionParameters.init) { p, index, stop in
-            let cohorts = try index.retention(
-                cohortEvent: p.cohortEvent, returnEvent: p.returnEvent, period: p.period, periods: p.periods,
-                from: p.range.from, to: p.range.to, stop: stop)
-            return [
-                "period": p.period.rawValue,
-                "cohorts": cohorts.map {
-                    ["start": $0.start, "size": $0.size, "retained": $0.retained, "rates": $0.rates] as [String: Any]
-                },
-            ]
-        }
+        await analytics(
+            request, context, state, parse: RetentionParameters.init,
+            local: { p, index, stop in
+                retentionAnswer(
+                    p,
+                    try index.retention(
+                        cohortEvent: p.cohortEvent, returnEvent: p.returnEvent, period: p.period, periods: p.periods,
+                        from: p.range.from, to: p.range.to, stop: stop))
+            },
+            fleet: { p, fleet in
+                retentionAnswer(
+                    p,
+                    try fleet.retention(
+                        cohortEvent: p.cohortEvent, returnEvent: p.returnEvent, period: p.period, periods: p.periods,
+                        from: p.range.from, to: p.range.to))
+            })
+    }
+
+    static func retentionAnswer(_ p: RetentionParameters, _ cohorts: [Cohort]) -> [String: Any] {
+        [
+            "period": p.period.rawValue,
+            "cohorts": cohorts.map {
+                ["start": $0.start, "size": $0.size, "retained": $0.retained, "rates": $0.rates] as [String: Any]
+            },
+        ]
     }
 
     static func experiment(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response
     {
-        await analytics(request, context, state, parse: ExperimentParameters.init) { p, index, stop in
-            let result = try index.experiment(
-                exposureEvent: p.exposureEvent, variantProperty: p.variantProperty, goalEvent: p.goalEvent,
-                from: p.range.from, to: p.range.to, window: p.window, control: p.control, stop: stop)
-            if let control = p.control, !result.variants.contains(where: { $0.variant == control }) {
-                throw BadParameter("parameter 'control': no exposures of variant \"\(control)\" in the range")
-            }
-            return [
-                "control": result.control.map { $0 as Any } ?? NSNull(),
-                "excluded_users": result.excludedUsers,
-                "variants": result.variants.map {
-                    [
-                        "variant": $0.variant, "exposed": $0.exposed, "converted": $0.converted, "rate": $0.rate,
-                        "ci95": [$0.ci95.0, $0.ci95.1], "uplift": $0.uplift.map { $0 as Any } ?? NSNull(),
-                        "p_value": $0.pValue.map { $0 as Any } ?? NSNull(),
-                    ] as [String: Any]
-                },
-            ]
+        await analytics(
+            request, context, state, parse: ExperimentParameters.init,
+            local: { p, index, stop in
+                try experimentAnswer(
+                    p,
+                    try index.experiment(
+                        exposureEvent: p.exposureEvent, variantProperty: p.variantProperty, goalEvent: p.goalEvent,
+                        from: p.range.from, to: p.range.to, window: p.window, control: p.control, stop: stop))
+            },
+            fleet: { p, fleet in
+                try experimentAnswer(
+                    p,
+                    try fleet.experiment(
+                        exposureEvent: p.exposureEvent, variantProperty: p.variantProperty, goalEvent: p.goalEvent,
+                        from: p.range.from, to: p.range.to, window: p.window, control: p.control))
+            })
+    }
+
+    static func experimentAnswer(_ p: ExperimentParameters, _ result: ExperimentResult) throws -> [String: Any] {
+        if let control = p.control, !result.variants.contains(where: { $0.variant == control }) {
+            throw BadParameter("parameter 'control': no exposures of variant \"\(control)\" in the range")
         }
+        return [
+            "control": result.control.map { $0 as Any } ?? NSNull(),
+            "excluded_users": result.excludedUsers,
+            "variants": result.variants.map {
+                [
+                    "variant": $0.variant, "exposed": $0.exposed, "converted": $0.converted, "rate": $0.rate,
+                    "ci95": [$0.ci95.0, $0.ci95.1], "uplift": $0.uplift.map { $0 as Any } ?? NSNull(),
+                    "p_value": $0.pValue.map { $0 as Any } ?? NSNull(),
+                ] as [String: Any]
+            },
+        ]
     }
 }
+
+extension FunnelParameters: EventRoutes.Scoped {}
+extension RetentionParameters: EventRoutes.Scoped {}
+extension ExperimentParameters: EventRoutes.Scoped {}

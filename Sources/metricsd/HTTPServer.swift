@@ -1,4 +1,5 @@
 import API
+import ClickHouse
 import Export
 import Foundation
 import HTTPTypes
@@ -25,6 +26,9 @@ struct HTTPState: Sendable {
     let logger: Logger
     var forwarder: Forwarder? = nil
     var events: EventPipeline? = nil
+    /// Events forwarding to ClickHouse (its figures in /health and /metrics) and the fleet-wide analytics.
+    var clickhouse: EventForwarder? = nil
+    var fleet: FleetAnalytics? = nil
     /// What a reload may change (the auth token).
     var settings: RuntimeSettings
     /// Where queries run (``QueryRunner``): off the event loops, bounded.
@@ -371,6 +375,21 @@ enum HTTPRoutes {
                 reason = "forwarding to \(forwarder.configuration.url) is refused: \(f.lastError ?? "")"
             }
         }
+        if let clickhouse = state.clickhouse, clickhouse.configuration.enabled {
+            let c = clickhouse.stats.current
+            var forwarding: [String: Any] = [
+                "url": c.url, "status": c.status, "backlog_events": c.backlog, "events_sent": clickhouse.stats.sent,
+                "events_rejected": clickhouse.stats.rejected, "requests": clickhouse.stats.requests,
+                "retries": clickhouse.stats.retries,
+            ]
+            if let t = c.lastSuccess { forwarding["last_success"] = TimeText.format(t) }
+            if let e = c.lastError { forwarding["last_error"] = e }
+            if let t = c.lastErrorAt { forwarding["last_error_at"] = TimeText.format(t) }
+            body["events_forwarding"] = forwarding
+            if c.status == "failing" && reason == nil {
+                reason = "forwarding events to \(c.url) is refused: \(c.lastError ?? "")"
+            }
+        }
         if let failure {
             body["status"] = "fail"
             body["message"] = failure
@@ -387,6 +406,13 @@ enum HTTPRoutes {
         state.stats.openBuckets.set(Double(open.buckets))
         state.stats.openCells.set(Double(open.cells))
         if let forwarder = state.forwarder { state.stats.forward.update(forwarder.stats) }
+        if let clickhouse = state.clickhouse, clickhouse.configuration.enabled {
+            let s = clickhouse.stats
+            let c = s.current
+            state.stats.clickhouse.update(
+                sent: s.sent, rejected: s.rejected, requests: s.requests, retries: s.retries, backlog: c.backlog,
+                lastSuccess: c.lastSuccess, failing: c.status == "failing")
+        }
         var buffer = ByteBuffer()
         buffer.writeBytes(state.stats.registry.emitToBuffer())
         return Response(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClickHouse
 import Export
 import Logging
 import ServiceLifecycle
@@ -28,6 +29,8 @@ struct ReloadService: Service {
     let initial: Configuration
     let settings: RuntimeSettings
     let forwarder: Forwarder?
+    var clickhouse: EventForwarder? = nil
+    var fleet: FleetAnalytics? = nil
     let notifier: SystemdNotifier
     let logger: Logger
 
@@ -69,13 +72,21 @@ struct ReloadService: Service {
                 )
             }
         }
+        if next.events.clickhouse != old.events.clickhouse {
+            let c = next.events.clickhouse.clickhouseConfiguration
+            clickhouse?.reconfigure(c)
+            fleet?.reconfigure(c)
+            changed.append(c.enabled ? "events.clickhouse (now \(c.url))" : "events.clickhouse (now off)")
+        }
         var restart: [String] = []
         if next.dataDir != old.dataDir { restart.append("data_dir") }
         if next.listen != old.listen { restart.append("listen") }
         if next.rollup != old.rollup { restart.append("rollup") }
         if next.storage != old.storage { restart.append("storage") }
         if next.limits != old.limits { restart.append("limits") }
-        if next.events != old.events { restart.append("events") }
+        var nextEvents = next.events
+        nextEvents.clickhouse = old.events.clickhouse
+        if nextEvents != old.events { restart.append("events") }
         if next.query != old.query { restart.append("query") }
         if next.http != old.http { restart.append("http") }
         if !restart.isEmpty {

@@ -1,5 +1,6 @@
 import API
 import ArgumentParser
+import ClickHouse
 import Export
 import Foundation
 import Hummingbird
@@ -167,6 +168,19 @@ struct Server {
         } catch {
             throw StartupError("cannot read the stored events: \(error)")
         }
+        // Always made (idle while [events.clickhouse] url is empty), so a reload can turn it on.
+        let clickhouse: EventForwarder
+        do {
+            clickhouse = try EventForwarder(
+                store: events.store, configuration: configuration.events.clickhouse.clickhouseConfiguration,
+                logger: logger)
+        } catch {
+            throw StartupError("cannot read the events forwarding cursor: \(error)")
+        }
+        let fleet = FleetAnalytics(
+            configuration: configuration.events.clickhouse.clickhouseConfiguration,
+            timeout: Int(configuration.query.timeout.nanoseconds / 1_000_000_000),
+            maxRows: configuration.query.maxRowLimit)
         let group = MultiThreadedEventLoopGroup.singleton
         let forwarder =
             configuration.influx.url.isEmpty
@@ -225,6 +239,8 @@ struct Server {
                 logger: logger,
                 forwarder: forwarder,
                 events: events,
+                clickhouse: clickhouse,
+                fleet: fleet,
                 settings: settings,
                 queries: queries,
                 bodies: AsyncPermits(
@@ -254,12 +270,15 @@ struct Server {
         }
         // First in the list (after the forwarder), so they stop after the listeners, in reverse: the daemon's
         // figures, then maintenance, then the flush service, which stores every open bucket last.
-        let background = BackgroundServices(
+        var background = BackgroundServices(
             engine: engine, pipeline: pipeline, store: guarded, wal: wal, dedup: dedup, events: events, stats: stats,
             retention1m: configuration.storage.retention1m.nanoseconds,
             retention1h: configuration.storage.retention1h.nanoseconds, logger: logger, udpPort: udpPort,
             seriesIdle: configuration.rollup.seriesIdle.nanoseconds)
+        background.clickhouse = clickhouse
         services.insert(contentsOf: background.services, at: 0)
+        // Before the flush service in the list, so it stops after it: the events stored last are sent too.
+        services.insert(EventForwarderService(forwarder: clickhouse), at: 0)
         if let forwarder {
             // First in the list, so it stops last: after the flush service stored every open minute it sends what the
             // outbox holds (bounded), so a replica scaled away leaves nothing unsent when InfluxDB is up.
@@ -268,8 +287,8 @@ struct Server {
         let notifier = SystemdNotifier()
         services.append(
             ReloadService(
-                load: reload, initial: configuration, settings: settings, forwarder: forwarder, notifier: notifier,
-                logger: logger))
+                load: reload, initial: configuration, settings: settings, forwarder: forwarder,
+                clickhouse: clickhouse, fleet: fleet, notifier: notifier, logger: logger))
         // Last: told of a shutdown first, so STOPPING=1 goes out before the listeners close.
         let summary = Server.statusLine(listeners: listeners, engine: engine, stats: stats)
         services.append(
@@ -388,6 +407,34 @@ struct ForwarderService: Service {
 
     /// The longest a shutdown waits for the outbox to be sent (systemd's TimeoutStopSec is 60 s).
     static let drain: Int64 = 20_000_000_000
+}
+
+/// Runs the events forwarder's thread for the daemon's lifetime; at shutdown it sends what is stored (bounded).
+struct EventForwarderService: Service {
+    let forwarder: EventForwarder
+
+    func run() async throws {
+        forwarder.start()
+        try? await gracefulShutdown()
+        forwarder.wake()
+        await Task.detached { forwarder.stop(drain: ForwarderService.drain) }.value
+    }
+}
+
+extension Configuration.ClickHouse {
+    var clickhouseConfiguration: ClickHouseConfiguration {
+        var c = ClickHouseConfiguration()
+        c.url = url
+        c.database = database
+        c.table = table
+        c.createTable = createTable
+        c.username = username
+        c.password = password
+        c.batchSize = batchSize
+        c.flushInterval = flushInterval.nanoseconds
+        c.timeout = max(1, Int(timeout.nanoseconds / 1_000_000_000))
+        return c
+    }
 }
 
 extension Configuration.Influx {

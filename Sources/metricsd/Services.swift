@@ -1,3 +1,4 @@
+import ClickHouse
 import Export
 import Foundation
 import Ingest
@@ -82,6 +83,8 @@ struct BackgroundServices: Sendable {
     let wal: WriteAheadLog
     let dedup: DedupWindow
     let events: EventPipeline
+    /// Forwards stored events to ClickHouse: retention keeps what it has not sent.
+    var clickhouse: EventForwarder? = nil
     let stats: Stats
     let retention1m: Int64
     let retention1h: Int64
@@ -195,7 +198,7 @@ struct BackgroundServices: Sendable {
         saveDedup(now: now)
         if round % 60 == 0 {
             do {
-                try events.maintain(now: now)
+                try events.maintain(now: now, keepAfter: clickhouse?.keepAfter)
             } catch {
                 errors.log(logger, "expiring events failed", error)
             }
