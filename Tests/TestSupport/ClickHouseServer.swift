@@ -11,7 +11,7 @@ public final class ClickHouseServer: @unchecked Sendable {
     public static let binary = "/usr/sbin/clickhouse-server"
     public let httpPort: Int
     public let dir: URL
-    private var process: Process?
+    private var pid: pid_t?
 
     public init() throws {
         httpPort = try freePort()
@@ -49,41 +49,67 @@ public final class ClickHouseServer: @unchecked Sendable {
             try setup.run()
             setup.waitUntilExit()
             guard setup.terminationStatus == 0 else { throw Failure(description: "peers.sh clickhouse-config failed") }
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: Self.binary)
-            p.arguments = ["--config-file=\(dir.appendingPathComponent("config.xml").path)"]
-            let log = dir.appendingPathComponent("log/stdout.log")
-            if !FileManager.default.fileExists(atPath: log.path) {
-                _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            }
-            let handle = try FileHandle(forWritingTo: log)
-            handle.seekToEndOfFile()
-            p.standardOutput = handle
-            p.standardError = handle
-            try p.run()
+            let log = dir.appendingPathComponent("log/stdout.log").path
+            let pid = try Self.spawn(
+                [Self.binary, "--config-file=\(dir.appendingPathComponent("config.xml").path)"], log: log)
             let deadline = Date().addingTimeInterval(30)
-            while Date() < deadline && p.isRunning {
+            while Date() < deadline && Self.alive(pid) {
                 if (try? query("SELECT 1")) == "1\n" {
-                    process = p
+                    self.pid = pid
                     return
                 }
                 usleep(50_000)
             }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            p.waitUntilExit()
+            Self.terminate(pid, signal: SIGKILL, within: 5)
             // Exit 70 after ~1 s: a port was taken between choosing and binding; try others.
             if attempt == 3 { throw Failure(description: "clickhouse-server did not start (see \(dir.path)/log)") }
         }
     }
 
+    /// Stops the server (SIGTERM, SIGKILL after 20 s) and reaps it.
     public func stop() {
-        guard let p = process, p.isRunning else { return }
-        process = nil
-        kill(p.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(20)
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
+        guard let pid else { return }
+        self.pid = nil
+        Self.terminate(pid, signal: SIGTERM, within: 20)
+    }
+
+    // clickhouse-server closes every file descriptor it inherits, and Foundation's `Process` takes the close of
+    // the one it passes as the child's exit: its monitor thread then blocks in waitpid on the running server and
+    // reaps no other child of the test process. So the server is spawned and reaped here, by PID.
+
+    static func spawn(_ arguments: [String], log: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        guard rc == 0 else {
+            throw Failure(description: "posix_spawn \(arguments[0]): \(String(cString: strerror(rc)))")
+        }
+        return pid
+    }
+
+    static func alive(_ pid: pid_t) -> Bool {
+        var status: Int32 = 0
+        return waitpid(pid, &status, WNOHANG) == 0
+    }
+
+    static func terminate(_ pid: pid_t, signal: Int32, within seconds: Double) {
+        kill(pid, signal)
+        let deadline = Date().addingTimeInterval(seconds)
+        var status: Int32 = 0
+        while Date() < deadline {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || r < 0 { return }
+            usleep(20_000)
+        }
+        kill(pid, SIGKILL)
+        _ = waitpid(pid, &status, 0)
     }
 
     /// Runs `sql` over HTTP; the body of a 200, else throws with ClickHouse's message.
