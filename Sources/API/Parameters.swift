@@ -165,6 +165,108 @@ public enum Scope: String, Sendable, Equatable {
     }
 }
 
+/// Segments in parameters: `where=country:DE,revenue>=10,plan!=free,ref=~^google` — conditions separated by commas,
+/// each `key` then an operator (`:` or `=`, `!=`, `<`, `<=`, `>`, `>=`, `=~`, `!~`) then the value (no commas).
+/// Regexes are RE2 (as InfluxQL's), compiled here with its memory bound.
+public enum SegmentText {
+    public static let maxConditions = 32
+
+    public static func filter(_ text: String, parameter: String) throws(ParameterError) -> EventFilter {
+        var conditions: [PropertyCondition] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: true) {
+            conditions.append(try condition(String(part), parameter: parameter))
+        }
+        guard conditions.count <= maxConditions else {
+            throw ParameterError("parameter '\(parameter)' has more than \(maxConditions) conditions")
+        }
+        return EventFilter(conditions)
+    }
+
+    static func condition(_ text: String, parameter: String) throws(ParameterError) -> PropertyCondition {
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            let c = bytes[i]
+            let next = i + 1 < bytes.count ? bytes[i + 1] : 0
+            var op: PropertyCondition.Op?
+            var width = 1
+            switch c {
+            case UInt8(ascii: ":"): op = .equal
+            case UInt8(ascii: "="): (op, width) = next == UInt8(ascii: "~") ? (.match, 2) : (.equal, 1)
+            case UInt8(ascii: "!") where next == UInt8(ascii: "="): (op, width) = (.notEqual, 2)
+            case UInt8(ascii: "!") where next == UInt8(ascii: "~"): (op, width) = (.notMatch, 2)
+            case UInt8(ascii: "<"): (op, width) = next == UInt8(ascii: "=") ? (.lessOrEqual, 2) : (.less, 1)
+            case UInt8(ascii: ">"): (op, width) = next == UInt8(ascii: "=") ? (.greaterOrEqual, 2) : (.greater, 1)
+            default: break
+            }
+            if let op {
+                let key = String(decoding: bytes[..<i], as: UTF8.self)
+                let value = String(decoding: bytes[(i + width)...], as: UTF8.self)
+                guard !key.isEmpty else {
+                    throw ParameterError("parameter '\(parameter)': condition \"\(text.prefix(64))\" has no property name")
+                }
+                switch op {
+                case .less, .lessOrEqual, .greater, .greaterOrEqual:
+                    guard PropertyCondition.jsonNumber(value) != nil else {
+                        throw ParameterError(
+                            "parameter '\(parameter)': \(op.rawValue) needs a number, got \"\(value.prefix(64))\"")
+                    }
+                    return PropertyCondition(key: key, op: op, value: value)
+                case .match, .notMatch:
+                    let regex: RE2Regex
+                    do {
+                        regex = try RE2Regex(value)
+                    } catch {
+                        throw ParameterError("parameter '\(parameter)': bad regex \"\(value.prefix(64))\": \(error)")
+                    }
+                    return PropertyCondition(key: key, op: op, value: value, regex: { regex.matches($0) })
+                default:
+                    return PropertyCondition(key: key, op: op, value: value)
+                }
+            }
+            i += 1
+        }
+        throw ParameterError(
+            "parameter '\(parameter)': condition \"\(text.prefix(64))\" must be key:value, key!=value, key>=number, key=~regex, …"
+        )
+    }
+
+    /// `a,b{k>=1,c:x},c`: names and their filters, split at the commas outside braces.
+    static func steps(_ text: String) throws(ParameterError) -> [(String, EventFilter)] {
+        var out: [(String, EventFilter)] = []
+        var depth = 0
+        var current = ""
+        var parts: [String] = []
+        for ch in text {
+            if ch == "{" { depth += 1 }
+            if ch == "}" { depth -= 1 }
+            guard depth >= 0, depth <= 1 else { throw ParameterError("parameter 'steps': unbalanced braces") }
+            if ch == "," && depth == 0 {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(ch)
+            }
+        }
+        guard depth == 0 else { throw ParameterError("parameter 'steps': unbalanced braces") }
+        parts.append(current)
+        for part in parts {
+            let p = part.trimming(" ")
+            if let open = p.firstIndex(of: "{") {
+                guard p.hasSuffix("}") else {
+                    throw ParameterError("parameter 'steps': a step's filter must end the step (\"view{country:DE}\")")
+                }
+                let name = String(p[..<open]).trimming(" ")
+                let inner = String(p[p.index(after: open)..<p.index(before: p.endIndex)])
+                out.append((name, try filter(inner, parameter: "steps")))
+            } else {
+                out.append((p, .all))
+            }
+        }
+        return out
+    }
+}
+
 /// `GET /api/v1/funnel?steps=a,b,c&window=&from=&to=&breakdown=`.
 public struct FunnelParameters: Sendable, Equatable {
     public var steps: [String]
@@ -172,15 +274,26 @@ public struct FunnelParameters: Sendable, Equatable {
     /// Milliseconds.
     public var window: Int64
     public var breakdown: String?
-
     public var scope: Scope
+    /// `where=`: conditions on every event; `stepFilters[k]`: step k's own (`steps=view,buy{revenue>=10}`).
+    public var filter: EventFilter
+    public var stepFilters: [EventFilter]
 
     public init(_ form: Form, now: Int64) throws(ParameterError) {
         scope = try Scope(form)
-        steps = try form.required("steps").split(separator: ",").map { String($0).trimming(" ") }
+        let parsed = try SegmentText.steps(try form.required("steps"))
+        steps = parsed.map(\.0)
+        stepFilters = parsed.map(\.1)
         guard steps.count >= 2, steps.count <= 20, !steps.contains(where: \.isEmpty) else {
             throw ParameterError("parameter 'steps' must name 2 to 20 events, comma-separated")
         }
+        for (k, name) in steps.enumerated() {
+            if let j = steps.firstIndex(of: name), j < k, stepFilters[j] != stepFilters[k] {
+                throw ParameterError(
+                    "parameter 'steps': steps \(j + 1) and \(k + 1) are both \"\(name)\" and must have the same filter")
+            }
+        }
+        filter = try SegmentText.filter(form["where"] ?? "", parameter: "where")
         range = try EventRange(form, now: now)
         window = try form.duration("window", "1h") / 1_000_000
         breakdown = form["breakdown"].flatMap { $0.isEmpty ? nil : $0 }
@@ -195,11 +308,15 @@ public struct RetentionParameters: Sendable, Equatable {
     public var period: RetentionPeriod
     public var periods: Int
     public var range: EventRange
-
     public var scope: Scope
+    public var filter: EventFilter
+    /// A property of the cohort event: the same cohorts per value.
+    public var breakdown: String?
 
     public init(_ form: Form, now: Int64) throws(ParameterError) {
         scope = try Scope(form)
+        filter = try SegmentText.filter(form["where"] ?? "", parameter: "where")
+        breakdown = form["breakdown"].flatMap { $0.isEmpty ? nil : $0 }
         cohortEvent = try form.required("cohort_event")
         let returnText = try form.required("return_event")
         returnEvent = returnText == "any" ? nil : returnText
@@ -226,11 +343,12 @@ public struct ExperimentParameters: Sendable, Equatable {
     /// Milliseconds.
     public var window: Int64
     public var control: String?
-
     public var scope: Scope
+    public var filter: EventFilter
 
     public init(_ form: Form, now: Int64) throws(ParameterError) {
         scope = try Scope(form)
+        filter = try SegmentText.filter(form["where"] ?? "", parameter: "where")
         exposureEvent = try form.required("exposure_event")
         variantProperty = try form.required("variant_property")
         goalEvent = try form.required("goal_event")

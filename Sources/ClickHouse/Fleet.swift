@@ -59,11 +59,12 @@ public final class FleetAnalytics: Sendable {
     }
 
     public func funnel(
-        steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String?, filter: String? = nil
+        steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String?,
+        where filter: EventFilter = .all, stepFilters: [EventFilter] = []
     ) throws(ClickHouseError) -> (steps: [FunnelStep], breakdown: [String: [FunnelStep]]?) {
         let sql = ClickHouseSQL.funnel(
             table: configuration.qualifiedTable, steps: steps, from: from, to: to, window: window,
-            breakdown: breakdown, filter: filter)
+            breakdown: breakdown, where: filter, stepFilters: stepFilters)
         var overall = Funnel.steps(
             steps, users: Array(repeating: 0, count: steps.count), medians: Array(repeating: nil, count: steps.count))
         var groups: [String: [FunnelStep]] = [:]
@@ -88,27 +89,31 @@ public final class FleetAnalytics: Sendable {
 
     public func retention(
         cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, from: Int64, to: Int64,
-        filter: String? = nil
-    ) throws(ClickHouseError) -> [Cohort] {
+        where filter: EventFilter = .all, breakdown: String? = nil
+    ) throws(ClickHouseError) -> (cohorts: [Cohort], breakdown: [String: [Cohort]]?) {
         let sql = ClickHouseSQL.retention(
             table: configuration.qualifiedTable, cohortEvent: cohortEvent, returnEvent: returnEvent, period: period,
-            periods: periods, from: from, to: to, filter: filter)
-        return try rows(sql).map { row throws(ClickHouseError) in
-            guard row.count == 3, let start = Int64(row[0]), let size = Int(row[1]),
-                let retained = TabSeparated.integers(row[2]), retained.count == periods
+            periods: periods, from: from, to: to, where: filter, breakdown: breakdown)
+        var overall: [Cohort] = []
+        var groups: [String: [Cohort]] = [:]
+        for row in try rows(sql) {
+            guard row.count == 5, let start = Int64(row[2]), let size = Int(row[3]),
+                let retained = TabSeparated.integers(row[4]), retained.count == periods
             else { throw Self.malformed(row.joined(separator: "\t")) }
-            return Cohort(
+            let cohort = Cohort(
                 start: start, size: size, retained: retained, rates: retained.map { Double($0) / Double(size) })
+            if row[0] == "0" { overall.append(cohort) } else { groups[row[1], default: []].append(cohort) }
         }
+        return (overall, breakdown == nil ? nil : groups)
     }
 
     public func experiment(
         exposureEvent: String, variantProperty: String, goalEvent: String, from: Int64, to: Int64, window: Int64,
-        control: String?, filter: String? = nil
+        control: String?, where filter: EventFilter = .all
     ) throws(ClickHouseError) -> ExperimentResult {
         let sql = ClickHouseSQL.experiment(
             table: configuration.qualifiedTable, exposureEvent: exposureEvent, variantProperty: variantProperty,
-            goalEvent: goalEvent, from: from, to: to, window: window, filter: filter)
+            goalEvent: goalEvent, from: from, to: to, window: window, where: filter)
         var counts: [String: (exposed: Int, converted: Int)] = [:]
         var excluded = 0
         for row in try rows(sql) {

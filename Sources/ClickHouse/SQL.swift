@@ -79,6 +79,11 @@ public enum ClickHouseSQL {
             "if(startsWith(visitParamExtractRaw(properties, \(k)), '\"'), visitParamExtractString(properties, \(k)), visitParamExtractRaw(properties, \(k)))"
     }
 
+    /// A breakdown value: the property's text, `(none)` when absent.
+    static func groupText(_ key: String) -> String {
+        "if(\(has(key)), \(property(key)), \(literal(Funnel.none)))"
+    }
+
     static func has(_ key: String) -> String { "visitParamHas(properties, \(literal(jsonKey(key))))" }
 
     /// The key as it appears between the quotes of metricsd's JSON.
@@ -115,6 +120,43 @@ public enum ClickHouseSQL {
         "ts >= \(seconds(from, up: false)) AND ts <= \(seconds(through, up: true)) AND ts_ms >= \(ms(from)) AND ts_ms <= \(ms(through))"
     }
 
+    // MARK: - Segments
+
+    static let numberPattern = literal("^-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+    /// ``PropertyCondition``'s rules over `properties`, as SQL.
+    static func condition(_ c: PropertyCondition) -> String {
+        let t = property(c.key)
+        let present = has(c.key)
+        let numeric = "match(\(t), \(numberPattern))"
+        func equal() -> String {
+            if c.number != nil {
+                return
+                    "(\(present) AND if(\(numeric), toFloat64OrZero(\(t)) = \(c.value), \(t) = \(literal(c.value))))"
+            }
+            return "(\(present) AND \(t) = \(literal(c.value)))"
+        }
+        func compare(_ op: String) -> String {
+            guard c.number != nil else { return "0" }
+            return "(\(present) AND \(numeric) AND toFloat64OrZero(\(t)) \(op) \(c.value))"
+        }
+        switch c.op {
+        case .equal: return equal()
+        case .notEqual: return "NOT \(equal())"
+        case .less: return compare("<")
+        case .lessOrEqual: return compare("<=")
+        case .greater: return compare(">")
+        case .greaterOrEqual: return compare(">=")
+        case .match: return "(\(present) AND match(\(t), \(literal(c.value))))"
+        case .notMatch: return "NOT (\(present) AND match(\(t), \(literal(c.value))))"
+        }
+    }
+
+    /// All conditions, or `nil` for an empty filter.
+    public static func filter(_ f: EventFilter) -> String? {
+        f.isEmpty ? nil : f.conditions.map(condition).joined(separator: " AND ")
+    }
+
     // MARK: - Funnel
 
     /// The funnel of ``EventIndex/funnel(steps:from:to:window:breakdown:)``. Rows, tab-separated: `kind` (0 overall,
@@ -129,8 +171,15 @@ public enum ClickHouseSQL {
     /// earliest start among equals; then counts and exact medians (the mean of the two middle values).
     public static func funnel(
         table: String, steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String?,
-        filter: String? = nil
+        where whereFilter: EventFilter = .all, stepFilters: [EventFilter] = []
     ) -> String {
+        let filter = Self.filter(whereFilter)
+        // Steps of one event name have one filter (the API checks it): per name, its conditions.
+        func stepFilter(_ name: String) -> String {
+            guard let k = steps.firstIndex(of: name), k < stepFilters.count, let f = Self.filter(stepFilters[k])
+            else { return "" }
+            return " AND \(f)"
+        }
         let k = steps.count
         var names: [String] = []
         for s in steps where !names.contains(s) { names.append(s) }
@@ -142,7 +191,7 @@ public enum ClickHouseSQL {
         // copy of one event (before ClickHouse merged it away) never serves two steps.
         var arrays: [String] = []
         for (j, name) in names.enumerated() {
-            let cond = "event = \(literal(name))"
+            let cond = "event = \(literal(name))\(stepFilter(name))"
             if repeated.contains(j) {
                 arrays.append(
                     "arraySort(arrayMap(x -> tupleElement(x, 1), groupUniqArrayIf((toInt64(ts_ms), id), \(cond)))) AS a\(j)"
@@ -151,16 +200,16 @@ public enum ClickHouseSQL {
                 arrays.append("arraySort(groupArrayIf(toInt64(ts_ms), \(cond))) AS a\(j)")
             }
         }
-        let startCond = "event = \(literal(steps[0])) AND ts_ms < \(ms(to))"
+        let startCond = "event = \(literal(steps[0])) AND ts_ms < \(ms(to))\(stepFilter(steps[0]))"
         if grouped {
             arrays.append(
                 "arraySort(x -> tupleElement(x, 1), groupArrayIf((toInt64(ts_ms), g), \(startCond))) AS starts")
         } else {
             arrays.append("groupArrayIf(toInt64(ts_ms), \(startCond)) AS starts")
         }
-        let group = breakdown.map { "if(\(has($0)), \(property($0)), \(literal(Funnel.none)))" } ?? "''"
+        let group = breakdown.map(groupText) ?? "''"
         let scan = """
-            SELECT user_id, event, ts_ms, id, \(group) AS g FROM \(table)
+            SELECT user_id, event, ts_ms, id, properties, \(group) AS g FROM \(table)
             WHERE event IN (\(names.map(literal).joined(separator: ", "))) AND \(timeRange(from, through: last))\(filter.map { " AND (\($0))" } ?? "")
             """
         let arrayColumns = names.indices.map { "a\($0)" }
@@ -244,11 +293,13 @@ public enum ClickHouseSQL {
 
     // MARK: - Retention
 
-    /// Rows: cohort start (ms), size, then `periods` retained counts.
+    /// Rows: `kind` (0 overall, 1 a breakdown value), the value, cohort start (ms), size, the `periods` retained
+    /// counts. The breakdown value is that of the user's first cohort event (the smallest at a tie), as locally.
     public static func retention(
         table: String, cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int,
-        from: Int64, to: Int64, filter: String? = nil
+        from: Int64, to: Int64, where whereFilter: EventFilter = .all, breakdown: String? = nil
     ) -> String {
+        let filter = Self.filter(whereFilter)
         let length = period.milliseconds
         let lo = period.start(of: from)
         let hi = period.start(of: to - 1) &+ Int64(periods) &* length
@@ -262,6 +313,7 @@ public enum ClickHouseSQL {
         let f = filter.map { " AND (\($0))" } ?? ""
         let perUser = """
             SELECT user_id, minIf(toInt64(ts_ms), \(cohort) AND ts_ms < \(ms(to))) AS first, \(start) AS start,
+                \(breakdown.map { "argMinIf(\(groupText($0)), (toInt64(ts_ms), \(groupText($0))), \(cohort) AND ts_ms < \(ms(to)))" } ?? "''") AS g,
                 groupArrayIf(toInt64(ts_ms), \(returns) AND ts_ms >= \(ms(lo))) AS r,
                 arrayMap(t -> intDiv(t - start, \(length)), arrayFilter(t -> t >= start, r)) AS ks,
                 arrayMap(k -> toUInt64(has(ks, k)), range(\(periods))) AS ret
@@ -270,10 +322,12 @@ public enum ClickHouseSQL {
             GROUP BY user_id
             HAVING countIf(\(cohort) AND ts_ms < \(ms(to))) > 0 AND first >= \(from) AND first < \(to)
             """
+        let kinds = breakdown == nil ? "[(0, '')]" : "[(0, ''), (1, g)]"
         return """
-            SELECT start, count() AS size, sumForEach(ret) AS retained
-            FROM (\(perUser))
-            GROUP BY start ORDER BY start FORMAT TabSeparated
+            SELECT tupleElement(kg, 1) AS kind, tupleElement(kg, 2) AS value, start, count() AS size,
+                sumForEach(ret) AS retained
+            FROM (SELECT start, ret, arrayJoin(\(kinds)) AS kg FROM (\(perUser)))
+            GROUP BY kind, value, start ORDER BY kind, value, start FORMAT TabSeparated
             """
     }
 
@@ -282,8 +336,9 @@ public enum ClickHouseSQL {
     /// Rows: `kind` (0 a variant, 1 the excluded users), variant, exposed, converted.
     public static func experiment(
         table: String, exposureEvent: String, variantProperty: String, goalEvent: String, from: Int64, to: Int64,
-        window: Int64, filter: String? = nil
+        window: Int64, where whereFilter: EventFilter = .all
     ) -> String {
+        let filter = Self.filter(whereFilter)
         let exposure =
             "event = \(literal(exposureEvent)) AND ts_ms >= \(ms(from)) AND ts_ms < \(ms(to)) AND \(has(variantProperty))"
         let goal = "event = \(literal(goalEvent)) AND ts_ms >= \(ms(from)) AND ts_ms <= \(ms(to &+ window))"

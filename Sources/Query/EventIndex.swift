@@ -189,6 +189,36 @@ public struct EventIndex: Sendable {
 
     private func valueName(_ id: Int32) -> String { id < 0 ? Funnel.none : valueText[Int(id)] }
 
+    /// A filter compiled against this index: per condition its key and its outcome for every value (evaluated once
+    /// per distinct value, not per event).
+    struct CompiledFilter {
+        var keys: [Int32] = []
+        var outcomes: [[Bool]] = []
+        var absent: [Bool] = []
+    }
+
+    /// `nil` for an empty filter (every event passes).
+    func compile(_ filter: EventFilter) -> CompiledFilter? {
+        guard !filter.isEmpty else { return nil }
+        var c = CompiledFilter()
+        for condition in filter.conditions {
+            c.keys.append(keyIDs[condition.key] ?? -1)
+            c.outcomes.append(valueText.map { condition.matches($0) })
+            c.absent.append(condition.matches(nil))
+        }
+        return c
+    }
+
+    @inline(__always)
+    func passes(_ filter: CompiledFilter?, _ position: Int32) -> Bool {
+        guard let filter else { return true }
+        for k in 0..<filter.keys.count {
+            let v = property(Int(position), filter.keys[k])
+            if !(v < 0 ? filter.absent[k] : filter.outcomes[k][Int(v)]) { return false }
+        }
+        return true
+    }
+
     // MARK: - Funnel
 
     /// One event of one user during a query.
@@ -223,10 +253,19 @@ public struct EventIndex: Sendable {
     }
 
     /// ``funnel(steps:from:to:window:breakdown:)``, asking `stop` as it goes (it throws once `stop` says so).
+    ///
+    /// Segments: only events that pass `where` count, and for step k also `stepFilters[k]` (steps of one event name
+    /// must have the same filter: the API checks it).
     public func funnel(
-        steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String? = nil, stop: (() -> Bool)?
+        steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String? = nil,
+        where filter: EventFilter = .all, stepFilters: [EventFilter] = [], stop: (() -> Bool)?
     ) throws(EventQueryStopped) -> (steps: [FunnelStep], breakdown: [String: [FunnelStep]]?) {
         guard !steps.isEmpty else { return ([], breakdown == nil ? nil : [:]) }
+        var filters = [CompiledFilter?](repeating: nil, count: nameIDs.count)
+        for (k, name) in steps.enumerated() {
+            guard let id = nameIDs[name] else { continue }
+            filters[Int(id)] = compile(k < stepFilters.count ? filter.and(stepFilters[k]) : filter)
+        }
         let ids = steps.map { nameIDs[$0] ?? -1 }
         let groupKey = breakdown.map { keyIDs[$0] ?? -1 } ?? -1
         var overall = FunnelTally(steps.count)
@@ -244,6 +283,7 @@ public struct EventIndex: Sendable {
             var secondSteps = 0
             for e in entries {
                 guard e.time >= from, e.time <= last, wanted[Int(e.name)] else { continue }
+                guard passes(filters[Int(e.name)], e.position) else { continue }
                 if e.name == ids[0] && e.time < to { entered = true }
                 if steps.count > 1 && e.name == ids[1] { secondSteps += 1 }
                 let group = groupKey >= 0 ? property(Int(e.position), groupKey) : -1
@@ -353,38 +393,71 @@ public struct EventIndex: Sendable {
         cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, from: Int64, to: Int64,
         stop: (() -> Bool)?
     ) throws(EventQueryStopped) -> [Cohort] {
-        guard let cohortID = nameIDs[cohortEvent], periods > 0 else { return [] }
+        try retention(
+            cohortEvent: cohortEvent, returnEvent: returnEvent, period: period, periods: periods, from: from, to: to,
+            where: .all, breakdown: nil, stop: stop
+        ).cohorts
+    }
+
+    /// Retention over the events that pass `where`, and with `breakdown` the same per value of that property of
+    /// the user's first cohort event (absent: `"(none)"`; several first events at one millisecond: the smallest
+    /// value), each user under one value.
+    public func retention(
+        cohortEvent: String, returnEvent: String?, period: RetentionPeriod, periods: Int, from: Int64, to: Int64,
+        where filter: EventFilter, breakdown: String?, stop: (() -> Bool)?
+    ) throws(EventQueryStopped) -> (cohorts: [Cohort], breakdown: [String: [Cohort]]?) {
+        guard let cohortID = nameIDs[cohortEvent], periods > 0 else { return ([], breakdown == nil ? nil : [:]) }
         let returnID = returnEvent.map { nameIDs[$0] ?? -1 }
         let length = period.milliseconds
-        var sizes: [Int64: Int] = [:]
-        var retained: [Int64: [Int]] = [:]
+        let compiled = compile(filter)
+        let groupKey = breakdown.map { keyIDs[$0] ?? -1 } ?? -1
+        struct Tally {
+            var sizes: [Int64: Int] = [:]
+            var retained: [Int64: [Int]] = [:]
+        }
+        var overall = Tally()
+        var groups: [String: Tally] = [:]
         var hit = Array(repeating: false, count: periods)
         try forEachUser(stop: stop) { entries in
             var first = Int64.max
-            for e in entries where e.name == cohortID {
-                first = e.time  // sorted: the first match is the earliest
-                break
+            var group: String?
+            for e in entries where e.name == cohortID && passes(compiled, e.position) {
+                if first == Int64.max {
+                    first = e.time  // sorted: the first match is the earliest
+                    if breakdown == nil { break }
+                } else if e.time != first {
+                    break
+                }
+                let text = valueName(property(Int(e.position), groupKey))
+                if group.map({ text < $0 }) ?? true { group = text }
             }
             guard first >= from, first < to else { return }
             let start = period.start(of: first)
-            sizes[start, default: 0] += 1
             for k in 0..<periods { hit[k] = false }
             for e in entries {
                 if let returnID, e.name != returnID { continue }
                 let t = e.time
-                guard t >= start else { continue }
+                guard t >= start, passes(compiled, e.position) else { continue }
                 let k = (t - start) / length
                 if k < Int64(periods) { hit[Int(k)] = true }
             }
-            var row = retained[start] ?? Array(repeating: 0, count: periods)
-            for k in 0..<periods where hit[k] { row[k] += 1 }
-            retained[start] = row
+            func add(_ tally: inout Tally) {
+                tally.sizes[start, default: 0] += 1
+                var row = tally.retained[start] ?? Array(repeating: 0, count: periods)
+                for k in 0..<periods where hit[k] { row[k] += 1 }
+                tally.retained[start] = row
+            }
+            add(&overall)
+            if let group { add(&groups[group, default: Tally()]) }
         }
-        return sizes.keys.sorted().map { s in
-            let size = sizes[s]!
-            let row = retained[s]!
-            return Cohort(start: s, size: size, retained: row, rates: row.map { Double($0) / Double(size) })
+        func cohorts(_ t: Tally) -> [Cohort] {
+            t.sizes.keys.sorted().map { s in
+                let size = t.sizes[s]!
+                let row = t.retained[s]!
+                return Cohort(start: s, size: size, retained: row, rates: row.map { Double($0) / Double(size) })
+            }
         }
+        return (cohorts(overall), breakdown == nil ? nil : groups.mapValues(cohorts))
     }
 
     // MARK: - Experiment
@@ -403,8 +476,9 @@ public struct EventIndex: Sendable {
     /// ``experiment(exposureEvent:variantProperty:goalEvent:from:to:window:control:)``, asking `stop` as it goes.
     public func experiment(
         exposureEvent: String, variantProperty: String, goalEvent: String, from: Int64, to: Int64, window: Int64,
-        control: String?, stop: (() -> Bool)?
+        control: String?, where filter: EventFilter = .all, stop: (() -> Bool)?
     ) throws(EventQueryStopped) -> ExperimentResult {
+        let compiled = compile(filter)
         let exposureID = nameIDs[exposureEvent] ?? -1
         let goalID = nameIDs[goalEvent] ?? -1
         let key = keyIDs[variantProperty] ?? -1
@@ -417,7 +491,7 @@ public struct EventIndex: Sendable {
             var variant: Int32 = -1
             var seen: Int32 = -1
             var several = false
-            for e in entries where e.name == exposureID {
+            for e in entries where e.name == exposureID && passes(compiled, e.position) {
                 let p = e.position
                 let t = e.time
                 guard t >= from, t < to else { continue }
@@ -437,7 +511,9 @@ public struct EventIndex: Sendable {
             }
             exposed[variant, default: 0] += 1
             let limit = firstTime &+ window
-            if entries.contains(where: { $0.name == goalID && $0.time >= firstTime && $0.time <= limit }) {
+            if entries.contains(where: {
+                $0.name == goalID && $0.time >= firstTime && $0.time <= limit && passes(compiled, $0.position)
+            }) {
                 converted[variant, default: 0] += 1
             }
         }

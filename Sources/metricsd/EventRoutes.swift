@@ -127,12 +127,13 @@ enum EventRoutes {
             local: { p, index, stop in
                 let answer = try index.funnel(
                     steps: p.steps, from: p.range.from, to: p.range.to, window: p.window, breakdown: p.breakdown,
-                    stop: stop)
+                    where: p.filter, stepFilters: p.stepFilters, stop: stop)
                 return funnelAnswer(p, answer)
             },
             fleet: { p, fleet in
                 let answer = try fleet.funnel(
-                    steps: p.steps, from: p.range.from, to: p.range.to, window: p.window, breakdown: p.breakdown)
+                    steps: p.steps, from: p.range.from, to: p.range.to, window: p.window, breakdown: p.breakdown,
+                    where: p.filter, stepFilters: p.stepFilters)
                 return funnelAnswer(p, answer)
             })
     }
@@ -164,24 +165,28 @@ enum EventRoutes {
                     p,
                     try index.retention(
                         cohortEvent: p.cohortEvent, returnEvent: p.returnEvent, period: p.period, periods: p.periods,
-                        from: p.range.from, to: p.range.to, stop: stop))
+                        from: p.range.from, to: p.range.to, where: p.filter, breakdown: p.breakdown, stop: stop))
             },
             fleet: { p, fleet in
                 retentionAnswer(
                     p,
                     try fleet.retention(
                         cohortEvent: p.cohortEvent, returnEvent: p.returnEvent, period: p.period, periods: p.periods,
-                        from: p.range.from, to: p.range.to))
+                        from: p.range.from, to: p.range.to, where: p.filter, breakdown: p.breakdown))
             })
     }
 
-    static func retentionAnswer(_ p: RetentionParameters, _ cohorts: [Cohort]) -> [String: Any] {
-        [
-            "period": p.period.rawValue,
-            "cohorts": cohorts.map {
+    static func retentionAnswer(
+        _ p: RetentionParameters, _ answer: (cohorts: [Cohort], breakdown: [String: [Cohort]]?)
+    ) -> [String: Any] {
+        func encode(_ cohorts: [Cohort]) -> [[String: Any]] {
+            cohorts.map {
                 ["start": $0.start, "size": $0.size, "retained": $0.retained, "rates": $0.rates] as [String: Any]
-            },
-        ]
+            }
+        }
+        var out: [String: Any] = ["period": p.period.rawValue, "cohorts": encode(answer.cohorts)]
+        if let groups = answer.breakdown { out["breakdown"] = groups.mapValues { ["cohorts": encode($0)] } }
+        return out
     }
 
     static func experiment(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response
@@ -193,14 +198,15 @@ enum EventRoutes {
                     p,
                     try index.experiment(
                         exposureEvent: p.exposureEvent, variantProperty: p.variantProperty, goalEvent: p.goalEvent,
-                        from: p.range.from, to: p.range.to, window: p.window, control: p.control, stop: stop))
+                        from: p.range.from, to: p.range.to, window: p.window, control: p.control, where: p.filter,
+                        stop: stop))
             },
             fleet: { p, fleet in
                 try experimentAnswer(
                     p,
                     try fleet.experiment(
                         exposureEvent: p.exposureEvent, variantProperty: p.variantProperty, goalEvent: p.goalEvent,
-                        from: p.range.from, to: p.range.to, window: p.window, control: p.control))
+                        from: p.range.from, to: p.range.to, window: p.window, control: p.control, where: p.filter))
             })
     }
 

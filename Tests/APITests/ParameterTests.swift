@@ -8,6 +8,43 @@ import Testing
 @Suite struct ParameterTests {
     let now: Int64 = 1_795_860_000_000_000_000
 
+    /// Segments: every operator, per-step filters inside braces, the same event name with two filters refused,
+    /// bad numbers and regexes refused naming the parameter.
+    @Test func segmentsAreParsed() throws {
+        let f = try FunnelParameters(
+            Form("steps=view,purchase{revenue>=10,country:DE},view&where=plan!=free,ref=~^goo,x!~a,n<3,m<=4,k>5,c=y"),
+            now: now)
+        #expect(f.steps == ["view", "purchase", "view"])
+        #expect(f.stepFilters[1].conditions.map(\.description) == ["revenue>=10", "country=DE"])
+        #expect(f.stepFilters[0].isEmpty && f.stepFilters[2].isEmpty)
+        #expect(
+            f.filter.conditions.map(\.description) == ["plan!=free", "ref=~^goo", "x!~a", "n<3", "m<=4", "k>5", "c=y"])
+        #expect(f.filter.conditions[1].matches("google") && !f.filter.conditions[1].matches("ago"))
+        #expect(f.filter.conditions[2].matches(nil) && !f.filter.conditions[2].matches("cat"))
+        #expect(f.stepFilters[1].conditions[0].matches("10.0") && !f.stepFilters[1].conditions[0].matches("9"))
+        #expect(!f.stepFilters[1].conditions[0].matches("ten") && !f.stepFilters[1].conditions[0].matches(nil))
+        #expect(PropertyCondition(key: "n", op: .equal, value: "10").matches("10.0"))
+        #expect(!PropertyCondition(key: "n", op: .equal, value: "10").matches(nil))
+        #expect(PropertyCondition(key: "n", op: .notEqual, value: "10").matches(nil))
+        #expect(PropertyCondition.jsonNumber("01") == nil && PropertyCondition.jsonNumber("1.") == nil)
+        #expect(PropertyCondition.jsonNumber("-0.5e+3") == -500)
+        func refused(_ query: String) -> String {
+            do {
+                _ = try FunnelParameters(Form(query), now: now)
+                return ""
+            } catch { return error.message }
+        }
+        #expect(refused("steps=view{a:1},view").contains("same filter"))
+        #expect(refused("steps=view,buy&where=revenue>=ten").contains("'where'"))
+        #expect(refused("steps=view,buy&where=country=~(").contains("bad regex"))
+        #expect(refused("steps=view,buy&where=nooperator").contains("'where'"))
+        #expect(refused("steps=view{a:1,buy").contains("braces"))
+        #expect(refused("steps=view,buy&scope=everywhere").contains("'scope'"))
+        let r = try RetentionParameters(
+            Form("cohort_event=signup&return_event=any&breakdown=country&where=plan:pro&scope=fleet"), now: now)
+        #expect(r.breakdown == "country" && r.scope == .fleet && r.filter.conditions.count == 1)
+    }
+
     @Test func timesOutsideInt64NanosecondsAreRefused() {
         #expect(TimeText.parse("1795860000000") == 1_795_860_000_000_000_000)
         #expect(TimeText.parse("10000000000000") == nil, "year 2286 in milliseconds overflows nanoseconds")

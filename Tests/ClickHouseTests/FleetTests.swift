@@ -39,6 +39,11 @@ import Testing
             case 2: props.append(#""country":19.5"#)
             default: break
             }
+            switch rng.next() % 7 {
+            case 0: props.append(#""n":"12""#)  // a string holding a number
+            case 1, 2: break
+            default: props.append("\"n\":\(rng.next() % 20)")
+            }
             switch rng.next() % 5 {
             case 0, 1: props.append(#""variant":"A""#)
             case 2, 3: props.append(#""variant":"B""#)
@@ -85,6 +90,24 @@ import Testing
         throw ClickHouseServer.Failure(description: "forwarding did not finish: \(forwarder.stats.current)")
     }
 
+    /// A random segment: a few conditions on `country` (text, regex) and `n` (numbers, and a string holding one).
+    static func filter(_ rng: inout SplitMix) -> EventFilter {
+        let choices: [() -> PropertyCondition] = [
+            { PropertyCondition(key: "country", op: .equal, value: "DE") },
+            { PropertyCondition(key: "country", op: .notEqual, value: "FR") },
+            { PropertyCondition(key: "country", op: .equal, value: "19.5") },
+            { PropertyCondition(key: "country", op: .match, value: "^D|R$", regex: { $0.contains(/^D|R$/) }) },
+            { PropertyCondition(key: "country", op: .notMatch, value: "E", regex: { $0.contains("E") }) },
+            { PropertyCondition(key: "n", op: .greaterOrEqual, value: "10") },
+            { PropertyCondition(key: "n", op: .less, value: "5.5") },
+            { PropertyCondition(key: "n", op: .equal, value: "12.0") },
+            { PropertyCondition(key: "n", op: .notEqual, value: "3") },
+            { PropertyCondition(key: "n", op: .greater, value: "1e1") },
+        ]
+        let count = Int(rng.next() % 3)
+        return EventFilter((0..<count).map { _ in choices[Int(rng.next() % UInt64(choices.count))]() })
+    }
+
     @Test func fleetAnswersEqualLocalAnswersOnRandomEventSets() throws {
         var rng = SplitMix(seed: 20_261_203)
         for case_ in 0..<12 {
@@ -99,28 +122,44 @@ import Testing
                 let steps = (0..<k).map { _ in Self.names[Int(rng.next() % 3)] }
                 let window = Int64(rng.next() % 30) * 1_800_000
                 let breakdown: String? = rng.next() % 2 == 0 ? "country" : nil
-                let want = local.funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown)
-                let got = try fleet.funnel(steps: steps, from: from, to: to, window: window, breakdown: breakdown)
-                #expect(got.steps == want.steps, "case \(case_) funnel \(steps) window \(window)")
-                #expect(got.breakdown == want.breakdown, "case \(case_) funnel \(steps) by country")
+                let filter = Self.filter(&rng)
+                var byName: [String: EventFilter] = [:]
+                for s in steps where byName[s] == nil { byName[s] = Self.filter(&rng) }
+                let stepFilters = steps.map { byName[$0]! }
+                let want = try local.funnel(
+                    steps: steps, from: from, to: to, window: window, breakdown: breakdown, where: filter,
+                    stepFilters: stepFilters, stop: nil)
+                let got = try fleet.funnel(
+                    steps: steps, from: from, to: to, window: window, breakdown: breakdown, where: filter,
+                    stepFilters: stepFilters)
+                let what = "case \(case_) funnel \(steps) window \(window) where \(filter) steps \(stepFilters)"
+                #expect(got.steps == want.steps, "\(what)")
+                #expect(got.breakdown == want.breakdown, "\(what) by country")
             }
             for period in [RetentionPeriod.day, .week] {
                 for returnEvent in ["login", nil] {
-                    let want = local.retention(
-                        cohortEvent: "signup", returnEvent: returnEvent, period: period, periods: 4, from: from, to: to)
+                    let filter = Self.filter(&rng)
+                    let breakdown: String? = rng.next() % 2 == 0 ? "country" : nil
+                    let want = try local.retention(
+                        cohortEvent: "signup", returnEvent: returnEvent, period: period, periods: 4, from: from, to: to,
+                        where: filter, breakdown: breakdown, stop: nil)
                     let got = try fleet.retention(
-                        cohortEvent: "signup", returnEvent: returnEvent, period: period, periods: 4, from: from, to: to)
-                    #expect(got == want, "case \(case_) retention \(period) \(returnEvent ?? "any")")
+                        cohortEvent: "signup", returnEvent: returnEvent, period: period, periods: 4, from: from, to: to,
+                        where: filter, breakdown: breakdown)
+                    let what = "case \(case_) retention \(period) \(returnEvent ?? "any") where \(filter)"
+                    #expect(got.cohorts == want.cohorts, "\(what)")
+                    #expect(got.breakdown == want.breakdown, "\(what) by \(breakdown ?? "-")")
                 }
             }
             let window = Int64(rng.next() % 48) * 3_600_000
-            let want = local.experiment(
+            let filter = Self.filter(&rng)
+            let want = try local.experiment(
                 exposureEvent: "exposure", variantProperty: "variant", goalEvent: "buy", from: from, to: to,
-                window: window, control: nil)
+                window: window, control: nil, where: filter, stop: nil)
             let got = try fleet.experiment(
                 exposureEvent: "exposure", variantProperty: "variant", goalEvent: "buy", from: from, to: to,
-                window: window, control: nil)
-            #expect(got == want, "case \(case_) experiment")
+                window: window, control: nil, where: filter)
+            #expect(got == want, "case \(case_) experiment where \(filter)")
         }
     }
 }

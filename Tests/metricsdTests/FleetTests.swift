@@ -88,6 +88,10 @@ import Testing
             "/api/v1/retention?cohort_event=signup&return_event=login&period=day&periods=4&\(range)",
             "/api/v1/retention?cohort_event=view&return_event=any&period=week&periods=2&\(range)",
             "/api/v1/experiment?exposure_event=exposure&variant_property=variant&goal_event=buy&window=1d&\(range)",
+            // Segments: per-step filters, where=, and retention by a property of the cohort event.
+            "/api/v1/funnel?steps=view,cart%7Bcountry=~%5ED%7D,buy&window=2h&where=variant:A&\(range)",
+            "/api/v1/retention?cohort_event=signup&return_event=login&periods=3&breakdown=country&where=country!=FR&\(range)",
+            "/api/v1/experiment?exposure_event=exposure&variant_property=variant&goal_event=buy&window=1d&where=country:DE&\(range)",
         ]
     }
 
