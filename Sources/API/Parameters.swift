@@ -203,7 +203,8 @@ public enum SegmentText {
                 let key = String(decoding: bytes[..<i], as: UTF8.self)
                 let value = String(decoding: bytes[(i + width)...], as: UTF8.self)
                 guard !key.isEmpty else {
-                    throw ParameterError("parameter '\(parameter)': condition \"\(text.prefix(64))\" has no property name")
+                    throw ParameterError(
+                        "parameter '\(parameter)': condition \"\(text.prefix(64))\" has no property name")
                 }
                 switch op {
                 case .less, .lessOrEqual, .greater, .greaterOrEqual:

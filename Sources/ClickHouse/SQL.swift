@@ -163,12 +163,13 @@ public enum ClickHouseSQL {
     /// 1 a breakdown value), the value, then per step k the users who reached it and, from step 2, the median
     /// milliseconds from step 1 (`nan` when nobody did).
     ///
-    /// How: per user, one sorted array of times per distinct step event; each step-1 event in `[from, to)` is a
-    /// start (ARRAY JOIN); one query level per step takes the earliest event of that step at or after the previous
-    /// step's time and within the window — skipping, for a step whose event also served an earlier step at that same
-    /// millisecond, as many as were used (events of one name and time are interchangeable, so which of them a step
-    /// takes does not matter, only how many are taken). Then per user (and breakdown value) the deepest path, the
-    /// earliest start among equals; then counts and exact medians (the mean of the two middle values).
+    /// How, in one aggregation per user: one sorted array of times per distinct step event, and the array of
+    /// starts (step-1 events in `[from, to)`). Step k is an array over the starts, computed from step k−1's: the
+    /// earliest event of step k at or after the previous step's time and within the window — skipping, when that
+    /// event name also served an earlier step at that same millisecond, as many as were used (events of one name
+    /// and time are interchangeable, so which of them a step takes does not matter, only how many are taken). Then
+    /// the deepest path, the earliest start among equals (per breakdown value too); then counts and exact medians
+    /// (the mean of the two middle values). No row per start: arrays over starts, zipped step by step.
     public static func funnel(
         table: String, steps: [String], from: Int64, to: Int64, window: Int64, breakdown: String?,
         where whereFilter: EventFilter = .all, stepFilters: [EventFilter] = []
@@ -187,108 +188,100 @@ public enum ClickHouseSQL {
         let repeated = Set(nameOf.filter { n in nameOf.filter { $0 == n }.count > 1 })
         let last = to &+ window
         let grouped = breakdown != nil
-        // Level A: each user's arrays. For a repeated step event the array holds distinct events (by id), so that a
-        // copy of one event (before ClickHouse merged it away) never serves two steps.
-        var arrays: [String] = []
+        var columns: [String] = []
+        // Each name's times. For a repeated step event they are distinct events (by id), so that a copy of one
+        // event (before ClickHouse merged it away) never serves two steps.
         for (j, name) in names.enumerated() {
             let cond = "event = \(literal(name))\(stepFilter(name))"
             if repeated.contains(j) {
-                arrays.append(
-                    "arraySort(arrayMap(x -> tupleElement(x, 1), groupUniqArrayIf((toInt64(ts_ms), id), \(cond)))) AS a\(j)"
-                )
+                // (18.16 loses track of `id` when the aggregate sits inside a lambda's call: sort the tuples first.)
+                columns.append("arraySort(groupUniqArrayIf((toInt64(ts_ms), id), \(cond))) AS u\(j)")
+                columns.append("arrayMap(x -> tupleElement(x, 1), u\(j)) AS a\(j)")
             } else {
-                arrays.append("arraySort(groupArrayIf(toInt64(ts_ms), \(cond))) AS a\(j)")
+                columns.append("arraySort(groupArrayIf(toInt64(ts_ms), \(cond))) AS a\(j)")
             }
         }
         let startCond = "event = \(literal(steps[0])) AND ts_ms < \(ms(to))\(stepFilter(steps[0]))"
         if grouped {
-            arrays.append(
-                "arraySort(x -> tupleElement(x, 1), groupArrayIf((toInt64(ts_ms), g), \(startCond))) AS starts")
+            columns.append("arraySort(groupArrayIf((toInt64(ts_ms), g), \(startCond))) AS sg")
+            columns.append("arrayMap(x -> tupleElement(x, 1), sg) AS t1")
+            columns.append("arrayMap(x -> tupleElement(x, 2), sg) AS gs")
         } else {
-            arrays.append("groupArrayIf(toInt64(ts_ms), \(startCond)) AS starts")
+            columns.append("groupArrayIf(toInt64(ts_ms), \(startCond)) AS t1")
         }
+        for step in 1..<k {
+            let j = nameOf[step]
+            let a = "a\(j)"
+            let previous = "t\(step)"
+            // Earlier steps of the same event at the previous step's millisecond: events already taken.
+            let taken = (0..<step).filter { nameOf[$0] == j }.map { $0 + 1 }
+            columns.append("arrayMap(p -> arrayFirstIndex(x -> x >= p, \(a)), \(previous)) AS f\(step + 1)")
+            let skip = taken.map { " + (q\($0) = p)" }.joined()
+            let params = (["s", "p", "f"] + taken.map { "q\($0)" }).joined(separator: ", ")
+            let arrays = (["t1", previous, "f\(step + 1)"] + taken.map { "t\($0)" }).joined(separator: ", ")
+            let index = "if(f = 0, 0, f\(skip))"
+            columns.append(
+                "arrayMap((\(params)) -> if(p < 0 OR \(index) = 0 OR \(index) > length(\(a)), -1, if(\(a)[\(index)] <= s + \(window), \(a)[\(index)], -1)), \(arrays)) AS t\(step + 1)"
+            )
+        }
+        let later = (2...max(2, k)).prefix(k - 1).map { "t\($0)" }
+        if later.isEmpty {
+            columns.append("arrayMap(x -> 1, t1) AS ds")
+        } else {
+            let params = later.map { "x\($0.dropFirst())" }.joined(separator: ", ")
+            let depth = "1" + later.map { " + (x\($0.dropFirst()) >= 0)" }.joined()
+            columns.append("arrayMap((\(params)) -> \(depth), \(later.joined(separator: ", "))) AS ds")
+        }
+        // Deepest first, then the earliest start: the smallest key (2^47 ms: past the year 6000).
+        columns.append("arrayMap((d, s) -> (\(k) - toInt64(d)) * 140737488355328 + s, ds, t1) AS keys")
+        columns.append("indexOf(keys, arrayReduce('min', keys)) AS bi")
+        // 18.16 prunes a scan column that reaches the result only through lambdas (`id` and `g`, via the arrays the
+        // steps' lambdas read), so `kinds`, which every level above reads, names those arrays outside any lambda.
+        var anchors = names.indices.map { "length(a\($0))" } + repeated.sorted().map { "length(u\($0))" }
+        if grouped { anchors.append("length(sg)") }
+        let zero = "if(\(anchors.joined(separator: " + ")) >= 0, 0, 1)"
+        if grouped {
+            let max = "toInt64(9223372036854775807)"
+            let masked = "arrayMap((y, h) -> if(h = v, y, \(max)), keys, gs)"
+            columns.append("arrayDistinct(gs) AS uv")
+            columns.append(
+                "arrayConcat([bi], arrayMap(v -> indexOf(\(masked), arrayReduce('min', \(masked))), uv)) AS bis")
+            columns.append("arrayConcat([\(zero)], arrayMap(v -> 1, uv)) AS kinds")
+            columns.append("arrayConcat([''], uv) AS vals")
+        } else {
+            columns.append("[bi] AS bis")
+            columns.append("[\(zero)] AS kinds")
+            columns.append("[''] AS vals")
+        }
+        columns.append("arrayMap(i -> ds[i], bis) AS dd")
+        for name in later { columns.append("arrayMap(i -> \(name)[i] - t1[i], bis) AS p\(name.dropFirst())") }
         let group = breakdown.map(groupText) ?? "''"
         let scan = """
             SELECT user_id, event, ts_ms, id, properties, \(group) AS g FROM \(table)
             WHERE event IN (\(names.map(literal).joined(separator: ", "))) AND \(timeRange(from, through: last))\(filter.map { " AND (\($0))" } ?? "")
             """
-        let arrayColumns = names.indices.map { "a\($0)" }
-        var sql = """
-            SELECT user_id, \(arrays.joined(separator: ", "))
+        let perUser = """
+            SELECT user_id, \(columns.joined(separator: ",\n    "))
             FROM (\(scan))
             GROUP BY user_id
+            HAVING notEmpty(t1)
             """
-        // Level B: one row per start.
-        let startColumns = grouped ? "tupleElement(s, 1) AS t1, tupleElement(s, 2) AS g" : "s AS t1"
-        sql = """
-            SELECT user_id, \(arrayColumns.joined(separator: ", ")), \(startColumns)
-            FROM (\(sql))
-            ARRAY JOIN starts AS s
-            """
-        // Levels C: step by step.
-        var carried = ["user_id"] + arrayColumns + ["t1"] + (grouped ? ["g"] : [])
-        for step in 1..<k {
-            let j = nameOf[step]
-            let previous = "t\(step)"
-            let a = "a\(j)"
-            // Earlier steps of the same event at the previous step's millisecond: events already taken.
-            let taken = (0..<step).filter { nameOf[$0] == j }.map { "(t\($0 + 1) = \(previous))" }
-            let skip = taken.isEmpty ? "" : " + " + taken.joined(separator: " + ")
-            let f = "f\(step + 1)"
-            let pick =
-                "if(\(previous) < 0, -1, if((arrayFirstIndex(x -> x >= \(previous), \(a)) AS \(f)) = 0 OR \(f)\(skip) > length(\(a)), -1, if(\(a)[\(f)\(skip)] <= t1 + \(window), \(a)[\(f)\(skip)], -1)))"
-            sql = """
-                SELECT \(carried.joined(separator: ", ")), \(pick) AS t\(step + 1)
-                FROM (\(sql))
-                """
-            carried.append("t\(step + 1)")
-        }
-        // Level D: the best path per user (and value): deepest first, then the earliest start.
-        let depth = "1" + (2...max(2, k)).prefix(k - 1).map { " + (t\($0) >= 0)" }.joined()
-        let key = "(\(k) - depth) * 140737488355328 + t1"  // 2^47 ms: past the year 6000
-        let durations = (2...max(2, k)).prefix(k - 1).map { "argMin(t\($0) - t1, \(key)) AS p\($0)" }
-        let perUser = """
-            SELECT user_id\(grouped ? ", g" : ""), max(depth) AS d, argMin(t1, \(key)) AS b1, \(durations.joined(separator: ", "))
-            FROM (SELECT \(carried.joined(separator: ", ")), \(depth) AS depth FROM (\(sql)))
-            GROUP BY user_id\(grouped ? ", g" : "")
-            """
-        let pColumns = (2...max(2, k)).prefix(k - 1).map { "p\($0)" }
-        func tally(_ source: String, kind: String, value: String) -> String {
-            var columns = ["\(kind) AS kind", "\(value) AS value", "count() AS u1"]
-            for step in 2...max(2, k) where step <= k {
-                columns.append("countIf(d >= \(step)) AS u\(step)")
-                let s = "(arraySort(groupArrayIf(p\(step), d >= \(step))) AS s\(step))"
-                columns.append(
-                    "if(length(\(s)) = 0, nan, (s\(step)[intDiv(length(s\(step)) + 1, 2)] + s\(step)[intDiv(length(s\(step)), 2) + 1]) / 2) AS m\(step)"
-                )
-            }
-            return "SELECT \(columns.joined(separator: ", ")) FROM (\(source))"
-        }
-        guard grouped else { return tally(perUser, kind: "0", value: "''") + " FORMAT TabSeparated" }
-        // With a breakdown: per user, the best over their values is the overall path. Computed on the per-value
-        // rows, in the level that builds the arrays (18.16 and lambdas), then unrolled with ARRAY JOIN: one scan.
-        let keys = "arrayMap((x, y) -> (\(k) - x) * 140737488355328 + y, ds, bs)"
-        var best = [
-            "groupArray(g) AS gs", "groupArray(d) AS ds", "groupArray(b1) AS bs",
-            "indexOf(\(keys), arrayReduce('min', \(keys))) AS bi",
-        ]
-        for p in pColumns { best.append("groupArray(\(p)) AS \(p)s") }
-        let bestLevel = """
-            SELECT user_id, \(best.joined(separator: ", "))
-            FROM (\(perUser))
-            GROUP BY user_id
-            """
-        var unrolled = [
-            "arrayConcat(arrayMap(x -> 1, gs), [0]) AS kind", "arrayConcat(gs, ['']) AS value",
-            "arrayConcat(ds, [ds[bi]]) AS d",
-        ]
-        for p in pColumns { unrolled.append("arrayConcat(\(p)s, [\(p)s[bi]]) AS \(p)") }
+        let pColumns = later.map { "p\($0.dropFirst())" }
+        let joined = (["kinds", "vals", "dd"] + pColumns).joined(separator: ", ")
         let rows = """
-            SELECT kind, value, d, \(pColumns.joined(separator: ", "))
-            FROM (SELECT \(unrolled.joined(separator: ", ")) FROM (\(bestLevel)))
-            ARRAY JOIN kind, value, d, \(pColumns.joined(separator: ", "))
+            SELECT kind, value, d\(pColumns.map { ", " + $0 }.joined())
+            FROM (SELECT \(joined) FROM (\(perUser)))
+            ARRAY JOIN kinds AS kind, vals AS value, dd AS d\(pColumns.map { ", \($0)" }.joined())
             """
-        return tally(rows, kind: "kind", value: "value") + " GROUP BY kind, value FORMAT TabSeparated"
+        var tally = ["kind", "value", "count() AS u1"]
+        for step in 2...max(2, k) where step <= k {
+            tally.append("countIf(d >= \(step)) AS u\(step)")
+            let s = "(arraySort(groupArrayIf(p\(step), d >= \(step))) AS s\(step))"
+            tally.append(
+                "if(length(\(s)) = 0, nan, (s\(step)[intDiv(length(s\(step)) + 1, 2)] + s\(step)[intDiv(length(s\(step)), 2) + 1]) / 2) AS m\(step)"
+            )
+        }
+        return "SELECT \(tally.joined(separator: ", ")) FROM (\(rows)) GROUP BY kind, value FORMAT TabSeparated"
     }
 
     // MARK: - Retention

@@ -9,8 +9,14 @@
 ///   the property is absent.
 public struct PropertyCondition: Sendable, Equatable, CustomStringConvertible {
     public enum Op: String, Sendable, CaseIterable {
-        case equal = "=", notEqual = "!=", less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
-        case match = "=~", notMatch = "!~"
+        case equal = "="
+        case notEqual = "!="
+        case less = "<"
+        case lessOrEqual = "<="
+        case greater = ">"
+        case greaterOrEqual = ">="
+        case match = "=~"
+        case notMatch = "!~"
     }
 
     public var key: String
