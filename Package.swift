@@ -126,7 +126,9 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(
             name: "ClickHouseTests",
-            dependencies: ["ClickHouse", "Query", "Export", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ClickHouse", "Query", "Export", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings),
         .testTarget(
             name: "metricsdTests",
