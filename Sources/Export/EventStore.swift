@@ -34,9 +34,8 @@ public struct StoredEvent: Sendable, Equatable {
 /// connection of its own: event inserts and analytics reads never wait for a rollup flush's lock in this
 /// process, and SQLite's WAL mode lets reads run while the other connection writes.
 ///
-/// Indexes: `(event, ts)` serves the analytics (every query selects a few event names over a time range),
-/// `(ts)` serves retention, `(received, origin, idx)` is the unique identity that makes inserts idempotent, and
-/// `(id)` finds ids for deduplication at start-up.
+/// Indexes: `(ts)` serves retention; `(received, origin, idx)` is the unique identity that makes inserts idempotent,
+/// and finds the ids of the dedup window at start-up. `seq` is the forwarding order (the ClickHouse outbox).
 public final class EventStore: Sendable {
     static let schema = """
         CREATE TABLE IF NOT EXISTS events(
@@ -50,9 +49,7 @@ public final class EventStore: Sendable {
             idx INTEGER NOT NULL,
             properties TEXT NOT NULL);
         CREATE UNIQUE INDEX IF NOT EXISTS events_identity ON events(received, origin, idx);
-        CREATE INDEX IF NOT EXISTS events_by_event ON events(event, ts);
         CREATE INDEX IF NOT EXISTS events_by_time ON events(ts);
-        CREATE INDEX IF NOT EXISTS events_by_id ON events(id) WHERE id IS NOT NULL;
         """
 
     private struct Handle: @unchecked Sendable {
@@ -67,6 +64,11 @@ public final class EventStore: Sendable {
         connection = Mutex(Handle(db: db))
         try SQLiteStore.execute(
             db, "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;",
+            context: "opening the event store")
+        // Indexes earlier versions made and nothing reads (analytics read the in-memory index; ids at start-up come
+        // by receive time, through the identity index): each cost a B-tree insert per event.
+        try SQLiteStore.execute(
+            db, "DROP INDEX IF EXISTS events_by_event; DROP INDEX IF EXISTS events_by_id;",
             context: "opening the event store")
         let version = try SQLiteStore.metaInt(db, "schema_version") ?? 0
         guard version >= 3 else {

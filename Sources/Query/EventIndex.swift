@@ -286,15 +286,22 @@ public struct EventIndex: Sendable {
                 guard passes(filters[Int(e.name)], e.position) else { continue }
                 if e.name == ids[0] && e.time < to { entered = true }
                 if steps.count > 1 && e.name == ids[1] { secondSteps += 1 }
-                let group = groupKey >= 0 ? property(Int(e.position), groupKey) : -1
+                // Only a start's group matters (breakdown on the step-1 event).
+                let group = groupKey >= 0 && e.name == ids[0] ? property(Int(e.position), groupKey) : -1
                 mine.append(Occurrence(name: e.name, time: e.time, id: e.position, group: group))
             }
             guard entered else { return }  // `mine` is in (time, position) order already
             // Most users never reach step 2: with no step-2 event (other than the start itself, for a repeated
-            // step) their path is their first start.
+            // step) their path is their first start — under each value of their starts, too.
             let shallow = secondSteps == 0 || (secondSteps == 1 && ids[1] == ids[0])
-            if shallow && breakdown == nil {
+            if shallow {
                 overall.users[0] += 1
+                guard breakdown != nil else { return }
+                startGroups.removeAll(keepingCapacity: true)
+                for o in mine where o.name == ids[0] && o.time < to {
+                    if !startGroups.contains(o.group) { startGroups.append(o.group) }
+                }
+                for g in startGroups { groups[g, default: FunnelTally(steps.count)].users[0] += 1 }
                 return
             }
             for k in 0..<steps.count { lists[k].removeAll(keepingCapacity: true) }

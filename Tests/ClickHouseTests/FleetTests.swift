@@ -163,3 +163,67 @@ import Testing
         }
     }
 }
+
+/// The forwarder against ClickHouse's answers: a batch refused for its data is split until the bad events are
+/// alone (they are skipped and counted, every good one is stored), and errors are classified by `Code:`.
+@Suite(.serialized) final class ForwarderTests {
+    let server: ClickHouseServer
+    let dir: URL
+
+    init() throws {
+        server = try ClickHouseServer()
+        dir = try temporaryDirectory("forwarder-tests")
+    }
+
+    deinit { try? FileManager.default.removeItem(at: dir) }
+
+    @Test func badEventsAreBisectedOutAndTheRestIsStored() throws {
+        // A table whose user_id is a number: events of user "u…" are bad data to it (Code 26/27/72), "42" is not.
+        try server.query("CREATE DATABASE IF NOT EXISTS fwd")
+        try server.query(
+            """
+            CREATE TABLE fwd.events (id String, event String, user_id UInt32, ts DateTime, ts_ms UInt64,
+            properties String) ENGINE = MergeTree ORDER BY id
+            """)
+        let path = dir.appendingPathComponent("bisect.db").path
+        _ = try SQLiteStore(path: path)
+        let store = try EventStore(path: path)
+        let events = (0..<100).map { i in
+            StoredEvent(
+                time: 1_793_491_200_000 + Int64(i), name: "view", userID: i % 17 == 0 ? "u\(i)" : "\(i)",
+                id: "b-\(i)", received: 1, origin: 1, index: i, properties: "{}")
+        }
+        try store.insert(events)
+        var configuration = ClickHouseConfiguration()
+        configuration.url = server.url
+        configuration.database = "fwd"
+        configuration.createTable = false
+        configuration.batchSize = 64
+        configuration.flushInterval = 50_000_000
+        let forwarder = try EventForwarder(store: store, configuration: configuration, logger: Logger(label: "test"))
+        forwarder.start()
+        defer { forwarder.stop() }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline && forwarder.stats.sent + forwarder.stats.rejected < 100 { usleep(20_000) }
+        let bad = events.filter { $0.userID.hasPrefix("u") }.count
+        #expect(forwarder.stats.rejected == bad)
+        #expect(forwarder.stats.sent == 100 - bad)
+        let stored = try server.query("SELECT count() FROM fwd.events").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(Int(stored) == 100 - bad)
+        #expect(try store.cursor(EventForwarder.cursorKey) == 100)
+    }
+
+    @Test func errorsAreClassifiedByTheirCode() {
+        func kind(_ status: Int, _ body: String) -> ClickHouseError.Kind {
+            ClickHouseError.classify(status: status, body: body).kind
+        }
+        #expect(kind(500, "Code: 27, e.displayText() = DB::Exception: Cannot parse input") == .badData)
+        #expect(kind(400, "Code: 26, e.displayText() = DB::Exception: Cannot parse JSON string") == .badData)
+        #expect(kind(404, "Code: 60, e.displayText() = DB::Exception: Table x.y doesn't exist") == .refused)
+        #expect(kind(500, "Code: 192, e.displayText() = DB::Exception: Unknown user nobody") == .refused)
+        #expect(kind(500, "Code: 252, e.displayText() = DB::Exception: Too many parts") == .unavailable)
+        #expect(kind(502, "Bad Gateway") == .unavailable)
+        #expect(kind(403, "Forbidden") == .refused)
+        #expect(ClickHouseError.code(in: "Code: 241, e.displayText()") == 241)
+    }
+}

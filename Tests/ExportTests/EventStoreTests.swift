@@ -28,8 +28,31 @@ import Testing
         try store.visitAll { _, _, user, json in seen.append("\(user) \(json)") }
         #expect(seen.count == 11 && seen[3] == #"u3 {"n":3}"#)
         #expect(try store.deleteOlder(than: 5_000, limit: 3) == 3)
-        #expect(try store.deleteOlder(than: 5_000) == 3)  // the rest of the 6 events older than 5 s
-        #expect(try store.count() == 5)
+        // The rest of the 6 events older than 5 s but the newest row (seq is the rowid: the table never empties, so
+        // a forwarding cursor never finds new events below it).
+        #expect(try store.deleteOlder(than: 5_000) == 2)
+        #expect(try store.count() == 6)
+    }
+
+    /// The events outbox: batches in seq order after a cursor, the cursor kept in meta, retention keeping what is
+    /// past the cursor (not yet forwarded) whatever its age, and one instance id per data directory.
+    @Test func theOutboxIsReadFromACursorAndRetentionKeepsWhatIsUnsent() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("events-\(UUID().uuidString).db").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        _ = try SQLiteStore(path: path)
+        let store = try EventStore(path: path)
+        try store.insert((0..<10).map { Self.event($0, time: Int64($0)) })
+        let first = try store.queued(after: 0, limit: 4)
+        #expect(first.map(\.event.userID) == ["u0", "u1", "u2", "u3"])
+        #expect(try store.queued(after: first.last!.seq, limit: 100).count == 6)
+        #expect(try store.cursor("c") == 0)
+        try store.setCursor("c", first.last!.seq)
+        #expect(try store.cursor("c") == first.last!.seq)
+        #expect(try store.count(after: first.last!.seq) == 6)
+        #expect(try store.deleteOlder(than: 1_000, keepAfter: first.last!.seq) == 4)  // only the sent ones
+        #expect(try store.count() == 6)
+        let id = try store.instanceID()
+        #expect(try EventStore(path: path).instanceID() == id)
     }
 
     @Test func openingADatabaseWithoutTheEventsSchemaFails() throws {
