@@ -1,4 +1,4 @@
-package import Export
+import Export
 import Foundation
 
 /// Where events go and fleet queries are answered (`[events.clickhouse]`).

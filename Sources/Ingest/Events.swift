@@ -113,6 +113,12 @@ public final class EventPipeline: Sendable {
     }
     /// Accepted events not yet in the index.
     private let toIndex = Mutex<[Unindexed]>([])
+    /// Emptied buffers handed back after a store and a settle, swapped in for the next second's events: about
+    /// 100 bytes an event, grown anew each second otherwise (a copy at each doubling and fresh pages to fault in).
+    private let spareEvents = Mutex<[StoredEvent]>([])
+    private let spareUnindexed = Mutex<[Unindexed]>([])
+    /// A burst's buffer larger than this is not kept.
+    private static let spareCapacity = 1 << 19
     /// Events older than this (milliseconds) leave the index when it is next held (retention).
     private let indexCutoff = Atomic<Int64>(.min)
     /// Where evictions are counted (`nil` in tests).
@@ -206,11 +212,14 @@ public final class EventPipeline: Sendable {
 
     /// Accepted events into the index, retention applied, size bounded.
     private func settle(_ idx: inout EventIndex) {
-        let fresh = toIndex.withLock { list in
-            defer { list.removeAll(keepingCapacity: true) }
-            return list
+        var fresh = spareUnindexed.withLock { spare in
+            defer { spare = [] }
+            return spare
         }
+        toIndex.withLock { swap(&$0, &fresh) }
         for e in fresh { idx.append(time: e.time, name: e.name, user: e.user, properties: e.properties) }
+        fresh.removeAll(keepingCapacity: fresh.capacity <= Self.spareCapacity)
+        spareUnindexed.withLock { swap(&$0, &fresh) }
         let cutoff = indexCutoff.load(ordering: .relaxed)
         if cutoff != .min {
             idx.removeOlder(than: cutoff)
@@ -245,13 +254,21 @@ public final class EventPipeline: Sendable {
     @discardableResult
     public func flush() throws(StoreError) -> Int {
         try storing.withLock { _ throws(StoreError) in
-            let batch = pending.withLock { p in
-                defer { p = Pending() }
-                return p
+            var next = Pending()
+            next.events = spareEvents.withLock { spare in
+                defer { spare = [] }
+                return spare
+            }
+            var batch = pending.withLock { p in
+                swap(&p, &next)
+                return next
             }
             guard !batch.events.isEmpty else { return 0 }
             do throws(StoreError) {
-                return try store.insert(batch.events)
+                let stored = try store.insert(batch.events)
+                batch.events.removeAll(keepingCapacity: batch.events.capacity <= Self.spareCapacity)
+                spareEvents.withLock { swap(&$0, &batch.events) }
+                return stored
             } catch {
                 pending.withLock { p in
                     p.events.insert(contentsOf: batch.events, at: 0)
