@@ -111,8 +111,19 @@ public final class Forwarder: Sendable {
     private let signal = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
+    /// Where points InfluxDB refused for good go (with its error); nil: they are only counted.
+    let deadLetters: DeadLetterQueue?
+    /// Told how many points each refused batch lost (`metricsd_rejected_total{reason="rejected_by_influxdb"}`).
+    let onRefused: (@Sendable (Int) -> Void)?
+    /// The most requests spent finding the refused points of one batch (``isolateRefused(_:lines:error:)``).
+    static let maxIsolationRequests = 64
 
-    public init(store: SQLiteStore, configuration: ForwarderConfiguration, logger: Logger) {
+    public init(
+        store: SQLiteStore, configuration: ForwarderConfiguration, logger: Logger,
+        deadLetters: DeadLetterQueue? = nil, onRefused: (@Sendable (Int) -> Void)? = nil
+    ) {
+        self.deadLetters = deadLetters
+        self.onRefused = onRefused
         self.store = store
         self.settings = Mutex((configuration, 0))
         self.logger = logger
@@ -315,12 +326,17 @@ public final class Forwarder: Sendable {
             return .sent(rejected: 0)
         case 400:
             // A bad point (type conflict, unparseable): InfluxDB keeps the good points of the batch and answers
-            // "partial write: … dropped=N". Resending cannot help; count the rejected points, log them once, move on.
-            let rejected = Self.dropped(in: response.text) ?? points
-            logger.error(
-                "forwarding: InfluxDB rejected \(rejected) of \(points) points for good: \(response.text.prefix(500))")
-            note(error: "400: \(response.text.prefix(300))", status: "sending")
-            return .sent(rejected: rejected)
+            // "partial write: … dropped=N". Resending it whole cannot help; which points it refused is found by
+            // halving, and each is kept as a dead letter with InfluxDB's error.
+            let text = Self.errorText(response.text)
+            note(error: "400: \(text.prefix(300))", status: "sending")
+            let outcome = isolateRefused(client, lines: body, error: text)
+            if case .sent(let rejected) = outcome {
+                logger.error(
+                    "forwarding: InfluxDB refused \(rejected) of \(points) points for good (kept as dead letters): \(text.prefix(500))"
+                )
+            }
+            return outcome
         case 413:
             return .tooLarge
         case 429, 500..<600:
@@ -336,6 +352,103 @@ public final class Forwarder: Sendable {
             note(error: "\(response.status): \(response.text.prefix(300))", status: "failing")
             return .refused
         }
+    }
+
+    /// One post of `body` (line protocol, the write URL's precision): its status and text, or `nil` when no
+    /// answer came.
+    private func post(_ client: CurlClient, _ body: [UInt8]) -> CurlClient.Response? {
+        try? client.post(
+            configuration.writeURL,
+            headers: ["Content-Type: text/plain; charset=utf-8"]
+                + (configuration.gzip ? ["Content-Encoding: gzip"] : []) + configuration.authorization,
+            body: configuration.gzip ? Gzip.compress(body, level: 1) : body)
+    }
+
+    /// After a 400 for `lines`: InfluxDB wrote the good points and names only the first bad one, so the batch is
+    /// halved and each half sent again — a point written twice is overwritten with itself — until each refused
+    /// point stands alone; it becomes a dead letter with InfluxDB's error for it. At most
+    /// ``maxIsolationRequests`` requests: the points of a group still refused then are kept together, each with
+    /// the group's error (a replay posts them again; the good ones are accepted). An error that is not a 400 on
+    /// the way: the whole batch is retried later.
+    func isolateRefused(_ client: CurlClient, lines body: [UInt8], error: String) -> Outcome {
+        var lines: [Range<Int>] = []
+        var start = 0
+        for (i, b) in body.enumerated() where b == 0x0A {
+            if i > start { lines.append(start..<i) }
+            start = i + 1
+        }
+        if start < body.count { lines.append(start..<body.count) }
+        var refused: [(index: Int, message: String)] = []
+        var groups: [(range: Range<Int>, error: String)] = [(0..<lines.count, error)]
+        var requests = 0
+        while let (range, groupError) = groups.popLast() {
+            if range.count == 1 || requests >= Self.maxIsolationRequests {
+                for i in range { refused.append((i, groupError)) }
+                continue
+            }
+            let middle = range.lowerBound + range.count / 2
+            for half in [range.lowerBound..<middle, middle..<range.upperBound] {
+                var part: [UInt8] = []
+                for i in half {
+                    part += body[lines[i]]
+                    part.append(0x0A)
+                }
+                requests += 1
+                guard let response = post(client, part) else { return .retry(after: nil) }
+                switch response.status {
+                case 200..<300: continue
+                case 400: groups.append((half, Self.errorText(response.text)))
+                case 429, 500..<600: return .retry(after: response.headers["retry-after"].flatMap(Self.retryAfter))
+                default: return .refused
+                }
+            }
+        }
+        if let deadLetters {
+            let now = Self.now()
+            let host = URL(string: configuration.url)?.host ?? configuration.url
+            for (index, message) in refused {
+                deadLetters.add(
+                    DeadLetter(
+                        received: now, source: "influx", remote: host, reason: .rejectedByInfluxDB,
+                        kind: .influxPoint, line: index + 1, column: nil, message: String(message.prefix(1000)),
+                        precision: Precision.seconds.walCode, payload: Array(body[lines[index]]),
+                        origin: UInt64(truncatingIfNeeded: now)))
+            }
+        }
+        onRefused?(refused.count)
+        return .sent(rejected: refused.count)
+    }
+
+    /// InfluxDB's `{"error":"…"}` as its text (other bodies as they are).
+    static func errorText(_ body: String) -> String {
+        if let data = body.data(using: .utf8),
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+            let text = object["error"] as? String
+        {
+            return text
+        }
+        return body
+    }
+
+    /// Posts dead letters of refused points (``DeadLetterKind/influxPoint``) to the current target again, one
+    /// request each: for each, whether it was accepted, or InfluxDB's error.
+    public func resend(_ points: [[UInt8]]) -> [Result<Void, ResendError>] {
+        let configuration = self.configuration
+        let client = CurlClient(
+            options: .init(
+                timeout: configuration.timeout, caFile: configuration.caFile,
+                insecureSkipVerify: configuration.insecureSkipVerify))
+        return points.map { point in
+            guard let response = post(client, point + [0x0A]) else {
+                return .failure(ResendError(message: "no answer from \(configuration.url)"))
+            }
+            if (200..<300).contains(response.status) { return .success(()) }
+            return .failure(ResendError(message: "\(response.status): \(Self.errorText(response.text).prefix(500))"))
+        }
+    }
+
+    public struct ResendError: Error, Sendable {
+        public var message: String
     }
 
     private func createDatabase(_ client: CurlClient) -> Outcome {

@@ -1,4 +1,4 @@
-import Export
+public import Export
 public import LineProtocol
 public import Rollups
 
@@ -14,6 +14,14 @@ public struct BatchOutcome {
     public var result = IngestResult()
     /// The first rejected line: number (1-based within the batch), its text (truncated) and why.
     public var firstError: (line: Int, text: String, message: String)?
+    /// The first line the rollups refused (some or all of): number and why, in InfluxDB's words where it has some.
+    public var firstRefusal: (line: Int, message: String)?
+    /// Rejected lines (or events), in order, up to the ingester's ``LineIngester/reportLimit``.
+    public var rejections: [Rejection] = []
+    /// Rejected lines (or events) per reason, all of them.
+    public var reasons = RejectCounts()
+    /// Lines with at least one refused value (parser or rollups).
+    public var rejectedLines: Int { reasons.total }
 }
 
 /// What one listener handler or request keeps between batches: a decoder, a scratch buffer for late cells and
@@ -30,7 +38,14 @@ public final class LineIngester {
     public internal(set) var outcome = BatchOutcome()
     private(set) var batchNow: Int64 = 0
     private(set) var batchPosition: UInt64 = 0
-    private var defaultTime: Int64?
+    private(set) var defaultTime: Int64?
+    /// How many rejections a batch lists (``BatchOutcome/rejections``): `[limits] max_reported_errors` for a
+    /// request that asked for per-line results, 0 otherwise (the first error is always kept).
+    public var reportLimit = 0
+    /// Whether refused lines and events become dead letters (not while dead letters are replayed).
+    public var keepsDeadLetters = true
+    /// The sender of the current batch (a dead letter's `remote`), described only when a letter is made.
+    public var remote: (any CustomStringConvertible)?
     var eventCounts = EventCounts()
     /// During WAL replay: per bucket start, the WAL position the stored bucket already covers.
     var replayWatermarks: [Int64: UInt64]?
@@ -71,9 +86,7 @@ public final class LineIngester {
             outcome.lines += 1
             outcome.overlong += 1
             outcome.invalid += 1
-            if outcome.firstError == nil {
-                outcome.firstError = (outcome.lines, "<\(n) bytes>", "line longer than limits.max_line_length")
-            }
+            rejectOverlong(n)
         case .line(let line):
             handle(line)
         }
@@ -97,20 +110,19 @@ public final class LineIngester {
                 return
             }
             if decoder.timestamp == nil { outcome.untimestamped += 1 }
-            outcome.result += engine.ingest(
+            let result = engine.ingest(
                 decoder,
                 now: batchNow,
                 defaultTime: defaultTime,
                 walPosition: batchPosition,
                 lateCells: &lateCells
             )
+            outcome.result += result
+            if result.rejected > 0 { rejectRefused(line, result) }  // the only cost on a good line: this test
         } catch {
             outcome.lines += 1
             outcome.invalid += 1
-            if outcome.firstError == nil {
-                let text = String(decoding: line.prefix(200), as: UTF8.self)
-                outcome.firstError = (outcome.lines, text, error.message)
-            }
+            rejectSyntax(line, error)
         }
     }
 
@@ -133,6 +145,9 @@ public final class LineIngester {
         global.eventsInvalid.add(eventCounts.invalid)
         stats.lines.add(outcome.lines)
         stats.invalid.add(outcome.invalid)
+        if outcome.reasons.total > 0 {
+            for (reason, n) in outcome.reasons.nonZero { global.rejected[reason.ordinal].add(n) }
+        }
         stats.points.add(outcome.result.applied + outcome.result.late)
         stats.bytes.add(bytes)
         global.rejectedSeries.add(outcome.result.rejectedSeries)
@@ -221,9 +236,7 @@ public final class LineIngester {
         }
         if let why {
             outcome.invalid += 1
-            if outcome.firstError == nil {
-                outcome.firstError = (index, String(decoding: line.prefix(200), as: UTF8.self), why)
-            }
+            rejectEvent(index: index, message: why, json: line)
         }
     }
 }

@@ -27,11 +27,14 @@ public final class IngestPipeline: Sendable {
     /// Where JSON events go (lines starting with `{`, event bodies); nil: they are rejected.
     public let events: EventPipeline?
     public let maxLineLength: Int
+    /// Where refused lines and events wait to be stored as dead letters; nil: they are only counted.
+    public let deadLetters: DeadLetterQueue?
 
     public init(
         engine: RollupEngine, sink: any RollupSink, stats: Stats, wal: WriteAheadLog?, dedup: DedupWindow? = nil,
-        events: EventPipeline? = nil, maxLineLength: Int
+        events: EventPipeline? = nil, maxLineLength: Int, deadLetters: DeadLetterQueue? = nil
     ) {
+        self.deadLetters = deadLetters
         self.engine = engine
         self.sink = sink
         self.stats = stats
@@ -63,9 +66,11 @@ public final class IngestPipeline: Sendable {
     ///   - acknowledged: the sender is told it is stored (HTTP): with `durability = "fsync"`, synced first.
     ///   - deduplicate: a body whose every line is timestamped and that was applied within the dedup window is
     ///     acknowledged without being applied again (HTTP retries).
+    ///   - receivedAt: the receive time to log the batch with (a dead letter replayed: its own, so a line without a
+    ///     timestamp gets the time it first came with); now when nil.
     public func accept(
         _ bytes: UnsafeRawBufferPointer, overlong: [Int] = [], into ingester: LineIngester, acknowledged: Bool = false,
-        deduplicate: Bool = false
+        deduplicate: Bool = false, receivedAt: Int64? = nil
     ) -> Accepted {
         let precision = ingester.decoder.precision
         var key: DedupWindow.Key?
@@ -79,7 +84,7 @@ public final class IngestPipeline: Sendable {
         }
         // One receive time for the log and the batch, so a replay gives untimestamped lines and events the same
         // time and identity as they got live.
-        let received = nowNanoseconds()
+        let received = receivedAt ?? nowNanoseconds()
         let position: UInt64
         switch log(bytes, receivedAt: received, code: precision.walCode, acknowledged: acknowledged) {
         case .success(let p): position = p
@@ -106,15 +111,18 @@ public final class IngestPipeline: Sendable {
         public var accepted = 0
         public var duplicates = 0
         public var rejectedCount = 0
-        /// The first 100 rejected events: index in the body (1-based) and why.
-        public var rejected: [(index: Int, message: String)] = []
+        /// The rejected events, up to the ingester's ``LineIngester/reportLimit`` (at least the first): index in the
+        /// body (1-based), reason and why.
+        public var rejected: [Rejection] = []
     }
 
     /// A body of JSON events (`POST /api/v1/events`): logged whole (replay decodes it again the same way), then
     /// decoded and admitted one event at a time (never all decoded at once).
-    public func acceptEvents(_ body: [UInt8], into ingester: LineIngester) -> Result<EventsOutcome, any Error> {
+    public func acceptEvents(_ body: [UInt8], into ingester: LineIngester, receivedAt: Int64? = nil) -> Result<
+        EventsOutcome, any Error
+    > {
         guard let events else { return .failure(EventsDisabled()) }
-        let received = nowNanoseconds()
+        let received = receivedAt ?? nowNanoseconds()
         var position: UInt64 = 0
         if body.contains(where: { $0 > 0x20 }) {
             let logged = body.withUnsafeBytes {
@@ -137,26 +145,29 @@ public final class IngestPipeline: Sendable {
 
     private func applyEvents(_ body: [UInt8], _ events: EventPipeline, _ ingester: LineIngester) -> EventsOutcome {
         var outcome = EventsOutcome()
-        func reject(_ index: Int, _ message: String) {
-            outcome.rejectedCount += 1
-            if outcome.rejected.count < 100 { outcome.rejected.append((index, message)) }
-        }
         body.withUnsafeBufferPointer { bytes in
-            EventDecoder.forEachEvent(bytes, limits: events.limits) { index, result in
+            EventDecoder.forEachEvent(bytes, limits: events.limits) { index, result, range in
                 outcome.decoded += 1
+                var why: String?
                 switch result {
                 case .failure(let e):
                     stats.eventsInvalid.add(1)  // rejections after decoding are counted by the ingester
-                    reject(index, e.message)
+                    why = e.message
                 case .success(let event):
                     switch ingester.handleEvent(event, index: index) {
                     case .accepted: outcome.accepted += 1
                     case .duplicate: outcome.duplicates += 1
-                    case .rejected(let why): reject(index, why)
+                    case .rejected(let reason): why = reason
                     }
+                }
+                if let why {
+                    outcome.rejectedCount += 1
+                    ingester.rejectEvent(
+                        index: index + 1, message: why, json: UnsafeBufferPointer(rebasing: bytes[range]))
                 }
             }
         }
+        outcome.rejected = ingester.outcome.rejections
         return outcome
     }
 
@@ -219,15 +230,6 @@ public final class IngestPipeline: Sendable {
             stats.walFailed(error)
             return .failure(error)
         }
-    }
-}
-
-extension Precision {
-    /// The precision's byte in a WAL record (line-protocol records use 0…5, event bodies ``eventsBodyWALCode``).
-    public var walCode: UInt8 { UInt8(Precision.allCases.firstIndex(of: self)!) }
-    public init?(walCode: UInt8) {
-        guard Int(walCode) < Precision.allCases.count else { return nil }
-        self = Precision.allCases[Int(walCode)]
     }
 }
 

@@ -81,6 +81,14 @@ public final class Stats: Sendable {
     public let queriesRefused: StatCounter
     public let queriesStopped: StatCounter
     public let queriesLimited: StatCounter
+    /// Refused lines, events and forwarded points per ``RejectReason`` (`metricsd_rejected_total{reason=…}`), in
+    /// the reasons' order.
+    public let rejected: [StatCounter]
+    /// Dead letters stored, evicted from the pending queue before they could be, and deleted for
+    /// `[dead_letters] max_rows` or `retention`.
+    public let deadLettersStored: StatCounter
+    public let deadLettersDropped: StatCounter
+    public let deadLettersEvicted: StatCounter
     public let forward: ForwardMetrics
     public let clickhouse: ClickHouseMetrics
     public let activeSeries: Gauge
@@ -205,6 +213,20 @@ public final class Stats: Sendable {
         queriesLimited = StatCounter(
             registry, "metricsd_queries_limited_total",
             help: "Queries refused or cut at a [query] limit (series, buckets, rows, statements, nesting)")
+        rejected = RejectReason.allCases.map {
+            StatCounter(
+                registry, "metricsd_rejected_total", [("reason", $0.rawValue)],
+                help: "Lines, events and forwarded points refused, by reason (each kept as a dead letter)")
+        }
+        deadLettersStored = StatCounter(
+            registry, "metricsd_dead_letters_stored_total",
+            help: "Refused lines, events and points stored as dead letters")
+        deadLettersDropped = StatCounter(
+            registry, "metricsd_dead_letters_dropped_total",
+            help: "Dead letters lost before they were stored (the pending queue was full: the oldest went)")
+        deadLettersEvicted = StatCounter(
+            registry, "metricsd_dead_letters_evicted_total",
+            help: "Stored dead letters deleted past [dead_letters] max_rows or retention (oldest first)")
         forward = ForwardMetrics(registry)
         clickhouse = ClickHouseMetrics(registry)
         activeSeries = registry.makeGauge(

@@ -76,6 +76,15 @@ public enum EventDecoder {
         _ bytes: UnsafeBufferPointer<UInt8>, limits: EventLimits = EventLimits(),
         _ body: (Int, Result<Event, EventError>) -> Void
     ) {
+        forEachEvent(bytes, limits: limits) { index, result, _ in body(index, result) }
+    }
+
+    /// ``forEachEvent(_:limits:_:)`` with each event's byte range in `bytes` (a whole array that does not parse:
+    /// all of it; an NDJSON line that does not: that line).
+    public static func forEachEvent(
+        _ bytes: UnsafeBufferPointer<UInt8>, limits: EventLimits = EventLimits(),
+        _ body: (Int, Result<Event, EventError>, Range<Int>) -> Void
+    ) {
         var p = JSONParser(bytes)
         p.skipSpace()
         if p.atEnd { return }
@@ -87,12 +96,12 @@ public enum EventDecoder {
                 check.skipSpace()
                 if !check.atEnd { throw check.error("unexpected data after the array") }
             } catch {
-                body(0, .failure(error))
+                body(0, .failure(error), 0..<bytes.count)
                 return
             }
             var index = 0
-            _ = try? p.parseArray(depth: 0) { element in
-                body(index, validate(element, limits: limits))
+            _ = try? p.parseArray(depth: 0) { element, range in
+                body(index, validate(element, limits: limits), range)
                 index += 1
             }
             return
@@ -102,15 +111,19 @@ public enum EventDecoder {
         while true {
             p.skipSpace()
             if p.atEnd { break }
+            let start = p.i
             do throws(EventError) {
                 let value = try p.parseValue(depth: 0)
+                let end = p.i
                 // In NDJSON an event ends its line.
                 while !p.atEnd, p.peek == 0x20 || p.peek == 0x09 || p.peek == 0x0D { p.i += 1 }
                 if !p.atEnd, p.peek != 0x0A { throw p.error("unexpected data after the event object") }
-                body(index, validate(value, limits: limits))
+                body(index, validate(value, limits: limits), start..<end)
             } catch {
-                body(index, .failure(error))
                 p.skipLine()
+                var end = p.i
+                while end > start, bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D { end -= 1 }
+                body(index, .failure(error), start..<end)
             }
             index += 1
         }
@@ -325,6 +338,11 @@ struct JSONParser {
 
     /// An array at the cursor, each element handed to `element` as it is parsed (not kept).
     mutating func parseArray(depth: Int, _ element: (JSONValue) -> Void) throws(EventError) {
+        try parseArray(depth: depth) { value, _ in element(value) }
+    }
+
+    /// Each element with its byte range in the input.
+    mutating func parseArray(depth: Int, _ element: (JSONValue, Range<Int>) -> Void) throws(EventError) {
         guard depth < Self.maxDepth else { throw error("nested deeper than \(Self.maxDepth) levels") }
         i += 1
         skipSpace()
@@ -333,7 +351,10 @@ struct JSONParser {
             return
         }
         while true {
-            element(try parseValue(depth: depth + 1))
+            skipSpace()
+            let start = i
+            let value = try parseValue(depth: depth + 1)
+            element(value, start..<i)
             skipSpace()
             guard i < b.count else { throw error("unexpected end inside an array") }
             if b[i] == UInt8(ascii: ",") {

@@ -85,7 +85,8 @@ public struct LineError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { message }
 
-    static func describe(_ byte: UInt8) -> String {
+    /// How a byte is shown in a message (`'x'`, `' '`, `byte 0xFF`).
+    public static func describe(_ byte: UInt8) -> String {
         switch byte {
         case 0x20: return "' '"
         case 0x09: return "'\\t'"

@@ -137,3 +137,13 @@ func memcmpBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int)
     }
     return 0
 }
+
+extension Precision {
+    /// The precision's byte where batches are kept (a WAL record, a dead letter): line-protocol batches use 0…5,
+    /// event bodies their own code.
+    public var walCode: UInt8 { UInt8(Precision.allCases.firstIndex(of: self)!) }
+    public init?(walCode: UInt8) {
+        guard Int(walCode) < Precision.allCases.count else { return nil }
+        self = Precision.allCases[Int(walCode)]
+    }
+}

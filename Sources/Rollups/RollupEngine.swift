@@ -269,6 +269,52 @@ public final class RollupEngine: Sendable {
         return result
     }
 
+    /// Why the engine refused (part of) a point it was just given: read-only, asked only for a point whose
+    /// ``IngestResult`` counted refusals, so the ingest path itself does no extra work. The answer reflects the
+    /// engine now: a series or field another thread created since can make it name less than was refused.
+    public func refusals(_ point: PointView, now: Int64, defaultTime: Int64? = nil) -> [Refusal] {
+        let time = point.timestamp ?? defaultTime ?? now
+        if time > now &+ configuration.maxFuture || time < now &- configuration.maxAge {
+            return [.outOfRange(time: time)]
+        }
+        let hash = point.seriesHash()
+        let shard = shards[Int(truncatingIfNeeded: hash % UInt64(shards.count))]
+        let config = configuration
+        return shard.state.withLock { state -> [Refusal] in
+            guard let series = state.find(point, hash: hash) else {
+                let text =
+                    ShardState.isText(point.measurement)
+                    && point.tags.allSatisfy { ShardState.isText($0.key) && ShardState.isText($0.value) }
+                return [text ? .seriesLimit(config.maxSeries) : .invalidName(field: nil)]
+            }
+            var out: [Refusal] = []
+            for (i, field) in point.fields.enumerated() {
+                let given: FieldType
+                switch field.value {
+                case .float: given = .float
+                case .integer, .unsigned: given = .integer
+                case .boolean: given = .boolean
+                case .string: given = .string
+                }
+                guard let slot = state.findSlot(series: series, key: field.key) else {
+                    out.append(
+                        ShardState.isText(field.key)
+                            ? .fieldLimit(field: i, limit: config.maxFieldsPerSeries) : .invalidName(field: i))
+                    continue
+                }
+                let existing = state.slots[Int(slot)]
+                let kind: FieldKind =
+                    switch given {
+                    case .float, .integer: .numeric
+                    case .boolean: .boolean
+                    case .string: .string
+                    }
+                if existing.kind != kind { out.append(.typeConflict(field: i, existing: existing.type, given: given)) }
+            }
+            return out
+        }
+    }
+
     @inline(__always)
     static func add(_ value: FieldValue, at time: Int64, to rollup: inout FieldRollup) {
         switch value {
@@ -605,6 +651,29 @@ private func nameHash(_ key: UnsafeBufferPointer<UInt8>) -> UInt64 {
     return h
 }
 
+/// Why a point, or one of its fields, was refused (``RollupEngine/refusals(_:now:defaultTime:)``).
+public enum Refusal: Sendable, Equatable {
+    /// The point's time is outside what the engine takes.
+    case outOfRange(time: Int64)
+    /// A new series past `[rollup] max_series` (the limit).
+    case seriesLimit(Int)
+    /// A new field (its index in the point) past `[rollup] max_fields_per_series`.
+    case fieldLimit(field: Int, limit: Int)
+    /// A name that is not valid UTF-8: a field's (its index), or the measurement's or a tag's (`nil`).
+    case invalidName(field: Int?)
+    /// A field (its index) whose value is of another type than the field's.
+    case typeConflict(field: Int, existing: FieldType, given: FieldType)
+
+    /// The refused field's index, `nil` when the whole point was.
+    public var field: Int? {
+        switch self {
+        case .outOfRange, .seriesLimit: nil
+        case .fieldLimit(let f, _), .typeConflict(let f, _, _): f
+        case .invalidName(let f): f
+        }
+    }
+}
+
 /// What looking up (or creating) a series or a field gave.
 private enum Lookup {
     case found(Int32)
@@ -730,6 +799,25 @@ private struct ShardState: ~Copyable {
         series.append(SeriesEntry(info: info, key: Self.canonicalKey(d), tableHash: h, lastSeen: now))
         table.insert(h, index)
         return .found(index)
+    }
+
+    /// The series of `d`, if it exists (nothing is created or stamped).
+    func find(_ d: PointView, hash: UInt64) -> Int32? {
+        var h = hash
+        while let index = table.find(h) {
+            if Self.matches(series[Int(index)].key, d) { return index }
+            h = h &+ 0x9E37_79B9_7F4A_7C15
+        }
+        return nil
+    }
+
+    /// The slot of field `key` of a series, if it exists (nothing is created).
+    func findSlot(series index: Int32, key: UnsafeBufferPointer<UInt8>) -> Int32? {
+        let entry = series[Int(index)]
+        for (k, name) in entry.fieldNames.enumerated() where name.withUnsafeBufferPointer({ Self.equal($0, key) }) {
+            return entry.slots[k]
+        }
+        return nil
     }
 
     /// Whether `bytes` are valid UTF-8 (ASCII, the usual case, is checked without decoding).

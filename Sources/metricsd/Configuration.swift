@@ -94,6 +94,14 @@ struct Configuration: Hashable, Sendable {
         var maxLineLength = ConfigSize(bytes: 1 << 20)
         var maxConnections = 1024
         var udpReceiveBuffer = ConfigSize(bytes: 8 << 20)
+        /// Rejected lines a `?results=lines` write (and every events body) lists.
+        var maxReportedErrors = 1000
+    }
+    struct DeadLetters: Hashable, Sendable {
+        var maxRows = 100_000
+        var retention = ConfigDuration(nanoseconds: 7 * 86_400 * 1_000_000_000)
+        /// Refused lines held in memory until the next store (each second); past it the oldest go, counted.
+        var maxPending = 10_000
     }
     struct Log: Hashable, Sendable {
         var level = "info"
@@ -109,6 +117,7 @@ struct Configuration: Hashable, Sendable {
     var influx = Influx()
     var auth = Auth()
     var limits = Limits()
+    var deadLetters = DeadLetters()
     var log = Log()
 }
 
@@ -235,6 +244,13 @@ extension Configuration {
             limits.maxLineLength = try t.size("max_line_length", limits.maxLineLength)
             limits.maxConnections = try t.int("max_connections", limits.maxConnections)
             limits.udpReceiveBuffer = try t.size("udp_receive_buffer", limits.udpReceiveBuffer)
+            limits.maxReportedErrors = try t.int("max_reported_errors", limits.maxReportedErrors)
+            try t.finish()
+        }
+        if var t = try reader.table("dead_letters") {
+            deadLetters.maxRows = try t.int("max_rows", deadLetters.maxRows)
+            deadLetters.retention = try t.duration("retention", deadLetters.retention)
+            deadLetters.maxPending = try t.int("max_pending", deadLetters.maxPending)
             try t.finish()
         }
         if var t = try reader.table("log") {
@@ -334,6 +350,11 @@ extension Configuration {
             throw ConfigError("'limits.max_line_length' must be at least 64B")
         }
         guard limits.maxConnections > 0 else { throw ConfigError("'limits.max_connections' must be positive") }
+        guard limits.maxReportedErrors >= 0 else {
+            throw ConfigError("'limits.max_reported_errors' must not be negative")
+        }
+        guard deadLetters.maxRows >= 0 else { throw ConfigError("'dead_letters.max_rows' must not be negative") }
+        guard deadLetters.maxPending > 0 else { throw ConfigError("'dead_letters.max_pending' must be positive") }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(log.level) else {
             throw ConfigError("'log.level' must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -444,6 +465,12 @@ extension Configuration {
             max_line_length = \(q(limits.maxLineLength.description))
             max_connections = \(limits.maxConnections)
             udp_receive_buffer = \(q(limits.udpReceiveBuffer.description))
+            max_reported_errors = \(limits.maxReportedErrors)
+
+            [dead_letters]
+            max_rows = \(deadLetters.maxRows)
+            retention = \(q(deadLetters.retention.description))
+            max_pending = \(deadLetters.maxPending)
 
             [log]
             level = \(q(log.level))

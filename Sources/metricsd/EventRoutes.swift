@@ -17,17 +17,23 @@ enum EventRoutes {
 
     static func ingest(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response {
         guard let events = state.events else { return HTTPRoutes.error(.serviceUnavailable, "events are disabled") }
+        let remote = context.channel.remoteAddress.map(RemoteAddress.init)
         return await HTTPRoutes.withBody(request, state) { body in
             guard let bytes = body.bytes else { return HTTPRoutes.error(.badRequest, "no body") }
-            return ingest(bytes, events, state)
+            return ingest(bytes, events, state, remote: remote)
         }
     }
 
     /// Logs the body, then decodes and applies its events one at a time (``IngestPipeline/acceptEvents(_:into:)``);
     /// with `durability = "fsync"` only once the body is on disk, so a body answered 503 was never applied.
-    static func ingest(_ body: [UInt8], _ events: EventPipeline, _ state: HTTPState) -> Response {
+    static func ingest(
+        _ body: [UInt8], _ events: EventPipeline, _ state: HTTPState, remote: RemoteAddress? = nil
+    ) -> Response {
         let outcome: IngestPipeline.EventsOutcome
-        switch state.pipeline.acceptEvents(body, into: state.pipeline.ingester(.http)) {
+        let ingester = state.pipeline.ingester(.http)
+        ingester.reportLimit = state.configuration.limits.maxReportedErrors
+        ingester.remote = remote
+        switch state.pipeline.acceptEvents(body, into: ingester) {
         case .success(let o): outcome = o
         case .failure(let error):
             state.stats.httpErrors.add(1)
@@ -35,22 +41,25 @@ enum EventRoutes {
         }
         let (decoded, accepted, duplicates, rejectedCount) =
             (outcome.decoded, outcome.accepted, outcome.duplicates, outcome.rejectedCount)
-        var rejected = outcome.rejected
+        let rejected = outcome.rejected
         if decoded == 0 {
             state.stats.httpErrors.add(1)
             return HTTPRoutes.error(.badRequest, "no events in the body")
         }
         var answer: [String: Any] = ["accepted": accepted, "duplicates": duplicates]
-        guard rejected.isEmpty else {
-            state.stats.httpErrors.add(1)
-            rejected.sort { $0.index < $1.index }
-            let first = rejected[0]
-            let more = rejectedCount > 1 ? " (and \(rejectedCount - 1) more)" : ""
-            answer["error"] = "event \(first.index): \(first.message)\(more)"
-            answer["rejected"] = rejected.map { ["index": $0.index, "error": $0.message] as [String: Any] }
-            return HTTPRoutes.json(.badRequest, answer)
+        if rejectedCount == 0 { return HTTPRoutes.json(.ok, answer) }
+        state.stats.httpErrors.add(1)
+        let more = rejectedCount > 1 ? " (and \(rejectedCount - 1) more)" : ""
+        if let first = rejected.first { answer["error"] = "event \(first.line - 1): \(first.message)\(more)" }
+        // The entries /write?results=lines lists, with `index` (0-based, as before) beside `line` (1-based).
+        answer["rejected"] = rejected.map { r -> [String: Any] in
+            var entry = HTTPRoutes.rejectionJSON(r)
+            entry["index"] = r.line - 1
+            return entry
         }
-        return HTTPRoutes.json(.ok, answer)
+        answer["rejected_count"] = rejectedCount
+        answer["truncated"] = rejected.count < rejectedCount
+        return HTTPRoutes.json(.badRequest, answer)
     }
 
     // MARK: - Analytics

@@ -37,6 +37,9 @@ struct HTTPState: Sendable {
     let bodies: AsyncPermits
     /// Threads that parse and apply request bodies (``HTTPRoutes/withBody(_:_:_:)``).
     let bodyWork: NIOThreadPool
+    /// Refused lines, events and points (`/api/v1/dead-letters`), and those not stored yet.
+    var deadLetters: DeadLetterStore? = nil
+    var deadLetterQueue: DeadLetterQueue? = nil
 }
 
 /// The version InfluxDB clients see in `X-Influxdb-Version`: metricsd speaks the 1.8 HTTP API.
@@ -87,6 +90,11 @@ enum HTTPRoutes {
         Route(method: .get, path: "/api/v1/funnel") { s in { r, c in await EventRoutes.funnel(r, c, s) } },
         Route(method: .get, path: "/api/v1/retention") { s in { r, c in await EventRoutes.retention(r, c, s) } },
         Route(method: .get, path: "/api/v1/experiment") { s in { r, c in await EventRoutes.experiment(r, c, s) } },
+        Route(method: .get, path: "/api/v1/dead-letters") { s in { r, _ in await DeadLetterRoutes.list(r, s) } },
+        Route(method: .delete, path: "/api/v1/dead-letters") { s in { r, _ in await DeadLetterRoutes.delete(r, s) } },
+        Route(method: .post, path: "/api/v1/dead-letters/replay") { s in
+            { r, _ in await DeadLetterRoutes.replay(r, s) }
+        },
         Route(method: .get, path: "/query") { s in { r, c in await InfluxQLRoute.handle(r, c, s) } },
         Route(method: .post, path: "/query") { s in { r, c in await InfluxQLRoute.handle(r, c, s) } },
     ]
@@ -145,13 +153,25 @@ enum HTTPRoutes {
             state.stats.httpErrors.add(1)
             return error(.badRequest, "bucket is required")
         }
-        return await withBody(request, state) { body in ingestLines(body, precision: precision, state) }
+        // Per-line results on request; InfluxDB's answer otherwise (clients parse it).
+        let perLine = form["results"] == "lines" || request.headers[Self.resultsHeader]?.lowercased() == "lines"
+        let remote = context.channel.remoteAddress.map(RemoteAddress.init)
+        return await withBody(request, state) { body in
+            ingestLines(body, precision: precision, state, perLine: perLine, remote: remote)
+        }
     }
+
+    /// `X-Metricsd-Results: lines`: the header form of `?results=lines`.
+    static let resultsHeader = HTTPField.Name("X-Metricsd-Results")!
 
     /// Logs the batch, then applies it to the rollups (``IngestPipeline``): with `durability = "fsync"` only once
     /// it is on disk, so a batch answered 503 was never applied.
-    static func ingestLines(_ body: Body, precision: Precision, _ state: HTTPState) -> Response {
+    static func ingestLines(
+        _ body: Body, precision: Precision, _ state: HTTPState, perLine: Bool = false, remote: RemoteAddress? = nil
+    ) -> Response {
         let ingester = state.pipeline.ingester(.http, precision: precision)
+        ingester.reportLimit = perLine ? state.configuration.limits.maxReportedErrors : 0
+        ingester.remote = remote
         let accepted: IngestPipeline.Accepted
         switch body {
         case .raw(let buffer):
@@ -173,35 +193,49 @@ enum HTTPRoutes {
         }
 
         let outcome = ingester.outcome
+        let message: String
         if let first = outcome.firstError {
-            state.stats.httpErrors.add(1)
             // InfluxDB's shape, so clients that parse "partial write" and "dropped=N" keep working.
-            return error(
-                .badRequest,
+            message =
                 "partial write: unable to parse '\(first.text)' (line \(first.line)): \(first.message) dropped=\(outcome.invalid)"
-            )
+        } else if let first = outcome.firstRefusal {
+            // InfluxDB's words for the first refused value ("field type conflict: …"), then how many more.
+            let refusedLines = outcome.rejectedLines
+            let more = refusedLines > 1 ? " (and \(refusedLines - 1) more lines)" : ""
+            message = "partial write: \(first.message) (line \(first.line))\(more) dropped=\(outcome.result.rejected)"
+        } else {
+            return Response(status: .noContent)
         }
-        if outcome.result.rejected > 0 {
-            state.stats.httpErrors.add(1)
-            let result = outcome.result
-            var reasons: [String] = []
-            if result.rejectedSeries > 0 { reasons.append("\(result.rejectedSeries) values over rollup.max_series") }
-            if result.typeConflicts > 0 {
-                reasons.append("\(result.typeConflicts) values conflict with their field's type")
-            }
-            if result.outOfRange > 0 {
-                reasons.append("\(result.outOfRange) values with a timestamp outside the accepted range")
-            }
-            if result.rejectedFields > 0 {
-                reasons.append("\(result.rejectedFields) values of new fields over rollup.max_fields_per_series")
-            }
-            if result.invalidNames > 0 {
-                reasons.append("\(result.invalidNames) values with a measurement, tag or field name not valid UTF-8")
-            }
-            return error(
-                .badRequest, "partial write: \(reasons.joined(separator: ", ")) dropped=\(result.rejected)")
-        }
-        return Response(status: .noContent)
+        state.stats.httpErrors.add(1)
+        guard perLine else { return error(.badRequest, message) }
+        return json(.badRequest, lineResults(outcome, message: message))
+    }
+
+    /// The body of a `?results=lines` 400: InfluxDB's `error`, then every rejected line (up to
+    /// `[limits] max_reported_errors`) and the counts per reason.
+    static func lineResults(_ outcome: BatchOutcome, message: String) -> [String: Any] {
+        var reasons: [String: Int] = [:]
+        for (reason, n) in outcome.reasons.nonZero { reasons[reason.rawValue] = n }
+        return [
+            "error": message,
+            "lines": outcome.lines,
+            "rejected_lines": outcome.rejectedLines,
+            "reasons": reasons,
+            "rejected": outcome.rejections.map(rejectionJSON),
+            "truncated": outcome.rejections.count < outcome.rejectedLines,
+        ]
+    }
+
+    /// One rejected line (or event) as every answer lists it.
+    static func rejectionJSON(_ r: Rejection) -> [String: Any] {
+        var entry: [String: Any] = [
+            "line": r.line, "reason": r.reason.rawValue, "error": r.message, "text": r.text,
+        ]
+        if let column = r.column { entry["column"] = column }
+        if let expected = r.expected { entry["expected"] = expected }
+        if let found = r.found { entry["found"] = found }
+        if r.partial { entry["partial"] = true }
+        return entry
     }
 
     /// Runs `work` with the request's body, read once one of `[http] max_concurrent_bodies` is free (503 naming the
@@ -322,6 +356,10 @@ enum HTTPRoutes {
         out["events_unindexed"] = s.eventsUnindexed.current
         out["fields_rejected"] = s.rejectedFields.current
         out["names_invalid"] = s.invalidNames.current
+        for reason in RejectReason.allCases { out["rejected_\(reason.rawValue)"] = s.rejected[reason.ordinal].current }
+        out["dead_letters_stored"] = s.deadLettersStored.current
+        out["dead_letters_dropped"] = s.deadLettersDropped.current
+        out["dead_letters_evicted"] = s.deadLettersEvicted.current
         out["series_dropped_idle"] = s.seriesDropped.current
         out["http_unauthorized"] = s.unauthorized.current
         out["http_connections"] = s.httpConnectionCount.load(ordering: .relaxed)

@@ -30,11 +30,25 @@ final class UDPIngestHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         let ingester = self.ingester
+        ingester.remote = RemoteAddress(envelope.remoteAddress)  // described only if a line is refused
         envelope.data.withUnsafeReadableBytes { raw in _ = ingester.pipeline.accept(raw, into: ingester) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A UDP read error (e.g. ICMP-induced) must not stop the listener.
+    }
+}
+
+/// A sender's address as a dead letter shows it (`127.0.0.1:51234`, `[::1]:51234`), described only when one is
+/// made.
+struct RemoteAddress: CustomStringConvertible, Sendable {
+    let address: SocketAddress
+    init(_ address: SocketAddress) { self.address = address }
+
+    var description: String {
+        guard let ip = address.ipAddress else { return "\(address)" }
+        let host = ip.contains(":") ? "[\(ip)]" : ip
+        return address.port.map { "\(host):\($0)" } ?? host
     }
 }
 
@@ -93,6 +107,7 @@ final class TCPIngestHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
+        ingester.remote = context.channel.remoteAddress.map(RemoteAddress.init)
         context.fireChannelActive()
     }
 

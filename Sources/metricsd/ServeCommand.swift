@@ -157,9 +157,16 @@ struct Server {
         } catch {
             throw StartupError("cannot open the event store: \(error)")
         }
+        let deadLetterQueue = DeadLetterQueue(maxCount: configuration.deadLetters.maxPending)
+        let deadLetters: DeadLetterStore
+        do {
+            deadLetters = try DeadLetterStore(path: store.path)
+        } catch {
+            throw StartupError("cannot open the dead letters: \(error)")
+        }
         let pipeline = IngestPipeline(
             engine: engine, sink: guarded, stats: stats, wal: wal, dedup: dedup, events: events,
-            maxLineLength: configuration.limits.maxLineLength.bytes)
+            maxLineLength: configuration.limits.maxLineLength.bytes, deadLetters: deadLetterQueue)
         events.pauseIndexing()
         try replay(wal: wal, store: store, pipeline: pipeline)
         do {
@@ -185,7 +192,10 @@ struct Server {
         let forwarder =
             configuration.influx.url.isEmpty
             ? nil
-            : Forwarder(store: store, configuration: configuration.influx.forwarderConfiguration, logger: logger)
+            : Forwarder(
+                store: store, configuration: configuration.influx.forwarderConfiguration, logger: logger,
+                deadLetters: deadLetterQueue,
+                onRefused: { stats.rejected[RejectReason.rejectedByInfluxDB.ordinal].add($0) })
 
         // Services in dependency order: storage/ticker first, listeners last, so a graceful shutdown stops
         // intake first and flushes last.
@@ -246,7 +256,9 @@ struct Server {
                 bodies: AsyncPermits(
                     configuration.http.maxConcurrentBodies,
                     wait: .nanoseconds(configuration.http.readHeaderTimeout.nanoseconds)),
-                bodyWork: bodyWork
+                bodyWork: bodyWork,
+                deadLetters: deadLetters,
+                deadLetterQueue: deadLetterQueue
             )
             var httpLogger = logger
             httpLogger.logLevel = max(logger.logLevel, .warning)  // no line per request
@@ -276,6 +288,7 @@ struct Server {
             retention1h: configuration.storage.retention1h.nanoseconds, logger: logger, udpPort: udpPort,
             seriesIdle: configuration.rollup.seriesIdle.nanoseconds)
         background.clickhouse = clickhouse
+        background.deadLetters = (deadLetters, deadLetterQueue, configuration.deadLetters)
         services.insert(contentsOf: background.services, at: 0)
         // Before the flush service in the list, so it stops after it: the events stored last are sent too.
         services.insert(EventForwarderService(forwarder: clickhouse), at: 0)

@@ -92,6 +92,8 @@ struct BackgroundServices: Sendable {
     let udpPort: Int?
     /// `[rollup] series_idle`.
     var seriesIdle: Int64 = 3_600_000_000_000
+    /// Where refused lines wait (the queue) and are kept (the store), within `[dead_letters]`.
+    var deadLetters: (store: DeadLetterStore, queue: DeadLetterQueue, limits: Configuration.DeadLetters)? = nil
     /// One line per kind of failure, then one every 10 minutes while it goes on (a full disk fails every
     /// second; the log must not fill what is left of it).
     let errors = RepeatedErrorLog()
@@ -118,6 +120,7 @@ struct BackgroundServices: Sendable {
         stats.lastTickNanoseconds.store(nowNanoseconds(), ordering: .relaxed)
         let now = nowNanoseconds()
         storeEvents()
+        storeDeadLetters()
         events.settleIndex()
         let closing = nowNanoseconds()
         hand(engine.closeFinished(now: now), since: closing)
@@ -128,6 +131,7 @@ struct BackgroundServices: Sendable {
     /// current partial minute.
     func flushAll() {
         storeEvents()
+        storeDeadLetters()
         let all = engine.closeAll()
         hand(all)
         saveDedup(now: nowNanoseconds())
@@ -154,6 +158,34 @@ struct BackgroundServices: Sendable {
             errors.clear("storing events failed (kept in memory, retrying)")
         } catch {
             errors.log(logger, "storing events failed (kept in memory, retrying)", error)
+        }
+    }
+
+    /// Stores the refused lines, events and points queued since the last round (every second), then keeps the
+    /// table within `[dead_letters]` (every minute, or at once past `max_rows`).
+    func storeDeadLetters(trim: Bool = false) {
+        guard let (store, queue, limits) = deadLetters else { return }
+        let letters = queue.takeAll()
+        do {
+            if !letters.isEmpty {
+                stats.deadLettersStored.add(try store.insert(letters))
+            }
+            errors.clear("storing dead letters failed (kept in memory, retrying)")
+        } catch {
+            queue.putBack(letters)
+            errors.log(logger, "storing dead letters failed (kept in memory, retrying)", error)
+        }
+        stats.deadLettersDropped.add(queue.takeDropped())
+        guard trim || !letters.isEmpty else { return }
+        do {
+            let over = trim ? true : try store.count() > limits.maxRows
+            if over {
+                let (expired, evicted) = try store.trim(
+                    before: nowNanoseconds() - limits.retention.nanoseconds, maxRows: limits.maxRows)
+                stats.deadLettersEvicted.add(expired + evicted)
+            }
+        } catch {
+            errors.log(logger, "trimming dead letters failed", error)
         }
     }
 
@@ -196,6 +228,7 @@ struct BackgroundServices: Sendable {
             stats.seriesDropped.add(engine.dropIdleSeries(before: now - seriesIdle))
         }
         saveDedup(now: now)
+        if round % 60 == 0 { storeDeadLetters(trim: true) }
         if round % 60 == 0 {
             do {
                 try events.maintain(now: now, keepAfter: clickhouse?.keepAfter)
