@@ -191,8 +191,10 @@ enum DeadLetterRoutes {
                     switch state.pipeline.acceptEvents(letter.payload, into: ingester, receivedAt: letter.received) {
                     case .failure(let error): refuse(letter, "unavailable", "\(error)")
                     case .success(let outcome):
-                        if let first = outcome.rejected.first {
-                            refuse(letter, first.reason.rawValue, first.message)
+                        if outcome.rejectedCount > 0 || outcome.accepted + outcome.duplicates == 0 {
+                            refuse(
+                                letter, RejectReason.invalidEvent.rawValue,
+                                ingester.outcome.firstError?.message ?? "no event in it")
                         } else {
                             accepted.append(letter.id)
                         }

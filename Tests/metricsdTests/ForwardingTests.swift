@@ -331,6 +331,61 @@ final class FakeInflux: @unchecked Sendable {
         }
     }
 
+    /// A real influxd refusing forwarded points (a field type conflict: `usage_sum` is a string there): the other
+    /// measurement's points arrive, the refused ones become dead letters with influxd's own error, and once the
+    /// conflict is fixed (the measurement dropped in InfluxDB) a replay sends them, and they equal the stored rollups.
+    @Test func pointsInfluxDBRefusesAreDeadLettersAndReplayOnceFixed() throws {
+        let influx = try Influxd()
+        let start = Self.minuteAgo(30)
+        _ = try httpRequest(
+            "POST", influx.url + "/query", body: Data("q=CREATE DATABASE metrics".utf8),
+            headers: ["Content-Type": "application/x-www-form-urlencoded"])
+        let conflict = try httpRequest(
+            "POST", influx.url + "/write?db=metrics&precision=s",
+            body: Data("cpu_1m,host=zz usage_sum=\"text\" \(start)\n".utf8))
+        #expect(conflict.status == 204, "\(conflict.text)")
+        let daemon = try Daemon(config: Self.config(url: influx.url))
+        defer { _ = daemon.stop() }
+        let data = Self.points(start: start, hosts: 2, minutes: 2)
+        let mem = (0..<2).map { "mem,host=h\($0) used=\($0 + 10) \(start + 5)" }.joined(separator: "\n")
+        try Self.write(daemon, data.body + "\n" + mem)
+        #expect(try daemon.eventually(30) { try influx.rows("SELECT * FROM mem_1m").count == 2 })
+        #expect(try daemon.eventually(30) { try Self.caughtUp(daemon) })
+        var letters: [[String: Any]] = []
+        #expect(
+            try daemon.eventually(20) {
+                letters =
+                    try daemon.http("GET", "/api/v1/dead-letters?source=influx").json["dead_letters"]
+                    as? [[String: Any]] ?? []
+                return letters.count == 4
+            }, "\(letters)")
+        #expect(letters.allSatisfy { $0["reason"] as? String == "rejected_by_influxdb" })
+        #expect(
+            letters.allSatisfy { ($0["error"] as? String)?.contains("field type conflict") == true }, "\(letters)")
+        #expect(letters.allSatisfy { ($0["text"] as? String)?.hasPrefix("cpu_1m,host=") == true })
+        #expect(try influx.rows("SELECT * FROM cpu_1m WHERE host != 'zz'").isEmpty)
+        let metrics = try daemon.http("GET", "/metrics").text
+        #expect(metrics.contains("metricsd_rejected_total{reason=\"rejected_by_influxdb\"} 4"))
+
+        // Still conflicting: a replay is refused again and keeps them.
+        let refused = try daemon.http("POST", "/api/v1/dead-letters/replay?source=influx").json
+        #expect(refused["accepted"] as? Int == 0 && refused["still_rejected"] as? Int == 4, "\(refused)")
+        // Fixed in InfluxDB: the replay sends them, and they are deleted.
+        _ = try httpRequest(
+            "POST", influx.url + "/query?db=metrics", body: Data("q=DROP MEASUREMENT cpu_1m".utf8),
+            headers: ["Content-Type": "application/x-www-form-urlencoded"])
+        let replay = try daemon.http("POST", "/api/v1/dead-letters/replay?source=influx").json
+        #expect(replay["accepted"] as? Int == 4 && replay["deleted"] as? Int == 4, "\(replay)")
+        let rows = try influx.rows("SELECT * FROM cpu_1m")
+        #expect(rows.count == 4)
+        let stored = try Self.stored(daemon, "sum", from: start, minutes: 2)
+        for row in rows {
+            let key = "\(row["host"] as? String ?? "") \(row["time"] as? Int ?? 0)"
+            #expect(row["usage_sum"] as? Double == stored[key], "\(key)")
+        }
+        #expect(try daemon.http("GET", "/api/v1/dead-letters").json["count"] as? Int == 0)
+    }
+
     /// 500s, a 429 with Retry-After, a partial write (400) and a refusal (401): retried, honoured, counted, surfaced.
     @Test func errorsAreHandledTheWayTelegrafDoes() throws {
         let fake = try FakeInflux(plan: ["500", "500", "429:1", "400:partial", "401", "401"])
@@ -349,11 +404,23 @@ final class FakeInflux: @unchecked Sendable {
         let f = try Self.forwarding(daemon)
         #expect(f["points_rejected"] as? Int == 4, "the partial write's dropped=4")
         #expect((f["retries"] as? Int ?? 0) >= 5)
-        // A partial write is not resent: the next request carries the next points.
-        #expect(requests[4].sent.first != requests[3].sent.first)
-        // A 401 keeps the outbox: the refused batch is sent again once accepted.
-        #expect(requests[6].sent == requests[4].sent)
+        // After the 400 the batch is halved to find the refused points; the 401 on the way keeps the outbox, and the
+        // whole batch is sent again once accepted.
+        #expect(requests[4].sent == Array(requests[3].sent.prefix(2)))
+        #expect(requests[6].sent == requests[3].sent)
         #expect(fake.accepted().count == 15 - 4)
+        // The four refused points, each alone, are dead letters with the receiver's error.
+        var rows: [[String: Any]] = []
+        #expect(
+            try daemon.eventually {
+                rows =
+                    try daemon.http("GET", "/api/v1/dead-letters?source=influx").json["dead_letters"]
+                    as? [[String: Any]] ?? []
+                return rows.count == 4
+            }, "\(rows)")
+        #expect(Set(rows.compactMap { $0["text"] as? String }) == Set(requests[3].sent.dropFirst()))
+        #expect(rows.allSatisfy { ($0["error"] as? String)?.hasPrefix("partial write: field type conflict") == true })
+        #expect(rows.allSatisfy { $0["reason"] as? String == "rejected_by_influxdb" })
         #expect((try daemon.http("GET", "/health").json["status"] as? String) == "pass")
         let metrics = try daemon.http("GET", "/metrics").text
         #expect(metrics.contains("metricsd_forward_points_rejected_total 4"))

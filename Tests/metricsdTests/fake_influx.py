@@ -4,7 +4,8 @@
 Usage: fake_influx.py PORT PLAN LOG
 PLAN is a comma-separated list of answers for the first requests to /write or /api/v2/write, then 204 for every
 later one: "500", "429:2" (429 with Retry-After: 2), "400:partial" (InfluxDB's partial write: the first point is
-kept, the others are reported dropped), "401". Each request is appended to LOG as one JSON line:
+kept, the others are refused — and stay refused, as a type conflict does: any later request holding one of them is
+answered the same way, its other points kept), "401". Each request is appended to LOG as one JSON line:
 {"t": arrival time, "path": ..., "status": answered status, "lines": [accepted lines]}.
 Prints "ready" once listening on 127.0.0.1:PORT.
 """
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, plan, log_path = int(sys.argv[1]), [p for p in sys.argv[2].split(",") if p], sys.argv[3]
 state = {"n": 0}
+refused = set()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -42,13 +44,17 @@ class Handler(BaseHTTPRequestHandler):
         state["n"] += 1
         code, _, arg = step.partition(":")
         status, accepted, body, headers = int(code), [], b"", []
+        if status == 204 and any(l in refused for l in lines):
+            status, arg = 400, "again"
         if status == 204:
             accepted = lines
         elif status == 429:
             headers = [("Retry-After", arg or "1")]
-        elif status == 400 and arg == "partial":
-            accepted = lines[:1]
-            body = json.dumps({"error": "partial write: field type conflict dropped=%d" % (len(lines) - 1)}).encode()
+        elif status == 400 and arg in ("partial", "again"):
+            if arg == "partial":
+                refused.update(lines[1:])
+            accepted = [l for l in lines if l not in refused]
+            body = json.dumps({"error": "partial write: field type conflict dropped=%d" % (len(lines) - len(accepted))}).encode()
         elif status == 401:
             body = b'{"error":"authorization failed"}'
         else:
