@@ -19,6 +19,7 @@ import Testing
         let guarded: StoreGuard
         let events: EventPipeline
         let pipeline: IngestPipeline
+        let deadLetters = DeadLetterQueue(maxCount: 5)
 
         init() throws {
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("ingest-\(UUID().uuidString)").path
@@ -32,7 +33,7 @@ import Testing
                 retention: 30 * 86_400_000_000_000, maxFuture: 600_000_000_000)
             pipeline = IngestPipeline(
                 engine: engine, sink: guarded, stats: stats, wal: wal, dedup: DedupWindow(window: 3_600_000_000_000),
-                events: events, maxLineLength: 65_536)
+                events: events, maxLineLength: 65_536, deadLetters: deadLetters)
         }
 
         deinit { try? FileManager.default.removeItem(atPath: dir) }
@@ -157,5 +158,42 @@ import Testing
             time: nowNanoseconds())
         #expect(f.totals("metricsd", "a") == (1, 3))
         #expect(f.stats.internalWrites.points.current == 3)
+    }
+    /// Each refused line is reported once with its reason (up to the report limit), counted per reason, and queued
+    /// as a dead letter (the queue keeps its newest `maxCount`); a good batch reports nothing and queues nothing.
+    @Test func refusedLinesAreReportedCountedAndQueued() throws {
+        let f = try Fixture()
+        let ingester = f.pipeline.ingester(.tcp)
+        ingester.reportLimit = 3
+        let good = "cpu,host=a v=1\ncpu,host=a w=2i\n"
+        _ = Array(good.utf8).withUnsafeBytes { f.pipeline.accept($0, into: ingester) }
+        #expect(ingester.outcome.rejections.isEmpty && ingester.outcome.reasons.total == 0)
+        #expect(ingester.outcome.reasons.counts.isEmpty, "a good batch allocates no counts")
+        #expect(f.deadLetters.count == 0)
+        let bad = "cpu,host=a v=\"s\"\nnope\ncpu,host=a v=2\nx y=\ncpu,host=a w=true,v=3\n{\"event\":1}\n"
+        _ = Array(bad.utf8).withUnsafeBytes { f.pipeline.accept($0, into: ingester) }
+        let o = ingester.outcome
+        #expect(o.rejections.map(\.line) == [1, 2, 4], "the first three")
+        #expect(o.rejectedLines == 5)
+        #expect(o.reasons[.typeConflict] == 2 && o.reasons[.syntax] == 2 && o.reasons[.invalidEvent] == 1)
+        #expect(o.firstError?.line == 2 && o.firstRefusal?.line == 1)
+        #expect(o.rejections[0].partial == false)
+        let letters = f.deadLetters.takeAll()
+        #expect(letters.map(\.line) == [1, 2, 4, 5, 6])
+        #expect(letters.allSatisfy { $0.source == "tcp" })
+        #expect(
+            String(decoding: letters[3].payload, as: UTF8.self).hasPrefix("cpu,host=a w=true "),
+            "the refused field only")
+        #expect(letters[4].kind == .event)
+        #expect(f.stats.rejected[RejectReason.typeConflict.ordinal].current == 2)
+        // Replays do not queue again.
+        ingester.keepsDeadLetters = false
+        _ = Array(bad.utf8).withUnsafeBytes { f.pipeline.accept($0, into: ingester) }
+        #expect(f.deadLetters.count == 0)
+        // Past its bound the queue drops the oldest, counted.
+        ingester.keepsDeadLetters = true
+        for _ in 0..<3 { _ = Array(bad.utf8).withUnsafeBytes { f.pipeline.accept($0, into: ingester) } }
+        #expect(f.deadLetters.count == 5)
+        #expect(f.deadLetters.takeDropped() == 10)
     }
 }
