@@ -3,6 +3,8 @@
 # (`metricsd send`, pre-generated Telegraf-like batches), same payload, same concurrency, one run. Then UDP loss
 # of metricsd vs send rate. Writes the "HTTP ingest" and "UDP" sections of docs/PERFORMANCE.md.
 # Usage: scripts/bench-ingest.sh [SECONDS] [ROUNDS] [UDP_SECONDS]   (defaults 10, 5, 30)
+#        BASELINE_BIN=path/to/older/metricsd scripts/bench-ingest.sh   also runs an older build as the target
+#        "metricsd-baseline" in the same rounds (before/after a change: its rows say how they compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
@@ -26,6 +28,14 @@ $BIN serve --data-dir "$TMP/metricsd" --http 127.0.0.1:$MD_HTTP --udp 127.0.0.1:
     > "$TMP/metricsd.log" 2>&1 &
 MD_PID=$!; PIDS+=($MD_PID)
 wait_ping $MD_HTTP
+BL_PID=0
+if [ -n "${BASELINE_BIN:-}" ]; then
+    BL_HTTP=$(free_port); BL_TCP=$(free_port)
+    "$BASELINE_BIN" serve --data-dir "$TMP/baseline" --http 127.0.0.1:$BL_HTTP --udp "" --tcp 127.0.0.1:$BL_TCP \
+        > "$TMP/baseline.log" 2>&1 &
+    BL_PID=$!; PIDS+=($BL_PID)
+    wait_ping $BL_HTTP
+fi
 VM_PID=$(scripts/peers.sh start-vm $VM "$TMP/vm" $VM_LP); PIDS+=($VM_PID)
 IX_PID=$(scripts/peers.sh start-influxd $IX "$TMP/influx"); PIDS+=($IX_PID)
 curl -s -XPOST "http://127.0.0.1:$IX/query" --data-urlencode "q=CREATE DATABASE bench" > /dev/null
@@ -34,7 +44,7 @@ RESULTS=$OUT/ingest.jsonl
 : > $RESULTS
 # CPU seconds (user + system) a process has used so far.
 cpu_seconds() { awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$1/stat"; }
-pid_of() { case $1 in metricsd) echo $MD_PID ;; victoriametrics) echo $VM_PID ;; influxdb) echo $IX_PID ;; esac; }
+pid_of() { case $1 in metricsd) echo $MD_PID ;; metricsd-baseline) echo $BL_PID ;; victoriametrics) echo $VM_PID ;; influxdb) echo $IX_PID ;; esac; }
 run_target() { # name port path
     local name=$1 port=$2 path=$3 files=() cpu0 cpu1
     cpu0=$(cpu_seconds "$(pid_of $name)")
@@ -43,7 +53,7 @@ run_target() { # name port path
             --batch $BATCH --pool 20 --quiet > "$TMP/$name.$s.json" &
         files+=("$TMP/$name.$s.json")
     done
-    wait $(jobs -p | grep -v -w -e "$MD_PID" -e "$VM_PID" -e "$IX_PID" || true) 2>/dev/null || true
+    wait $(jobs -p | grep -v -w -e "$MD_PID" -e "$BL_PID" -e "$VM_PID" -e "$IX_PID" || true) 2>/dev/null || true
     cpu1=$(cpu_seconds "$(pid_of $name)")
     python3 - "$name" "$cpu0" "$cpu1" "${files[@]}" >> $RESULTS <<'PY'
 import json, sys
@@ -61,6 +71,7 @@ PY
 received() { # name
     case $1 in
     metricsd) curl -s "http://127.0.0.1:$MD_HTTP/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tcp_lines"])' ;;
+    metricsd-baseline) curl -s "http://127.0.0.1:$BL_HTTP/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["counters"]["tcp_lines"])' ;;
     # VictoriaMetrics counts a row per field value; rows read by its line-protocol parser are lines.
     victoriametrics) curl -s "http://127.0.0.1:$VM/metrics" | awk '/^vm_protoparser_rows_read_total\{type="influx"\}/{print $2}' ;;
     esac
@@ -86,9 +97,11 @@ TCP_RESULTS=$OUT/tcp.jsonl
 for round in $(seq $ROUNDS); do
     echo "== round $round/$ROUNDS"
     run_target metricsd $MD_HTTP "/write?db=bench&precision=ns"
+    [ "$BL_PID" != 0 ] && run_target metricsd-baseline $BL_HTTP "/write?db=bench&precision=ns"
     run_target victoriametrics $VM "/write?db=bench&precision=ns"
     run_target influxdb $IX "/write?db=bench&precision=ns"
     run_tcp metricsd $MD_TCP
+    [ "$BL_PID" != 0 ] && run_tcp metricsd-baseline $BL_TCP
     run_tcp victoriametrics $VM_LP
 done
 RSS_MD=$(awk '/VmRSS/{print $2}' /proc/$MD_PID/status)
@@ -132,7 +145,7 @@ out.append("")
 out.append("| target | median lines/s | median field values/s | runs (lines/s) | errors | vs metricsd | CPU s per million lines (median) | CPU vs metricsd |")
 out.append("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
 cpu = {k: statistics.median(x.get("cpu_seconds_per_million", 0) for x in v) for k, v in by.items()}
-for k in ["metricsd", "victoriametrics", "influxdb"]:
+for k in ["metricsd", "metricsd-baseline", "victoriametrics", "influxdb"]:
     v = by.get(k, [])
     if not v: continue
     out.append("| %s | %.0f | %.0f | %s | %d | %s | %.2f | %s |" % (k, med[k], med[k] * FIELDS_PER_LINE,
@@ -143,6 +156,12 @@ out.append("")
 out.append("Ratio: metricsd ingests **%.2f×** VictoriaMetrics and **%.2f×** InfluxDB 1.6 over HTTP (goal ≥ 3× "
            "VictoriaMetrics). The sender shares the 2 cores with the server, for every target alike. metricsd RSS "
            "after the runs: %.0f MiB." % (med["metricsd"] / med["victoriametrics"], med["metricsd"] / med["influxdb"], int(rss) / 1024))
+if "metricsd-baseline" in med:
+    out.append("")
+    out.append("Before/after in the same run: `metricsd-baseline` is the build at `BASELINE_BIN` (%s). This build "
+               "ingests **%.3f×** its lines/s over HTTP at **%.3f×** its CPU per line." % (
+               sh("'%s' --version 2>/dev/null || true" % __import__("os").environ.get("BASELINE_BIN", "")) or "an older build",
+               med["metricsd"] / med["metricsd-baseline"], cpu["metricsd"] / max(1e-9, cpu["metricsd-baseline"])))
 out.append("")
 out.append("CPU is the server process's user + system time (`/proc/PID/stat`) over the run, per million acknowledged "
            "lines (%.1f field values each on average)." % FIELDS_PER_LINE)
@@ -159,7 +178,7 @@ out.append("| --- | ---: | --- | ---: | ---: | ---: |")
 tby = {}
 for r in tcp: tby.setdefault(r["target"], []).append(r)
 tmed = {k: statistics.median(x["lines_per_second"] for x in v) for k, v in tby.items()}
-for k in ["metricsd", "victoriametrics"]:
+for k in ["metricsd", "metricsd-baseline", "victoriametrics"]:
     v = tby.get(k, [])
     if not v: continue
     out.append("| %s | %.0f | %s | %d of %d | %.2f | %s |" % (k, tmed[k], ", ".join("%.0f" % x["lines_per_second"] for x in v),

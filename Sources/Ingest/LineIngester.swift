@@ -151,6 +151,7 @@ public final class LineIngester {
         stats.points.add(outcome.result.applied + outcome.result.late)
         stats.bytes.add(bytes)
         global.rejectedSeries.add(outcome.result.rejectedSeries)
+        global.seriesOverflowed.add(outcome.result.overflowed)
         global.typeConflicts.add(outcome.result.typeConflicts)
         global.outOfRange.add(outcome.result.outOfRange)
         global.rejectedFields.add(outcome.result.rejectedFields)

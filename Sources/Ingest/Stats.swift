@@ -84,6 +84,8 @@ public final class Stats: Sendable {
     /// Refused lines, events and forwarded points per ``RejectReason`` (`metricsd_rejected_total{reason=…}`), in
     /// the reasons' order.
     public let rejected: [StatCounter]
+    /// Values of new series past the limits folded into their measurement's overflow series.
+    public let seriesOverflowed: StatCounter
     /// Dead letters stored, evicted from the pending queue before they could be, and deleted for
     /// `[dead_letters] max_rows` or `retention`.
     public let deadLettersStored: StatCounter
@@ -218,6 +220,11 @@ public final class Stats: Sendable {
                 registry, "metricsd_rejected_total", [("reason", $0.rawValue)],
                 help: "Lines, events and forwarded points refused, by reason (each kept as a dead letter)")
         }
+        seriesOverflowed = StatCounter(
+            registry, "metricsd_series_overflow_total",
+            help:
+                "Values of new series past rollup.max_series or max_series_per_measurement, folded into the measurement's _overflow=true series"
+        )
         deadLettersStored = StatCounter(
             registry, "metricsd_dead_letters_stored_total",
             help: "Refused lines, events and points stored as dead letters")

@@ -7,8 +7,14 @@ public struct RollupConfiguration: Sendable, Hashable {
     public var interval: Int64 = 60_000_000_000
     /// How long a finished bucket stays open for late points, in nanoseconds (default two minutes).
     public var lateness: Int64 = 120_000_000_000
-    /// Series beyond this count are rejected and counted.
+    /// New series past this count (or past ``maxSeriesPerMeasurement`` of their measurement) are folded into
+    /// their measurement's overflow series (tags replaced by `_overflow=true`), counted.
     public var maxSeries = 1_000_000
+    /// New series of one measurement past this count are folded likewise (0: no per-measurement limit).
+    public var maxSeriesPerMeasurement = 0
+    /// Overflow series allowed past ``maxSeries`` (one per measurement that overflows); past them, points of new
+    /// series are rejected.
+    public var maxOverflowSeries = 1000
     /// Fields of one series beyond this count are rejected and counted.
     public var maxFieldsPerSeries = 1024
     /// Points more than this far ahead of the server clock are rejected (clock skew guard), in nanoseconds.
@@ -68,6 +74,9 @@ public struct IngestResult: Sendable, Equatable {
     /// Rejected: a measurement, tag or field name that is not valid UTF-8 (stored names are text: such names
     /// would merge with others once stored).
     public var invalidNames = 0
+    /// Applied to the measurement's overflow series: values of new series past `max_series` or
+    /// `max_series_per_measurement` (also counted in ``applied`` or ``late``; not rejected).
+    public var overflowed = 0
 
     public init() {}
 
@@ -79,6 +88,7 @@ public struct IngestResult: Sendable, Equatable {
         a.outOfRange += b.outOfRange
         a.rejectedFields += b.rejectedFields
         a.invalidNames += b.invalidNames
+        a.overflowed += b.overflowed
     }
 
     public var rejected: Int { rejectedSeries + typeConflicts + outOfRange + rejectedFields + invalidNames }
@@ -147,10 +157,13 @@ public final class RollupEngine: Sendable {
     public let configuration: RollupConfiguration
     private let shards: [Shard]
     private let seriesCount = Atomic<Int>(0)
+    /// Series per measurement and distinct values per tag key (``CardinalityTracker``).
+    public let cardinality: CardinalityTracker
 
     public init(configuration: RollupConfiguration = RollupConfiguration()) {
         self.configuration = configuration
         shards = (0..<max(1, configuration.shards)).map { _ in Shard() }
+        cardinality = CardinalityTracker(maxPerMeasurement: configuration.maxSeriesPerMeasurement)
     }
 
     /// Number of series known.
@@ -194,6 +207,21 @@ public final class RollupEngine: Sendable {
         lateCells: inout LateCells,
         distinct: (key: UnsafeBufferPointer<UInt8>, hash: UInt64)? = nil
     ) -> IngestResult {
+        ingest(
+            decoder, now: now, defaultTime: defaultTime, walPosition: walPosition, lateCells: &lateCells,
+            distinct: distinct, overflow: false)
+    }
+
+    /// - Parameter overflow: `decoder` is an overflow series' point (``fold(_:now:defaultTime:walPosition:lateCells:distinct:)``).
+    private func ingest(
+        _ decoder: PointView,
+        now: Int64,
+        defaultTime: Int64?,
+        walPosition: UInt64,
+        lateCells: inout LateCells,
+        distinct: (key: UnsafeBufferPointer<UInt8>, hash: UInt64)?,
+        overflow: Bool
+    ) -> IngestResult {
         var result = IngestResult()
         let time = decoder.timestamp ?? defaultTime ?? now
         let values = decoder.fields.count + (distinct == nil ? 0 : 1)
@@ -206,12 +234,20 @@ public final class RollupEngine: Sendable {
         let hash = decoder.seriesHash()
         let shard = shards[Int(truncatingIfNeeded: hash % UInt64(shards.count))]
         let config = configuration
+        var overflowed = false
         shard.state.withLock { state in
             let seriesIndex: Int32
-            switch state.intern(decoder, hash: hash, limit: config.maxSeries, count: seriesCount, now: now) {
+            switch state.intern(
+                decoder, hash: hash, limit: overflow ? config.maxSeries + config.maxOverflowSeries : config.maxSeries,
+                count: seriesCount, cardinality: cardinality, overflow: overflow, now: now)
+            {
             case .found(let index): seriesIndex = index
             case .overLimit:
-                result.rejectedSeries = values
+                if overflow {
+                    result.rejectedSeries = values
+                } else {
+                    overflowed = true
+                }
                 return
             case .invalidName:
                 result.invalidNames = values
@@ -266,6 +302,39 @@ public final class RollupEngine: Sendable {
                 apply(distinct.key, .distinct, integer: false) { $0.add(distinctHash: distinct.hash, at: time) }
             }
         }
+        if overflowed {
+            return fold(
+                decoder, now: now, defaultTime: defaultTime, walPosition: walPosition,
+                lateCells: &lateCells, distinct: distinct)
+        }
+        return result
+    }
+
+    private static let overflowKey: [UInt8] = Array("_overflow".utf8)
+    private static let overflowValue: [UInt8] = Array("true".utf8)
+
+    /// A point of a new series past the limits: its values go to its measurement's overflow series (its tags
+    /// replaced by `_overflow=true`), so the measurement's totals stay exact; its tag values still count towards
+    /// the measurement's cardinality.
+    private func fold(
+        _ point: PointView, now: Int64, defaultTime: Int64?, walPosition: UInt64, lateCells: inout LateCells,
+        distinct: (key: UnsafeBufferPointer<UInt8>, hash: UInt64)?
+    ) -> IngestResult {
+        cardinality.noteOverflow(point, now: now)
+        var result = Self.overflowKey.withUnsafeBufferPointer { key in
+            Self.overflowValue.withUnsafeBufferPointer { value in
+                withUnsafeTemporaryAllocation(of: Tag.self, capacity: 1) { tags in
+                    tags.initialize(repeating: Tag(key: key, value: value))
+                    let folded = PointView(
+                        measurement: point.measurement, tags: UnsafeBufferPointer(tags), fields: point.fields,
+                        timestamp: point.timestamp)
+                    return ingest(
+                        folded, now: now, defaultTime: defaultTime, walPosition: walPosition, lateCells: &lateCells,
+                        distinct: distinct, overflow: true)
+                }
+            }
+        }
+        result.overflowed = point.fields.count + (distinct == nil ? 0 : 1)
         return result
     }
 
@@ -516,7 +585,9 @@ public final class RollupEngine: Sendable {
     /// the ticker calls it once a minute.
     public func dropIdleSeries(before cutoff: Int64) -> Int {
         var dropped = 0
-        for shard in shards { dropped += shard.state.withLock { $0.dropIdle(before: cutoff) } }
+        for shard in shards {
+            dropped += shard.state.withLock { $0.dropIdle(before: cutoff, cardinality: cardinality) }
+        }
         if dropped > 0 { seriesCount.wrappingSubtract(dropped, ordering: .relaxed) }
         return dropped
     }
@@ -768,9 +839,10 @@ private struct ShardState: ~Copyable {
     var epoch = 0
 
     /// Finds or creates the series of the decoded line (stamping it seen at `now`).
-    mutating func intern(_ d: PointView, hash: UInt64, limit: Int, count: borrowing Atomic<Int>, now: Int64)
-        -> Lookup
-    {
+    mutating func intern(
+        _ d: PointView, hash: UInt64, limit: Int, count: borrowing Atomic<Int>, cardinality: CardinalityTracker,
+        overflow: Bool, now: Int64
+    ) -> Lookup {
         var h = hash
         while let index = table.find(h) {
             if Self.matches(series[Int(index)].key, d) {
@@ -784,7 +856,7 @@ private struct ShardState: ~Copyable {
             return .invalidName
         }
         let total = count.wrappingAdd(1, ordering: .relaxed).newValue
-        if total > limit {
+        if total > limit || !cardinality.admit(d, overflow: overflow, now: now) {
             count.wrappingSubtract(1, ordering: .relaxed)
             return .overLimit
         }
@@ -828,7 +900,7 @@ private struct ShardState: ~Copyable {
 
     /// ``RollupEngine/dropIdleSeries(before:)`` for this shard: keeps the live series and their slots, renumbered
     /// (open buckets' cells keep their order and get the new slot numbers).
-    mutating func dropIdle(before cutoff: Int64) -> Int {
+    mutating func dropIdle(before cutoff: Int64, cardinality: CardinalityTracker) -> Int {
         var live = series.map { $0.lastSeen >= cutoff }
         guard live.contains(false) else { return 0 }
         for bucket in buckets {
@@ -839,10 +911,16 @@ private struct ShardState: ~Copyable {
         var newSeriesIndex = [Int32](repeating: -1, count: series.count)
         var kept: [SeriesEntry] = []
         kept.reserveCapacity(series.count - idle)
-        for (i, entry) in series.enumerated() where live[i] {
+        var released: [String: Int] = [:]
+        for (i, entry) in series.enumerated() {
+            guard live[i] else {
+                released[entry.info.measurement, default: 0] += 1
+                continue
+            }
             newSeriesIndex[i] = Int32(kept.count)
             kept.append(entry)
         }
+        for (measurement, n) in released { cardinality.release(measurement, count: n) }
         var newSlotIndex = [Int32](repeating: -1, count: slots.count)
         var keptSlots: [SlotInfo] = []
         for (j, slot) in slots.enumerated() where newSeriesIndex[Int(slot.series)] >= 0 {

@@ -18,6 +18,8 @@ struct Configuration: Hashable, Sendable {
         var lateness = ConfigDuration.seconds(120)
         var maxSeries = 1_000_000
         var maxFieldsPerSeries = 1024
+        var maxSeriesPerMeasurement = 0
+        var maxOverflowSeries = 1000
         var seriesIdle = ConfigDuration.seconds(3600)
     }
     struct Storage: Hashable, Sendable {
@@ -158,6 +160,9 @@ extension Configuration {
             rollup.lateness = try t.duration("lateness", rollup.lateness)
             rollup.maxSeries = try t.int("max_series", rollup.maxSeries)
             rollup.maxFieldsPerSeries = try t.int("max_fields_per_series", rollup.maxFieldsPerSeries)
+            rollup.maxSeriesPerMeasurement = try t.int(
+                "max_series_per_measurement", rollup.maxSeriesPerMeasurement)
+            rollup.maxOverflowSeries = try t.int("max_overflow_series", rollup.maxOverflowSeries)
             rollup.seriesIdle = try t.duration("series_idle", rollup.seriesIdle)
             try t.finish()
         }
@@ -306,6 +311,10 @@ extension Configuration {
         guard rollup.maxFieldsPerSeries > 0 else {
             throw ConfigError("'rollup.max_fields_per_series' must be positive")
         }
+        guard rollup.maxSeriesPerMeasurement >= 0, rollup.maxOverflowSeries >= 0 else {
+            throw ConfigError(
+                "'rollup.max_series_per_measurement' and 'rollup.max_overflow_series' must not be negative")
+        }
         guard rollup.seriesIdle.nanoseconds >= 2 * (rollup.interval.nanoseconds + rollup.lateness.nanoseconds) else {
             throw ConfigError("'rollup.series_idle' must be at least twice 'rollup.interval' + 'rollup.lateness'")
         }
@@ -393,6 +402,8 @@ extension Configuration {
             lateness = \(q(rollup.lateness.description))
             max_series = \(rollup.maxSeries)
             max_fields_per_series = \(rollup.maxFieldsPerSeries)
+            max_series_per_measurement = \(rollup.maxSeriesPerMeasurement)
+            max_overflow_series = \(rollup.maxOverflowSeries)
             series_idle = \(q(rollup.seriesIdle.description))
 
             [storage]

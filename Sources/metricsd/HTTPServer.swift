@@ -90,6 +90,7 @@ enum HTTPRoutes {
         Route(method: .get, path: "/api/v1/funnel") { s in { r, c in await EventRoutes.funnel(r, c, s) } },
         Route(method: .get, path: "/api/v1/retention") { s in { r, c in await EventRoutes.retention(r, c, s) } },
         Route(method: .get, path: "/api/v1/experiment") { s in { r, c in await EventRoutes.experiment(r, c, s) } },
+        Route(method: .get, path: "/api/v1/cardinality") { s in { r, _ in await cardinality(r, s) } },
         Route(method: .get, path: "/api/v1/dead-letters") { s in { r, _ in await DeadLetterRoutes.list(r, s) } },
         Route(method: .delete, path: "/api/v1/dead-letters") { s in { r, _ in await DeadLetterRoutes.delete(r, s) } },
         Route(method: .post, path: "/api/v1/dead-letters/replay") { s in
@@ -357,6 +358,7 @@ enum HTTPRoutes {
         out["fields_rejected"] = s.rejectedFields.current
         out["names_invalid"] = s.invalidNames.current
         for reason in RejectReason.allCases { out["rejected_\(reason.rawValue)"] = s.rejected[reason.ordinal].current }
+        out["series_overflowed"] = s.seriesOverflowed.current
         out["dead_letters_stored"] = s.deadLettersStored.current
         out["dead_letters_dropped"] = s.deadLettersDropped.current
         out["dead_letters_evicted"] = s.deadLettersEvicted.current
@@ -579,6 +581,59 @@ enum HTTPRoutes {
                 ]
             }
             return json(.ok, ["series": out, "total": total] as [String: Any])
+        }
+    }
+
+    /// `GET /api/v1/cardinality?measurement=&limit=&top=`: series per measurement (most first, `limit` of them,
+    /// 100 by default), distinct values per tag key (a sketch: ±1.6 %), and the `top` (10) tag keys whose distinct
+    /// values grew most in the last hour — the tag that explodes, named.
+    static func cardinality(_ request: Request, _ state: HTTPState) async -> Response {
+        let form = Form(request.uri.query ?? "")
+        func count(_ name: String, _ fallback: Int) -> Int? {
+            guard let text = form[name], !text.isEmpty else { return fallback }
+            guard let n = Int(text), n > 0, n <= 100_000 else { return nil }
+            return n
+        }
+        guard let limit = count("limit", 100), let top = count("top", 10) else {
+            return error(.badRequest, "parameters 'limit' and 'top' must be 1 to 100000")
+        }
+        let only = form["measurement"].flatMap { $0.isEmpty ? nil : $0 }
+        let engine = state.engine
+        let overflowed = state.stats.seriesOverflowed.current
+        do {
+            return try await state.bodyWork.runIfActive {
+                let now = nowNanoseconds()
+                let report = engine.cardinality.report(now: now, limit: only == nil ? limit : .max, top: top)
+                func tag(_ t: CardinalityTracker.TagReport) -> [String: Any] {
+                    [
+                        "key": t.key, "distinct_values": Int(t.distinctValues), "growth_1h": Int(t.growth),
+                        "since": TimeText.format(t.since),
+                    ]
+                }
+                let measurements = report.measurements.filter { only == nil || $0.measurement == only }
+                let config = engine.configuration
+                return json(
+                    .ok,
+                    [
+                        "active_series": engine.activeSeries, "max_series": config.maxSeries,
+                        "max_series_per_measurement": config.maxSeriesPerMeasurement,
+                        "values_overflowed": overflowed,
+                        "sketch_relative_error": DistinctSketch.standardError,
+                        "measurements": measurements.map { m -> [String: Any] in
+                            [
+                                "measurement": m.measurement, "series": m.series, "overflow_points": m.overflowPoints,
+                                "tags": m.tags.map(tag),
+                            ]
+                        },
+                        "growing": report.growing.filter { only == nil || $0.measurement == only }.map {
+                            var entry = tag($0.tag)
+                            entry["measurement"] = $0.measurement
+                            return entry
+                        },
+                    ] as [String: Any])
+            }
+        } catch {
+            return Self.error(.serviceUnavailable, "shutting down")
         }
     }
 

@@ -124,6 +124,8 @@ struct Server {
         rollupConfig.lateness = configuration.rollup.lateness.nanoseconds
         rollupConfig.maxSeries = configuration.rollup.maxSeries
         rollupConfig.maxFieldsPerSeries = configuration.rollup.maxFieldsPerSeries
+        rollupConfig.maxSeriesPerMeasurement = configuration.rollup.maxSeriesPerMeasurement
+        rollupConfig.maxOverflowSeries = configuration.rollup.maxOverflowSeries
         rollupConfig.maxAge = configuration.storage.retention1m.nanoseconds
         let engine = RollupEngine(configuration: rollupConfig)
         let store: SQLiteStore

@@ -209,3 +209,54 @@ import Testing
         print("1M bad lines: peak RSS \(peak >> 20) MiB (start \(before >> 20) MiB), answer \(reply.body.count) bytes")
     }
 }
+
+/// Cardinality under control (step 13): a series flood keeps the measurement's totals exact in its overflow series,
+/// leaves other measurements their room, and names the offending tag.
+@Suite(.serialized) struct CardinalityTests {
+    @Test func aSeriesFloodKeepsTheTotalExactAndNamesTheTag() throws {
+        let d = try Daemon(config: "[rollup]\nmax_series = 60\nmax_series_per_measurement = 20\n")
+        defer { _ = d.stop() }
+        var lines: [String] = []
+        var sum = 0
+        for i in 0..<1000 {
+            lines.append("api,host=h\(i % 4),req_id=r\(i) latency=\(i)i")
+            sum += i
+        }
+        for h in 0..<10 { lines.append("cpu,host=c\(h) v=\(h)") }
+        let reply = try d.http("POST", "/write", body: Data(lines.joined(separator: "\n").utf8))
+        #expect(reply.status == 204, "folded, not refused: \(reply.text)")
+        // The measurement's totals are exact: its 20 series plus the overflow series hold every point.
+        let totals = try d.http(
+            "GET", "/query?db=x&q=SELECT+count(latency),sum(latency),min(latency),max(latency)+FROM+api")
+        let values =
+            ((((totals.json["results"] as? [[String: Any]])?.first?["series"] as? [[String: Any]])?.first?[
+                "values"] as? [[Any]])?.first) ?? []
+        #expect(values.count == 5, "\(totals.text)")
+        if values.count == 5 {
+            #expect(values[1] as? Int == 1000)
+            #expect(values[2] as? Int == sum)
+            #expect(values[3] as? Int == 0 && values[4] as? Int == 999)
+        }
+        let overflow = try d.http("GET", "/query?db=x&q=SELECT+count(latency)+FROM+api+WHERE+_overflow='true'")
+        #expect(overflow.text.contains("980"), "\(overflow.text)")
+        // Another measurement keeps its room.
+        let cpu = try d.http("GET", "/query?db=x&q=SHOW+SERIES+FROM+cpu")
+        #expect(!cpu.text.contains("_overflow"), "\(cpu.text)")
+        #expect(cpu.text.components(separatedBy: "cpu,host=c").count - 1 == 10, "\(cpu.text)")
+        #expect(try d.counter("series_overflowed") == 980)
+        #expect(try d.http("GET", "/metrics").text.contains("metricsd_series_overflow_total 980"))
+        // The offending tag, named.
+        let card = try d.http("GET", "/api/v1/cardinality").json
+        let growing = card["growing"] as? [[String: Any]] ?? []
+        #expect(growing.first?["measurement"] as? String == "api", "\(card)")
+        #expect(growing.first?["key"] as? String == "req_id")
+        let distinct = growing.first?["distinct_values"] as? Int ?? 0
+        #expect(abs(distinct - 1000) <= 50, "a sketch within its error: \(distinct)")
+        let api = (card["measurements"] as? [[String: Any]] ?? []).first { $0["measurement"] as? String == "api" }
+        #expect(api?["series"] as? Int == 21, "20 series and the overflow series")
+        #expect(api?["overflow_points"] as? Int == 980)
+        let host = (api?["tags"] as? [[String: Any]] ?? []).first { $0["key"] as? String == "host" }
+        #expect(host?["distinct_values"] as? Int == 4)
+        #expect(try d.http("GET", "/api/v1/cardinality?limit=0").status == 400)
+    }
+}
