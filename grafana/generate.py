@@ -89,8 +89,8 @@ def metricsd_panels():
                                                   'spread("udp_lines") AS "udp"')], 0, 0, interval="5m"),
         panel(2, "Invalid lines per interval", [q('spread("http_invalid") + spread("tcp_invalid") + '
                                                  'spread("udp_invalid") AS "invalid"')], 12, 0, interval="5m"),
-        panel(3, "Active series", [q('last("series_active") AS "active", last("series_rejected") AS "rejected"')],
-              0, 8),
+        panel(3, "Active series", [q('last("series_active") AS "active", last("series_rejected") AS "rejected", '
+                                     'last("series_overflowed") AS "values folded into _overflow"')], 0, 8),
         panel(4, "UDP drops per interval", [q('spread("udp_drops") AS "drops"')], 12, 8, interval="5m"),
         panel(5, "Flush (sink) latency", [q('max("sink_seconds") AS "max"')], 0, 16, "s"),
         panel(6, "Open buckets and late points", [q('last("buckets_open") AS "open buckets", '
@@ -98,7 +98,23 @@ def metricsd_panels():
         panel(7, "Events per interval", [q('spread("events_accepted") AS "accepted", spread("events_duplicate") AS '
                                           '"duplicates", spread("events_invalid") AS "invalid"')], 0, 24,
               interval="5m"),
+        cardinality_panel(8, "Cardinality: series per measurement (largest 20)",
+                          'SELECT last("series") FROM "metricsd_cardinality" WHERE $timeFilter '
+                          'GROUP BY time($__interval), "measurement" fill(none)', "$tag_measurement", 12, 24),
+        cardinality_panel(9, "Cardinality: tag keys growing fastest (distinct values, last hour)",
+                          'SELECT last("growth_1h") FROM "metricsd_tags" WHERE $timeFilter '
+                          'GROUP BY time($__interval), "measurement", "tag" fill(none)',
+                          "$tag_measurement.$tag_tag", 0, 32),
     ]
+
+
+def cardinality_panel(pid, title, query, alias, x, y):
+    """A panel of the daemon's cardinality figures (written every interval from GET /api/v1/cardinality's report):
+    one series per measurement or tag key."""
+    p = panel(pid, title, [query], x, y)
+    for t in p["targets"]:
+        t["alias"] = alias
+    return p
 
 
 def event_variable():

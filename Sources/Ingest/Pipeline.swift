@@ -209,10 +209,13 @@ public final class IngestPipeline: Sendable {
 
     /// The daemon's own figures (measurement `metricsd`), straight into the rollups: they are not logged (they
     /// are recomputed after a restart).
-    public func acceptOwn(measurement: String, fields: [(key: String, value: Value)], time: Int64) {
+    public func acceptOwn(
+        measurement: String, tags: [(key: String, value: String)] = [], fields: [(key: String, value: Value)],
+        time: Int64
+    ) {
         let ingester = self.ingester(.internal)
         ingester.begin()
-        PointView.with(measurement: measurement, fields: fields, timestamp: time) { ingester.handle($0) }
+        PointView.with(measurement: measurement, tags: tags, fields: fields, timestamp: time) { ingester.handle($0) }
         ingester.end(bytes: 0)
     }
 
@@ -237,10 +240,19 @@ extension PointView {
     /// A point built from names and values (not hot: the daemon's own figures once a bucket interval), valid during
     /// `body`.
     static func with(
-        measurement: String, fields: [(key: String, value: Value)], timestamp: Int64?, _ body: (PointView) -> Void
+        measurement: String, tags: [(key: String, value: String)] = [], fields: [(key: String, value: Value)],
+        timestamp: Int64?, _ body: (PointView) -> Void
     ) {
         // One arena for every name and string, then spans into it.
         var arena = Array(measurement.utf8)
+        var tagSpans: [(key: (start: Int, count: Int), value: (start: Int, count: Int))] = []
+        // Tags sorted by key, as a decoded line's are (the series key is over sorted tags).
+        for tag in tags.sorted(by: { $0.key < $1.key }) {
+            let key = (arena.count, tag.key.utf8.count)
+            arena += tag.key.utf8
+            tagSpans.append((key, (arena.count, tag.value.utf8.count)))
+            arena += tag.value.utf8
+        }
         var spans: [(start: Int, count: Int)] = []
         var strings: [Int: (start: Int, count: Int)] = [:]
         for (i, field) in fields.enumerated() {
@@ -267,11 +279,14 @@ extension PointView {
                     }
                 built.append(Field(key: span(spans[i]), value: value))
             }
+            let builtTags = tagSpans.map { Tag(key: span($0.key), value: span($0.value)) }
             built.withUnsafeBufferPointer { f in
-                body(
-                    PointView(
-                        measurement: UnsafeBufferPointer(rebasing: a[0..<measurement.utf8.count]),
-                        tags: UnsafeBufferPointer(start: nil, count: 0), fields: f, timestamp: timestamp))
+                builtTags.withUnsafeBufferPointer { t in
+                    body(
+                        PointView(
+                            measurement: UnsafeBufferPointer(rebasing: a[0..<measurement.utf8.count]), tags: t,
+                            fields: f, timestamp: timestamp))
+                }
             }
         }
     }

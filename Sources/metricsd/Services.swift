@@ -316,6 +316,7 @@ struct SelfMetricsService: Sendable {
         fields += [
             ("series_active", .integer(Int64(engine.activeSeries))),
             ("series_rejected", .integer(stats.rejectedSeries.current)),
+            ("series_overflowed", .integer(stats.seriesOverflowed.current)),
             ("type_conflicts", .integer(stats.typeConflicts.current)),
             ("points_out_of_range", .integer(stats.outOfRange.current)),
             ("points_late", .integer(stats.latePoints.current)),
@@ -330,5 +331,30 @@ struct SelfMetricsService: Sendable {
             ("events_invalid", .integer(stats.eventsInvalid.current)),
         ]
         background.pipeline.acceptOwn(measurement: "metricsd", fields: fields, time: now)
+        writeCardinality(now: now)
+    }
+
+    /// Series of the 20 largest measurements (`metricsd_cardinality`, tag `measurement`) and the 10 tag keys whose
+    /// distinct values grew most in the last hour (`metricsd_tags`, tags `measurement` and `tag`): what the
+    /// dashboard's cardinality panels draw.
+    private func writeCardinality(now: Int64) {
+        let report = background.engine.cardinality.report(now: now, limit: 20, top: 10)
+        let pipeline = background.pipeline
+        for m in report.measurements {
+            pipeline.acceptOwn(
+                measurement: "metricsd_cardinality", tags: [("measurement", m.measurement)],
+                fields: [
+                    ("series", .integer(Int64(m.series))), ("overflow_points", .integer(Int64(m.overflowPoints))),
+                ],
+                time: now)
+        }
+        for (measurement, tag) in report.growing {
+            pipeline.acceptOwn(
+                measurement: "metricsd_tags", tags: [("measurement", measurement), ("tag", tag.key)],
+                fields: [
+                    ("distinct_values", .integer(Int64(tag.distinctValues))),
+                    ("growth_1h", .integer(Int64(tag.growth))),
+                ], time: now)
+        }
     }
 }
