@@ -42,6 +42,10 @@ public struct ForwarderConfiguration: Sendable, Hashable {
     public var timeout = 30
     public var caFile = ""
     public var insecureSkipVerify = false
+    /// The most the outbox may hold unsent, in bytes of stored rows (`[influx] max_backlog`), and what gives when
+    /// it is full (`backlog_policy`).
+    public var maxBacklog = 1 << 30
+    public var backlogPolicy = BacklogPolicy.dropOldest
 
     public init() {}
 
@@ -66,6 +70,27 @@ public struct ForwarderConfiguration: Sendable, Hashable {
     }
 }
 
+/// What gives when the outbox holds `[influx] max_backlog` bytes unsent (an outage, a slow receiver). Each is
+/// counted; nothing acknowledged is dropped without a count.
+public enum BacklogPolicy: String, Sendable, Hashable, CaseIterable {
+    /// The oldest unsent minutes are skipped (kept here, never forwarded) until the backlog fits.
+    case dropOldest = "drop_oldest"
+    /// New minutes are stored here but not queued for forwarding until the backlog is below 90 % of the bound.
+    case dropNewest = "drop_newest"
+    /// Intake stops until the backlog is below 90 % of the bound: HTTP writes are answered 429 with Retry-After,
+    /// TCP connections are not read, UDP datagrams are dropped (counted).
+    case block
+}
+
+/// Whether intake is stopped (`backlog_policy = "block"` with the outbox full): set by the forwarder, read by the
+/// listeners once per batch (an atomic load).
+public final class IntakeGate: Sendable {
+    private let closed = Atomic<Bool>(false)
+    public init() {}
+    public var isClosed: Bool { closed.load(ordering: .relaxed) }
+    func set(_ value: Bool) { closed.store(value, ordering: .relaxed) }
+}
+
 /// What forwarding has done, for `/health` and `/metrics`.
 public final class ForwarderStats: Sendable {
     public struct State: Sendable {
@@ -77,13 +102,21 @@ public final class ForwarderStats: Sendable {
         public var lastErrorAt: Int64?
         public var backlogMinutes = 0
         public var backlogPoints = 0
+        /// Bytes of the stored rows not yet forwarded (what `max_backlog` bounds).
+        public var backlogBytes = 0
     }
 
     let pointsForwarded = Atomic<Int>(0)
     let pointsRejected = Atomic<Int>(0)
     let batches = Atomic<Int>(0)
     let retries = Atomic<Int>(0)
+    let droppedOldest = Atomic<Int>(0)
+    let blocking = Atomic<Bool>(false)
     let state = Mutex(State())
+    /// Points skipped by `drop_oldest`.
+    public var droppedOldestPoints: Int { droppedOldest.load(ordering: .relaxed) }
+    /// Whether intake is stopped (`backlog_policy = "block"` with the backlog full).
+    public var isBlocking: Bool { blocking.load(ordering: .relaxed) }
 
     public init() {}
 
@@ -115,13 +148,16 @@ public final class Forwarder: Sendable {
     let deadLetters: DeadLetterQueue?
     /// Told how many points each refused batch lost (`metricsd_rejected_total{reason="rejected_by_influxdb"}`).
     let onRefused: (@Sendable (Int) -> Void)?
+    /// Closed while `backlog_policy = "block"` holds intake.
+    let gate: IntakeGate?
     /// The most requests spent finding the refused points of one batch (``isolateRefused(_:lines:error:)``).
     static let maxIsolationRequests = 64
 
     public init(
         store: SQLiteStore, configuration: ForwarderConfiguration, logger: Logger,
-        deadLetters: DeadLetterQueue? = nil, onRefused: (@Sendable (Int) -> Void)? = nil
+        deadLetters: DeadLetterQueue? = nil, onRefused: (@Sendable (Int) -> Void)? = nil, gate: IntakeGate? = nil
     ) {
+        self.gate = gate
         self.deadLetters = deadLetters
         self.onRefused = onRefused
         self.store = store
@@ -216,12 +252,12 @@ public final class Forwarder: Sendable {
                 case .sent: databaseReady = true
                 case .retry(let after):
                     attempt += 1
-                    refreshBacklog(cursor, status: "retrying")
+                    refreshBacklog(&cursor, status: "retrying")
                     if isDraining { break rounds }
                     pause(backoff(attempt, retryAfter: after))
                     continue
                 case .refused, .tooLarge:
-                    refreshBacklog(cursor, status: "failing")
+                    refreshBacklog(&cursor, status: "failing")
                     if isDraining { break rounds }
                     pause(configuration.retryMax)
                     continue
@@ -248,7 +284,7 @@ public final class Forwarder: Sendable {
                     cursor = batch.cursor
                     continue
                 }
-                refreshBacklog(cursor, status: "idle")
+                refreshBacklog(&cursor, status: "idle")
                 if isDraining { break rounds }
                 pause(configuration.flushInterval)
                 continue
@@ -274,7 +310,7 @@ public final class Forwarder: Sendable {
                     $0.status = "sending"
                 }
                 attempt = 0
-                refreshBacklog(cursor, status: "sending")
+                refreshBacklog(&cursor, status: "sending")
             case .tooLarge:
                 // 413: halve the batch and send again at once (the outbox keeps its order).
                 batchSize = max(1, batchSize / 2)
@@ -282,13 +318,13 @@ public final class Forwarder: Sendable {
             case .retry(let after):
                 attempt += 1
                 stats.retries.add(1, ordering: .relaxed)
-                refreshBacklog(cursor, status: "retrying")
+                refreshBacklog(&cursor, status: "retrying")
                 if isDraining { break rounds }
                 pause(backoff(attempt, retryAfter: after))
             case .refused:
                 attempt += 1
                 stats.retries.add(1, ordering: .relaxed)
-                refreshBacklog(cursor, status: "failing")
+                refreshBacklog(&cursor, status: "failing")
                 if isDraining { break rounds }
                 pause(configuration.retryMax)
             }
@@ -493,11 +529,56 @@ public final class Forwarder: Sendable {
         if status == "retrying" { logger.warning("forwarding: \(error)") }
     }
 
-    private func refreshBacklog(_ cursor: SQLiteStore.OutboxCursor, status: String) {
-        guard let backlog = try? store.outboxBacklog(after: cursor) else { return }
+    /// Points `drop_newest` kept from the outbox.
+    public var droppedNewestPoints: Int { store.outboxSkippedRows.load(ordering: .relaxed) }
+
+    /// Measures the backlog after `cursor` and keeps it within `max_backlog` by the policy (each round, outage or
+    /// not: a retry round measures too).
+    private func refreshBacklog(_ cursor: inout SQLiteStore.OutboxCursor, status: String) {
+        guard var backlog = try? store.outboxBacklog(after: cursor) else { return }
+        let configuration = self.configuration
+        let limit = configuration.maxBacklog
+        let over = backlog.bytes > limit
+        // Below 90 % intake resumes (without the margin it would flap at the bound).
+        let relieved = backlog.bytes <= limit / 10 * 9
+        switch configuration.backlogPolicy {
+        case .dropOldest:
+            store.outboxPaused.store(false, ordering: .relaxed)
+            stats.blocking.store(false, ordering: .relaxed)
+            gate?.set(false)
+            if over, let dropped = try? store.dropOldestOutbox(after: cursor, atLeast: backlog.bytes - limit) {
+                cursor = dropped.cursor
+                stats.droppedOldest.add(dropped.points, ordering: .relaxed)
+                logger.warning(
+                    "forwarding: the outbox passed [influx] max_backlog (\(limit) bytes): the oldest \(dropped.points) points (\(dropped.bytes) bytes) will not be forwarded (drop_oldest)"
+                )
+                backlog = (try? store.outboxBacklog(after: cursor)) ?? backlog
+            }
+        case .dropNewest:
+            stats.blocking.store(false, ordering: .relaxed)
+            gate?.set(false)
+            let paused = store.outboxPaused.load(ordering: .relaxed)
+            if over && !paused {
+                logger.warning(
+                    "forwarding: the outbox passed [influx] max_backlog (\(limit) bytes): new minutes are kept here, not forwarded (drop_newest)"
+                )
+            }
+            store.outboxPaused.store(over || (paused && !relieved), ordering: .relaxed)
+        case .block:
+            store.outboxPaused.store(false, ordering: .relaxed)
+            let blocking = stats.blocking.load(ordering: .relaxed)
+            if over && !blocking {
+                logger.warning(
+                    "forwarding: the outbox passed [influx] max_backlog (\(limit) bytes): writes are refused until it drains (block)"
+                )
+            }
+            stats.blocking.store(over || (blocking && !relieved), ordering: .relaxed)
+            gate?.set(over || (blocking && !relieved))
+        }
         stats.state.withLock {
             $0.backlogMinutes = backlog.minutes
             $0.backlogPoints = backlog.points
+            $0.backlogBytes = backlog.bytes
             $0.status = backlog.points == 0 ? "idle" : status
         }
     }

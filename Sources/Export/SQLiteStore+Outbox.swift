@@ -159,31 +159,80 @@ extension SQLiteStore {
         }
     }
 
-    /// What is still to forward after `cursor`: distinct minutes and rows (points).
-    public func outboxBacklog(after cursor: OutboxCursor) throws(StoreError) -> (minutes: Int, points: Int) {
+    /// What is still to forward after `cursor`: distinct minutes, rows (points) and the bytes of those rows as
+    /// stored (what `[influx] max_backlog` bounds).
+    public func outboxBacklog(after cursor: OutboxCursor) throws(StoreError) -> (minutes: Int, points: Int, bytes: Int)
+    {
+        var minutes = Set<Int64>()
+        var points = 0
+        var bytes = 0
+        try visitOutbox(after: cursor) { _, start, rows, size in
+            minutes.insert(start)
+            points += rows
+            bytes += size
+            return true
+        }
+        return (minutes.count, points, bytes)
+    }
+
+    /// Each outbox entry after `cursor`, in order, with its minute and the rows and bytes still to send of it, until
+    /// `body` answers false.
+    private func visitOutbox(
+        after cursor: OutboxCursor, _ body: (_ seq: Int64, _ start: Int64, _ rows: Int, _ bytes: Int) -> Bool
+    ) throws(StoreError) {
         try connection.withLock { c throws(StoreError) in
             let db = c.db
-            let entries = try Statement(db, "SELECT seq, ts, series FROM outbox WHERE seq >= ?1")
+            let entries = try Statement(db, "SELECT seq, ts, series FROM outbox WHERE seq >= ?1 ORDER BY seq")
             try entries.bind(1, cursor.seq)
-            let count = try Statement(db, "SELECT count(*) FROM rollup_1m WHERE ts = ?1 AND series > ?2")
-            var minutes = Set<Int64>()
-            var points = 0
+            let whole = try Statement(
+                db, "SELECT count(*), coalesce(sum(length(data)), 0) FROM rollup_1m WHERE ts = ?1 AND series > ?2")
+            let one = try Statement(db, "SELECT length(data) FROM rollup_1m WHERE ts = ?1 AND series = ?2")
             while try entries.step() {
                 let seq = entries.int64(0)
                 let after = seq == cursor.seq ? cursor.series : -1
                 guard after != OutboxCursor.done else { continue }
-                minutes.insert(entries.int64(1))
+                let start = entries.int64(1)
+                var rows = 0
+                var size = 0
                 if sqlite3_column_type(entries.handle, 2) == SQLITE_NULL {
-                    try count.bind(1, entries.int64(1))
-                    try count.bind(2, after)
-                    _ = try count.step()
-                    points += Int(count.int64(0))
-                    count.reset()
+                    try whole.bind(1, start)
+                    try whole.bind(2, after)
+                    _ = try whole.step()
+                    rows = Int(whole.int64(0))
+                    size = Int(whole.int64(1))
+                    whole.reset()
                 } else {
-                    points += 1
+                    try one.bind(1, start)
+                    try one.bind(2, entries.int64(2))
+                    if try one.step() {
+                        rows = 1
+                        size = Int(one.int64(0))
+                    }
+                    one.reset()
                 }
+                if !body(seq, start, rows, size) { break }
             }
-            return (minutes.count, points)
         }
+    }
+
+    /// `[influx] backlog_policy = "drop_oldest"`: steps the cursor over the oldest entries after `cursor` until at
+    /// least `bytes` of the backlog are freed (those minutes stay stored here, unforwarded). Returns the new cursor
+    /// and the points and bytes dropped; the cursor is persisted.
+    public func dropOldestOutbox(after cursor: OutboxCursor, atLeast bytes: Int) throws(StoreError) -> (
+        cursor: OutboxCursor, points: Int, bytes: Int
+    ) {
+        var freed = 0
+        var points = 0
+        var last: Int64?
+        try visitOutbox(after: cursor) { seq, _, rows, size in
+            freed += size
+            points += rows
+            last = seq
+            return freed < bytes
+        }
+        guard let last else { return (cursor, 0, 0) }
+        let next = OutboxCursor(seq: last, series: OutboxCursor.done)
+        try advanceOutbox(to: next)
+        return (next, points, freed)
     }
 }

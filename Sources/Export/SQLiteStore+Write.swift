@@ -19,8 +19,10 @@ extension SQLiteStore {
         guard buckets.contains(where: { !$0.cells.isEmpty }) || replayFrom != nil else { return }
         try connection.withLock { c throws(StoreError) in
             let db = c.db
+            // drop_newest with the backlog full: stored, not queued (counted).
+            let queueing = recordsOutbox && !outboxPaused.load(ordering: .relaxed)
             try transaction(&c, "flush") { c throws(StoreError) in
-                let minutes = try RowWriter(db, table: "rollup_1m", outbox: recordsOutbox)
+                let minutes = try RowWriter(db, table: "rollup_1m", outbox: queueing)
                 let probe = try Statement(db, "SELECT 1 FROM rollup_1m WHERE ts = ?1 LIMIT 1")
                 let watermark = try Statement(
                     db,
@@ -48,12 +50,17 @@ extension SQLiteStore {
                     // Merged rows need their own outbox entries only where a pending whole-minute entry will not
                     // read them anyway (it reads rows as stored when it gets to them).
                     minutes.queueAbove =
-                        recordsOutbox && exists
+                        queueing && exists
                         ? try Self.pendingWholeEntry(db, start: bucket.start, readThrough: c.outboxReadThrough) : nil
                     try minutes.write(bucket, merging: exists, connection: &c)
                     // A new bucket is queued for forwarding whole, in one entry (merged rows queue themselves).
-                    if recordsOutbox && !exists && !bucket.cells.isEmpty {
+                    if queueing && !exists && !bucket.cells.isEmpty {
                         try Self.queue(db, start: bucket.start, series: nil)
+                    }
+                    if recordsOutbox && !queueing {
+                        var ids = Set<UInt64>()
+                        for cell in bucket.cells { ids.insert(cell.series.id) }
+                        outboxSkippedRows.add(ids.count, ordering: .relaxed)
                     }
                 }
                 if !hourly.isEmpty {

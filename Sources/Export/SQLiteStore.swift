@@ -122,6 +122,10 @@ public final class SQLiteStore: RollupSink, RollupReader {
     public let path: String
     /// Whether stored minutes are queued for forwarding (`outbox` table; on when `[influx] url` is set).
     public let recordsOutbox: Bool
+    /// While set (`[influx] backlog_policy = "drop_newest"` with the backlog full), minutes stored are kept here but
+    /// not queued for forwarding; their rows (points) are counted in ``outboxSkippedRows``.
+    let outboxPaused = Atomic<Bool>(false)
+    let outboxSkippedRows = Atomic<Int>(0)
 
     /// Opens (creating if needed) the database at `path` and applies the schema migrations.
     public init(path: String, recordsOutbox: Bool = false) throws(StoreError) {

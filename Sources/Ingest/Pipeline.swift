@@ -29,6 +29,8 @@ public final class IngestPipeline: Sendable {
     public let maxLineLength: Int
     /// Where refused lines and events wait to be stored as dead letters; nil: they are only counted.
     public let deadLetters: DeadLetterQueue?
+    /// Closed while the InfluxDB outbox is full under `backlog_policy = "block"`: listeners stop taking writes.
+    public let gate = IntakeGate()
 
     public init(
         engine: RollupEngine, sink: any RollupSink, stats: Stats, wal: WriteAheadLog?, dedup: DedupWindow? = nil,

@@ -86,6 +86,9 @@ public final class Stats: Sendable {
     public let rejected: [StatCounter]
     /// Values of new series past the limits folded into their measurement's overflow series.
     public let seriesOverflowed: StatCounter
+    /// `backlog_policy = "block"` holding intake: HTTP writes answered 429, UDP datagrams dropped.
+    public let backlogRefusedWrites: StatCounter
+    public let backlogDroppedDatagrams: StatCounter
     /// Dead letters stored, evicted from the pending queue before they could be, and deleted for
     /// `[dead_letters] max_rows` or `retention`.
     public let deadLettersStored: StatCounter
@@ -225,6 +228,16 @@ public final class Stats: Sendable {
             help:
                 "Values of new series past rollup.max_series or max_series_per_measurement, folded into the measurement's _overflow=true series"
         )
+        backlogRefusedWrites = StatCounter(
+            registry, "metricsd_backlog_blocked_total", [("what", "http_write")],
+            help:
+                "Writes refused (HTTP 429) or UDP datagrams dropped while [influx] backlog_policy = \"block\" held intake"
+        )
+        backlogDroppedDatagrams = StatCounter(
+            registry, "metricsd_backlog_blocked_total", [("what", "udp_datagram")],
+            help:
+                "Writes refused (HTTP 429) or UDP datagrams dropped while [influx] backlog_policy = \"block\" held intake"
+        )
         deadLettersStored = StatCounter(
             registry, "metricsd_dead_letters_stored_total",
             help: "Refused lines, events and points stored as dead letters")
@@ -302,6 +315,16 @@ public final class ForwardMetrics: Sendable {
             "rejected": counter("metricsd_forward_points_rejected_total", "Points InfluxDB refused for good (400)"),
             "requests": counter("metricsd_forward_requests_total", "Write requests answered 2xx or 400"),
             "retries": counter("metricsd_forward_retries_total", "Write requests to be sent again (errors, 5xx, 429)"),
+            "dropped_oldest": registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    metricName: "metricsd_forward_backlog_dropped_total", unitName: "",
+                    helpText: "Points not forwarded because the outbox passed [influx] max_backlog, by backlog_policy"),
+                labels: [("policy", "drop_oldest")]),
+            "dropped_newest": registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    metricName: "metricsd_forward_backlog_dropped_total", unitName: "",
+                    helpText: "Points not forwarded because the outbox passed [influx] max_backlog, by backlog_policy"),
+                labels: [("policy", "drop_newest")]),
         ]
         backlogMinutes = gauge("metricsd_forward_backlog_minutes", "Stored minutes not yet forwarded")
         backlogPoints = gauge("metricsd_forward_backlog_points", "Points (series-minutes) not yet forwarded")
@@ -309,10 +332,10 @@ public final class ForwardMetrics: Sendable {
         failing = gauge("metricsd_forward_failing", "1 while the receiver refuses requests (401, 403, 404, ...)")
     }
 
-    public func update(_ stats: ForwarderStats) {
+    public func update(_ stats: ForwarderStats, droppedNewest: Int = 0) {
         let totals = [
             "forwarded": stats.forwarded, "rejected": stats.rejected, "requests": stats.requests,
-            "retries": stats.retried,
+            "retries": stats.retried, "dropped_oldest": stats.droppedOldestPoints, "dropped_newest": droppedNewest,
         ]
         seen.withLock { seen in
             for (name, total) in totals {

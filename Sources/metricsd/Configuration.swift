@@ -88,6 +88,8 @@ struct Configuration: Hashable, Sendable {
         var retryMax = ConfigDuration.seconds(60)
         var caFile = ""
         var insecureSkipVerify = false
+        var maxBacklog = ConfigSize(bytes: 1 << 30)
+        var backlogPolicy = "drop_oldest"
     }
     struct Auth: Hashable, Sendable {
         var token = ""
@@ -236,6 +238,8 @@ extension Configuration {
             influx.retryMax = try t.duration("retry_max", influx.retryMax)
             influx.caFile = try t.string("ca_file", influx.caFile)
             influx.insecureSkipVerify = try t.bool("insecure_skip_verify", influx.insecureSkipVerify)
+            influx.maxBacklog = try t.size("max_backlog", influx.maxBacklog)
+            influx.backlogPolicy = try t.string("backlog_policy", influx.backlogPolicy)
             try t.finish()
         }
         if var t = try reader.table("auth") {
@@ -358,6 +362,10 @@ extension Configuration {
         guard limits.maxLineLength.bytes >= 64 else {
             throw ConfigError("'limits.max_line_length' must be at least 64B")
         }
+        guard ["drop_oldest", "drop_newest", "block"].contains(influx.backlogPolicy) else {
+            throw ConfigError("'influx.backlog_policy' must be drop_oldest, drop_newest or block")
+        }
+        guard influx.maxBacklog.bytes > 0 else { throw ConfigError("'influx.max_backlog' must be positive") }
         guard limits.maxConnections > 0 else { throw ConfigError("'limits.max_connections' must be positive") }
         guard limits.maxReportedErrors >= 0 else {
             throw ConfigError("'limits.max_reported_errors' must not be negative")
@@ -468,6 +476,8 @@ extension Configuration {
             retry_max = \(q(influx.retryMax.description))
             ca_file = \(q(influx.caFile))
             insecure_skip_verify = \(influx.insecureSkipVerify)
+            max_backlog = \(q(influx.maxBacklog.description))
+            backlog_policy = \(q(influx.backlogPolicy))
 
             [auth]
             token = \(q(auth.token.isEmpty ? "" : "<redacted>"))

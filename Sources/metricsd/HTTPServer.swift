@@ -154,12 +154,26 @@ enum HTTPRoutes {
             state.stats.httpErrors.add(1)
             return error(.badRequest, "bucket is required")
         }
+        if let refused = backlogFull(state) { return refused }
         // Per-line results on request; InfluxDB's answer otherwise (clients parse it).
         let perLine = form["results"] == "lines" || request.headers[Self.resultsHeader]?.lowercased() == "lines"
         let remote = context.channel.remoteAddress.map(RemoteAddress.init)
         return await withBody(request, state) { body in
             ingestLines(body, precision: precision, state, perLine: perLine, remote: remote)
         }
+    }
+
+    /// 429 with Retry-After while `[influx] backlog_policy = "block"` holds intake (the outbox is full): the write is
+    /// not taken, so nothing acknowledged is ever dropped; counted.
+    static func backlogFull(_ state: HTTPState) -> Response? {
+        guard state.pipeline.gate.isClosed else { return nil }
+        state.stats.backlogRefusedWrites.add(1)
+        state.stats.httpErrors.add(1)
+        var response = error(
+            .tooManyRequests,
+            "the forwarding outbox is full ([influx] max_backlog, backlog_policy = \"block\"): retry later")
+        response.headers[.retryAfter] = "5"
+        return response
     }
 
     /// `X-Metricsd-Results: lines`: the header form of `?results=lines`.
@@ -406,6 +420,12 @@ enum HTTPRoutes {
                 "backlog_minutes": f.backlogMinutes, "backlog_points": f.backlogPoints,
                 "points_forwarded": forwarder.stats.forwarded, "points_rejected": forwarder.stats.rejected,
                 "requests": forwarder.stats.requests, "retries": forwarder.stats.retried,
+                "backlog_bytes": f.backlogBytes, "max_backlog": forwarder.configuration.maxBacklog,
+                "backlog_policy": forwarder.configuration.backlogPolicy.rawValue,
+                "dropped_oldest_points": forwarder.stats.droppedOldestPoints,
+                "dropped_newest_points": forwarder.droppedNewestPoints, "blocking": forwarder.stats.isBlocking,
+                "writes_refused": state.stats.backlogRefusedWrites.current,
+                "udp_datagrams_dropped": state.stats.backlogDroppedDatagrams.current,
             ]
             if let t = f.lastSuccess { forwarding["last_success"] = TimeText.format(t) }
             if let e = f.lastError { forwarding["last_error"] = e }
@@ -445,7 +465,9 @@ enum HTTPRoutes {
         state.stats.activeSeries.set(Double(state.engine.activeSeries))
         state.stats.openBuckets.set(Double(open.buckets))
         state.stats.openCells.set(Double(open.cells))
-        if let forwarder = state.forwarder { state.stats.forward.update(forwarder.stats) }
+        if let forwarder = state.forwarder {
+            state.stats.forward.update(forwarder.stats, droppedNewest: forwarder.droppedNewestPoints)
+        }
         if let clickhouse = state.clickhouse, clickhouse.configuration.enabled {
             let s = clickhouse.stats
             let c = s.current

@@ -30,6 +30,11 @@ final class UDPIngestHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         let ingester = self.ingester
+        if ingester.pipeline.gate.isClosed {
+            // backlog_policy = "block": the outbox is full; a datagram cannot wait. Counted.
+            ingester.pipeline.stats.backlogDroppedDatagrams.add(1)
+            return
+        }
         ingester.remote = RemoteAddress(envelope.remoteAddress)  // described only if a line is refused
         envelope.data.withUnsafeReadableBytes { raw in _ = ingester.pipeline.accept(raw, into: ingester) }
     }
@@ -131,6 +136,31 @@ final class TCPIngestHandler: ChannelInboundHandler {
         buffer.withUnsafeReadableBytes { raw in framer.feed(raw) { gather($0) } }
         self.framer = framer
         if !batch.isEmpty || !overlong.isEmpty { applyBatch() }
+        if ingester.pipeline.gate.isClosed && !paused { pause(context) }
+    }
+
+    /// Whether reading stopped for `backlog_policy = "block"`.
+    private var paused = false
+
+    /// The outbox is full under `backlog_policy = "block"`: stop reading this connection (the sender's writes wait in
+    /// its socket buffers: TCP's own backpressure), and look again every 100 ms.
+    private func pause(_ context: ChannelHandlerContext) {
+        paused = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .milliseconds(100)) { bound.value.0.resumeIfOpen(bound.value.1) }
+    }
+
+    private func resumeIfOpen(_ context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        if ingester.pipeline.gate.isClosed {
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .milliseconds(100)) { bound.value.0.resumeIfOpen(bound.value.1) }
+            return
+        }
+        paused = false
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        context.read()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -197,7 +197,7 @@ struct Server {
             : Forwarder(
                 store: store, configuration: configuration.influx.forwarderConfiguration, logger: logger,
                 deadLetters: deadLetterQueue,
-                onRefused: { stats.rejected[RejectReason.rejectedByInfluxDB.ordinal].add($0) })
+                onRefused: { stats.rejected[RejectReason.rejectedByInfluxDB.ordinal].add($0) }, gate: pipeline.gate)
 
         // Services in dependency order: storage/ticker first, listeners last, so a graceful shutdown stops
         // intake first and flushes last.
@@ -476,6 +476,8 @@ extension Configuration.Influx {
         f.timeout = max(1, Int(timeout.nanoseconds / 1_000_000_000))
         f.caFile = caFile
         f.insecureSkipVerify = insecureSkipVerify
+        f.maxBacklog = maxBacklog.bytes
+        f.backlogPolicy = BacklogPolicy(rawValue: backlogPolicy) ?? .dropOldest
         return f
     }
 }

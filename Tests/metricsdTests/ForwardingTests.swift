@@ -331,6 +331,87 @@ final class FakeInflux: @unchecked Sendable {
         }
     }
 
+    /// A bounded outbox under a real influxd outage: each backlog policy does what it says, and the counts add up —
+    /// the points in InfluxDB plus those each policy gave up are the points written (and under `block`, the points
+    /// in InfluxDB are exactly the acknowledged ones).
+    @Test(arguments: ["drop_oldest", "drop_newest", "block"]) func aFullOutboxFollowsItsPolicy(policy: String) throws {
+        let influx = try Influxd()
+        influx.stop()  // an outage from the start
+        let daemon = try Daemon(
+            config: Self.config(
+                url: influx.url,
+                extra: "max_backlog = \"6KiB\"\nbacklog_policy = \"\(policy)\""))
+        defer { _ = daemon.stop() }
+        let writes = 10
+        var acknowledged = 0
+        var refused = 0
+        var firstMinute: Int64 = 0
+        for w in 0..<writes {
+            // Ten series-minutes per write, each write its own two minutes, oldest first.
+            let start = Self.minuteAgo(Int64(100 - 2 * w))
+            if w == 0 { firstMinute = start }
+            let data = Self.points(start: start, hosts: 5, minutes: 2)
+            let reply = try daemon.http("POST", "/write?precision=s", body: Data(data.body.utf8))
+            if reply.status == 204 {
+                acknowledged += 10
+            } else {
+                #expect(reply.status == 429, "\(reply.text)")
+                #expect(reply.headers["retry-after"] != nil)
+                refused += 1
+            }
+            // Stored, and a forwarding round has measured the backlog.
+            usleep(1_200_000)
+        }
+        var forwarding = try Self.forwarding(daemon)
+        #expect(forwarding["backlog_policy"] as? String == policy)
+        if policy == "block" {
+            #expect(forwarding["blocking"] as? Bool == true, "\(forwarding)")
+            daemon.sendUDP(Array("udp_while_blocked v=1\n".utf8))
+            #expect(try daemon.eventually { (try Self.forwarding(daemon)["udp_datagrams_dropped"] as? Int) == 1 })
+        } else {
+            #expect((forwarding["backlog_bytes"] as? Int ?? .max) <= 6 * 1024 + 4096, "\(forwarding)")
+        }
+        try influx.start()
+        #expect(try daemon.eventually(60) { try Self.caughtUp(daemon) }, "\((try? Self.forwarding(daemon)) ?? [:])")
+        forwarding = try Self.forwarding(daemon)
+        let rows = try influx.rows("SELECT * FROM cpu_1m")
+        let times = rows.compactMap { $0["time"] as? Int }.map(Int64.init)
+        print(
+            "backlog \(policy): written \(writes * 10), acknowledged \(acknowledged), in InfluxDB \(rows.count), dropped oldest \(forwarding["dropped_oldest_points"] ?? 0), newest \(forwarding["dropped_newest_points"] ?? 0), writes refused \(refused)"
+        )
+        switch policy {
+        case "drop_oldest":
+            let dropped = forwarding["dropped_oldest_points"] as? Int ?? 0
+            #expect(dropped > 0)
+            #expect(rows.count + dropped == writes * 10, "\(rows.count) forwarded + \(dropped) dropped")
+            #expect(!times.contains(firstMinute), "the oldest went")
+            #expect(acknowledged == writes * 10)
+        case "drop_newest":
+            let dropped = forwarding["dropped_newest_points"] as? Int ?? 0
+            #expect(dropped > 0)
+            #expect(rows.count + dropped == writes * 10, "\(rows.count) forwarded + \(dropped) dropped")
+            #expect(times.contains(firstMinute), "the oldest were kept")
+            #expect(acknowledged == writes * 10)
+        default:
+            #expect(refused > 0)
+            #expect(rows.count == acknowledged, "every acknowledged point forwarded, nothing else")
+            #expect(acknowledged + refused * 10 == writes * 10)
+            #expect(forwarding["writes_refused"] as? Int == refused)
+            // Drained: writes are taken again.
+            let after = Self.points(start: Self.minuteAgo(40), hosts: 1, minutes: 1)
+            #expect(
+                try daemon.eventually {
+                    try daemon.http("POST", "/write?precision=s", body: Data(after.body.utf8)).status == 204
+                })
+        }
+        let metrics = try daemon.http("GET", "/metrics").text
+        if policy != "block" {
+            #expect(metrics.contains("metricsd_forward_backlog_dropped_total{policy=\"\(policy)\"}"), "\(policy)")
+        } else {
+            #expect(metrics.contains("metricsd_backlog_blocked_total{what=\"http_write\"} \(refused)"))
+        }
+    }
+
     /// A real influxd refusing forwarded points (a field type conflict: `usage_sum` is a string there): the other
     /// measurement's points arrive, the refused ones become dead letters with influxd's own error, and once the
     /// conflict is fixed (the measurement dropped in InfluxDB) a replay sends them, and they equal the stored rollups.
