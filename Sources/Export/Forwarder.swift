@@ -220,6 +220,7 @@ public final class Forwarder: Sendable {
     }
 
     private func run() {
+        var reportedQuarantine = 0
         var generation = -1
         var client = CurlClient(options: .init())
         var databaseReady = false
@@ -292,6 +293,13 @@ public final class Forwarder: Sendable {
             // A full batch: there is likely more. The next one is read and encoded while this one is sent (the
             // receiver works on the other core); it is used only if this one is acknowledged.
             if batch.rows == batchSize { ahead = prefetch(after: batch.cursor, limit: batchSize, generation, encoder) }
+            let quarantined = store.quarantinedRows
+            if quarantined > reportedQuarantine {
+                logger.error(
+                    "forwarding: \(quarantined - reportedQuarantine) outbox rows do not decode: moved to the quarantine table and skipped (the rows after them are sent)"
+                )
+                reportedQuarantine = quarantined
+            }
             let body = batch.body
             switch send(client, body: body.lines, points: body.points) {
             case .sent(let rejected):

@@ -1,4 +1,5 @@
 import CSQLite
+import Foundation
 public import Rollups
 import Synchronization
 
@@ -92,7 +93,7 @@ extension SQLiteStore {
                         fetched += 1
                         let id = whole.int64(0)
                         position.series = id
-                        if let row = try Self.outboxRow(start: start, series: id, data: whole.blob(1), in: &c) {
+                        if let row = try outboxRow(start: start, series: id, data: whole.blob(1), in: &c) {
                             rows.append(row)
                         }
                     }
@@ -102,8 +103,7 @@ extension SQLiteStore {
                     let id = entries.int64(2)
                     try one.bind(1, start)
                     try one.bind(2, id)
-                    if try one.step(), let row = try Self.outboxRow(start: start, series: id, data: one.blob(0), in: &c)
-                    {
+                    if try one.step(), let row = try outboxRow(start: start, series: id, data: one.blob(0), in: &c) {
                         rows.append(row)
                     }
                     one.reset()
@@ -117,10 +117,24 @@ extension SQLiteStore {
         }
     }
 
-    static func outboxRow(start: Int64, series id: Int64, data: [UInt8], in c: inout Connection)
+    func outboxRow(start: Int64, series id: Int64, data: [UInt8], in c: inout Connection)
         throws(StoreError) -> OutboxRow?
     {
-        guard let fields = PackedRow.decode(data, start: start) else { return nil }
+        guard let fields = PackedRow.decode(data, start: start) else {
+            // A row that does not decode (a damaged page): copied aside with its position, counted, skipped — the
+            // rows after it are sent.
+            let q = try Statement(
+                c.db,
+                "INSERT INTO quarantine(at, source, ts, series, data, reason) VALUES(?1, 'outbox', ?2, ?3, ?4, ?5)")
+            try q.bind(1, Int64(Date().timeIntervalSince1970 * 1e9))
+            try q.bind(2, start)
+            try q.bind(3, id)
+            try q.bind(4, data)
+            try q.bind(5, "the row of series \(id) at \(start) does not decode (\(data.count) bytes)")
+            _ = try q.step()
+            quarantinedRowCount.add(1, ordering: .relaxed)
+            return nil
+        }
         let info: SeriesInfo
         if let known = c.seriesByRow[id] {
             info = known
@@ -129,12 +143,28 @@ extension SQLiteStore {
             try s.bind(1, id)
             guard try s.step() else { return nil }
             info = SeriesInfo(
-                id: UInt64(bitPattern: s.int64(0)), measurement: s.text(1), tags: decodeTags(s.text(2)))
+                id: UInt64(bitPattern: s.int64(0)), measurement: s.text(1), tags: Self.decodeTags(s.text(2)))
             c.seriesByRow[id] = info
         }
         var named: [(name: String, rollup: FieldRollup)] = []
-        for (field, rollup) in fields { named.append((try fieldName(field, in: &c), rollup)) }
+        for (field, rollup) in fields { named.append((try Self.fieldName(field, in: &c), rollup)) }
         return OutboxRow(start: start, rowID: id, series: info, fields: named)
+    }
+
+    /// Quarantined rows, oldest first: when, where from, their position (minute and series id), why, and size.
+    public func quarantined(limit: Int = 100) throws(StoreError) -> [(
+        at: Int64, source: String, start: Int64, series: Int64, reason: String, bytes: Int
+    )] {
+        try connection.withLock { c throws(StoreError) in
+            let s = try Statement(
+                c.db, "SELECT at, source, ts, series, reason, length(data) FROM quarantine ORDER BY id LIMIT ?1")
+            try s.bind(1, Int64(limit))
+            var out: [(Int64, String, Int64, Int64, String, Int)] = []
+            while try s.step() {
+                out.append((s.int64(0), s.text(1), s.int64(2), s.int64(3), s.text(4), Int(s.int64(5))))
+            }
+            return out
+        }
     }
 
     /// Persists `cursor` (after the receiver acknowledged everything before it) and deletes the entries it passed.

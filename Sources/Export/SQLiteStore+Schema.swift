@@ -41,6 +41,9 @@ extension SQLiteStore {
                     CREATE TABLE IF NOT EXISTS flushed(ts INTEGER PRIMARY KEY, wal_position INTEGER NOT NULL);
                     CREATE TABLE IF NOT EXISTS outbox(
                         seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, series INTEGER);
+                    CREATE TABLE IF NOT EXISTS quarantine(
+                        id INTEGER PRIMARY KEY, at INTEGER NOT NULL, source TEXT NOT NULL, ts INTEGER NOT NULL,
+                        series INTEGER NOT NULL, data BLOB NOT NULL, reason TEXT NOT NULL);
                     CREATE TABLE IF NOT EXISTS dedup(
                         hash_high INTEGER NOT NULL, hash_low INTEGER NOT NULL, expires INTEGER NOT NULL,
                         PRIMARY KEY(hash_high, hash_low));

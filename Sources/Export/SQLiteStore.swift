@@ -125,6 +125,9 @@ public final class SQLiteStore: RollupSink, RollupReader {
     /// While set (`[influx] backlog_policy = "drop_newest"` with the backlog full), minutes stored are kept here but
     /// not queued for forwarding; their rows (points) are counted in ``outboxSkippedRows``.
     let outboxPaused = Atomic<Bool>(false)
+    /// Outbox rows that could not be decoded, moved to the `quarantine` table (``quarantined()``) and skipped.
+    let quarantinedRowCount = Atomic<Int>(0)
+    public var quarantinedRows: Int { quarantinedRowCount.load(ordering: .relaxed) }
     let outboxSkippedRows = Atomic<Int>(0)
 
     /// Opens (creating if needed) the database at `path` and applies the schema migrations.

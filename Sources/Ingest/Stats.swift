@@ -86,6 +86,8 @@ public final class Stats: Sendable {
     public let rejected: [StatCounter]
     /// Values of new series past the limits folded into their measurement's overflow series.
     public let seriesOverflowed: StatCounter
+    /// WAL records that failed their checksum at start-up: skipped (the segment kept as `<name>.corrupt`).
+    public let walRecordsQuarantined: StatCounter
     /// `backlog_policy = "block"` holding intake: HTTP writes answered 429, UDP datagrams dropped.
     public let backlogRefusedWrites: StatCounter
     public let backlogDroppedDatagrams: StatCounter
@@ -223,6 +225,9 @@ public final class Stats: Sendable {
                 registry, "metricsd_rejected_total", [("reason", $0.rawValue)],
                 help: "Lines, events and forwarded points refused, by reason (each kept as a dead letter)")
         }
+        walRecordsQuarantined = StatCounter(
+            registry, "metricsd_wal_records_quarantined_total",
+            help: "WAL records that failed their checksum at start-up: skipped, the segment kept as <name>.corrupt")
         seriesOverflowed = StatCounter(
             registry, "metricsd_series_overflow_total",
             help:

@@ -373,6 +373,8 @@ enum HTTPRoutes {
         out["names_invalid"] = s.invalidNames.current
         for reason in RejectReason.allCases { out["rejected_\(reason.rawValue)"] = s.rejected[reason.ordinal].current }
         out["series_overflowed"] = s.seriesOverflowed.current
+        out["wal_records_quarantined"] = s.walRecordsQuarantined.current
+        out["outbox_rows_quarantined"] = state.store.store.quarantinedRows
         out["dead_letters_stored"] = s.deadLettersStored.current
         out["dead_letters_dropped"] = s.deadLettersDropped.current
         out["dead_letters_evicted"] = s.deadLettersEvicted.current

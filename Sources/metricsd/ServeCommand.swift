@@ -358,6 +358,7 @@ struct Server {
             throw StartupError("cannot open the write-ahead log: \(error)")
         }
         for problem in recovery.problems { logger.warning("wal: \(problem)") }
+        pipeline.stats.walRecordsQuarantined.add(recovery.skippedRecords)
         guard !recovery.records.isEmpty else { return }
         let (applied, skipped) = pipeline.replay(recovery.records, watermarks: watermarks)
         do {

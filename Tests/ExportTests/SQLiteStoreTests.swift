@@ -646,4 +646,27 @@ import Testing
             now: now + 200 * 24 * hour, settle: 0, retention1m: 2 * hour, retention1h: 100 * 24 * hour)
         #expect(try store.hourlyCells(measurement: "cpu", field: nil, from: 0, to: .max).isEmpty)
     }
+    /// A stored row that no longer decodes (a damaged page) does not block the outbox: it is copied to the
+    /// quarantine table with its position, counted, and the rows after it are sent.
+    @Test func anUndecodableOutboxRowIsQuarantinedAndSkipped() throws {
+        let path = Self.tempPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let store = try SQLiteStore(path: path, recordsOutbox: true)
+        let minute: Int64 = 60_000_000_000
+        let series = ["a", "b", "c"].map { SeriesInfo(measurement: "cpu", tags: [TagPair("host", $0)]) }
+        try store.store([
+            ClosedBucket(start: minute, cells: series.enumerated().map { Self.cell($1, "v", [(Double($0), minute)]) })
+        ])
+        try store.executeForTesting(
+            "UPDATE rollup_1m SET data = x'FFFF00' WHERE series = (SELECT id FROM series WHERE tags = 'host' || char(30) || 'b')"
+        )
+        let batch = try store.outboxBatch(after: try store.outboxCursor(), limit: 100)
+        #expect(batch.rows.map { $0.series.tags[0].value } == ["a", "c"])
+        #expect(store.quarantinedRows == 1)
+        let q = try store.quarantined()
+        #expect(q.count == 1)
+        #expect(q.first?.source == "outbox" && q.first?.start == minute && q.first?.bytes == 3)
+        try store.advanceOutbox(to: batch.cursor)
+        #expect(try store.outboxBacklog(after: batch.cursor).points == 0, "nothing left behind it")
+    }
 }
