@@ -1,4 +1,4 @@
-import Export
+public import Export
 import Foundation
 
 /// Where events go and fleet queries are answered (`[events.clickhouse]`).
@@ -20,6 +20,9 @@ public struct ClickHouseConfiguration: Sendable, Hashable {
     /// First retry delay and the cap of the exponential backoff, nanoseconds.
     public var retryInitial: Int64 = 1_000_000_000
     public var retryMax: Int64 = 60_000_000_000
+    /// The most the events outbox may hold unsent (bytes of the events' text), and what gives past it.
+    public var maxBacklog = 1 << 30
+    public var backlogPolicy = BacklogPolicy.dropOldest
 
     public init() {}
 

@@ -13,8 +13,9 @@ public final class EventForwarderStats: Sendable {
         public var lastSuccess: Int64?
         public var lastError: String?
         public var lastErrorAt: Int64?
-        /// Stored events not yet acknowledged by ClickHouse.
+        /// Stored events not yet acknowledged by ClickHouse, and their bytes (what `max_backlog` bounds).
         public var backlog = 0
+        public var backlogBytes = 0
         public var url = ""
     }
 
@@ -22,7 +23,14 @@ public final class EventForwarderStats: Sendable {
     let rejectedCount = Atomic<Int>(0)
     let requestCount = Atomic<Int>(0)
     let retryCount = Atomic<Int>(0)
+    let droppedOldestCount = Atomic<Int>(0)
+    let droppedNewestCount = Atomic<Int>(0)
+    let blocking = Atomic<Bool>(false)
     let state = Mutex(State())
+    /// Events `backlog_policy` gave up (they stay stored here, never sent), and whether `block` holds events.
+    public var droppedOldest: Int { droppedOldestCount.load(ordering: .relaxed) }
+    public var droppedNewest: Int { droppedNewestCount.load(ordering: .relaxed) }
+    public var isBlocking: Bool { blocking.load(ordering: .relaxed) }
 
     public init() {}
 
@@ -62,7 +70,15 @@ public final class EventForwarder: Sendable {
     private let acknowledged = Atomic<Int64>(-1)
     private let started = Atomic<Bool>(false)
 
-    public init(store: EventStore, configuration: ClickHouseConfiguration, logger: Logger) throws(StoreError) {
+    /// Closed to events while `backlog_policy = "block"` holds them.
+    let gate: IntakeGate?
+    /// `drop_newest` past the bound: events after this `seq` are not sent (nil: not holding).
+    private let frozenAt = Atomic<Int64>(-1)
+
+    public init(
+        store: EventStore, configuration: ClickHouseConfiguration, logger: Logger, gate: IntakeGate? = nil
+    ) throws(StoreError) {
+        self.gate = gate
         self.store = store
         self.settings = Mutex((configuration, 0))
         self.logger = logger
@@ -141,6 +157,21 @@ public final class EventForwarder: Sendable {
         _ = signal.wait(timeout: .now() + .nanoseconds(Int(clamping: nanoseconds)))
     }
 
+    /// Waits out a backoff (ended early by ``wake()`` or a stop), applying `backlog_policy` every second meanwhile:
+    /// an outage is when the outbox fills.
+    private func waitOut(_ nanoseconds: Int64, _ configuration: ClickHouseConfiguration) {
+        let end = Self.now() + nanoseconds
+        while !isStopping {
+            let left = end - Self.now()
+            if left <= 0 { return }
+            if signal.wait(timeout: .now() + .nanoseconds(Int(min(left, 1_000_000_000)))) == .success { return }
+            if let c = try? readCursor() {
+                _ = enforce(c, configuration)
+                refresh(c, status: stats.current.status)
+            }
+        }
+    }
+
     private func run() {
         var generation = -1
         var http: ClickHouseHTTP?
@@ -160,6 +191,8 @@ public final class EventForwarder: Sendable {
                 attempt = 0
             }
             guard let http else { continue }
+            // The bound holds whether or not ClickHouse answers (an outage is when it fills).
+            if let c = try? readCursor() { _ = enforce(c, configuration) }
             do throws(ClickHouseError) {
                 if !tableReady {
                     _ = try http.query(ClickHouseSQL.createDatabase(configuration.database))
@@ -168,7 +201,9 @@ public final class EventForwarder: Sendable {
                     logger.info("clickhouse: table \(configuration.qualifiedTable) is ready on \(configuration.url)")
                 }
                 let cursor = try readCursor()
-                let batch = try read(after: cursor, limit: configuration.batchSize)
+                var batch = try read(after: cursor, limit: configuration.batchSize)
+                let frozen = frozenAt.load(ordering: .relaxed)
+                if frozen >= 0 { batch.removeAll { $0.seq > frozen } }
                 guard let lastSeq = batch.last?.seq else {
                     refresh(cursor, status: "idle")
                     if isDraining { break }
@@ -190,7 +225,7 @@ public final class EventForwarder: Sendable {
                 if error.code == 60 || error.code == 81 { tableReady = !configuration.createTable }
                 if let c = try? readCursor() { refresh(c, status: refused ? "failing" : "retrying") }
                 if isDraining { break }
-                pause(refused ? configuration.retryMax : backoff(attempt, configuration))
+                waitOut(refused ? configuration.retryMax : backoff(attempt, configuration), configuration)
             }
         }
     }
@@ -282,10 +317,81 @@ public final class EventForwarder: Sendable {
     }
 
     private func refresh(_ cursor: Int64, status: String) {
-        let backlog = (try? store.count(after: cursor)) ?? 0
+        let backlog = (try? store.backlog(after: cursor)) ?? (events: 0, bytes: 0)
         stats.state.withLock {
-            $0.backlog = backlog
-            $0.status = backlog == 0 && status != "failing" && status != "retrying" ? "idle" : status
+            $0.backlog = backlog.events
+            $0.backlogBytes = backlog.bytes
+            $0.status = backlog.events == 0 && status != "failing" && status != "retrying" ? "idle" : status
+        }
+    }
+
+    /// Keeps the backlog after `cursor` within `max_backlog` by the policy; returns the cursor to read from.
+    ///
+    /// - `drop_oldest`: the cursor steps over the oldest events until the rest fits.
+    /// - `drop_newest`: the events stored until the bound was passed are sent; those stored after it, until they
+    ///   have been (the cursor cannot skip a range in the middle), are not — then sending resumes with what comes.
+    /// - `block`: events are refused (HTTP 429, UDP/TCP event lines kept as dead letters) until the backlog is
+    ///   below 90 % of the bound.
+    private func enforce(_ cursor: Int64, _ configuration: ClickHouseConfiguration) -> Int64 {
+        guard let backlog = try? store.backlog(after: cursor) else { return cursor }
+        let limit = configuration.maxBacklog
+        let over = backlog.bytes > limit
+        let relieved = backlog.bytes <= limit / 10 * 9
+        if configuration.backlogPolicy != .block {
+            stats.blocking.store(false, ordering: .relaxed)
+            gate?.setEvents(false)
+        }
+        if configuration.backlogPolicy != .dropNewest { frozenAt.store(-1, ordering: .relaxed) }
+        switch configuration.backlogPolicy {
+        case .dropOldest:
+            guard over, let point = try? store.dropPoint(after: cursor, atLeast: backlog.bytes - limit) else {
+                return cursor
+            }
+            do {
+                try store.setCursor(Self.cursorKey, point.seq)
+                acknowledged.store(point.seq, ordering: .relaxed)
+            } catch {
+                return cursor
+            }
+            stats.droppedOldestCount.add(point.events, ordering: .relaxed)
+            logger.warning(
+                "clickhouse: the events outbox passed max_backlog (\(limit) bytes): the oldest \(point.events) events will not be sent (drop_oldest)"
+            )
+            return point.seq
+        case .dropNewest:
+            let frozen = frozenAt.load(ordering: .relaxed)
+            if frozen < 0 {
+                if over, let newest = try? store.maxSeq() {
+                    frozenAt.store(newest, ordering: .relaxed)
+                    logger.warning(
+                        "clickhouse: the events outbox passed max_backlog (\(limit) bytes): newer events are kept here, not sent (drop_newest)"
+                    )
+                }
+                return cursor
+            }
+            guard cursor >= frozen, let newest = try? store.maxSeq() else { return cursor }
+            // What was queued before the bound is sent: the events held since are given up, and sending resumes.
+            let skipped = ((try? store.count(after: cursor)) ?? 0) - ((try? store.count(after: newest)) ?? 0)
+            do {
+                try store.setCursor(Self.cursorKey, newest)
+                acknowledged.store(newest, ordering: .relaxed)
+            } catch {
+                return cursor
+            }
+            stats.droppedNewestCount.add(skipped, ordering: .relaxed)
+            frozenAt.store(-1, ordering: .relaxed)
+            return newest
+        case .block:
+            let blocked = stats.blocking.load(ordering: .relaxed)
+            let now = over || (blocked && !relieved)
+            if now && !blocked {
+                logger.warning(
+                    "clickhouse: the events outbox passed max_backlog (\(limit) bytes): events are refused until it drains (block)"
+                )
+            }
+            stats.blocking.store(now, ordering: .relaxed)
+            gate?.setEvents(now)
+            return cursor
         }
     }
 

@@ -23,6 +23,9 @@ public enum RejectReason: String, Sendable, CaseIterable, Codable {
     case invalidEvent = "invalid_event"
     /// A point the InfluxDB metricsd forwards to answered 400 for (its error is the dead letter's message).
     case rejectedByInfluxDB = "rejected_by_influxdb"
+    /// An event line over UDP or TCP while `[events.clickhouse] backlog_policy = "block"` holds events (HTTP gets
+    /// 429 instead): kept to replay once the outbox drains.
+    case backlogFull = "backlog_full"
 
     /// Its place in per-reason arrays.
     public var ordinal: Int { Self.allCases.firstIndex(of: self)! }

@@ -193,6 +193,47 @@ public final class EventStore: Sendable {
         }
     }
 
+    /// What a row of the events outbox weighs: its text columns (what `[events.clickhouse] max_backlog` bounds).
+    static let rowBytes = "length(event) + length(user_id) + length(properties) + coalesce(length(id), 0)"
+
+    /// Events stored after `seq` and their bytes (the backlog of a forwarder at that cursor).
+    public func backlog(after seq: Int64) throws(StoreError) -> (events: Int, bytes: Int) {
+        try connection.withLock { h throws(StoreError) in
+            let s = try Statement(
+                h.db, "SELECT count(*), coalesce(sum(\(Self.rowBytes)), 0) FROM events WHERE seq > ?1")
+            try s.bind(1, seq)
+            _ = try s.step()
+            return (Int(s.int64(0)), Int(s.int64(1)))
+        }
+    }
+
+    /// The `seq` past the oldest events after `seq` that weigh at least `bytes`, and how many they are (for
+    /// `backlog_policy = "drop_oldest"`).
+    public func dropPoint(after seq: Int64, atLeast bytes: Int) throws(StoreError) -> (seq: Int64, events: Int)? {
+        try connection.withLock { h throws(StoreError) in
+            let s = try Statement(
+                h.db,
+                """
+                SELECT seq, n FROM (SELECT seq, sum(\(Self.rowBytes)) OVER (ORDER BY seq) AS run,
+                    count(*) OVER (ORDER BY seq) AS n FROM events WHERE seq > ?1)
+                WHERE run >= ?2 ORDER BY seq LIMIT 1
+                """)
+            try s.bind(1, seq)
+            try s.bind(2, Int64(bytes))
+            guard try s.step() else { return nil }
+            return (s.int64(0), Int(s.int64(1)))
+        }
+    }
+
+    /// The newest `seq` (0 when empty).
+    public func maxSeq() throws(StoreError) -> Int64 {
+        try connection.withLock { h throws(StoreError) in
+            let s = try Statement(h.db, "SELECT coalesce(max(seq), 0) FROM events")
+            _ = try s.step()
+            return s.int64(0)
+        }
+    }
+
     /// Events stored after `seq` (the backlog of a forwarder at that cursor).
     public func count(after seq: Int64) throws(StoreError) -> Int {
         try connection.withLock { h throws(StoreError) in

@@ -82,13 +82,19 @@ public enum BacklogPolicy: String, Sendable, Hashable, CaseIterable {
     case block
 }
 
-/// Whether intake is stopped (`backlog_policy = "block"` with the outbox full): set by the forwarder, read by the
-/// listeners once per batch (an atomic load).
+/// Whether intake is stopped (`backlog_policy = "block"` with an outbox full): set by the forwarders, read by the
+/// listeners once per batch (an atomic load). The InfluxDB outbox holds every write; the events outbox, events.
 public final class IntakeGate: Sendable {
-    private let closed = Atomic<Bool>(false)
+    private let influx = Atomic<Bool>(false)
+    private let events = Atomic<Bool>(false)
     public init() {}
-    public var isClosed: Bool { closed.load(ordering: .relaxed) }
-    func set(_ value: Bool) { closed.store(value, ordering: .relaxed) }
+    /// Writes of any kind wait (the InfluxDB outbox is full).
+    public var isClosed: Bool { influx.load(ordering: .relaxed) }
+    /// Events wait (either outbox is full: events are rolled up and forwarded to InfluxDB too).
+    public var isClosedToEvents: Bool { events.load(ordering: .relaxed) || influx.load(ordering: .relaxed) }
+    func set(_ value: Bool) { influx.store(value, ordering: .relaxed) }
+    /// Set by the events forwarder.
+    public func setEvents(_ value: Bool) { events.store(value, ordering: .relaxed) }
 }
 
 /// What forwarding has done, for `/health` and `/metrics`.
@@ -219,6 +225,18 @@ public final class Forwarder: Sendable {
         _ = signal.wait(timeout: .now() + .nanoseconds(Int(clamping: nanoseconds)))
     }
 
+    /// Waits out a backoff of `nanoseconds` (ended early by ``wake()`` or a stop), measuring the backlog and applying
+    /// `backlog_policy` every second meanwhile: an outage is when the outbox fills.
+    private func waitOut(_ nanoseconds: Int64, _ cursor: inout SQLiteStore.OutboxCursor, status: String) {
+        let end = Self.now() + nanoseconds
+        while !isStopping {
+            let left = end - Self.now()
+            if left <= 0 { return }
+            if signal.wait(timeout: .now() + .nanoseconds(Int(min(left, 1_000_000_000)))) == .success { return }
+            refreshBacklog(&cursor, status: status)
+        }
+    }
+
     private func run() {
         var reportedQuarantine = 0
         var generation = -1
@@ -255,12 +273,12 @@ public final class Forwarder: Sendable {
                     attempt += 1
                     refreshBacklog(&cursor, status: "retrying")
                     if isDraining { break rounds }
-                    pause(backoff(attempt, retryAfter: after))
+                    waitOut(backoff(attempt, retryAfter: after), &cursor, status: "retrying")
                     continue
                 case .refused, .tooLarge:
                     refreshBacklog(&cursor, status: "failing")
                     if isDraining { break rounds }
-                    pause(configuration.retryMax)
+                    waitOut(configuration.retryMax, &cursor, status: "failing")
                     continue
                 }
             }
@@ -328,13 +346,13 @@ public final class Forwarder: Sendable {
                 stats.retries.add(1, ordering: .relaxed)
                 refreshBacklog(&cursor, status: "retrying")
                 if isDraining { break rounds }
-                pause(backoff(attempt, retryAfter: after))
+                waitOut(backoff(attempt, retryAfter: after), &cursor, status: "retrying")
             case .refused:
                 attempt += 1
                 stats.retries.add(1, ordering: .relaxed)
                 refreshBacklog(&cursor, status: "failing")
                 if isDraining { break rounds }
-                pause(configuration.retryMax)
+                waitOut(configuration.retryMax, &cursor, status: "failing")
             }
         }
         // A prefetch still reading the outbox finishes before the store can be closed.

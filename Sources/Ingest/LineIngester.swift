@@ -224,7 +224,12 @@ public final class LineIngester {
         outcome.lines += 1
         let index = outcome.lines
         var why: String?
-        if let events {
+        var reason = RejectReason.invalidEvent
+        if pipeline.gate.isClosedToEvents {
+            why =
+                "the events outbox is full (backlog_policy = \"block\"): kept as a dead letter, replay it once it drains"
+            reason = .backlogFull
+        } else if let events {
             do throws(EventError) {
                 let event = try EventDecoder.decode(line, limits: events.limits)
                 if case .rejected(let reason) = handleEvent(event, index: index) { why = reason }
@@ -237,7 +242,7 @@ public final class LineIngester {
         }
         if let why {
             outcome.invalid += 1
-            rejectEvent(index: index, message: why, json: line)
+            rejectEvent(index: index, message: why, json: line, reason: reason)
         }
     }
 }

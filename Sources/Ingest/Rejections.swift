@@ -214,15 +214,17 @@ extension LineIngester {
     }
 
     /// An event refused (decoding or admission), at `index` (1-based) with its JSON.
-    func rejectEvent(index: Int, message: String, json: UnsafeBufferPointer<UInt8>) {
+    func rejectEvent(
+        index: Int, message: String, json: UnsafeBufferPointer<UInt8>, reason: RejectReason = .invalidEvent
+    ) {
         reject(
             Rejection(
-                line: index, column: nil, reason: .invalidEvent, expected: "a valid event", found: nil,
+                line: index, column: nil, reason: reason, expected: "a valid event", found: nil,
                 message: message, text: Rejection.shown(json)),
-            reason: .invalidEvent,
+            reason: reason,
             letter: {
                 self.letter(
-                    line: index, column: nil, reason: .invalidEvent, kind: .event, message: message,
+                    line: index, column: nil, reason: reason, kind: .event, message: message,
                     payload: Array(json), precision: eventsBodyWALCode)
             })
     }

@@ -45,6 +45,8 @@ struct Configuration: Hashable, Sendable {
         var batchSize = 10_000
         var flushInterval = ConfigDuration.seconds(1)
         var timeout = ConfigDuration.seconds(30)
+        var maxBacklog = ConfigSize(bytes: 1 << 30)
+        var backlogPolicy = "drop_oldest"
     }
     /// `[query]`: what one query may cost (InfluxDB's names where it has the limit).
     struct Query: Hashable, Sendable {
@@ -190,6 +192,8 @@ extension Configuration {
                 events.clickhouse.batchSize = try c.int("batch_size", ch.batchSize)
                 events.clickhouse.flushInterval = try c.duration("flush_interval", ch.flushInterval)
                 events.clickhouse.timeout = try c.duration("timeout", ch.timeout)
+                events.clickhouse.maxBacklog = try c.size("max_backlog", ch.maxBacklog)
+                events.clickhouse.backlogPolicy = try c.string("backlog_policy", ch.backlogPolicy)
                 try c.finish()
             }
             try t.finish()
@@ -362,8 +366,14 @@ extension Configuration {
         guard limits.maxLineLength.bytes >= 64 else {
             throw ConfigError("'limits.max_line_length' must be at least 64B")
         }
-        guard ["drop_oldest", "drop_newest", "block"].contains(influx.backlogPolicy) else {
-            throw ConfigError("'influx.backlog_policy' must be drop_oldest, drop_newest or block")
+        for (key, policy) in [
+            ("influx.backlog_policy", influx.backlogPolicy),
+            ("events.clickhouse.backlog_policy", events.clickhouse.backlogPolicy),
+        ] where !["drop_oldest", "drop_newest", "block"].contains(policy) {
+            throw ConfigError("'\(key)' must be drop_oldest, drop_newest or block")
+        }
+        guard events.clickhouse.maxBacklog.bytes > 0 else {
+            throw ConfigError("'events.clickhouse.max_backlog' must be positive")
         }
         guard influx.maxBacklog.bytes > 0 else { throw ConfigError("'influx.max_backlog' must be positive") }
         guard limits.maxConnections > 0 else { throw ConfigError("'limits.max_connections' must be positive") }
@@ -435,6 +445,8 @@ extension Configuration {
             batch_size = \(events.clickhouse.batchSize)
             flush_interval = \(q(events.clickhouse.flushInterval.description))
             timeout = \(q(events.clickhouse.timeout.description))
+            max_backlog = \(q(events.clickhouse.maxBacklog.description))
+            backlog_policy = \(q(events.clickhouse.backlogPolicy))
 
             [query]
             max_select_series = \(query.maxSelectSeries)

@@ -17,7 +17,7 @@ enum EventRoutes {
 
     static func ingest(_ request: Request, _ context: MetricsdRequestContext, _ state: HTTPState) async -> Response {
         guard let events = state.events else { return HTTPRoutes.error(.serviceUnavailable, "events are disabled") }
-        if let refused = HTTPRoutes.backlogFull(state) { return refused }
+        if let refused = HTTPRoutes.backlogFull(state, events: true) { return refused }
         let remote = context.channel.remoteAddress.map(RemoteAddress.init)
         return await HTTPRoutes.withBody(request, state) { body in
             guard let bytes = body.bytes else { return HTTPRoutes.error(.badRequest, "no body") }

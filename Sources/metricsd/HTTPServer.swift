@@ -165,13 +165,16 @@ enum HTTPRoutes {
 
     /// 429 with Retry-After while `[influx] backlog_policy = "block"` holds intake (the outbox is full): the write is
     /// not taken, so nothing acknowledged is ever dropped; counted.
-    static func backlogFull(_ state: HTTPState) -> Response? {
-        guard state.pipeline.gate.isClosed else { return nil }
+    static func backlogFull(_ state: HTTPState, events: Bool = false) -> Response? {
+        let gate = state.pipeline.gate
+        guard gate.isClosed || (events && gate.isClosedToEvents) else { return nil }
         state.stats.backlogRefusedWrites.add(1)
         state.stats.httpErrors.add(1)
+        let which =
+            gate.isClosed ? "[influx] max_backlog" : "[events.clickhouse] max_backlog"
         var response = error(
             .tooManyRequests,
-            "the forwarding outbox is full ([influx] max_backlog, backlog_policy = \"block\"): retry later")
+            "the forwarding outbox is full (\(which), backlog_policy = \"block\"): retry later")
         response.headers[.retryAfter] = "5"
         return response
     }
@@ -442,7 +445,11 @@ enum HTTPRoutes {
             var forwarding: [String: Any] = [
                 "url": c.url, "status": c.status, "backlog_events": c.backlog, "events_sent": clickhouse.stats.sent,
                 "events_rejected": clickhouse.stats.rejected, "requests": clickhouse.stats.requests,
-                "retries": clickhouse.stats.retries,
+                "retries": clickhouse.stats.retries, "backlog_bytes": c.backlogBytes,
+                "max_backlog": clickhouse.configuration.maxBacklog,
+                "backlog_policy": clickhouse.configuration.backlogPolicy.rawValue,
+                "dropped_oldest_events": clickhouse.stats.droppedOldest,
+                "dropped_newest_events": clickhouse.stats.droppedNewest, "blocking": clickhouse.stats.isBlocking,
             ]
             if let t = c.lastSuccess { forwarding["last_success"] = TimeText.format(t) }
             if let e = c.lastError { forwarding["last_error"] = e }

@@ -182,7 +182,7 @@ struct Server {
         do {
             clickhouse = try EventForwarder(
                 store: events.store, configuration: configuration.events.clickhouse.clickhouseConfiguration,
-                logger: logger)
+                logger: logger, gate: pipeline.gate)
         } catch {
             throw StartupError("cannot read the events forwarding cursor: \(error)")
         }
@@ -449,6 +449,8 @@ extension Configuration.ClickHouse {
         c.batchSize = batchSize
         c.flushInterval = flushInterval.nanoseconds
         c.timeout = max(1, Int(timeout.nanoseconds / 1_000_000_000))
+        c.maxBacklog = maxBacklog.bytes
+        c.backlogPolicy = BacklogPolicy(rawValue: backlogPolicy) ?? .dropOldest
         return c
     }
 }

@@ -192,4 +192,69 @@ import Testing
         let metricsAfter = try a.http("GET", "/metrics").text
         #expect(metricsAfter.contains("metricsd_clickhouse_events_sent_total"))
     }
+    /// A bounded events outbox under a real ClickHouse outage: each policy does what it says, and the events in
+    /// ClickHouse plus those given up are the events accepted (under `block`, exactly the accepted ones; an event
+    /// line over UDP meanwhile is kept as a dead letter, `backlog_full`).
+    @Test(arguments: ["drop_oldest", "drop_newest", "block"]) func aFullEventsOutboxFollowsItsPolicy(policy: String)
+        throws
+    {
+        let table = "bounded_\(policy)_\(UInt32.random(in: 0...UInt32.max))"
+        clickhouse.stop()
+        let d = try Daemon(
+            config: config(table: table)
+                + "\nmax_backlog = \"12KiB\"\nbacklog_policy = \"\(policy)\"\n")
+        defer { _ = d.stop() }
+        let base = Self.nowMs - 86_400_000
+        var accepted = 0
+        var refused = 0
+        for n in 0..<8 {
+            let batch = (0..<100).map { i in
+                [
+                    "event": "view", "user_id": "u\(i)", "timestamp": base + Int64(n * 100 + i), "id": "b\(n)-\(i)",
+                    "properties": ["country": "DE"],
+                ] as [String: Any]
+            }
+            let reply = try d.http("POST", "/api/v1/events", body: Self.ndjson(batch))
+            if reply.status == 200 {
+                accepted += reply.json["accepted"] as? Int ?? 0
+            } else {
+                #expect(reply.status == 429, "\(reply.text)")
+                refused += 1
+            }
+            usleep(1_200_000)  // stored, and a forwarding round measured the backlog
+        }
+        if policy == "block" {
+            #expect(refused > 0)
+            #expect(try Self.forwarding(d)["blocking"] as? Bool == true)
+            d.sendUDP(Array("{\"event\":\"view\",\"user_id\":\"udp\"}\n".utf8))
+            #expect(
+                try d.eventually {
+                    let letters = try d.http("GET", "/api/v1/dead-letters?reason=backlog_full").json
+                    return (letters["dead_letters"] as? [Any])?.count == 1
+                })
+        }
+        try clickhouse.start()
+        #expect(
+            try d.eventually(60) {
+                let f = try Self.forwarding(d)
+                return f["backlog_events"] as? Int == 0 && f["status"] as? String == "idle"
+            }, "\((try? Self.forwarding(d)) ?? [:])")
+        let f = try Self.forwarding(d)
+        let stored =
+            Int(
+                try clickhouse.query("SELECT count() FROM fleet_it.\(table) FINAL").trimmingCharacters(
+                    in: .whitespacesAndNewlines)) ?? -1
+        print("events backlog \(policy): accepted \(accepted), in ClickHouse \(stored), \(f)")
+        switch policy {
+        case "drop_oldest":
+            let dropped = f["dropped_oldest_events"] as? Int ?? 0
+            #expect(dropped > 0 && stored + dropped == accepted, "\(stored) + \(dropped) vs \(accepted)")
+        case "drop_newest":
+            let dropped = f["dropped_newest_events"] as? Int ?? 0
+            #expect(dropped > 0 && stored + dropped == accepted, "\(stored) + \(dropped) vs \(accepted)")
+        default:
+            #expect(stored == accepted)
+            #expect(accepted + refused * 100 == 800)
+        }
+    }
 }
