@@ -99,6 +99,7 @@ import Testing
     @Test func maxSeriesBoundsMemory() {
         var config = RollupConfiguration()
         config.maxSeries = 10
+        config.maxOverflowSeries = 0
         let engine = RollupEngine(configuration: config)
         let decoder = LineProtocolDecoderFixture()
         var late = LateCells()
@@ -109,6 +110,40 @@ import Testing
         }
         #expect(engine.activeSeries == 10)
         #expect(rejected == 90)
+    }
+
+    /// Past max_series a new series' points go to its measurement's overflow series (one more series), so the
+    /// measurement's totals stay exact; past max_series_per_measurement the same, leaving other measurements room.
+    @Test func newSeriesPastTheLimitsAreFoldedIntoAnOverflowSeries() {
+        var config = RollupConfiguration()
+        config.maxSeries = 20
+        config.maxSeriesPerMeasurement = 5
+        let engine = RollupEngine(configuration: config)
+        let decoder = LineProtocolDecoderFixture()
+        var late = LateCells()
+        var result = IngestResult()
+        let now: Int64 = 1_800_000_000_000_000_000
+        for i in 0..<100 { result += engine.ingest(decoder.decode("m,id=\(i) v=\(i)"), now: now, lateCells: &late) }
+        for i in 0..<5 { result += engine.ingest(decoder.decode("other,id=\(i) v=1"), now: now, lateCells: &late) }
+        #expect(result.rejected == 0)
+        #expect(result.overflowed == 95)
+        #expect(engine.activeSeries == 5 + 1 + 5, "five of m, its overflow series, five of other")
+        var sum = 0.0
+        var count: Int64 = 0
+        var overflow: Int64 = 0
+        for bucket in engine.closeAll() {
+            for cell in bucket.cells where cell.series.measurement == "m" {
+                count += cell.rollup.count
+                sum += FieldSummary(cell.rollup).numeric.sum
+                if cell.series.tags == [TagPair("_overflow", "true")] { overflow += cell.rollup.count }
+            }
+        }
+        #expect(count == 100 && sum == 4950 && overflow == 95)
+        let report = engine.cardinality.report(now: now)
+        let m = report.measurements.first { $0.measurement == "m" }
+        #expect(m?.series == 6 && m?.overflowPoints == 95)
+        #expect(report.growing.first?.measurement == "m" && report.growing.first?.tag.key == "id")
+        #expect(abs((m?.tags.first?.distinctValues ?? 0) - 100) <= 5)
     }
 
     @Test func fieldTypeConflictsAreRejected() {

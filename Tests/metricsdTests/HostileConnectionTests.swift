@@ -343,7 +343,9 @@ import Testing
     /// for `[rollup] series_idle` are forgotten by the rollups now (their stored minutes stay).
     @Test func idleSeriesMakeRoomForNewOnes() throws {
         let daemon = try Daemon(
-            config: "[rollup]\ninterval = \"1s\"\nlateness = \"0s\"\nmax_series = 10\nseries_idle = \"2s\"\n")
+            config:
+                "[rollup]\ninterval = \"1s\"\nlateness = \"0s\"\nmax_series = 10\nmax_overflow_series = 0\nseries_idle = \"2s\"\n"
+        )
         try HostileInputTests.writeSeries(daemon, measurement: "old", count: 10)
         #expect(try daemon.http("POST", "/write", body: Data("new,host=x v=1".utf8)).status == 400)
         #expect(

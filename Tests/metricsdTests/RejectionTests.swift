@@ -12,6 +12,7 @@ import Testing
     static let config = """
         [rollup]
         max_series = 2
+        max_overflow_series = 0
         max_fields_per_series = 2
         [storage]
         retention_1m = "1h"
@@ -162,7 +163,7 @@ import Testing
 
     /// A replayed line goes in with the time it first came with: a line without a timestamp lands in its minute.
     @Test func replayedLinesKeepTheirTime() throws {
-        let d = try Daemon(config: "[rollup]\nmax_series = 1\n")
+        let d = try Daemon(config: "[rollup]\nmax_series = 1\nmax_overflow_series = 0\n")
         defer { _ = d.stop() }
         #expect(try d.http("POST", "/write", body: Data("cpu,host=a v=1\n".utf8)).status == 204)
         let refused = try d.http("POST", "/write", body: Data("cpu,host=b v=5\n".utf8))
@@ -175,7 +176,7 @@ import Testing
         #expect(try Self.letters(d, "reason=cardinality").count == 1)
         // Fixed: a daemon with room for it (same data directory) takes it, and the letter goes.
         #expect(d.stop() == 0)
-        let fixed = try Daemon(config: "[rollup]\nmax_series = 10\n", dataDir: d.dataDir)
+        let fixed = try Daemon(config: "[rollup]\nmax_series = 10\nmax_overflow_series = 0\n", dataDir: d.dataDir)
         defer { _ = fixed.stop() }
         let replay = try fixed.http("POST", "/api/v1/dead-letters/replay")
         #expect(replay.json["accepted"] as? Int == 1, "\(replay.text)")
