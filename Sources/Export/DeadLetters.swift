@@ -223,8 +223,7 @@ public final class DeadLetterStore: Sendable {
     public func insert(_ letters: [DeadLetter]) throws(StoreError) -> Int {
         guard !letters.isEmpty else { return 0 }
         return try connection.withLock { h throws(StoreError) in
-            try SQLiteStore.execute(h.db, "BEGIN IMMEDIATE", context: "storing dead letters")
-            do throws(StoreError) {
+            try SQLiteStore.immediateTransaction(h.db, context: "storing dead letters") { () throws(StoreError) in
                 let s = try Statement(
                     h.db,
                     """
@@ -249,11 +248,7 @@ public final class DeadLetterStore: Sendable {
                     inserted += Int(sqlite3_changes(h.db))
                     s.reset()
                 }
-                try SQLiteStore.execute(h.db, "COMMIT", context: "storing dead letters")
                 return inserted
-            } catch {
-                try? SQLiteStore.execute(h.db, "ROLLBACK", context: "storing dead letters")
-                throw error
             }
         }
     }

@@ -88,8 +88,7 @@ public final class EventStore: Sendable {
     public func insert(_ events: [StoredEvent]) throws(StoreError) -> Int {
         guard !events.isEmpty else { return 0 }
         return try connection.withLock { h throws(StoreError) in
-            try SQLiteStore.execute(h.db, "BEGIN IMMEDIATE", context: "storing events")
-            do throws(StoreError) {
+            try SQLiteStore.immediateTransaction(h.db, context: "storing events") { () throws(StoreError) in
                 let s = try Statement(
                     h.db,
                     """
@@ -110,11 +109,7 @@ public final class EventStore: Sendable {
                     inserted += Int(sqlite3_changes(h.db))
                     s.reset()
                 }
-                try SQLiteStore.execute(h.db, "COMMIT", context: "storing events")
                 return inserted
-            } catch {
-                try? SQLiteStore.execute(h.db, "ROLLBACK", context: "storing events")
-                throw error
             }
         }
     }

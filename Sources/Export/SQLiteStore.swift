@@ -195,6 +195,22 @@ public final class SQLiteStore: RollupSink, RollupReader {
         try connection.withLock { c throws(StoreError) in try Self.execute(c.db, sql, context: context) }
     }
 
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction on `db`: committed when it returns, rolled back when it
+    /// throws.
+    static func immediateTransaction<T>(
+        _ db: OpaquePointer, context: String, _ body: () throws(StoreError) -> T
+    ) throws(StoreError) -> T {
+        try execute(db, "BEGIN IMMEDIATE", context: context)
+        do throws(StoreError) {
+            let value = try body()
+            try execute(db, "COMMIT", context: context)
+            return value
+        } catch {
+            try? execute(db, "ROLLBACK", context: context)
+            throw error
+        }
+    }
+
     static func execute(_ db: OpaquePointer, _ sql: String, context: String) throws(StoreError) {
         var error: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(db, sql, nil, nil, &error)

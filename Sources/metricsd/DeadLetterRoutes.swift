@@ -90,7 +90,7 @@ enum DeadLetterRoutes {
         ]
         if let column = letter.column { entry["column"] = column }
         if letter.kind == .line, let precision = Precision(walCode: letter.precision) {
-            entry["precision"] = precisionName(precision)
+            entry["precision"] = precision.name
         }
         return entry
     }
@@ -100,17 +100,6 @@ enum DeadLetterRoutes {
         case .line: "line"
         case .event: "event"
         case .influxPoint: "influx_point"
-        }
-    }
-
-    static func precisionName(_ p: Precision) -> String {
-        switch p {
-        case .nanoseconds: "ns"
-        case .microseconds: "us"
-        case .milliseconds: "ms"
-        case .seconds: "s"
-        case .minutes: "m"
-        case .hours: "h"
         }
     }
 
