@@ -11,8 +11,10 @@ import Synchronization
 /// ``snapshotInterval`` each key's estimate is noted (an hour of them kept), which gives its growth over the last
 /// hour.
 public final class CardinalityTracker: Sendable {
-    /// Tag keys tracked per measurement, and measurements tracked: bounds what a flood of new names can cost.
+    /// Tag keys tracked per measurement and in all, and measurements tracked: bounds what a flood of new names
+    /// can cost (a sketch is at most 4 KiB: 40 MiB for every key at most).
     public static let maxTagKeys = 256
+    public static let maxTrackedKeys = 10_000
     public static let maxMeasurements = 100_000
     /// How often each tag key's estimate is noted for its growth.
     public static let snapshotInterval: Int64 = 300_000_000_000
@@ -34,7 +36,13 @@ public final class CardinalityTracker: Sendable {
         var lastSnapshot: Int64 = 0
     }
 
-    private let state = Mutex<[String: Measurement]>([:])
+    struct State {
+        var measurements: [String: Measurement] = [:]
+        /// Tag keys sketched, over every measurement.
+        var trackedKeys = 0
+    }
+
+    private let state = Mutex(State())
     /// `[rollup] max_series_per_measurement` (0: none).
     public let maxPerMeasurement: Int
 
@@ -46,13 +54,13 @@ public final class CardinalityTracker: Sendable {
     /// always admitted); counted and its tag values sketched when admitted.
     func admit(_ d: PointView, overflow: Bool, now: Int64) -> Bool {
         let name = String(decoding: d.measurement, as: UTF8.self)
-        return state.withLock { all -> Bool in
-            if all[name] == nil && all.count >= Self.maxMeasurements && !overflow { return false }
-            var m = all[name] ?? Measurement()
+        return state.withLock { s -> Bool in
+            if s.measurements[name] == nil && s.measurements.count >= Self.maxMeasurements && !overflow { return false }
+            var m = s.measurements[name] ?? Measurement()
             if !overflow, maxPerMeasurement > 0, m.series >= maxPerMeasurement { return false }
             m.series += 1
-            if !overflow { Self.sketch(d, into: &m, now: now) }
-            all[name] = m
+            if !overflow { Self.sketch(d, into: &m, tracked: &s.trackedKeys, now: now) }
+            s.measurements[name] = m
             return true
         }
     }
@@ -61,28 +69,31 @@ public final class CardinalityTracker: Sendable {
     /// still count towards the distinct values (so the tag that explodes is named).
     func noteOverflow(_ d: PointView, now: Int64) {
         let name = String(decoding: d.measurement, as: UTF8.self)
-        state.withLock { all in
-            guard all[name] != nil || all.count < Self.maxMeasurements else { return }
-            var m = all[name] ?? Measurement()
+        state.withLock { s in
+            guard s.measurements[name] != nil || s.measurements.count < Self.maxMeasurements else { return }
+            var m = s.measurements[name] ?? Measurement()
             m.overflowPoints += 1
-            Self.sketch(d, into: &m, now: now)
-            all[name] = m
+            Self.sketch(d, into: &m, tracked: &s.trackedKeys, now: now)
+            s.measurements[name] = m
         }
     }
 
     /// Series of `measurement` dropped (idle).
     func release(_ measurement: String, count: Int) {
-        state.withLock { all in
-            guard var m = all[measurement] else { return }
+        state.withLock { s in
+            guard var m = s.measurements[measurement] else { return }
             m.series = max(0, m.series - count)
-            all[measurement] = m
+            s.measurements[measurement] = m
         }
     }
 
-    private static func sketch(_ d: PointView, into m: inout Measurement, now: Int64) {
+    private static func sketch(_ d: PointView, into m: inout Measurement, tracked: inout Int, now: Int64) {
         for tag in d.tags {
             let key = String(decoding: tag.key, as: UTF8.self)
-            if m.tags[key] == nil && m.tags.count >= maxTagKeys { continue }
+            if m.tags[key] == nil {
+                guard m.tags.count < maxTagKeys, tracked < maxTrackedKeys else { continue }
+                tracked += 1
+            }
             m.tags[key, default: TagStats()].sketch.add(hash: DistinctSketch.hash(tag.value))
         }
         if now - m.lastSnapshot >= snapshotInterval { snapshot(&m, now: now) }
@@ -122,11 +133,11 @@ public final class CardinalityTracker: Sendable {
     public func report(now: Int64, limit: Int = 1000, top: Int = 10) -> (
         measurements: [MeasurementReport], growing: [(measurement: String, tag: TagReport)]
     ) {
-        let copy = state.withLock { all -> [String: Measurement] in
-            for name in all.keys where now - all[name]!.lastSnapshot >= Self.snapshotInterval {
-                Self.snapshot(&all[name]!, now: now)
+        let copy = state.withLock { s -> [String: Measurement] in
+            for name in s.measurements.keys where now - s.measurements[name]!.lastSnapshot >= Self.snapshotInterval {
+                Self.snapshot(&s.measurements[name]!, now: now)
             }
-            return all
+            return s.measurements
         }
         // Estimates and sorting outside the lock: a report's cost is its caller's.
         var measurements: [MeasurementReport] = []
