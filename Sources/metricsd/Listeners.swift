@@ -117,6 +117,11 @@ final class TCPIngestHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Bytes held while blocked are taken when the sender leaves (they were sent; better late than lost).
+        if let held {
+            self.held = nil
+            process(held)
+        }
         // A final line without a newline still counts.
         var framer = self.framer
         framer.finish { gather($0) }
@@ -131,16 +136,26 @@ final class TCPIngestHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
+        var buffer = unwrapInboundIn(data)
+        if ingester.pipeline.gate.isClosed || held != nil {
+            // backlog_policy = "block": what was already read waits here (a read or two: reading stops now).
+            if held == nil { held = buffer } else { held!.writeBuffer(&buffer) }
+            if !paused { pause(context) }
+            return
+        }
+        process(buffer)
+    }
+
+    private func process(_ buffer: ByteBuffer) {
         var framer = self.framer
         buffer.withUnsafeReadableBytes { raw in framer.feed(raw) { gather($0) } }
         self.framer = framer
         if !batch.isEmpty || !overlong.isEmpty { applyBatch() }
-        if ingester.pipeline.gate.isClosed && !paused { pause(context) }
     }
 
-    /// Whether reading stopped for `backlog_policy = "block"`.
+    /// Whether reading stopped for `backlog_policy = "block"`, and the bytes read before it did.
     private var paused = false
+    private var held: ByteBuffer?
 
     /// The outbox is full under `backlog_policy = "block"`: stop reading this connection (the sender's writes wait in
     /// its socket buffers: TCP's own backpressure), and look again every 100 ms.
@@ -159,6 +174,10 @@ final class TCPIngestHandler: ChannelInboundHandler {
             return
         }
         paused = false
+        if let held {
+            self.held = nil
+            process(held)
+        }
         context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
         context.read()
     }

@@ -346,6 +346,8 @@ final class FakeInflux: @unchecked Sendable {
         var acknowledged = 0
         var refused = 0
         var firstMinute: Int64 = 0
+        var tcp: Int32 = -1
+        defer { if tcp >= 0 { close(tcp) } }
         for w in 0..<writes {
             // Ten series-minutes per write, each write its own two minutes, oldest first.
             let start = Self.minuteAgo(Int64(100 - 2 * w))
@@ -368,6 +370,11 @@ final class FakeInflux: @unchecked Sendable {
             #expect(forwarding["blocking"] as? Bool == true, "\(forwarding)")
             daemon.sendUDP(Array("udp_while_blocked v=1\n".utf8))
             #expect(try daemon.eventually { (try Self.forwarding(daemon)["udp_datagrams_dropped"] as? Int) == 1 })
+            // TCP is not read meanwhile: the line waits (in the sockets) until the outbox drains.
+            tcp = try daemon.connectTCP()
+            _ = "tcp_while_blocked v=1\n".withCString { send(tcp, $0, 22, 0) }
+            usleep(1_000_000)
+            #expect(try daemon.counter("tcp_lines") == 0)
         } else {
             #expect((forwarding["backlog_bytes"] as? Int ?? .max) <= 6 * 1024 + 4096, "\(forwarding)")
         }
@@ -397,6 +404,7 @@ final class FakeInflux: @unchecked Sendable {
             #expect(rows.count == acknowledged, "every acknowledged point forwarded, nothing else")
             #expect(acknowledged + refused * 10 == writes * 10)
             #expect(forwarding["writes_refused"] as? Int == refused)
+            #expect(try daemon.eventually(20) { try daemon.counter("tcp_lines") == 1 }, "read once the outbox drained")
             // Drained: writes are taken again.
             let after = Self.points(start: Self.minuteAgo(40), hosts: 1, minutes: 1)
             #expect(
