@@ -492,20 +492,35 @@ public final class Forwarder: Sendable {
         return body
     }
 
-    /// Posts dead letters of refused points (``DeadLetterKind/influxPoint``) to the current target again, one
-    /// request each: for each, whether it was accepted, or InfluxDB's error.
+    /// Posts dead letters of refused points (``DeadLetterKind/influxPoint``) to the current target again: all in
+    /// one request; when InfluxDB refuses some (400), one request each for at most ``maxIsolationRequests`` of them
+    /// (the others are reported not tried); no answer fails them all at once (a replay never waits out a timeout
+    /// per point). For each, whether it was accepted, or why not.
     public func resend(_ points: [[UInt8]]) -> [Result<Void, ResendError>] {
+        guard !points.isEmpty else { return [] }
         let configuration = self.configuration
         let client = CurlClient(
             options: .init(
                 timeout: configuration.timeout, caFile: configuration.caFile,
                 insecureSkipVerify: configuration.insecureSkipVerify))
-        return points.map { point in
-            guard let response = post(client, point + [0x0A]) else {
-                return .failure(ResendError(message: "no answer from \(configuration.url)"))
+        func fail(_ message: String) -> Result<Void, ResendError> { .failure(ResendError(message: message)) }
+        var body: [UInt8] = []
+        for p in points { body += p + [0x0A] }
+        guard let response = post(client, body) else {
+            return points.map { _ in fail("no answer from \(configuration.url)") }
+        }
+        if (200..<300).contains(response.status) { return points.map { _ in .success(()) } }
+        guard response.status == 400, points.count > 1 else {
+            let text = "\(response.status): \(Self.errorText(response.text).prefix(500))"
+            return points.map { _ in fail(text) }
+        }
+        return points.enumerated().map { i, point in
+            guard i < Self.maxIsolationRequests else {
+                return fail("not tried: more refused points than one replay sends alone")
             }
-            if (200..<300).contains(response.status) { return .success(()) }
-            return .failure(ResendError(message: "\(response.status): \(Self.errorText(response.text).prefix(500))"))
+            guard let one = post(client, point + [0x0A]) else { return fail("no answer from \(configuration.url)") }
+            if (200..<300).contains(one.status) { return .success(()) }
+            return fail("\(one.status): \(Self.errorText(one.text).prefix(500))")
         }
     }
 

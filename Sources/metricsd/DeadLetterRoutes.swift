@@ -128,65 +128,81 @@ enum DeadLetterRoutes {
         }
     }
 
-    /// `POST /api/v1/dead-letters/replay?…` (limit 1,000 by default): each selected letter is submitted again as it
-    /// first came — a line through the ingest pipeline with its batch's precision and receive time, an event as an
-    /// events body, a point InfluxDB refused posted to InfluxDB again. Accepted letters are deleted; the others
-    /// stay (not stored twice), each reported with why it was refused this time.
+    /// `POST /api/v1/dead-letters/replay?…` (limit 1,000 by default): the selected letters are submitted again as
+    /// they first came — lines through the ingest pipeline with their batch's precision, receive time, source and
+    /// sender (the letters of one batch as one batch again), events as an events body, points InfluxDB refused
+    /// posted to InfluxDB again. Replayed lines and events leave the table; those refused again come back as new
+    /// letters (only what was refused this time: a line partly applied now keeps just its refused fields, so no
+    /// replay counts a value twice). Refused points stay as they are.
     static func replay(_ request: Request, _ state: HTTPState) async -> Response {
         let forwarder = state.forwarder
         return await run(request, state, defaultLimit: 1000) { store, selection in
             let letters = try store.list(selection)
-            var accepted: [Int64] = []
+            // What is refused again, collected here and stored before the originals go.
+            let again = DeadLetterQueue(maxCount: letters.count + 1, maxBytes: Int.max)
+            var done: [Int64] = []  // replayed (accepted, or refused again as a new letter)
             var refused: [[String: Any]] = []
             var refusedCount = 0
-            func refuse(_ letter: DeadLetter, _ reason: String, _ message: String) {
+            func refuse(_ id: Int64, _ reason: String, _ message: String) {
                 refusedCount += 1
-                if refused.count < 1000 {
-                    refused.append(["id": letter.id, "reason": reason, "error": message])
-                }
+                if refused.count < 1000 { refused.append(["id": id, "reason": reason, "error": message]) }
+            }
+            func ingester(for letter: DeadLetter, precision: Precision = .nanoseconds) -> LineIngester {
+                let source = IngestSource(rawValue: letter.source) ?? (letter.source == "wal" ? .internal : .http)
+                let i = state.pipeline.ingester(source, precision: precision)
+                i.deadLetterQueue = again
+                i.remote = letter.remote.isEmpty ? nil : letter.remote
+                return i
             }
             var points: [DeadLetter] = []
-            for letter in letters {
+            var index = 0
+            while index < letters.count {
+                let letter = letters[index]
                 switch letter.kind {
                 case .influxPoint:
                     points.append(letter)
-                case .line:
-                    guard !letter.payload.isEmpty else {
-                        refuse(
-                            letter, letter.reason.rawValue, "its bytes were not kept (a line too long): send it again")
-                        continue
+                    index += 1
+                case .event:
+                    index += 1
+                    let events = ingester(for: letter)
+                    events.reportLimit = 1
+                    switch state.pipeline.acceptEvents(letter.payload, into: events, receivedAt: letter.received) {
+                    case .failure(let error): refuse(letter.id, "unavailable", "\(error)")
+                    case .success(let outcome):
+                        done.append(letter.id)
+                        if let r = outcome.rejected.first { refuse(letter.id, r.reason.rawValue, r.message) }
                     }
-                    let ingester = state.pipeline.ingester(
-                        .http, precision: Precision(walCode: letter.precision) ?? .nanoseconds)
-                    ingester.keepsDeadLetters = false
-                    let result = letter.payload.withUnsafeBytes {
-                        state.pipeline.accept($0, into: ingester, acknowledged: true, receivedAt: letter.received)
+                case .line:
+                    // The letters of one batch (same receive time, precision and source), one line each, as one
+                    // batch; line i of it is letter i.
+                    var group = [letter]
+                    index += 1
+                    while index < letters.count, letters[index].kind == .line,
+                        letters[index].received == letter.received, letters[index].precision == letter.precision,
+                        letters[index].source == letter.source
+                    {
+                        group.append(letters[index])
+                        index += 1
+                    }
+                    let kept = group.filter { !$0.payload.isEmpty }
+                    for l in group where l.payload.isEmpty {
+                        refuse(l.id, l.reason.rawValue, "its bytes were not kept (a line too long): send it again")
+                    }
+                    guard !kept.isEmpty else { continue }
+                    var body: [UInt8] = []
+                    for l in kept { body += l.payload + [0x0A] }
+                    let lines = ingester(for: letter, precision: Precision(walCode: letter.precision) ?? .nanoseconds)
+                    lines.reportLimit = kept.count
+                    let result = body.withUnsafeBytes {
+                        state.pipeline.accept($0, into: lines, acknowledged: true, receivedAt: letter.received)
                     }
                     if case .refused(let error) = result {
-                        refuse(letter, "unavailable", "write-ahead log unavailable: \(error)")
-                    } else if let first = ingester.outcome.firstError
-                        ?? ingester.outcome.firstRefusal.map({
-                            ($0.line, "", $0.message)
-                        })
-                    {
-                        let reason = ingester.outcome.reasons.nonZero.first?.reason.rawValue ?? "syntax"
-                        refuse(letter, reason, first.message)
-                    } else {
-                        accepted.append(letter.id)
+                        for l in kept { refuse(l.id, "unavailable", "write-ahead log unavailable: \(error)") }
+                        continue
                     }
-                case .event:
-                    let ingester = state.pipeline.ingester(.http)
-                    ingester.keepsDeadLetters = false
-                    switch state.pipeline.acceptEvents(letter.payload, into: ingester, receivedAt: letter.received) {
-                    case .failure(let error): refuse(letter, "unavailable", "\(error)")
-                    case .success(let outcome):
-                        if outcome.rejectedCount > 0 || outcome.accepted + outcome.duplicates == 0 {
-                            refuse(
-                                letter, RejectReason.invalidEvent.rawValue,
-                                ingester.outcome.firstError?.message ?? "no event in it")
-                        } else {
-                            accepted.append(letter.id)
-                        }
+                    done += kept.map(\.id)
+                    for r in lines.outcome.rejections where r.line >= 1 && r.line <= kept.count {
+                        refuse(kept[r.line - 1].id, r.reason.rawValue, r.message)
                     }
                 }
             }
@@ -194,20 +210,22 @@ enum DeadLetterRoutes {
                 if let forwarder {
                     for (letter, result) in zip(points, forwarder.resend(points.map(\.payload))) {
                         switch result {
-                        case .success: accepted.append(letter.id)
-                        case .failure(let e): refuse(letter, RejectReason.rejectedByInfluxDB.rawValue, e.message)
+                        case .success: done.append(letter.id)
+                        case .failure(let e): refuse(letter.id, RejectReason.rejectedByInfluxDB.rawValue, e.message)
                         }
                     }
                 } else {
-                    for letter in points { refuse(letter, "unavailable", "forwarding is off ([influx] url)") }
+                    for letter in points { refuse(letter.id, "unavailable", "forwarding is off ([influx] url)") }
                 }
             }
-            let deleted = try store.delete(ids: accepted)
+            let renewed = again.takeAll()
+            try store.insert(renewed)
+            let deleted = try store.delete(ids: done)
             return HTTPRoutes.json(
                 .ok,
                 [
-                    "selected": letters.count, "accepted": accepted.count, "deleted": deleted,
-                    "still_rejected": refusedCount, "rejected": refused,
+                    "selected": letters.count, "accepted": letters.count - refusedCount, "deleted": deleted,
+                    "still_rejected": refusedCount, "rejected": refused, "renewed": renewed.count,
                 ] as [String: Any])
         }
     }

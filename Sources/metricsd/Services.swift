@@ -133,7 +133,10 @@ struct BackgroundServices: Sendable {
         storeEvents()
         storeDeadLetters()
         let all = engine.closeAll()
-        hand(all)
+        // Always, even with nothing open: the log's replay position moves to its end, so a clean restart replays
+        // nothing (a record whose lines were all refused — kept as dead letters — must not be applied by a restart
+        // with other limits, and then again by a replay of its letters).
+        hand(all, always: true)
         saveDedup(now: nowNanoseconds())
         wal.close()
         logger.info("stored \(all.count) open buckets on shutdown")
@@ -190,8 +193,8 @@ struct BackgroundServices: Sendable {
     }
 
     /// Stores `buckets` (closed since `start`: `metricsd_sink_seconds` is the whole hand-off, closing included).
-    func hand(_ buckets: [ClosedBucket], since start: Int64 = nowNanoseconds()) {
-        guard !buckets.isEmpty || store.isDegraded || store.hasQueued else { return }
+    func hand(_ buckets: [ClosedBucket], since start: Int64 = nowNanoseconds(), always: Bool = false) {
+        guard always || !buckets.isEmpty || store.isDegraded || store.hasQueued else { return }
         // Replay must start at the oldest record still only in memory; segments wholly below it can go.
         let open = [engine.minOpenWALPosition(), events.minPendingPosition].compactMap { $0 }
         let replayFrom = open.min() ?? wal.end

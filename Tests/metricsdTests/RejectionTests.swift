@@ -189,6 +189,35 @@ import Testing
         #expect(Daemon.pointValues(["series": b.map { [$0] } ?? []]) == [5], "\(json)")
     }
 
+    /// A partly applied line keeps only its refused field as a letter; a replay refused again renews the letter
+    /// with its source and sender; once fixed the replay applies just that field, so nothing counts twice.
+    @Test func aPartlyAppliedLineReplaysOnlyWhatWasRefused() throws {
+        let d = try Daemon(config: "[rollup]\nmax_fields_per_series = 1\n")
+        let t = Int64(Date().timeIntervalSince1970) - 300
+        let ns: Int64 = 1_000_000_000
+        d.sendUDP(Array("cpu,host=a v=1 \(t * ns)\ncpu,host=a v=2,w=3 \((t + 1) * ns)\n".utf8))
+        #expect(try d.eventually { try Self.letters(d, "source=udp").count == 1 })
+        let first = try #require(try Self.letters(d, "source=udp").first)
+        #expect(first["text"] as? String == "cpu,host=a w=3.0 \((t + 1) * ns)", "\(first)")
+        #expect(first["reason"] as? String == "field_limit")
+        let again = try d.http("POST", "/api/v1/dead-letters/replay").json
+        #expect(again["still_rejected"] as? Int == 1 && again["renewed"] as? Int == 1, "\(again)")
+        let renewed = try #require(try Self.letters(d, "").first)
+        #expect(renewed["id"] as? Int != first["id"] as? Int)
+        #expect(renewed["source"] as? String == "udp" && renewed["remote"] as? String == first["remote"] as? String)
+        #expect(renewed["text"] as? String == first["text"] as? String)
+        #expect(d.stop() == 0)
+        let fixed = try Daemon(config: "[rollup]\nmax_fields_per_series = 10\n", dataDir: d.dataDir)
+        defer { _ = fixed.stop() }
+        let replay = try fixed.http("POST", "/api/v1/dead-letters/replay").json
+        #expect(replay["accepted"] as? Int == 1 && replay["deleted"] as? Int == 1, "\(replay)")
+        let from = (t - 600) * 1000
+        for (field, want) in [("v", 3.0), ("w", 3.0)] {
+            let json = try fixed.query("measurement=cpu&field=\(field)&agg=sum&from=\(from)&step=1h")
+            #expect(Daemon.pointValues(json).reduce(0, +) == want, "\(field): \(json)")
+        }
+    }
+
     /// A million bad lines in one body: the answer lists max_reported_errors of them and counts all; memory stays
     /// bounded (the dead-letter queue keeps max_pending of them; the rest are counted as dropped).
     @Test func aMillionBadLinesAnswerInBoundedMemory() throws {
