@@ -43,6 +43,8 @@ let package = Package(
             swiftSettings: strictSettings),
         // Event analytics: funnels, retention cohorts, experiments over an in-memory event index.
         .target(name: "Query", dependencies: ["LineProtocol"], exclude: ["README.md"], swiftSettings: strictSettings),
+        // The pages under /ui/, compiled in (no bundle files to ship, nothing fetched when viewed).
+        .target(name: "UI", exclude: ["README.md"], swiftSettings: strictSettings),
         // What each HTTP route accepts, no I/O: form decoding, times, durations, validated parameters (fuzzed).
         .target(
             name: "API", dependencies: ["LineProtocol", "Rollups", "InfluxQL", "Query"], exclude: ["README.md"],
@@ -83,7 +85,7 @@ let package = Package(
         .executableTarget(
             name: "metricsd",
             dependencies: [
-                "LineProtocol", "Rollups", "Export", "Ingest", "Query", "InfluxQL", "API", "CZlib", "ClickHouse",
+                "LineProtocol", "Rollups", "Export", "Ingest", "Query", "InfluxQL", "API", "CZlib", "ClickHouse", "UI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -41,8 +41,9 @@ struct AuthMiddleware<Context: RequestContext>: RouterMiddleware {
     /// The largest form body read for its `p` (`[http] max_body_size`).
     let formLimit: Int
 
-    /// Answered without credentials.
-    static var publicPaths: Set<String> { ["/ping", "/health"] }
+    /// Answered without credentials. The pages' files hold no data (a browser cannot send a header when it
+    /// navigates): every request they make for data carries the token.
+    static var publicPaths: Set<String> { ["/ping", "/health", "/ui", "/ui/", "/ui/app.js", "/ui/app.css"] }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response

@@ -13,6 +13,7 @@ import NIOPosix
 import Prometheus
 import Rollups
 import Synchronization
+import UI
 
 /// Everything the HTTP routes need.
 struct HTTPState: Sendable {
@@ -96,6 +97,9 @@ enum HTTPRoutes {
         Route(method: .post, path: "/api/v1/dead-letters/replay") { s in
             { r, _ in await DeadLetterRoutes.replay(r, s) }
         },
+        Route(method: .get, path: "/ui") { _ in { _, _ in page("") } },
+        Route(method: .get, path: "/ui/app.js") { _ in { _, _ in page("app.js") } },
+        Route(method: .get, path: "/ui/app.css") { _ in { _, _ in page("app.css") } },
         Route(method: .get, path: "/query") { s in { r, c in await InfluxQLRoute.handle(r, c, s) } },
         Route(method: .post, path: "/query") { s in { r, c in await InfluxQLRoute.handle(r, c, s) } },
     ]
@@ -120,6 +124,17 @@ enum HTTPRoutes {
     }
 
     // MARK: - Responses
+
+    /// A file of the pages (``UIAssets``), from the binary.
+    static func page(_ path: String) -> Response {
+        guard let asset = UIAssets.asset(path) else { return error(.notFound, "no such page") }
+        return Response(
+            status: .ok,
+            headers: [
+                .contentType: asset.contentType, .cacheControl: "no-cache", .init("X-Content-Type-Options")!: "nosniff",
+            ],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: asset.body)))
+    }
 
     static func json(_ status: HTTPResponse.Status, _ object: Any) -> Response {
         var text = JSONText()

@@ -1,0 +1,289 @@
+/// The pages under `/ui/`, compiled into the binary: nothing is read from disk or fetched from a network when a page
+/// is viewed. Plain HTML, CSS and JavaScript drawing SVG (no chart library: see README.md).
+public enum UIAssets {
+    /// A file of the pages: its media type and bytes.
+    public struct Asset: Sendable {
+        public let contentType: String
+        public let body: String
+    }
+
+    /// The asset at `path` below `/ui/` (`""` is the page itself), or `nil`.
+    public static func asset(_ path: String) -> Asset? {
+        switch path {
+        case "", "index.html": Asset(contentType: "text/html; charset=utf-8", body: indexHTML)
+        case "app.js": Asset(contentType: "text/javascript; charset=utf-8", body: appJS)
+        case "app.css": Asset(contentType: "text/css; charset=utf-8", body: appCSS)
+        default: nil
+        }
+    }
+
+    /// Every asset's path (for tests and the size figure).
+    public static let paths = ["", "app.js", "app.css"]
+
+    static let indexHTML = #"""
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <meta http-equiv="Content-Security-Policy" content="default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'">
+        <title>metricsd</title>
+        <link rel="stylesheet" href="/ui/app.css">
+        </head>
+        <body>
+        <header>
+          <strong>metricsd</strong>
+          <nav aria-label="Views">
+            <a href="#/overview" data-view="overview">Overview</a>
+            <a href="#/funnel" data-view="funnel">Funnel</a>
+          </nav>
+        </header>
+        <form id="token-form" hidden>
+          <label for="token">This metricsd needs its token ([auth] token). It is kept for this tab only and sent as a header.</label>
+          <input id="token" type="password" autocomplete="current-password" required>
+          <button type="submit">Use token</button>
+        </form>
+        <main id="view" tabindex="-1" aria-live="polite"></main>
+        <script src="/ui/app.js"></script>
+        </body>
+        </html>
+        """#
+
+    static let appCSS = #"""
+        :root { --fg: #1d2733; --muted: #5b6777; --line: #d5dbe3; --bar: #3a6ea5; --bg: #fff; font-family: system-ui, sans-serif; }
+        body { margin: 0; color: var(--fg); background: var(--bg); }
+        header { display: flex; gap: 1.5rem; align-items: center; padding: .6rem 1rem; border-bottom: 1px solid var(--line); flex-wrap: wrap; }
+        nav a { margin-right: 1rem; color: var(--bar); }
+        nav a[aria-current="page"] { font-weight: 600; text-decoration: none; }
+        main { padding: 1rem; max-width: 70rem; }
+        form.query { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: end; margin-bottom: 1rem; }
+        form.query label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
+        input, button, select { font: inherit; padding: .3rem .4rem; }
+        table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
+        th, td { text-align: left; padding: .25rem .8rem .25rem 0; border-bottom: 1px solid var(--line); }
+        td.num { text-align: right; font-variant-numeric: tabular-nums; }
+        .error { color: #a12020; white-space: pre-wrap; }
+        svg text { font-size: 12px; fill: var(--fg); }
+        svg rect.bar { fill: var(--bar); }
+        svg text.inside { fill: #fff; }
+        #token-form { padding: 1rem; display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
+        #token-form[hidden] { display: none; }
+        @media (max-width: 40rem) { main { padding: .5rem; } th, td { padding-right: .4rem; } }
+        """#
+
+    static let appJS = #"""
+        "use strict";
+        // metricsd pages: each view's state lives in the URL after "#/" (shareable); times are shown in the
+        // browser's zone and sent in UTC; the API's errors are shown as they come.
+        const view = document.getElementById("view");
+        const tokenForm = document.getElementById("token-form");
+        let pendingToken = null;
+
+        function token() { return sessionStorage.getItem("metricsd-token"); }
+
+        tokenForm.addEventListener("submit", (e) => {
+          e.preventDefault();
+          sessionStorage.setItem("metricsd-token", document.getElementById("token").value);
+          tokenForm.hidden = true;
+          if (pendingToken) { const go = pendingToken; pendingToken = null; go(); }
+        });
+
+        // GET an API path as JSON; a 401 asks for the token once, then the view is drawn again.
+        async function api(path) {
+          const headers = {};
+          if (token()) headers["Authorization"] = "Token " + token();
+          const response = await fetch(path, { headers });
+          const text = await response.text();
+          let body;
+          try { body = JSON.parse(text); } catch { body = { error: text }; }
+          if (response.status === 401) {
+            sessionStorage.removeItem("metricsd-token");
+            tokenForm.hidden = false;
+            document.getElementById("token").focus();
+            pendingToken = route;
+            throw new Error("authorization required: " + (body.error || ""));
+          }
+          if (!response.ok) throw new Error(body.error || ("HTTP " + response.status));
+          return body;
+        }
+
+        function el(tag, attrs = {}, ...children) {
+          const node = tag.startsWith("svg:")
+            ? document.createElementNS("http://www.w3.org/2000/svg", tag.slice(4))
+            : document.createElement(tag);
+          for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+          for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+          return node;
+        }
+
+        function showError(where, error) {
+          where.append(el("p", { class: "error", role: "alert", id: "error" }, error.message || String(error)));
+        }
+
+        const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+        const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
+
+        // #/view?key=value&…
+        function parseHash() {
+          const h = location.hash.replace(/^#\/?/, "");
+          const [name, query] = h.split("?");
+          return { name: name || "overview", params: new URLSearchParams(query || "") };
+        }
+
+        function setHash(name, params) {
+          const q = params.toString();
+          const next = "#/" + name + (q ? "?" + q : "");
+          if (location.hash !== next) location.hash = next; else route();
+        }
+
+        let timer = null;
+        function route() {
+          if (timer) { clearInterval(timer); timer = null; }
+          const { name, params } = parseHash();
+          for (const a of document.querySelectorAll("nav a")) {
+            if (a.dataset.view === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+          }
+          view.replaceChildren();
+          (views[name] || views.overview)(params);
+        }
+
+        // Overview: live ingest from /health, refreshed every 3 s; rates from the counters' change between reads.
+        function overview() {
+          const heading = el("h1", {}, "Overview");
+          const body = el("div");
+          view.append(heading, body);
+          let last = null;
+          async function draw() {
+            let health;
+            try { health = await api("/health"); } catch (e) { body.replaceChildren(); showError(body, e); return; }
+            const c = health.counters || {};
+            const now = Date.now();
+            const rate = (k) => (last && now > last.t) ? ((c[k] || 0) - (last.c[k] || 0)) * 1000 / (now - last.t) : null;
+            const rows = [
+              ["status", health.status + " — " + (health.message || "")],
+              ["lines/s (udp, tcp, http)", ["udp_lines", "tcp_lines", "http_lines"].map((k) => rate(k) === null ? "…" : number.format(rate(k))).join(", ")],
+              ["events/s", rate("events_accepted") === null ? "…" : number.format(rate("events_accepted"))],
+            ];
+            const table = el("table", { id: "overview" });
+            for (const [k, v] of rows) table.append(el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, v)));
+            const figures = ["series_active", "series_overflowed", "events_accepted", "events_invalid",
+              "udp_lines", "tcp_lines", "http_lines", "dead_letters_stored", "dead_letters_dropped",
+              "store_pending_cells", "store_corrupt_rows", "outbox_rows_quarantined"];
+            for (const k of figures) {
+              if (!(k in c)) continue;
+              table.append(el("tr", {}, el("th", { scope: "row" }, k.replaceAll("_", " ")),
+                el("td", { class: "num", "data-metric": k, "data-value": c[k] }, number.format(c[k]))));
+            }
+            for (const [name, f] of [["InfluxDB outbox", health.forwarding], ["ClickHouse outbox", health.events_forwarding]]) {
+              if (!f) continue;
+              const backlog = "backlog_points" in f ? f.backlog_points + " points" : f.backlog_events + " events";
+              table.append(el("tr", {}, el("th", { scope: "row" }, name),
+                el("td", { "data-metric": name === "InfluxDB outbox" ? "influx_backlog" : "clickhouse_backlog" },
+                  f.status + ", " + backlog + (f.last_error ? " — last error: " + f.last_error : ""))));
+            }
+            body.replaceChildren(table, el("p", {}, "Updated " + new Date(now).toLocaleTimeString()));
+            last = { t: now, c };
+          }
+          draw();
+          timer = setInterval(draw, 3000);
+        }
+
+        // A time for a datetime-local input, in the browser's zone, and back to UTC (RFC 3339) for the API.
+        function localInput(ms) {
+          const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60000);
+          return d.toISOString().slice(0, 16);
+        }
+        function utc(local) { return new Date(local).toISOString(); }
+
+        // Funnel: steps from the event names seen (autocomplete), window, range, breakdown; bars per step.
+        async function funnel(params) {
+          const now = Date.now();
+          const steps = params.get("steps") || "";
+          const windowText = params.get("window") || "1h";
+          const from = params.get("from") || new Date(now - 7 * 86400000).toISOString();
+          const to = params.get("to") || new Date(now).toISOString();
+          const breakdown = params.get("breakdown") || "";
+          const form = el("form", { class: "query", "aria-label": "Funnel" },
+            el("label", {}, "Steps (comma-separated)", el("input", { name: "steps", value: steps, list: "event-names", required: "" })),
+            el("label", {}, "Window", el("input", { name: "window", value: windowText, size: "6" })),
+            el("label", {}, "From", el("input", { name: "from", type: "datetime-local", value: localInput(Date.parse(from)) })),
+            el("label", {}, "To", el("input", { name: "to", type: "datetime-local", value: localInput(Date.parse(to)) })),
+            el("label", {}, "Breakdown (property)", el("input", { name: "breakdown", value: breakdown })),
+            el("button", { type: "submit" }, "Show"),
+            el("datalist", { id: "event-names" }));
+          form.addEventListener("submit", (e) => {
+            e.preventDefault();
+            const f = new FormData(form);
+            const next = new URLSearchParams();
+            next.set("steps", f.get("steps"));
+            next.set("window", f.get("window"));
+            next.set("from", utc(f.get("from")));
+            next.set("to", utc(f.get("to")));
+            if (f.get("breakdown")) next.set("breakdown", f.get("breakdown"));
+            setHash("funnel", next);
+          });
+          const result = el("div", { id: "result" });
+          view.append(el("h1", {}, "Funnel"), form, result);
+          api("/query?q=" + encodeURIComponent('SHOW TAG VALUES FROM "events" WITH KEY = "event"')).then((r) => {
+            const list = form.querySelector("datalist");
+            for (const s of (r.results?.[0]?.series || [])) for (const v of s.values || []) list.append(el("option", { value: v[1] }));
+          }).catch(() => {});
+          if (!steps) { result.append(el("p", {}, "Pick at least two steps.")); return; }
+          const query = new URLSearchParams({ steps, window: windowText, from, to });
+          if (breakdown) query.set("breakdown", breakdown);
+          let answer;
+          try { answer = await api("/api/v1/funnel?" + query); } catch (e) { showError(result, e); return; }
+          result.append(funnelChart(answer.steps, "all users"));
+          result.append(funnelTable(answer.steps, "funnel"));
+          for (const [value, part] of Object.entries(answer.breakdown || {})) {
+            result.append(el("h2", {}, breakdown + " = " + value));
+            result.append(funnelChart(part.steps, breakdown + " = " + value));
+            result.append(funnelTable(part.steps, "funnel-" + value));
+          }
+        }
+
+        function funnelChart(steps, title) {
+          const width = 640, height = 220, gap = 12;
+          const top = Math.max(1, ...steps.map((s) => s.users));
+          const w = (width - gap * (steps.length + 1)) / Math.max(1, steps.length);
+          const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height + 40}`, role: "img", "aria-label": "Funnel, " + title, width: "100%" });
+          steps.forEach((s, i) => {
+            const h = height * s.users / top;
+            const x = gap + i * (w + gap);
+            svg.append(el("svg:rect", { class: "bar", x, y: height - h, width: w, height: h }));
+            // The count above its bar, or inside it (in white) when the bar reaches the top.
+            const inside = h > height - 16;
+            svg.append(el("svg:text", { x: x + 4, y: inside ? height - h + 16 : height - h - 4, class: inside ? "inside" : "" },
+              number.format(s.users)));
+            svg.append(el("svg:text", { x: x + 4, y: height + 16 }, s.event));
+          });
+          return svg;
+        }
+
+        function funnelTable(steps, id) {
+          const table = el("table", { id },
+            el("tr", {}, ...["step", "users", "from first", "from previous", "drop-off", "median time from first"].map((h) => el("th", { scope: "col" }, h))));
+          for (const s of steps) {
+            table.append(el("tr", { "data-event": s.event },
+              el("td", {}, s.event),
+              el("td", { class: "num", "data-users": s.users }, number.format(s.users)),
+              el("td", { class: "num" }, percent.format(s.conversion_from_first)),
+              el("td", { class: "num" }, percent.format(s.conversion_from_previous)),
+              el("td", { class: "num" }, number.format(s.dropoff)),
+              el("td", { class: "num" }, s.median_ms_from_first == null ? "—" : duration(s.median_ms_from_first))));
+          }
+          return table;
+        }
+
+        function duration(ms) {
+          if (ms < 1000) return ms + " ms";
+          if (ms < 60000) return number.format(ms / 1000) + " s";
+          if (ms < 3600000) return number.format(ms / 60000) + " min";
+          return number.format(ms / 3600000) + " h";
+        }
+
+        const views = { overview, funnel };
+        window.addEventListener("hashchange", route);
+        route();
+        """#
+}

@@ -1,0 +1,162 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The pages under /ui/ in a real browser: Debian's chromium (installed by `make test`), headless, against the real
+/// daemon. Each page must show what the JSON API answers (read from the DOM), with no console error and no request
+/// outside the daemon; screenshots go under `.build-ui/`.
+@Suite(.serialized) struct UITests {
+    static let chromium = "/usr/bin/chromium"
+
+    /// Loads `url` in a fresh headless chromium, lets its scripts and requests run (virtual time), and returns the
+    /// DOM then and what the browser logged (console messages among it).
+    static func load(_ url: String, screenshot: String? = nil) throws -> (dom: String, log: String) {
+        let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: profile) }
+        var arguments = [
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+            "--user-data-dir=\(profile.path)", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000",
+            "--window-size=1200,900",
+        ]
+        if let screenshot {
+            let dir = repositoryRoot.appendingPathComponent(".build-ui")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            arguments += ["--screenshot=\(dir.appendingPathComponent(screenshot).path)"]
+        } else {
+            arguments += ["--dump-dom"]
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: chromium)
+        process.arguments = arguments + [url]
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Bounded: a browser that hangs is killed.
+        let deadline = Date().addingTimeInterval(60)
+        let outData = ReadAll(out.fileHandleForReading)
+        let errData = ReadAll(err.fileHandleForReading)
+        while process.isRunning && Date() < deadline { usleep(50_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return (String(decoding: outData.wait(), as: UTF8.self), String(decoding: errData.wait(), as: UTF8.self))
+    }
+
+    /// Reads a pipe to its end on a thread of its own (so a full pipe never blocks the browser).
+    final class ReadAll: @unchecked Sendable {
+        private var data = Data()
+        private let done = DispatchSemaphore(value: 0)
+        init(_ handle: FileHandle) {
+            Thread {
+                self.data = handle.readDataToEndOfFile()
+                self.done.signal()
+            }.start()
+        }
+        func wait() -> Data {
+            done.wait()
+            return data
+        }
+    }
+
+    /// Console errors and failed loads chromium logged.
+    static func consoleErrors(_ log: String) -> [String] {
+        log.split(separator: "\n").map(String.init).filter {
+            ($0.contains("CONSOLE") && ($0.contains("Uncaught") || $0.contains(":ERROR:")))
+                || $0.contains("Failed to load resource") || $0.contains("Refused to")
+        }
+    }
+
+    /// The attribute values `name="…"` on elements of the DOM text.
+    static func attributes(_ name: String, in dom: String) -> [String] {
+        var out: [String] = []
+        var rest = dom[...]
+        while let r = rest.range(of: "\(name)=\"") {
+            let tail = rest[r.upperBound...]
+            guard let end = tail.firstIndex(of: "\"") else { break }
+            out.append(String(tail[..<end]))
+            rest = tail[end...]
+        }
+        return out
+    }
+
+    static var nowMs: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    @Test func theFunnelPageShowsWhatTheAPIAnswers() throws {
+        let d = try Daemon()
+        defer { _ = d.stop() }
+        let t = Self.nowMs - 3_600_000
+        var lines: [String] = []
+        for u in 0..<10 { lines.append(#"{"event":"view","user_id":"u\#(u)","timestamp":\#(t + Int64(u))}"#) }
+        for u in 0..<4 { lines.append(#"{"event":"buy","user_id":"u\#(u)","timestamp":\#(t + 60_000 + Int64(u))}"#) }
+        let posted = try d.http("POST", "/api/v1/events", body: Data(lines.joined(separator: "\n").utf8))
+        #expect(posted.status == 200, "\(posted.text)")
+        let from = TimeText(t - 600_000)
+        let to = TimeText(Self.nowMs + 60_000)
+        let query = "steps=view,buy&window=1h&from=\(from)&to=\(to)"
+        let api = try d.http("GET", "/api/v1/funnel?\(query)").json
+        let want = (api["steps"] as? [[String: Any]] ?? []).map { $0["users"] as? Int ?? -1 }
+        #expect(want == [10, 4], "\(api)")
+        let url = "http://127.0.0.1:\(d.httpPort)/ui/#/funnel?\(query)"
+        let (dom, log) = try Self.load(url)
+        let shown = Self.attributes("data-users", in: dom).compactMap(Int.init)
+        #expect(shown == want, "the page's users per step: \(shown)\n\(dom.prefix(3000))")
+        #expect(dom.contains("aria-current=\"page\""), "the current view is marked for screen readers")
+        #expect(Self.consoleErrors(log).isEmpty, "\(Self.consoleErrors(log))")
+        _ = try Self.load(url, screenshot: "funnel.png")
+        #expect(
+            FileManager.default.fileExists(atPath: repositoryRoot.appendingPathComponent(".build-ui/funnel.png").path))
+    }
+
+    @Test func theOverviewShowsTheDaemonsFigures() throws {
+        let d = try Daemon()
+        defer { _ = d.stop() }
+        #expect(try d.http("POST", "/write", body: Data("cpu,host=a v=1\ncpu,host=b v=2\n".utf8)).status == 204)
+        let (dom, log) = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/overview")
+        let counters = try d.counters()
+        // The figures the page shows are /health's (read a moment later: they only rise, and these do not move).
+        let metrics = Self.attributes("data-metric", in: dom)
+        let values = Self.attributes("data-value", in: dom).compactMap(Int.init)
+        #expect(metrics.contains("series_active") && metrics.contains("http_lines"), "\(dom.prefix(3000))")
+        if let i = metrics.firstIndex(of: "http_lines"), i < values.count {
+            #expect(values[i] == counters["http_lines"] as? Int)
+        }
+        #expect(Self.consoleErrors(log).isEmpty, "\(Self.consoleErrors(log))")
+        _ = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/overview", screenshot: "overview.png")
+    }
+
+    /// With [auth] token the files load (they hold no data) but data does not: the page asks for the token.
+    @Test func withATokenThePageAsksForIt() throws {
+        let d = try Daemon(config: "[auth]\ntoken = \"s3cret\"\n")
+        defer { _ = d.stop() }
+        #expect(try d.http("GET", "/ui").status == 200)
+        #expect(try d.http("GET", "/ui/app.js").status == 200)
+        #expect(try d.http("GET", "/api/v1/funnel?steps=a,b").status == 401)
+        let (dom, _) = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/funnel?steps=view,buy")
+        #expect(dom.contains("<form id=\"token-form\">"), "the token form is shown: \(dom.prefix(2000))")
+        #expect(dom.contains("authorization required"))
+    }
+
+    /// Nothing outside the daemon: the files name no other origin (the SVG namespace is a name, not a request), and
+    /// their Content-Security-Policy allows only 'self'.
+    @Test func thePagesNeedNothingButTheDaemon() throws {
+        let d = try Daemon()
+        defer { _ = d.stop() }
+        for path in ["/ui", "/ui/app.js", "/ui/app.css"] {
+            let reply = try d.http("GET", path)
+            #expect(reply.status == 200)
+            let text = reply.text.replacingOccurrences(of: "https://", with: "http://")
+            let urls = text.components(separatedBy: "http://").dropFirst().map { "http://" + $0.prefix(40) }
+            #expect(urls.allSatisfy { $0.hasPrefix("http://www.w3.org/2000/svg") }, "\(path): \(urls)")
+        }
+        #expect(try d.http("GET", "/ui").text.contains("default-src 'self'"))
+        #expect(try d.http("GET", "/ui/nope.js").status == 404)
+    }
+}
+
+/// RFC 3339 in UTC for a time in epoch milliseconds.
+private func TimeText(_ ms: Int64) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return f.string(from: Date(timeIntervalSince1970: Double(ms) / 1000))
+}
