@@ -36,6 +36,8 @@ public enum UIAssets {
           <nav aria-label="Views">
             <a href="#/overview" data-view="overview">Overview</a>
             <a href="#/funnel" data-view="funnel">Funnel</a>
+            <a href="#/retention" data-view="retention">Retention</a>
+            <a href="#/experiment" data-view="experiment">Experiment</a>
           </nav>
         </header>
         <form id="token-form" hidden>
@@ -66,6 +68,9 @@ public enum UIAssets {
         svg text { font-size: 12px; fill: var(--fg); }
         svg rect.bar { fill: var(--bar); }
         svg text.inside { fill: #fff; }
+        svg line.whisker { stroke: var(--fg); stroke-width: 2; }
+        svg circle.point { fill: var(--bar); }
+        table.heat td { min-width: 3.5rem; }
         #token-form { padding: 1rem; display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
         #token-form[hidden] { display: none; }
         @media (max-width: 40rem) { main { padding: .5rem; } th, td { padding-right: .4rem; } }
@@ -282,7 +287,141 @@ public enum UIAssets {
           return number.format(ms / 3600000) + " h";
         }
 
-        const views = { overview, funnel };
+        // A form of text fields bound to the URL: `fields` is [name, label, default]; submitting puts them in the hash.
+        function queryForm(name, fields, params) {
+          const form = el("form", { class: "query", "aria-label": name });
+          for (const [key, label, fallback] of fields) {
+            const value = params.get(key) ?? fallback;
+            const input = key === "from" || key === "to"
+              ? el("input", { name: key, type: "datetime-local", value: localInput(Date.parse(value)) })
+              : el("input", { name: key, value });
+            form.append(el("label", {}, label, input));
+          }
+          form.append(el("button", { type: "submit" }, "Show"));
+          form.addEventListener("submit", (e) => {
+            e.preventDefault();
+            const next = new URLSearchParams();
+            for (const [key, v] of new FormData(form)) {
+              if (v === "") continue;
+              next.set(key, key === "from" || key === "to" ? utc(v) : v);
+            }
+            setHash(name, next);
+          });
+          return form;
+        }
+
+        function rangeDefaults(days) {
+          const now = Date.now();
+          return [new Date(now - days * 86400000).toISOString(), new Date(now).toISOString()];
+        }
+
+        // The parameters of a view: each field's value, from the URL or its default.
+        function values(fields, params) {
+          const q = new URLSearchParams();
+          for (const [key, , fallback] of fields) {
+            const v = params.get(key) ?? fallback;
+            if (v !== "") q.set(key, v);
+          }
+          return q;
+        }
+
+        // Retention: the cohort table as a heat map, size then one cell per period with its rate.
+        async function retention(params) {
+          const [from, to] = rangeDefaults(28);
+          const fields = [["cohort_event", "Cohort event", ""], ["return_event", "Return event", "any"],
+            ["period", "Period (day, week)", "week"], ["periods", "Periods", "8"], ["from", "From", from], ["to", "To", to],
+            ["breakdown", "Breakdown (property)", ""]];
+          const result = el("div", { id: "result" });
+          view.append(el("h1", {}, "Retention"), queryForm("retention", fields, params), result);
+          if (!params.get("cohort_event")) { result.append(el("p", {}, "Pick a cohort event.")); return; }
+          let answer;
+          try { answer = await api("/api/v1/retention?" + values(fields, params)); } catch (e) { showError(result, e); return; }
+          result.append(cohortTable(answer.cohorts || [], answer.period, "retention"));
+          for (const [value, part] of Object.entries(answer.breakdown || {})) {
+            result.append(el("h2", {}, params.get("breakdown") + " = " + value));
+            result.append(cohortTable(part.cohorts || [], answer.period, "retention-" + value));
+          }
+        }
+
+        function cohortTable(cohorts, period, id) {
+          const periods = Math.max(0, ...cohorts.map((c) => c.rates.length));
+          const head = el("tr", {}, el("th", { scope: "col" }, "cohort"), el("th", { scope: "col" }, "size"));
+          for (let k = 0; k < periods; k++) head.append(el("th", { scope: "col" }, period + " " + k));
+          const table = el("table", { id, class: "heat" }, head);
+          const dates = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeZone: "UTC" });
+          for (const c of cohorts) {
+            const row = el("tr", { "data-cohort": c.start },
+              el("th", { scope: "row" }, dates.format(new Date(c.start))),
+              el("td", { class: "num", "data-size": c.size }, number.format(c.size)));
+            c.rates.forEach((r, k) => {
+              // The darker the cell, the more of the cohort came back (text stays readable on both ends).
+              const shade = Math.round(235 - r * 150);
+              row.append(el("td", { class: "num", "data-rate": r, "data-retained": c.retained[k],
+                "aria-label": percent.format(r) + " (" + c.retained[k] + " users)" }, percent.format(r)));
+              row.lastChild.style.background = `rgb(${shade}, ${shade + 8}, 255)`;
+            });
+            table.append(row);
+          }
+          return table;
+        }
+
+        // Experiment: variants with exposed, converted, rate and its 95 % interval as whiskers, uplift, p-value, and
+        // a sentence.
+        async function experiment(params) {
+          const [from, to] = rangeDefaults(30);
+          const fields = [["exposure_event", "Exposure event", "exposure"], ["variant_property", "Variant property", "variant"],
+            ["goal_event", "Goal event", ""], ["window", "Window", "7d"], ["from", "From", from], ["to", "To", to],
+            ["control", "Control (optional)", ""]];
+          const result = el("div", { id: "result" });
+          view.append(el("h1", {}, "Experiment"), queryForm("experiment", fields, params), result);
+          if (!params.get("goal_event")) { result.append(el("p", {}, "Pick a goal event.")); return; }
+          let answer;
+          try { answer = await api("/api/v1/experiment?" + values(fields, params)); } catch (e) { showError(result, e); return; }
+          const variants = answer.variants || [];
+          result.append(el("p", { id: "verdict" }, verdict(answer)));
+          result.append(intervals(variants));
+          const table = el("table", { id: "experiment" },
+            el("tr", {}, ...["variant", "exposed", "converted", "rate", "95 % interval", "uplift", "p-value"].map((h) => el("th", { scope: "col" }, h))));
+          for (const v of variants) {
+            table.append(el("tr", { "data-variant": v.variant },
+              el("td", {}, v.variant + (v.variant === answer.control ? " (control)" : "")),
+              el("td", { class: "num", "data-exposed": v.exposed }, number.format(v.exposed)),
+              el("td", { class: "num", "data-converted": v.converted }, number.format(v.converted)),
+              el("td", { class: "num", "data-rate": v.rate }, percent.format(v.rate)),
+              el("td", { class: "num" }, percent.format(v.ci95[0]) + " – " + percent.format(v.ci95[1])),
+              el("td", { class: "num" }, v.uplift == null ? "—" : percent.format(v.uplift)),
+              el("td", { class: "num", "data-p": v.p_value ?? "" }, v.p_value == null ? "—" : v.p_value.toPrecision(2))));
+          }
+          result.append(table, el("p", {}, "Users exposed to more than one variant, left out: " + answer.excluded_users));
+        }
+
+        function verdict(answer) {
+          const control = (answer.variants || []).find((v) => v.variant === answer.control);
+          const others = (answer.variants || []).filter((v) => v.variant !== answer.control && v.uplift != null);
+          if (!control || others.length === 0) return "Not enough data to compare variants yet.";
+          const best = others.reduce((a, b) => (b.uplift > a.uplift ? b : a));
+          const how = best.uplift >= 0 ? "better" : "worse";
+          const p = best.p_value == null ? "no p-value" : "p = " + best.p_value.toPrecision(2);
+          return `${best.variant} converts ${percent.format(Math.abs(best.uplift))} ${how} than ${control.variant}; ${p}.`;
+        }
+
+        function intervals(variants) {
+          const width = 640, row = 28, left = 90;
+          const top = Math.min(1, Math.max(0.01, ...variants.map((v) => v.ci95[1])) * 1.1);
+          const x = (r) => left + (width - left - 20) * r / top;
+          const svg = el("svg:svg", { viewBox: `0 0 ${width} ${row * variants.length + 24}`, role: "img",
+            "aria-label": "Conversion rates with 95 % intervals", width: "100%" });
+          variants.forEach((v, i) => {
+            const y = 14 + i * row;
+            svg.append(el("svg:text", { x: 4, y: y + 4 }, v.variant));
+            svg.append(el("svg:line", { x1: x(v.ci95[0]), x2: x(v.ci95[1]), y1: y, y2: y, class: "whisker" }));
+            for (const end of v.ci95) svg.append(el("svg:line", { x1: x(end), x2: x(end), y1: y - 6, y2: y + 6, class: "whisker" }));
+            svg.append(el("svg:circle", { cx: x(v.rate), cy: y, r: 5, class: "point" }));
+          });
+          return svg;
+        }
+
+        const views = { overview, funnel, retention, experiment };
         window.addEventListener("hashchange", route);
         route();
         """#

@@ -108,6 +108,53 @@ import Testing
             FileManager.default.fileExists(atPath: repositoryRoot.appendingPathComponent(".build-ui/funnel.png").path))
     }
 
+    @Test func theRetentionAndExperimentPagesShowWhatTheAPIAnswers() throws {
+        let d = try Daemon()
+        defer { _ = d.stop() }
+        let t = Self.nowMs - 2 * 86_400_000
+        var lines: [String] = []
+        for u in 0..<6 { lines.append(#"{"event":"signup","user_id":"s\#(u)","timestamp":\#(t + Int64(u))}"#) }
+        for u in 0..<3 {
+            lines.append(#"{"event":"login","user_id":"s\#(u)","timestamp":\#(t + 86_400_000 + Int64(u))}"#)
+        }
+        for u in 0..<20 {
+            let variant = u % 2 == 0 ? "A" : "B"
+            lines.append(
+                #"{"event":"exposure","user_id":"x\#(u)","timestamp":\#(t + Int64(u)),"properties":{"variant":"\#(variant)"}}"#
+            )
+            if u % 3 == 0 || (variant == "B" && u % 5 == 1) {
+                lines.append(#"{"event":"purchase","user_id":"x\#(u)","timestamp":\#(t + 1000 + Int64(u))}"#)
+            }
+        }
+        let posted = try d.http("POST", "/api/v1/events", body: Data(lines.joined(separator: "\n").utf8))
+        #expect(posted.status == 200, "\(posted.text)")
+        let range = "from=\(TimeText(t - 86_400_000))&to=\(TimeText(Self.nowMs + 60_000))"
+
+        let retention = "cohort_event=signup&return_event=login&period=day&periods=3&\(range)"
+        let cohorts = try d.http("GET", "/api/v1/retention?\(retention)").json["cohorts"] as? [[String: Any]] ?? []
+        let (dom, log) = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/retention?\(retention)")
+        #expect(Self.attributes("data-size", in: dom).compactMap(Int.init) == cohorts.map { $0["size"] as? Int ?? -1 })
+        let retained = cohorts.flatMap { $0["retained"] as? [Int] ?? [] }
+        #expect(Self.attributes("data-retained", in: dom).compactMap(Int.init) == retained, "\(dom.prefix(2000))")
+        #expect(!retained.isEmpty)
+        #expect(Self.consoleErrors(log).isEmpty, "\(Self.consoleErrors(log))")
+        _ = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/retention?\(retention)", screenshot: "retention.png")
+
+        let experiment = "exposure_event=exposure&variant_property=variant&goal_event=purchase&window=1d&\(range)"
+        let variants = try d.http("GET", "/api/v1/experiment?\(experiment)").json["variants"] as? [[String: Any]] ?? []
+        let (page, log2) = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/experiment?\(experiment)")
+        #expect(
+            Self.attributes("data-exposed", in: page).compactMap(Int.init)
+                == variants.map { $0["exposed"] as? Int ?? -1 })
+        #expect(
+            Self.attributes("data-converted", in: page).compactMap(Int.init)
+                == variants.map { $0["converted"] as? Int ?? -1 }, "\(page.prefix(2000))")
+        #expect(variants.count == 2)
+        #expect(page.contains(" converts "), "the plain sentence")
+        #expect(Self.consoleErrors(log2).isEmpty, "\(Self.consoleErrors(log2))")
+        _ = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/experiment?\(experiment)", screenshot: "experiment.png")
+    }
+
     @Test func theOverviewShowsTheDaemonsFigures() throws {
         let d = try Daemon()
         defer { _ = d.stop() }
