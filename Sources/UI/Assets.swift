@@ -38,6 +38,7 @@ public enum UIAssets {
             <a href="#/funnel" data-view="funnel">Funnel</a>
             <a href="#/retention" data-view="retention">Retention</a>
             <a href="#/experiment" data-view="experiment">Experiment</a>
+            <a href="#/series" data-view="series">Series</a>
           </nav>
         </header>
         <form id="token-form" hidden>
@@ -421,7 +422,87 @@ public enum UIAssets {
           return svg;
         }
 
-        const views = { overview, funnel, retention, experiment };
+        // Series: measurement, field, aggregate and tag filter (the metadata offered as you type), a line chart from
+        // InfluxQL on /query.
+        async function series(params) {
+          const [from, to] = rangeDefaults(1);
+          const fields = [["measurement", "Measurement", ""], ["field", "Field", ""], ["agg", "Aggregate", "mean"],
+            ["where", "Tag filter (InfluxQL, e.g. host = 'a')", ""], ["group_by", "Group by tag", ""],
+            ["from", "From", from], ["to", "To", to]];
+          const form = queryForm("series", fields, params);
+          const lists = { measurement: "measurements", field: "fields", group_by: "tags" };
+          for (const [name, id] of Object.entries(lists)) {
+            form.querySelector(`input[name="${name}"]`).setAttribute("list", id);
+            form.append(el("datalist", { id }));
+          }
+          const agg = form.querySelector('input[name="agg"]');
+          agg.setAttribute("list", "aggregates");
+          const aggs = el("datalist", { id: "aggregates" });
+          for (const a of ["mean", "median", "min", "max", "sum", "count", "first", "last", "spread", "stddev", "percentile(99)"])
+            aggs.append(el("option", { value: a }));
+          form.append(aggs);
+          const result = el("div", { id: "result" });
+          view.append(el("h1", {}, "Series"), form, result);
+          const offer = (q, id, column = 0) => api("/query?q=" + encodeURIComponent(q)).then((r) => {
+            const list = form.querySelector("#" + id);
+            for (const s of (r.results?.[0]?.series || [])) for (const v of s.values || []) list.append(el("option", { value: v[column] }));
+          }).catch(() => {});
+          offer("SHOW MEASUREMENTS", "measurements");
+          const m = params.get("measurement");
+          if (m) { offer(`SHOW FIELD KEYS FROM ${ident(m)}`, "fields"); offer(`SHOW TAG KEYS FROM ${ident(m)}`, "tags"); }
+          if (!m || !params.get("field")) { result.append(el("p", {}, "Pick a measurement and a field.")); return; }
+          const p = values(fields, params);
+          const fromMs = Date.parse(p.get("from")), toMs = Date.parse(p.get("to"));
+          const step = Math.max(60, Math.ceil((toMs - fromMs) / 1000 / 200 / 60) * 60);
+          const a = p.get("agg");
+          const call = a.includes("(") ? a.replace("(", `(${ident(p.get("field"))}, `) : `${a}(${ident(p.get("field"))})`;
+          const where = `time >= '${new Date(fromMs).toISOString()}' AND time < '${new Date(toMs).toISOString()}'` +
+            (p.get("where") ? ` AND (${p.get("where")})` : "");
+          const group = `GROUP BY time(${step}s)` + (p.get("group_by") ? `, ${ident(p.get("group_by"))}` : "") + " fill(none)";
+          const q = `SELECT ${call} FROM ${ident(m)} WHERE ${where} ${group}`;
+          result.append(el("p", {}, el("code", { id: "influxql" }, q)));
+          let answer;
+          try { answer = await api("/query?epoch=ms&q=" + encodeURIComponent(q)); } catch (e) { showError(result, e); return; }
+          const r = answer.results?.[0] || {};
+          if (r.error) { showError(result, new Error(r.error)); return; }
+          const found = r.series || [];
+          if (found.length === 0) { result.append(el("p", {}, "No points in this range.")); return; }
+          result.append(lineChart(found, fromMs, toMs));
+        }
+
+        // An InfluxQL identifier, quoted.
+        function ident(name) { return '"' + String(name).replaceAll("\\", "\\\\").replaceAll('"', '\\"') + '"'; }
+
+        function lineChart(found, fromMs, toMs) {
+          const width = 720, height = 260, left = 60, bottom = 24;
+          const all = found.flatMap((s) => s.values.map((v) => v[1]).filter((v) => v != null));
+          const lo = Math.min(...all), hi = Math.max(...all);
+          const span = hi > lo ? hi - lo : Math.abs(hi) || 1;
+          const x = (t) => left + (width - left - 10) * (t - fromMs) / Math.max(1, toMs - fromMs);
+          const y = (v) => 8 + (height - bottom - 16) * (1 - (v - (hi > lo ? lo : lo - span / 2)) / span);
+          const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height}`, role: "img", width: "100%",
+            "aria-label": "Line chart of " + found.length + " series" });
+          svg.append(el("svg:text", { x: 4, y: 16 }, number.format(hi)), el("svg:text", { x: 4, y: height - bottom }, number.format(lo)));
+          const times = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "short" });
+          svg.append(el("svg:text", { x: left, y: height - 4 }, times.format(new Date(fromMs))));
+          svg.append(el("svg:text", { x: width - 150, y: height - 4 }, times.format(new Date(toMs))));
+          const palette = ["#3a6ea5", "#c05a1c", "#2e8b57", "#8a4fbf", "#b03a48", "#4d7c8a"];
+          found.forEach((s, i) => {
+            const points = s.values.filter((v) => v[1] != null);
+            const tags = Object.entries(s.tags || {}).map(([k, v]) => k + "=" + v).join(",");
+            svg.append(el("svg:polyline", { class: "line", stroke: palette[i % palette.length], fill: "none", "stroke-width": 2,
+              points: points.map((v) => x(v[0]) + "," + y(v[1])).join(" "),
+              "data-series": tags, "data-values": points.map((v) => v[1]).join(",") }));
+          });
+          const legend = el("ul", { class: "legend" });
+          found.forEach((s, i) => {
+            legend.append(el("li", {}, Object.entries(s.tags || {}).map(([k, v]) => k + "=" + v).join(", ") || s.name));
+            legend.lastChild.style.color = palette[i % palette.length];  // CSSOM: allowed by the page's CSP
+          });
+          return el("div", {}, svg, legend);
+        }
+
+        const views = { overview, funnel, retention, experiment, series };
         window.addEventListener("hashchange", route);
         route();
         """#

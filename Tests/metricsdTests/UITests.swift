@@ -155,6 +155,42 @@ import Testing
         _ = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/experiment?\(experiment)", screenshot: "experiment.png")
     }
 
+    @Test func theSeriesPageDrawsWhatInfluxQLAnswers() throws {
+        let d = try Daemon()
+        defer { _ = d.stop() }
+        let start = (Int64(Date().timeIntervalSince1970) / 60 - 30) * 60
+        var lines: [String] = []
+        for m in 0..<5 {
+            for (h, host) in ["a", "b"].enumerated() {
+                lines.append("cpu,host=\(host) usage=\(Double(m * 10 + h) + 0.5) \(start + Int64(m) * 60 + 5)")
+            }
+        }
+        #expect(try d.http("POST", "/write?precision=s", body: Data(lines.joined(separator: "\n").utf8)).status == 204)
+        let range = "from=\(TimeText((start - 600) * 1000))&to=\(TimeText((start + 600) * 1000))"
+        let url =
+            "http://127.0.0.1:\(d.httpPort)/ui/#/series?measurement=cpu&field=usage&agg=max&group_by=host&\(range)"
+        let (dom, log) = try Self.load(url)
+        // The page shows the InfluxQL it ran; the same statement on /query gives the points it drew.
+        guard let open = dom.range(of: "<code id=\"influxql\">"),
+            let close = dom[open.upperBound...].range(of: "</code>")
+        else {
+            Issue.record("no statement shown: \(dom.prefix(3000))")
+            return
+        }
+        let statement = String(dom[open.upperBound..<close.lowerBound]).replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&amp;", with: "&")
+        let q = statement.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? statement
+        let answer = try d.http("GET", "/query?epoch=ms&q=\(q)").json
+        let series = ((answer["results"] as? [[String: Any]])?.first?["series"] as? [[String: Any]]) ?? []
+        let want = series.map { s in ((s["values"] as? [[Any]]) ?? []).compactMap { $0[1] as? Double } }
+        let drawn = Self.attributes("data-values", in: dom).map { $0.split(separator: ",").compactMap { Double($0) } }
+        #expect(want.count == 2 && want.allSatisfy { $0.count == 5 }, "\(answer)")
+        #expect(drawn == want, "\(statement)")
+        #expect(Self.attributes("data-series", in: dom) == ["host=a", "host=b"])
+        #expect(Self.consoleErrors(log).isEmpty, "\(Self.consoleErrors(log))")
+        _ = try Self.load(url, screenshot: "series.png")
+    }
+
     @Test func theOverviewShowsTheDaemonsFigures() throws {
         let d = try Daemon()
         defer { _ = d.stop() }
