@@ -61,6 +61,7 @@ public enum UIAssets {
         main { padding: 1rem; max-width: 70rem; }
         form.query { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: end; margin-bottom: 1rem; }
         form.query label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
+        form.query label[hidden] { display: none; }
         input, button, select { font: inherit; padding: .3rem .4rem; }
         table { border-collapse: collapse; margin: .5rem 0 1.5rem; }
         th, td { text-align: left; padding: .25rem .8rem .25rem 0; border-bottom: 1px solid var(--line); }
@@ -215,6 +216,7 @@ public enum UIAssets {
             el("label", {}, "From", el("input", { name: "from", type: "datetime-local", value: localInput(Date.parse(from)) })),
             el("label", {}, "To", el("input", { name: "to", type: "datetime-local", value: localInput(Date.parse(to)) })),
             el("label", {}, "Breakdown (property)", el("input", { name: "breakdown", value: breakdown })),
+            scopeField(params),
             el("button", { type: "submit" }, "Show"),
             el("datalist", { id: "event-names" }));
           form.addEventListener("submit", (e) => {
@@ -226,6 +228,7 @@ public enum UIAssets {
             next.set("from", utc(f.get("from")));
             next.set("to", utc(f.get("to")));
             if (f.get("breakdown")) next.set("breakdown", f.get("breakdown"));
+            if (f.get("scope") === "fleet") next.set("scope", "fleet");
             setHash("funnel", next);
           });
           const result = el("div", { id: "result" });
@@ -237,6 +240,7 @@ public enum UIAssets {
           if (!steps) { result.append(el("p", {}, "Pick at least two steps.")); return; }
           const query = new URLSearchParams({ steps, window: windowText, from, to });
           if (breakdown) query.set("breakdown", breakdown);
+          if (params.get("scope") === "fleet") query.set("scope", "fleet");
           let answer;
           try { answer = await api("/api/v1/funnel?" + query); } catch (e) { showError(result, e); return; }
           result.append(funnelChart(answer.steps, "all users"));
@@ -288,6 +292,22 @@ public enum UIAssets {
           return number.format(ms / 3600000) + " h";
         }
 
+        // `scope=fleet` (answers over every instance, from ClickHouse) is offered when this instance forwards events.
+        let fleet = null;
+        function scopeField(params) {
+          const select = el("select", { name: "scope" },
+            el("option", { value: "local" }, "this instance"), el("option", { value: "fleet" }, "the fleet (ClickHouse)"));
+          select.value = params.get("scope") === "fleet" ? "fleet" : "local";
+          const label = el("label", { hidden: "" }, "Scope", select);
+          const show = (on) => { if (on || select.value === "fleet") label.removeAttribute("hidden"); };
+          if (fleet === null) {
+            api("/health").then((h) => { fleet = !!h.events_forwarding; show(fleet); }).catch(() => {});
+          } else {
+            show(fleet);
+          }
+          return label;
+        }
+
         // A form of text fields bound to the URL: `fields` is [name, label, default]; submitting puts them in the hash.
         function queryForm(name, fields, params) {
           const form = el("form", { class: "query", "aria-label": name });
@@ -298,12 +318,13 @@ public enum UIAssets {
               : el("input", { name: key, value });
             form.append(el("label", {}, label, input));
           }
+          if (name !== "series") form.append(scopeField(params));
           form.append(el("button", { type: "submit" }, "Show"));
           form.addEventListener("submit", (e) => {
             e.preventDefault();
             const next = new URLSearchParams();
             for (const [key, v] of new FormData(form)) {
-              if (v === "") continue;
+              if (v === "" || (key === "scope" && v === "local")) continue;
               next.set(key, key === "from" || key === "to" ? utc(v) : v);
             }
             setHash(name, next);
@@ -323,6 +344,7 @@ public enum UIAssets {
             const v = params.get(key) ?? fallback;
             if (v !== "") q.set(key, v);
           }
+          if (params.get("scope") === "fleet") q.set("scope", "fleet");
           return q;
         }
 

@@ -17,6 +17,8 @@ import Testing
             "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
             "--user-data-dir=\(profile.path)", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000",
             "--window-size=1200,900",
+            // Any host but the daemon's fails to resolve: a request outside it would be logged as a failed load.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         ]
         if let screenshot {
             let dir = repositoryRoot.appendingPathComponent(".build-ui")
@@ -218,6 +220,22 @@ import Testing
         let (dom, _) = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/funnel?steps=view,buy")
         #expect(dom.contains("<form id=\"token-form\">"), "the token form is shown: \(dom.prefix(2000))")
         #expect(dom.contains("authorization required"))
+    }
+
+    /// With events forwarded to ClickHouse the event pages offer `scope=fleet`, and pass it on; the API's error (here:
+    /// ClickHouse down) is shown as it is.
+    @Test func theFleetScopeIsOfferedAndItsErrorsShownAsTheyAre() throws {
+        let d = try Daemon(config: "[events.clickhouse]\nurl = \"http://127.0.0.1:\(try freePort())\"\n")
+        defer { _ = d.stop() }
+        let query = "steps=view,buy&window=1h&scope=fleet"
+        let api = try d.http("GET", "/api/v1/funnel?\(query)")
+        #expect(api.status == 503)
+        let message = try #require(api.json["error"] as? String)
+        let (dom, _) = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/funnel?\(query)")
+        #expect(dom.contains("<option value=\"fleet\">"), "\(dom.prefix(2000))")
+        let shown = message.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+            .replacingOccurrences(of: ">", with: "&gt;")
+        #expect(dom.contains(shown), "the API's words: \(message)\n\(dom.prefix(3000))")
     }
 
     /// Nothing outside the daemon: the files name no other origin (the SVG namespace is a name, not a request), and
