@@ -143,6 +143,7 @@ public final class LineIngester {
         }
         let global = pipeline.stats
         global.eventsAccepted.add(eventCounts.accepted)
+        stats.events.add(eventCounts.accepted)
         global.eventsDuplicate.add(eventCounts.duplicates)
         global.eventsInvalid.add(eventCounts.invalid)
         stats.lines.add(outcome.lines)

@@ -32,6 +32,8 @@ public final class ListenerStats: Sendable {
     public let invalid: StatCounter
     public let points: StatCounter
     public let bytes: StatCounter
+    /// JSON events accepted from this listener.
+    public let events: StatCounter
 
     public init(_ registry: PrometheusCollectorRegistry, listener: String) {
         name = listener
@@ -41,6 +43,9 @@ public final class ListenerStats: Sendable {
         invalid = StatCounter(registry, "metricsd_lines_invalid_total", l, help: "Lines rejected by the parser")
         points = StatCounter(registry, "metricsd_points_total", l, help: "Field values applied to rollups")
         bytes = StatCounter(registry, "metricsd_bytes_received_total", l, help: "Payload bytes received")
+        events = StatCounter(
+            registry, "metricsd_events_received_total", l, help: "JSON events accepted, by the listener they came in on"
+        )
     }
 }
 

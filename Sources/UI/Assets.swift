@@ -169,12 +169,12 @@ public enum UIAssets {
             const rows = [
               ["status", health.status + " — " + (health.message || "")],
               ["lines/s (udp, tcp, http)", ["udp_lines", "tcp_lines", "http_lines"].map((k) => rate(k) === null ? "…" : number.format(rate(k))).join(", ")],
-              ["events/s", rate("events_accepted") === null ? "…" : number.format(rate("events_accepted"))],
+              ["events/s (udp, tcp, http)", ["udp_events", "tcp_events", "http_events"].map((k) => rate(k) === null ? "…" : number.format(rate(k))).join(", ")],
             ];
             const table = el("table", { id: "overview" });
             for (const [k, v] of rows) table.append(el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, v)));
             const figures = ["series_active", "series_overflowed", "events_accepted", "events_invalid",
-              "udp_lines", "tcp_lines", "http_lines", "dead_letters_stored", "dead_letters_dropped",
+              "udp_lines", "tcp_lines", "http_lines", "udp_events", "tcp_events", "http_events", "dead_letters_stored", "dead_letters_dropped",
               "store_pending_cells", "store_corrupt_rows", "outbox_rows_quarantined"];
             for (const k of figures) {
               if (!(k in c)) continue;

@@ -366,6 +366,7 @@ enum HTTPRoutes {
             out["\(l.name)_invalid"] = l.invalid.current
             out["\(l.name)_points"] = l.points.current
             out["\(l.name)_bytes"] = l.bytes.current
+            out["\(l.name)_events"] = l.events.current
         }
         out["series_active"] = state.engine.activeSeries
         out["series_rejected"] = s.rejectedSeries.current

@@ -197,15 +197,20 @@ import Testing
         let d = try Daemon()
         defer { _ = d.stop() }
         #expect(try d.http("POST", "/write", body: Data("cpu,host=a v=1\ncpu,host=b v=2\n".utf8)).status == 204)
+        #expect(try d.http("POST", "/api/v1/events", body: Data(#"{"event":"view","user_id":"u"}"#.utf8)).status == 200)
+        d.sendUDP(Array(#"{"event":"view","user_id":"v"}"#.utf8))
+        #expect(try d.eventually { try d.counter("udp_events") == 1 })
         let (dom, log) = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/overview")
         let counters = try d.counters()
         // The figures the page shows are /health's (read a moment later: they only rise, and these do not move).
         let metrics = Self.attributes("data-metric", in: dom)
         let values = Self.attributes("data-value", in: dom).compactMap(Int.init)
         #expect(metrics.contains("series_active") && metrics.contains("http_lines"), "\(dom.prefix(3000))")
-        if let i = metrics.firstIndex(of: "http_lines"), i < values.count {
-            #expect(values[i] == counters["http_lines"] as? Int)
+        for key in ["http_lines", "http_events", "udp_events"] {
+            let i = try #require(metrics.firstIndex(of: key), "\(key) shown")
+            #expect(i < values.count && values[i] == counters[key] as? Int, "\(key)")
         }
+        #expect(counters["http_events"] as? Int == 1 && counters["udp_events"] as? Int == 1, "events by source")
         #expect(Self.consoleErrors(log).isEmpty, "\(Self.consoleErrors(log))")
         _ = try Self.load("http://127.0.0.1:\(d.httpPort)/ui/#/overview", screenshot: "overview.png")
     }
