@@ -59,6 +59,9 @@ public enum UIAssets {
         nav a { margin-right: 1rem; color: var(--bar); }
         nav a[aria-current="page"] { font-weight: 600; text-decoration: none; }
         main { padding: 1rem; max-width: 70rem; }
+        #result { overflow-x: auto; }
+        a:focus-visible, button:focus-visible, input:focus-visible, select:focus-visible { outline: 3px solid #f0a020; outline-offset: 1px; }
+        svg { max-width: 100%; height: auto; }
         form.query { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: end; margin-bottom: 1rem; }
         form.query label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); }
         form.query label[hidden] { display: none; }
@@ -75,7 +78,12 @@ public enum UIAssets {
         table.heat td { min-width: 3.5rem; }
         #token-form { padding: 1rem; display: flex; gap: .5rem; flex-wrap: wrap; align-items: center; }
         #token-form[hidden] { display: none; }
-        @media (max-width: 40rem) { main { padding: .5rem; } th, td { padding-right: .4rem; } }
+        @media (max-width: 40rem) {
+          main { padding: .5rem; } th, td { padding-right: .4rem; }
+          form.query { flex-direction: column; align-items: stretch; }
+          form.query input, form.query select { width: 100%; box-sizing: border-box; }
+          header { gap: .5rem; }
+        }
         """#
 
     static let appJS = #"""
@@ -142,6 +150,13 @@ public enum UIAssets {
           const next = "#/" + name + (q ? "?" + q : "");
           if (location.hash !== next) location.hash = next; else route();
         }
+
+        // Whether the view fits the window's width (no sideways scrolling at phone width), noted on <html> after each
+        // draw for whoever checks.
+        function noteFit() {
+          document.documentElement.dataset.fits = String(document.documentElement.scrollWidth <= window.innerWidth + 1);
+        }
+        new MutationObserver(() => requestAnimationFrame(noteFit)).observe(view, { childList: true, subtree: true });
 
         let timer = null;
         function route() {

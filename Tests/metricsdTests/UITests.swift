@@ -10,13 +10,13 @@ import Testing
 
     /// Loads `url` in a fresh headless chromium, lets its scripts and requests run (virtual time), and returns the
     /// DOM then and what the browser logged (console messages among it).
-    static func load(_ url: String, screenshot: String? = nil) throws -> (dom: String, log: String) {
+    static func load(_ url: String, screenshot: String? = nil, width: Int = 1200) throws -> (dom: String, log: String) {
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: profile) }
         var arguments = [
             "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
             "--user-data-dir=\(profile.path)", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000",
-            "--window-size=1200,900",
+            "--window-size=\(width),900",
             // Any host but the daemon's fails to resolve: a request outside it would be logged as a failed load.
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         ]
@@ -241,6 +241,35 @@ import Testing
         let shown = message.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
             .replacingOccurrences(of: ">", with: "&gt;")
         #expect(dom.contains(shown), "the API's words: \(message)\n\(dom.prefix(3000))")
+    }
+
+    /// At phone width every view fits without sideways scrolling; and everything one acts on is a native link,
+    /// button, input or select with a label (so a keyboard reaches and works all of it), none a clickable div.
+    @Test func thePagesFitAPhoneAndWorkWithAKeyboard() throws {
+        let d = try Daemon()
+        defer { _ = d.stop() }
+        let t = Self.nowMs - 3_600_000
+        let events = (0..<5).map { #"{"event":"view","user_id":"u\#($0)","timestamp":\#(t + Int64($0))}"# }
+        #expect(try d.http("POST", "/api/v1/events", body: Data(events.joined(separator: "\n").utf8)).status == 200)
+        let range = "from=\(TimeText(t - 600_000))&to=\(TimeText(Self.nowMs + 60_000))"
+        let views = [
+            "overview", "funnel?steps=view,view&window=1h&\(range)",
+            "retention?cohort_event=view&return_event=any&period=day&periods=2&\(range)",
+            "experiment?goal_event=view&\(range)", "series?measurement=events&field=count&agg=sum&\(range)",
+        ]
+        for v in views {
+            let url = "http://127.0.0.1:\(d.httpPort)/ui/#/\(v)"
+            let (dom, log) = try Self.load(url, width: 375)
+            #expect(dom.contains("data-fits=\"true\""), "\(v) at 375 px: \(dom.prefix(300))")
+            #expect(!dom.contains("onclick") && !dom.contains("tabindex=\"0\""), "\(v): only native controls")
+            // Every input and select sits in a label.
+            let controls =
+                dom.components(separatedBy: "<input").count + dom.components(separatedBy: "<select").count - 2
+            let labelled = dom.components(separatedBy: "<label").count - 1
+            #expect(controls <= labelled + 1, "\(v): \(controls) controls, \(labelled) labels")
+            #expect(Self.consoleErrors(log).isEmpty, "\(v): \(Self.consoleErrors(log))")
+            _ = try Self.load(url, screenshot: "phone-\(v.prefix { $0 != "?" }).png", width: 375)
+        }
     }
 
     /// Nothing outside the daemon: the files name no other origin (the SVG namespace is a name, not a request), and
