@@ -27,8 +27,9 @@ public enum RejectReason: String, Sendable, CaseIterable, Codable {
     /// 429 instead): kept to replay once the outbox drains.
     case backlogFull = "backlog_full"
 
-    /// Its place in per-reason arrays.
-    public var ordinal: Int { Self.allCases.firstIndex(of: self)! }
+    /// Its place in per-reason arrays (`allCases` builds an array at each call: looked up once).
+    public var ordinal: Int { Self.order[self]! }
+    private static let order = Dictionary(uniqueKeysWithValues: allCases.enumerated().map { ($1, $0) })
 }
 
 /// Counts per ``RejectReason``, without a dictionary (a batch keeps one).

@@ -42,9 +42,8 @@ public final class LineIngester {
     /// How many rejections a batch lists (``BatchOutcome/rejections``): `[limits] max_reported_errors` for a
     /// request that asked for per-line results, 0 otherwise (the first error is always kept).
     public var reportLimit = 0
-    /// Whether refused lines and events become dead letters, and where they go (the pipeline's queue; a replay of
-    /// dead letters collects them itself).
-    public var keepsDeadLetters = true
+    /// Where refused lines and events go as dead letters: the pipeline's queue; a replay of dead letters collects
+    /// them itself; nil: none are kept.
     public lazy var deadLetterQueue: DeadLetterQueue? = pipeline.deadLetters
     /// The sender of the current batch (a dead letter's `remote`), described only when a letter is made.
     public var remote: (any CustomStringConvertible)?

@@ -82,7 +82,7 @@ extension LineIngester {
             }
             if outcome.rejections.count < reportLimit { outcome.rejections.append(r) }
         }
-        if keepsDeadLetters, let queue = deadLetterQueue, let letter { queue.add(letter()) }
+        if let queue = deadLetterQueue, let letter { queue.add(letter()) }
     }
 
     /// A dead letter of this batch.

@@ -334,7 +334,8 @@ public final class RollupEngine: Sendable {
                 }
             }
         }
-        result.overflowed = point.fields.count + (distinct == nil ? 0 : 1)
+        // What the overflow series took (none when even it could not be made).
+        result.overflowed = result.applied + result.late
         return result
     }
 

@@ -363,17 +363,28 @@ public enum UIAssets {
           return q;
         }
 
+        // A view of one analytics endpoint (`/api/v1/<name>`): its form, then — once `required` is set — the answer,
+        // or the API's error shown as it is (answer null).
+        async function ask(params, name, title, fields, required, prompt) {
+          const result = el("div", { id: "result" });
+          view.append(el("h1", {}, title), queryForm(name, fields, params), result);
+          if (!params.get(required)) { result.append(el("p", {}, prompt)); return { result, answer: null }; }
+          try {
+            return { result, answer: await api(`/api/v1/${name}?` + values(fields, params)) };
+          } catch (e) {
+            showError(result, e);
+            return { result, answer: null };
+          }
+        }
+
         // Retention: the cohort table as a heat map, size then one cell per period with its rate.
         async function retention(params) {
           const [from, to] = rangeDefaults(28);
           const fields = [["cohort_event", "Cohort event", ""], ["return_event", "Return event", "any"],
             ["period", "Period (day, week)", "week"], ["periods", "Periods", "8"], ["from", "From", from], ["to", "To", to],
             ["breakdown", "Breakdown (property)", ""]];
-          const result = el("div", { id: "result" });
-          view.append(el("h1", {}, "Retention"), queryForm("retention", fields, params), result);
-          if (!params.get("cohort_event")) { result.append(el("p", {}, "Pick a cohort event.")); return; }
-          let answer;
-          try { answer = await api("/api/v1/retention?" + values(fields, params)); } catch (e) { showError(result, e); return; }
+          const { result, answer } = await ask(params, "retention", "Retention", fields, "cohort_event", "Pick a cohort event.");
+          if (!answer) return;
           result.append(cohortTable(answer.cohorts || [], answer.period, "retention"));
           for (const [value, part] of Object.entries(answer.breakdown || {})) {
             result.append(el("h2", {}, params.get("breakdown") + " = " + value));
@@ -410,11 +421,8 @@ public enum UIAssets {
           const fields = [["exposure_event", "Exposure event", "exposure"], ["variant_property", "Variant property", "variant"],
             ["goal_event", "Goal event", ""], ["window", "Window", "7d"], ["from", "From", from], ["to", "To", to],
             ["control", "Control (optional)", ""]];
-          const result = el("div", { id: "result" });
-          view.append(el("h1", {}, "Experiment"), queryForm("experiment", fields, params), result);
-          if (!params.get("goal_event")) { result.append(el("p", {}, "Pick a goal event.")); return; }
-          let answer;
-          try { answer = await api("/api/v1/experiment?" + values(fields, params)); } catch (e) { showError(result, e); return; }
+          const { result, answer } = await ask(params, "experiment", "Experiment", fields, "goal_event", "Pick a goal event.");
+          if (!answer) return;
           const variants = answer.variants || [];
           result.append(el("p", { id: "verdict" }, verdict(answer)));
           result.append(intervals(variants));

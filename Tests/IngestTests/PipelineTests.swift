@@ -187,11 +187,11 @@ import Testing
         #expect(letters[4].kind == .event)
         #expect(f.stats.rejected[RejectReason.typeConflict.ordinal].current == 2)
         // Replays do not queue again.
-        ingester.keepsDeadLetters = false
+        ingester.deadLetterQueue = nil
         _ = Array(bad.utf8).withUnsafeBytes { f.pipeline.accept($0, into: ingester) }
         #expect(f.deadLetters.count == 0)
         // Past its bound the queue drops the oldest, counted.
-        ingester.keepsDeadLetters = true
+        ingester.deadLetterQueue = f.deadLetters
         for _ in 0..<3 { _ = Array(bad.utf8).withUnsafeBytes { f.pipeline.accept($0, into: ingester) } }
         #expect(f.deadLetters.count == 5)
         #expect(f.deadLetters.takeDropped() == 10)
