@@ -40,7 +40,7 @@ public struct ExactPoint: Sendable, Hashable {
 /// counts, top values with their times, integrals, conditions on values, points inside part of a bucket — and costs
 /// 16 bytes a point, about what the sketch's bins cost for so few values. Past ``exactLimit`` points the values go
 /// into the sketch (numeric) or are dropped (booleans and strings keep their counts, first and last).
-public struct FieldRollup: Sendable {
+public struct FieldRollup: @unchecked Sendable {
     /// The most points a stored cell keeps (Telegraf's default 10 s interval writes 6 a minute).
     public static let exactLimit = 16
     /// The most bytes of string values a cell keeps with its points.
@@ -50,23 +50,88 @@ public struct FieldRollup: Sendable {
     /// Numeric fields: every value came as an integer (line protocol `i` or `u`): the field's type is `integer`.
     public internal(set) var isInteger = true
     public internal(set) var numeric = NumericAggregate()
-    /// Numeric values past ``exactLimit`` points (empty while the cell keeps its points).
-    public internal(set) var sketch = QuantileSketch()
     /// Values seen (every kind).
     public internal(set) var count: Int64 = 0
-    public internal(set) var trueCount: Int64 = 0
-    /// First value by time (booleans and strings; numeric fields keep theirs in ``numeric``).
-    public internal(set) var firstTime: Int64 = .max
-    public internal(set) var firstBool = false
-    public internal(set) var firstBytes: [UInt8] = []
-    public internal(set) var lastTime: Int64 = .min
-    public internal(set) var lastBool = false
-    public internal(set) var lastBytes: [UInt8] = []
-    public internal(set) var distinct = DistinctSketch()
     /// The points, in time order, while the cell keeps them (``isExact``).
     public internal(set) var points: [ExactPoint] = []
+    /// What only some cells need — a numeric cell's sketch past ``exactLimit`` points, the state of boolean, string
+    /// and distinct cells — kept apart, so the common cell (numeric, few points) is 136 bytes, not 250.
+    /// `@unchecked Sendable` is for this: a class instance, changed only after `isKnownUniquelyReferenced` (else
+    /// replaced by a copy first), so no value is changed while another holds it — the copy on write arrays use.
+    private var extra: ManagedBuffer<Extra, UInt8>?
+
+    /// Numeric values past ``exactLimit`` points (empty while the cell keeps its points).
+    public internal(set) var sketch: QuantileSketch {
+        get { extra?.header.sketch ?? QuantileSketch() }
+        _modify { yield &mutableExtra().header.sketch }
+        set { mutableExtra().header.sketch = newValue }
+    }
+    public internal(set) var trueCount: Int64 {
+        get { extra?.header.trueCount ?? 0 }
+        set { mutableExtra().header.trueCount = newValue }
+    }
+    /// First value by time (booleans and strings; numeric fields keep theirs in ``numeric``).
+    public internal(set) var firstTime: Int64 {
+        get { extra?.header.firstTime ?? .max }
+        set { mutableExtra().header.firstTime = newValue }
+    }
+    public internal(set) var firstBool: Bool {
+        get { extra?.header.firstBool ?? false }
+        set { mutableExtra().header.firstBool = newValue }
+    }
+    public internal(set) var firstBytes: [UInt8] {
+        get { extra?.header.firstBytes ?? [] }
+        _modify { yield &mutableExtra().header.firstBytes }
+        set { mutableExtra().header.firstBytes = newValue }
+    }
+    public internal(set) var lastTime: Int64 {
+        get { extra?.header.lastTime ?? .min }
+        set { mutableExtra().header.lastTime = newValue }
+    }
+    public internal(set) var lastBool: Bool {
+        get { extra?.header.lastBool ?? false }
+        set { mutableExtra().header.lastBool = newValue }
+    }
+    public internal(set) var lastBytes: [UInt8] {
+        get { extra?.header.lastBytes ?? [] }
+        _modify { yield &mutableExtra().header.lastBytes }
+        set { mutableExtra().header.lastBytes = newValue }
+    }
+    public internal(set) var distinct: DistinctSketch {
+        get { extra?.header.distinct ?? DistinctSketch() }
+        _modify { yield &mutableExtra().header.distinct }
+        set { mutableExtra().header.distinct = newValue }
+    }
     /// String points' bytes (a point's value is `offset << 32 | length` into it).
-    var text: [UInt8] = []
+    var text: [UInt8] {
+        get { extra?.header.text ?? [] }
+        _modify { yield &mutableExtra().header.text }
+        set { mutableExtra().header.text = newValue }
+    }
+
+    /// ``extra``, made or copied first unless this cell alone holds it (copy on write, as arrays do).
+    @inline(__always)
+    private mutating func mutableExtra() -> ManagedBuffer<Extra, UInt8> {
+        if !isKnownUniquelyReferenced(&extra) {
+            let state = extra?.header ?? Extra()
+            extra = ManagedBuffer<Extra, UInt8>.create(minimumCapacity: 0) { _ in state }
+        }
+        return extra.unsafelyUnwrapped
+    }
+
+    /// The part of a cell only some cells need (``extra``), changed only through ``mutableExtra()``.
+    private struct Extra {
+        var sketch = QuantileSketch()
+        var trueCount: Int64 = 0
+        var firstTime: Int64 = .max
+        var lastTime: Int64 = .min
+        var firstBool = false
+        var lastBool = false
+        var firstBytes: [UInt8] = []
+        var lastBytes: [UInt8] = []
+        var distinct = DistinctSketch()
+        var text: [UInt8] = []
+    }
 
     public init(kind: FieldKind) {
         self.kind = kind
@@ -161,7 +226,7 @@ public struct FieldRollup: Sendable {
     /// Inserts a point keeping time order (points of equal time stay in arrival order).
     @inline(__always)
     private mutating func insert(_ point: ExactPoint) {
-        if points.capacity == 0 { points.reserveCapacity(8) }
+        if points.capacity == 0 { points.reserveCapacity(4) }
         var at = points.count
         while at > 0 && points[at - 1].time > point.time { at -= 1 }
         if at == points.count { points.append(point) } else { points.insert(point, at: at) }
@@ -173,7 +238,7 @@ public struct FieldRollup: Sendable {
             for p in points { sketch.add(p.value) }
         }
         points = []
-        text = []
+        if extra != nil { text = [] }
     }
 
     /// Merges `other` (same series and field) into `self`. A rollup of another kind is ignored: a field's kind is

@@ -600,7 +600,10 @@ public final class RollupEngine: Sendable {
             shard.state.withLock { state in
                 for entry in state.series {
                     out.append(
-                        (entry.info, entry.slots.map { (state.slots[Int($0)].field, state.slots[Int($0)].kind) })
+                        (
+                            entry.info,
+                            entry.fields.map { (state.slots[Int($0.slot)].field, state.slots[Int($0.slot)].kind) }
+                        )
                     )
                 }
             }
@@ -702,14 +705,76 @@ private struct SeriesEntry {
     var tableHash: UInt64
     /// The server time of its last point (idle series are dropped: ``RollupEngine/dropIdleSeries(before:)``).
     var lastSeen: Int64
-    /// Slots of this series' fields, and their names as bytes for lookup without building Strings.
-    var slots: [Int32] = []
-    var fieldNames: [[UInt8]] = []
-    /// A cheap fingerprint of each field name, compared before the bytes.
-    var fieldPrints: [UInt64] = []
+    /// This series' fields in the order they were first seen: slot and name bytes, one array (a line's fields
+    /// are found in one or two cache lines, not through an array per name).
+    var fields: [FieldKey] = []
     /// Field position by the full hash of its name, once the series has many fields (a line's fields are then
     /// found without a scan over all of them).
     var fieldIndex: [UInt64: Int32] = [:]
+}
+
+/// A field of a series as the ingest path looks it up: its slot and its name, whose first 24 bytes are kept inline
+/// (Telegraf's field names are shorter) so a lookup compares them where the slot is; the rest of a longer name is in
+/// `tail`.
+private struct FieldKey {
+    static let inlineBytes = 24
+    var slot: Int32
+    let length: Int32
+    let head: (UInt64, UInt64, UInt64)
+    let tail: [UInt8]
+
+    init(slot: Int32, name: UnsafeBufferPointer<UInt8>) {
+        self.slot = slot
+        length = Int32(name.count)
+        head = (Self.word(name, 0), Self.word(name, 8), Self.word(name, 16))
+        tail = name.count > Self.inlineBytes ? Array(name[Self.inlineBytes...]) : []
+    }
+
+    /// Bytes `at..<at+8` of `bytes` as a little-endian word, zero past the end.
+    @inline(__always)
+    static func word(_ bytes: UnsafeBufferPointer<UInt8>, _ at: Int) -> UInt64 {
+        let n = bytes.count
+        guard at < n, let base = bytes.baseAddress else { return 0 }
+        if at &+ 8 <= n {
+            return UInt64(littleEndian: UnsafeRawPointer(base).loadUnaligned(fromByteOffset: at, as: UInt64.self))
+        }
+        var w: UInt64 = 0
+        var shift: UInt64 = 0
+        for i in at..<n {
+            w |= UInt64(base[i]) << shift
+            shift &+= 8
+        }
+        return w
+    }
+
+    @inline(__always)
+    func matches(_ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        let n = key.count
+        guard Int(length) == n else { return false }
+        guard head.0 == Self.word(key, 0) else { return false }
+        if n > 8 {
+            guard head.1 == Self.word(key, 8) else { return false }
+            if n > 16 {
+                guard head.2 == Self.word(key, 16) else { return false }
+                if n > Self.inlineBytes {
+                    return tail.withUnsafeBufferPointer { t in
+                        for i in 0..<t.count where t[i] != key[Self.inlineBytes &+ i] { return false }
+                        return true
+                    }
+                }
+            }
+        }
+        return true
+    }
+
+    /// The name's bytes.
+    var name: [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(length))
+        withUnsafeBytes(of: head) { out.append(contentsOf: $0.prefix(Swift.min(Int(length), Self.inlineBytes))) }
+        out.append(contentsOf: tail)
+        return out
+    }
 }
 
 /// FNV-1a of a field name (the many-fields index).
@@ -753,15 +818,6 @@ private enum Lookup {
     case overLimit
     /// Its name is not valid UTF-8.
     case invalidName
-}
-
-@inline(__always)
-private func fingerprint(_ key: UnsafeBufferPointer<UInt8>) -> UInt64 {
-    let n = key.count
-    guard n > 0 else { return 0 }
-    var h = UInt64(truncatingIfNeeded: n) &* 0x9E37_79B9_7F4A_7C15
-    h ^= UInt64(key[0]) | UInt64(key[n &- 1]) << 8 | UInt64(key[n &>> 1]) << 16 | UInt64(key[(n &* 3) &>> 2]) << 24
-    return h
 }
 
 private struct SlotInfo {
@@ -886,11 +942,7 @@ private struct ShardState: ~Copyable {
 
     /// The slot of field `key` of a series, if it exists (nothing is created).
     func findSlot(series index: Int32, key: UnsafeBufferPointer<UInt8>) -> Int32? {
-        let entry = series[Int(index)]
-        for (k, name) in entry.fieldNames.enumerated() where name.withUnsafeBufferPointer({ Self.equal($0, key) }) {
-            return entry.slots[k]
-        }
-        return nil
+        series[Int(index)].fields.first(where: { $0.matches(key) })?.slot
     }
 
     /// Whether `bytes` are valid UTF-8 (ASCII, the usual case, is checked without decoding).
@@ -929,7 +981,9 @@ private struct ShardState: ~Copyable {
             keptSlots.append(
                 SlotInfo(series: newSeriesIndex[Int(slot.series)], field: slot.field, kind: slot.kind, type: slot.type))
         }
-        for k in kept.indices { kept[k].slots = kept[k].slots.map { newSlotIndex[Int($0)] } }
+        for k in kept.indices {
+            for f in kept[k].fields.indices { kept[k].fields[f].slot = newSlotIndex[Int(kept[k].fields[f].slot)] }
+        }
         for b in buckets.indices {
             var cellIndex = [Int32](repeating: -1, count: keptSlots.count)
             for (c, slot) in buckets[b].cellSlots.enumerated() {
@@ -1000,50 +1054,38 @@ private struct ShardState: ~Copyable {
 
     /// Finds or creates the slot of field `key` of a series; a new slot's kind is `kind`. `position` is the
     /// field's place in its line: lines of a series usually list its fields in the same order, so that field is
-    /// tried first; a series with many fields finds the others by hash, a few by their fingerprints.
+    /// tried first; a series with many fields finds the others by hash, a few by a scan of their names.
     mutating func slot(
         series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind, integer: Bool, position: Int, limit: Int
     ) -> Lookup {
-        let print = fingerprint(key)
         let found: Int32? = series.withUnsafeBufferPointer { all in
-            let entry = all[Int(index)]
-            return entry.fieldPrints.withUnsafeBufferPointer { prints in
-                if position < prints.count, prints[position] == print,
-                    entry.fieldNames[position].withUnsafeBufferPointer({ Self.equal($0, key) })
-                {
-                    return entry.slots[position]
-                }
-                if !entry.fieldIndex.isEmpty {
-                    if let k = entry.fieldIndex[nameHash(key)],
-                        entry.fieldNames[Int(k)].withUnsafeBufferPointer({ Self.equal($0, key) })
-                    {
-                        return entry.slots[Int(k)]
+            all[Int(index)].fields.withUnsafeBufferPointer { fields in
+                if position < fields.count, fields[position].matches(key) { return fields[position].slot }
+                if !all[Int(index)].fieldIndex.isEmpty {
+                    if let k = all[Int(index)].fieldIndex[nameHash(key)], fields[Int(k)].matches(key) {
+                        return fields[Int(k)].slot
                     }
                     // Not indexed (a hash shared by two names): the scan below decides.
                 }
-                for k in 0..<prints.count where prints[k] == print {
-                    if entry.fieldNames[k].withUnsafeBufferPointer({ Self.equal($0, key) }) { return entry.slots[k] }
-                }
+                for k in 0..<fields.count where fields[k].matches(key) { return fields[k].slot }
                 return nil
             }
         }
         if let found { return .found(found) }
         let entry = series[Int(index)]
-        guard entry.slots.count < limit else { return .overLimit }
+        guard entry.fields.count < limit else { return .overLimit }
         guard Self.isText(key) else { return .invalidName }
         let slot = Int32(slots.count)
         let field = String(decoding: key, as: UTF8.self)
         slots.append(
             SlotInfo(series: index, field: field, kind: kind, type: FieldType(kind: kind, integer: integer)))
-        let k = Int32(entry.slots.count)
-        series[Int(index)].slots.append(slot)
-        series[Int(index)].fieldNames.append(Array(key))
-        series[Int(index)].fieldPrints.append(print)
+        let k = Int32(entry.fields.count)
+        series[Int(index)].fields.append(FieldKey(slot: slot, name: key))
         if k >= Self.indexedFields {
             if k == Self.indexedFields {
                 // Index the fields so far, then each new one.
-                for (j, name) in series[Int(index)].fieldNames.dropLast().enumerated() {
-                    let h = name.withUnsafeBufferPointer { nameHash($0) }
+                for (j, f) in series[Int(index)].fields.dropLast().enumerated() {
+                    let h = f.name.withUnsafeBufferPointer { nameHash($0) }
                     if series[Int(index)].fieldIndex[h] == nil { series[Int(index)].fieldIndex[h] = Int32(j) }
                 }
             }

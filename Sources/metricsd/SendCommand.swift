@@ -43,6 +43,11 @@ struct SendCommand: ParsableCommand {
     var pool: Int = 0
     @Option(help: "UDP: send from this many sockets in turn, as that many senders would (1–1024).")
     var sockets: Int = 1
+    @Option(
+        help:
+            "UDP: cut each batch into datagrams of at most this many bytes at line ends (1400: what Telegraf's socket writer and network MTUs give; 0: one datagram a batch)."
+    )
+    var maxDatagram: Int = 0
     @Flag(help: "gzip HTTP bodies.")
     var gzip = false
     @Flag(help: "No progress line.")
@@ -55,6 +60,7 @@ struct SendCommand: ParsableCommand {
         guard series > 0, batch > 0, duration > 0, rate >= 0 else {
             throw ValidationError("--series, --batch and --duration must be positive, --rate not negative")
         }
+        guard maxDatagram >= 0 else { throw ValidationError("--max-datagram must not be negative") }
         guard (1...1024).contains(sockets) else {
             throw ValidationError("--sockets must be 1 to 1024")
         }
@@ -64,7 +70,7 @@ struct SendCommand: ParsableCommand {
         var generator = PayloadGenerator(series: series)
         let transport: any Transport
         if let udp {
-            transport = try UDPTransport(HostPort(udp)!, sockets: sockets)
+            transport = try UDPTransport(HostPort(udp)!, sockets: sockets, maxDatagram: maxDatagram)
         } else if let tcp {
             transport = try TCPTransport(HostPort(tcp)!)
         } else {
@@ -230,7 +236,11 @@ final class UDPTransport: Transport {
     let length: socklen_t
     var acknowledges: Bool { false }
 
-    init(_ target: HostPort, sockets: Int = 1) throws {
+    /// Most bytes a datagram (cut at line ends; 0: a batch a datagram).
+    let maxDatagram: Int
+
+    init(_ target: HostPort, sockets: Int = 1, maxDatagram: Int = 0) throws {
+        self.maxDatagram = maxDatagram
         let (storage, length, family) = try resolve(target, type: Int32(SOCK_DGRAM.rawValue))
         address = storage
         self.length = length
@@ -247,13 +257,35 @@ final class UDPTransport: Transport {
     }
 
     func send(_ body: [UInt8], lines: Int, compressed: Bool) throws {
+        try body.withUnsafeBytes { raw in
+            guard maxDatagram > 0, raw.count > maxDatagram else { return try sendDatagram(raw) }
+            var start = 0
+            while start < raw.count {
+                // The longest run of whole lines that fits (a longer line goes alone).
+                var end = start
+                var scan = start
+                while scan < raw.count {
+                    guard let nl = raw[scan...].firstIndex(of: 0x0A) else {
+                        scan = raw.count
+                        if scan - start <= maxDatagram || end == start { end = scan }
+                        break
+                    }
+                    if nl + 1 - start > maxDatagram && end > start { break }
+                    end = nl + 1
+                    scan = nl + 1
+                }
+                try sendDatagram(UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+                start = end
+            }
+        }
+    }
+
+    private func sendDatagram(_ raw: UnsafeRawBufferPointer) throws {
         let fd = fds[next]
         next = (next + 1) % fds.count
-        let n = body.withUnsafeBytes { raw in
-            withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, raw.baseAddress, raw.count, 0, $0, length)
-                }
+        let n = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, raw.baseAddress, raw.count, 0, $0, length)
             }
         }
         if n < 0 { throw SendError("sendto: \(String(cString: strerror(errno)))") }

@@ -96,6 +96,59 @@ import Testing
         #expect(late.count == 1)
     }
 
+    /// Field names are looked up by their first 24 bytes kept inline and the rest apart: names that differ only
+    /// past a word boundary, or only in length, are different fields.
+    @Test func fieldNamesDifferingAnywhereAreDifferentFields() throws {
+        let engine = RollupEngine(configuration: RollupConfiguration())
+        let decoder = LineProtocolDecoderFixture()
+        let t0: Int64 = 1_800_000_000_000_000_000
+        var late = LateCells()
+        var names: [String] = []
+        for length in [1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 40, 70] {
+            let base = String(repeating: "f", count: length)
+            names.append(base)
+            names.append(String(base.dropLast()) + "g")  // differs in the last byte
+        }
+        names.append(String(repeating: "f", count: 30) + "h" + String(repeating: "f", count: 9))  // past byte 24
+        for (i, name) in names.enumerated() {
+            _ = engine.ingest(decoder.decode("m,host=a \(name)=\(i) \(t0)"), now: t0, lateCells: &late)
+        }
+        // Each again, in reverse order (found by name, not by position).
+        for (i, name) in names.enumerated().reversed() {
+            _ = engine.ingest(decoder.decode("m,host=a \(name)=\(i) \(t0 + 1)"), now: t0, lateCells: &late)
+        }
+        let cells = engine.closeAll().flatMap(\.cells)
+        let fields = try #require(engine.allSeries().first?.fields.map(\.name))
+        #expect(fields == names)
+        #expect(cells.count == Set(names).count)
+        for cell in cells {
+            #expect(cell.rollup.count == 2)
+            #expect(cell.rollup.numeric.min == cell.rollup.numeric.max)
+        }
+    }
+
+    /// A cell's side state (a string's first and last value, a numeric cell's sketch) is copied on write: a copy
+    /// changed later does not change the cell it came from.
+    /// The common cell stays small: the kinds' rare state is out of line (memory per series-field, step 11).
+    @Test func aCellIsAtMost136BytesInline() {
+        #expect(MemoryLayout<FieldRollup>.size <= 136, "FieldRollup is \(MemoryLayout<FieldRollup>.size) bytes")
+    }
+
+    @Test func cellsKeepValueSemantics() {
+        var a = FieldRollup(kind: .string)
+        Array("one".utf8).withUnsafeBufferPointer { a.add($0, at: 1) }
+        let b = a
+        Array("two".utf8).withUnsafeBufferPointer { a.add($0, at: 2) }
+        #expect(b.lastString == "one" && b.count == 1)
+        #expect(a.lastString == "two" && a.firstString == "one" && a.count == 2)
+        var n = FieldRollup(kind: .numeric)
+        for i in 0..<40 { n.add(Double(i), at: Int64(i)) }  // past the kept points: the sketch
+        let m = n
+        for _ in 0..<40 { n.add(1_000, at: 100) }
+        #expect(m.sketch.count == 40 && n.sketch.count == 80)
+        #expect(m.value(of: .quantile(0.99))! < 100)
+    }
+
     @Test func maxSeriesBoundsMemory() {
         var config = RollupConfiguration()
         config.maxSeries = 10
