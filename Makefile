@@ -169,8 +169,8 @@ fuzz-build:
 	    --sanitize fuzzer -Xswiftc -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" || true; \
 	  test -x $(FUZZ_SCRATCH)/debug/$$f; done
 
-# Replays every saved crasher, then fuzzes briefly from the seed corpus. A crash fails the target (pipefail: the
-# output is cut to its last lines, the fuzzer's status is kept).
+# Replays every saved crasher, then fuzzes briefly from the seed corpus. A crash fails the target and prints the
+# fuzzer's report (its last 60 lines: the stack and the input's name); otherwise the last lines of its stats.
 fuzz-replay: fuzz-build
 	@set -e -o pipefail; for f in $(FUZZERS); do \
 	  if ls FuzzTesting/FailCases/$$f/* >/dev/null 2>&1; then \
@@ -180,7 +180,9 @@ fuzz-replay: fuzz-build
 	  env $$([ $$f = FuzzConfig ] && echo ASAN_OPTIONS=detect_leaks=0) SWIFT_BACKTRACE=enable=no \
 	    $(FUZZ_SCRATCH)/debug/$$f $(FUZZ_SCRATCH)/corpus/$$f FuzzTesting/Corpus/$$f -dict=FuzzTesting/$$f.dict \
 	    -max_total_time=$(FUZZ_TIME) $$([ $$f = FuzzConfig ] && echo "$(FUZZ_CONFIG_OPTIONS)" || echo -max_len=512) \
-	    -print_final_stats=1 -artifact_prefix=$(FUZZ_SCRATCH)/ 2>&1 | tail -4; \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_SCRATCH)/ > $(FUZZ_SCRATCH)/$$f.log 2>&1 \
+	    || { tail -60 $(FUZZ_SCRATCH)/$$f.log; echo "$$f found a crash: its input is under $(FUZZ_SCRATCH)/"; exit 1; }; \
+	  tail -4 $(FUZZ_SCRATCH)/$$f.log; \
 	done
 
 fuzz: FUZZ_TIME=300

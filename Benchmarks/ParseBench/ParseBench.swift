@@ -60,7 +60,9 @@ enum ParseBench {
             _ = ingestState.ingest(data, blocks, engine: engine, now: now)
             var ingestSeconds: [Double] = []
             var ingestMallocs: UInt = 0
-            for _ in 0..<runs {
+            // PARSEBENCH_NEW_MINUTES=1: only the new-minutes passes (for a profile of that path alone).
+            let openRuns = ProcessInfo.processInfo.environment["PARSEBENCH_NEW_MINUTES"] == nil ? runs : 1
+            for _ in 0..<openRuns {
                 let before = counter?() ?? 0
                 let t0 = monotonicSeconds()
                 _ = ingestState.ingest(data, blocks, engine: engine, now: now)
@@ -68,21 +70,22 @@ enum ParseBench {
                 ingestMallocs = (counter?() ?? 0) - before
             }
             // New minutes, as a daemon sees them: each timed pass moves every point one file span (139 minutes)
-            // later, so its cells are made as Telegraf's 10 s points arrive (6 a cell); the buckets of the pass
-            // before are closed first, untimed (the flush service closes them on another thread).
+            // later, with the engine's clock following the points, so each cell is made as its points arrive (6 a
+            // cell, Telegraf's 10 s interval) and, as each new minute starts, the minutes before it close — untimed,
+            // as the flush service closes them on another thread — and their memory is used again.
+            var minutesConfig = RollupConfiguration()
+            minutesConfig.lateness = minutesConfig.interval
             let span: Int64 = 1 << 43  // ~2.4 h in ns, past the file's 139 minutes
             let shiftStep = span - span % config.interval  // whole minutes
-            let fresh = RollupEngine(configuration: config)
-            _ = ingestState.ingest(data, blocks, engine: fresh, now: now)
+            let fresh = RollupEngine(configuration: minutesConfig)
+            _ = ingestState.minutes(data, blocks, engine: fresh, shift: 0, counter: nil)
             var freshSeconds: [Double] = []
             var freshMallocs: UInt = 0
             for run in 1...runs {
-                _ = fresh.closeAll()
-                let before = counter?() ?? 0
-                let t0 = monotonicSeconds()
-                _ = ingestState.ingest(data, blocks, engine: fresh, now: now, shift: Int64(run) * shiftStep)
-                freshSeconds.append(monotonicSeconds() - t0)
-                freshMallocs = (counter?() ?? 0) - before
+                let timed = ingestState.minutes(
+                    data, blocks, engine: fresh, shift: Int64(run) * shiftStep, counter: counter)
+                freshSeconds.append(timed.seconds)
+                freshMallocs = timed.mallocs
             }
             var r: [String: Any] = [
                 "parser": "metricsd-ingest", "bytes": data.count, "lines": lines, "seconds": ingestSeconds,
@@ -144,6 +147,47 @@ final class State {
             }
         }
         return applied
+    }
+
+    /// ``ingest(_:_:engine:now:shift:)`` with the engine's clock at each point's time, closing finished minutes as a
+    /// new one starts; returns the time and the allocations of the ingesting alone (the closes are not counted).
+    @inline(never) nonisolated func minutes(
+        _ data: [UInt8], _ blocks: [Range<Int>], engine: RollupEngine, shift: Int64, counter: (() -> UInt)?
+    ) -> (seconds: Double, mallocs: UInt) {
+        var late = LateCells()
+        let decoder = self.decoder
+        let interval = engine.configuration.interval
+        var seconds = 0.0
+        var mallocs: UInt = 0
+        var minute = Int64.min
+        var m0 = counter?() ?? 0
+        var t0 = ParseBench.monotonicSeconds()
+        data.withUnsafeBytes { raw in
+            for block in blocks {
+                framer.feed(UnsafeRawBufferPointer(rebasing: raw[block])) { framed in
+                    guard case .line(let line) = framed, (try? decoder.decode(line)) == true else { return }
+                    var point = PointView(decoder)
+                    let t = (point.timestamp ?? 0) &+ shift
+                    point.timestamp = t
+                    if t / interval != minute {
+                        if minute != .min {
+                            seconds += ParseBench.monotonicSeconds() - t0
+                            mallocs &+= (counter?() ?? 0) &- m0
+                            _ = engine.closeFinished(now: t)
+                            m0 = counter?() ?? 0
+                            t0 = ParseBench.monotonicSeconds()
+                        }
+                        minute = t / interval
+                    }
+                    _ = engine.ingest(point, now: t, lateCells: &late)
+                }
+                framer.finish { _ in }
+            }
+        }
+        seconds += ParseBench.monotonicSeconds() - t0
+        mallocs &+= (counter?() ?? 0) &- m0
+        _ = engine.closeAll()
+        return (seconds, mallocs)
     }
 
     @inline(never) nonisolated func pass(_ data: [UInt8], _ blocks: [Range<Int>]) -> Int {

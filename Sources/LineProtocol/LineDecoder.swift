@@ -535,9 +535,13 @@ public final class LineDecoder {
         if digits <= 19 {
             if mantissa == 0 { return .float(negative ? -0.0 : 0.0) }
             let e = exponent &- fractionDigits
-            // Only for e ≥ 0: a division (needed for exactness when e < 0) costs more than Eisel-Lemire's multiply.
-            if mantissa <= (1 << 53) && e >= 0 && e <= 22 {
-                let value = Double(mantissa) * exactPowersOfTen.withUnsafeBufferPointer { $0[e] }
+            // For e < 0 the division by the exact power is correctly rounded too (Clinger 1990; Go's strconv and
+            // fast_float do the same), and measured 12–20 % faster than Eisel-Lemire on short decimals (91.0029).
+            if mantissa <= (1 << 53) && e >= -22 && e <= 22 {
+                let value =
+                    e >= 0
+                    ? Double(mantissa) * exactPowersOfTen.withUnsafeBufferPointer { $0[e] }
+                    : Double(mantissa) / exactPowersOfTen.withUnsafeBufferPointer { $0[-e] }
                 return .float(negative ? -value : value)
             }
             if let value = eiselLemire(mantissa: mantissa, exponent: e) { return .float(negative ? -value : value) }

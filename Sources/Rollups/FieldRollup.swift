@@ -38,27 +38,87 @@ public struct ExactPoint: Sendable, Hashable {
 ///
 /// A cell that keeps its points answers everything a raw-point store answers — exact percentiles, modes, distinct
 /// counts, top values with their times, integrals, conditions on values, points inside part of a bucket — and costs
-/// 16 bytes a point, about what the sketch's bins cost for so few values. Past ``exactLimit`` points the values go
-/// into the sketch (numeric) or are dropped (booleans and strings keep their counts, first and last).
+/// 16 bytes a point (the first 6 in the cell itself), about what the sketch's bins cost for so few values. Past
+/// ``exactLimit`` points the values go into the sketch (numeric) or are dropped (booleans and strings keep their
+/// counts, first and last).
 public struct FieldRollup: @unchecked Sendable {
     /// The most points a stored cell keeps (Telegraf's default 10 s interval writes 6 a minute).
     public static let exactLimit = 16
     /// The most bytes of string values a cell keeps with its points.
     public static let exactTextLimit = 4_096
 
+    /// The most points kept in the cell itself (no allocation, in the cell's own cache lines): a minute of
+    /// Telegraf's default 10 s interval. A cell keeping more holds them all in one array.
+    public static let inlineLimit = 6
+
     public internal(set) var kind: FieldKind
     /// Numeric fields: every value came as an integer (line protocol `i` or `u`): the field's type is `integer`.
     public internal(set) var isInteger = true
-    public internal(set) var numeric = NumericAggregate()
+    /// How many of ``inlinePoints`` hold points (while ``heapPoints`` is empty).
+    private var inlineCount: UInt8 = 0
     /// Values seen (every kind).
     public internal(set) var count: Int64 = 0
-    /// The points, in time order, while the cell keeps them (``isExact``).
-    public internal(set) var points: [ExactPoint] = []
-    /// What only some cells need — a numeric cell's sketch past ``exactLimit`` points, the state of boolean, string
-    /// and distinct cells — kept apart, so the common cell (numeric, few points) is 136 bytes, not 250.
+    /// The points in time order, while at most ``inlineLimit``.
+    private var inlinePoints = InlineArray<6, ExactPoint>(repeating: ExactPoint(time: 0, value: 0))
+    /// The points in time order, when more than ``inlineLimit`` are kept.
+    private var heapPoints: [ExactPoint] = []
+    /// What only some cells need — the numeric aggregate and the sketch of a cell past ``exactLimit`` points (a
+    /// cell that keeps its points derives its aggregate from them), the state of boolean, string and distinct
+    /// cells — kept apart, so the common cell (numeric, few points) is 128 bytes with its points.
     /// `@unchecked Sendable` is for this: a class instance, changed only after `isKnownUniquelyReferenced` (else
     /// replaced by a copy first), so no value is changed while another holds it — the copy on write arrays use.
     private var extra: ManagedBuffer<Extra, UInt8>?
+
+    /// The numeric aggregate (count, sum, min and max with their times, first, last, stddev): computed from the
+    /// points while the cell keeps them (in time order, so it does not depend on the order they came in), kept
+    /// beyond that. Empty for other kinds.
+    public internal(set) var numeric: NumericAggregate {
+        get {
+            guard kind == .numeric else { return NumericAggregate() }
+            if isExact { return withPoints { Self.aggregate(of: $0) } }
+            return extra?.header.numeric ?? NumericAggregate()
+        }
+        set { mutableExtra().header.numeric = newValue }
+    }
+
+    /// The aggregate of `points` added in their order.
+    static func aggregate(of points: UnsafeBufferPointer<ExactPoint>) -> NumericAggregate {
+        var a = NumericAggregate()
+        for p in points { a.add(p.value, at: p.time) }
+        return a
+    }
+
+    /// The points, in time order, while the cell keeps them (``isExact``); ``withPoints(_:)`` reads them without
+    /// making an array.
+    public var points: [ExactPoint] {
+        if !heapPoints.isEmpty { return heapPoints }
+        return withPoints { Array($0) }
+    }
+
+    /// How many points the cell keeps.
+    @inline(__always)
+    public var pointCount: Int { heapPoints.isEmpty ? Int(inlineCount) : heapPoints.count }
+
+    /// Runs `body` on the kept points, in time order.
+    @inline(__always)
+    public func withPoints<R>(_ body: (UnsafeBufferPointer<ExactPoint>) throws -> R) rethrows -> R {
+        if !heapPoints.isEmpty { return try heapPoints.withUnsafeBufferPointer(body) }
+        return try inlinePoints.span.withUnsafeBufferPointer { all in
+            try body(UnsafeBufferPointer(rebasing: all[0..<Int(inlineCount)]))
+        }
+    }
+
+    /// Replaces the kept points (in time order).
+    mutating func setPoints(_ points: [ExactPoint]) {
+        if points.count <= Self.inlineLimit {
+            heapPoints = []
+            for (k, p) in points.enumerated() { inlinePoints[k] = p }
+            inlineCount = UInt8(points.count)
+        } else {
+            heapPoints = points
+            inlineCount = 0
+        }
+    }
 
     /// Numeric values past ``exactLimit`` points (empty while the cell keeps its points).
     public internal(set) var sketch: QuantileSketch {
@@ -121,6 +181,7 @@ public struct FieldRollup: @unchecked Sendable {
 
     /// The part of a cell only some cells need (``extra``), changed only through ``mutableExtra()``.
     private struct Extra {
+        var numeric = NumericAggregate()
         var sketch = QuantileSketch()
         var trueCount: Int64 = 0
         var firstTime: Int64 = .max
@@ -139,7 +200,7 @@ public struct FieldRollup: @unchecked Sendable {
 
     /// Whether the cell holds every one of its values as a point.
     @inline(__always)
-    public var isExact: Bool { Int64(points.count) == count && kind != .distinct }
+    public var isExact: Bool { Int64(pointCount) == count && kind != .distinct }
 
     /// The last string value, for string fields.
     public var lastString: String { String(decoding: lastBytes, as: UTF8.self) }
@@ -161,15 +222,20 @@ public struct FieldRollup: @unchecked Sendable {
     }
 
     public mutating func add(_ value: Double, at time: Int64, integer: Bool = false) {
-        count &+= 1
-        numeric.add(value, at: time)
         if !integer { isInteger = false }
-        if Int64(points.count) &+ 1 == count && points.count < Self.exactLimit {
-            insert(ExactPoint(time: time, value: value))
-        } else {
-            if !points.isEmpty { spill() }
-            sketch.add(value)
+        let kept = pointCount
+        if Int64(kept) == count {
+            if kept < Self.exactLimit {
+                count &+= 1
+                insert(ExactPoint(time: time, value: value))
+                return
+            }
+            spill()
         }
+        count &+= 1
+        let extra = mutableExtra()
+        extra.header.numeric.add(value, at: time)
+        extra.header.sketch.add(value)
     }
 
     public mutating func add(_ value: Bool, at time: Int64) {
@@ -183,10 +249,10 @@ public struct FieldRollup: @unchecked Sendable {
             lastTime = time
             lastBool = value
         }
-        if Int64(points.count) &+ 1 == count && points.count < Self.exactLimit {
+        if Int64(pointCount) &+ 1 == count && pointCount < Self.exactLimit {
             insert(ExactPoint(time: time, value: value ? 1 : 0))
-        } else if !points.isEmpty {
-            spill()
+        } else if pointCount > 0 {
+            clearPoints()
         }
     }
 
@@ -200,14 +266,14 @@ public struct FieldRollup: @unchecked Sendable {
             lastTime = time
             lastBytes.replaceSubrange(0..<lastBytes.count, with: bytes)
         }
-        if Int64(points.count) &+ 1 == count && points.count < Self.exactLimit
+        if Int64(pointCount) &+ 1 == count && pointCount < Self.exactLimit
             && text.count + bytes.count <= Self.exactTextLimit
         {
             let word = UInt64(text.count) << 32 | UInt64(bytes.count)
             text.append(contentsOf: bytes)
             insert(ExactPoint(time: time, value: Double(bitPattern: word)))
-        } else if !points.isEmpty || !text.isEmpty {
-            spill()
+        } else if pointCount > 0 || !text.isEmpty {
+            clearPoints()
         }
     }
 
@@ -226,19 +292,45 @@ public struct FieldRollup: @unchecked Sendable {
     /// Inserts a point keeping time order (points of equal time stay in arrival order).
     @inline(__always)
     private mutating func insert(_ point: ExactPoint) {
-        if points.capacity == 0 { points.reserveCapacity(4) }
-        var at = points.count
-        while at > 0 && points[at - 1].time > point.time { at -= 1 }
-        if at == points.count { points.append(point) } else { points.insert(point, at: at) }
+        if heapPoints.isEmpty {
+            let n = Int(inlineCount)
+            if n < Self.inlineLimit {
+                var at = n
+                while at > 0 && inlinePoints[at - 1].time > point.time {
+                    inlinePoints[at] = inlinePoints[at - 1]
+                    at -= 1
+                }
+                inlinePoints[at] = point
+                inlineCount &+= 1
+                return
+            }
+            // One more than fit: all of them go to an array with room for a full cell.
+            heapPoints.reserveCapacity(Self.exactLimit)
+            for k in 0..<n { heapPoints.append(inlinePoints[k]) }
+            inlineCount = 0
+        }
+        var at = heapPoints.count
+        while at > 0 && heapPoints[at - 1].time > point.time { at -= 1 }
+        if at == heapPoints.count { heapPoints.append(point) } else { heapPoints.insert(point, at: at) }
     }
 
-    /// Stops keeping points: a numeric cell's values go into the sketch.
+    /// Drops the kept points (and a string cell's bytes of them).
+    private mutating func clearPoints() {
+        inlineCount = 0
+        heapPoints = []
+        if extra != nil { text = [] }
+    }
+
+    /// Stops keeping points (the cell must keep them all: ``isExact``): a numeric cell's aggregate is kept from
+    /// them and its values go into the sketch.
     mutating func spill() {
         if kind == .numeric {
-            for p in points { sketch.add(p.value) }
+            let aggregate = numeric
+            let extra = mutableExtra()
+            extra.header.numeric = aggregate
+            withPoints { for p in $0 { extra.header.sketch.add(p.value) } }
         }
-        points = []
-        if extra != nil { text = [] }
+        clearPoints()
     }
 
     /// Merges `other` (same series and field) into `self`. A rollup of another kind is ignored: a field's kind is
@@ -251,26 +343,33 @@ public struct FieldRollup: @unchecked Sendable {
         guard other.count > 0 else { return }
         guard count > 0 else {
             self = other
-            if points.count > exactLimit { spill() }
+            if pointCount > exactLimit { spill() }
             return
         }
         guard other.kind == kind else { return }
         let keep =
-            isExact && other.isExact && points.count + other.points.count <= exactLimit
+            isExact && other.isExact && pointCount + other.pointCount <= exactLimit
             && (kind != .string || text.count + other.text.count <= Self.exactTextLimit)
+        if kind == .numeric {
+            isInteger = isInteger && other.isInteger
+            if !keep {
+                // Both aggregates as they are now (a cell keeping its points derives its own from them).
+                var merged = numeric
+                merged.merge(other.numeric)
+                if isExact { spill() }
+                let extra = mutableExtra()
+                extra.header.numeric = merged
+                if other.isExact {
+                    other.withPoints { for p in $0 { extra.header.sketch.add(p.value) } }
+                } else {
+                    extra.header.sketch.merge(other.sketch)
+                }
+            }
+        }
         count &+= other.count
         switch kind {
         case .numeric:
-            numeric.merge(other.numeric)
-            isInteger = isInteger && other.isInteger
-            if !keep {
-                if !points.isEmpty { spill() }
-                if other.points.isEmpty {
-                    sketch.merge(other.sketch)
-                } else {
-                    for p in other.points { sketch.add(p.value) }
-                }
-            }
+            break
         case .boolean:
             trueCount &+= other.trueCount
             if other.firstTime < firstTime || (other.firstTime == firstTime && !other.firstBool && firstBool) {
@@ -281,7 +380,7 @@ public struct FieldRollup: @unchecked Sendable {
                 lastTime = other.lastTime
                 lastBool = other.lastBool
             }
-            if !keep { spill() }
+            if !keep { clearPoints() }
         case .string:
             if other.firstTime < firstTime
                 || (other.firstTime == firstTime && Self.precedes(firstBytes, other.firstBytes))
@@ -293,7 +392,7 @@ public struct FieldRollup: @unchecked Sendable {
                 lastTime = other.lastTime
                 lastBytes = other.lastBytes
             }
-            if !keep { spill() }
+            if !keep { clearPoints() }
         case .distinct:
             distinct.merge(other.distinct)
             if other.lastTime > lastTime { lastTime = other.lastTime }
@@ -303,6 +402,8 @@ public struct FieldRollup: @unchecked Sendable {
 
     /// Merges the points of `other` (both exact) in time order; `other`'s string bytes follow ours.
     private mutating func mergePoints(_ other: FieldRollup) {
+        var points = self.points
+        defer { setPoints(points) }
         var incoming = other.points
         if kind == .string {
             let shift = UInt64(text.count) << 32
@@ -360,28 +461,41 @@ public struct FieldRollup: @unchecked Sendable {
         return points.map(\.value).sorted()
     }
 
-    /// ``value(of:)`` of each aggregate, into `out` (reused): the kept points are sorted once for all quantiles.
+    /// ``value(of:)`` of each aggregate, into `out` (reused): the numeric aggregate is made once and the kept points
+    /// sorted once for all quantiles (on the stack while few).
     public func values(of aggregates: [Aggregate], into out: inout [Double?]) {
         out.removeAll(keepingCapacity: true)
-        guard kind == .numeric, count > 0, isExact, aggregates.contains(where: { $0.isQuantile }) else {
+        guard kind == .numeric, count > 0 else {
             for agg in aggregates { out.append(value(of: agg)) }
             return
         }
-        // The kept points sorted once for every quantile, in a temporary buffer (on the stack while small).
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: points.count) { buffer in
-            var sorted = buffer
-            for (i, p) in points.enumerated() { sorted.initializeElement(at: i, to: p.value) }
-            sorted.sort()
+        let aggregate = numeric
+        guard isExact, aggregates.contains(where: { $0.isQuantile }) else {
             for agg in aggregates {
                 if case .quantile(let q) = agg {
-                    guard q >= 0, q <= 1 else {
-                        out.append(nil)
-                        continue
-                    }
-                    let rank = Int((Double(sorted.count) * q + 0.5).rounded(.down)) - 1
-                    out.append(sorted[Swift.min(Swift.max(rank, 0), sorted.count - 1)])
+                    out.append(isExact ? value(of: agg) : sketch.quantile(q))
                 } else {
-                    out.append(value(of: agg))
+                    out.append(agg == .count ? Double(count) : aggregate.value(of: agg))
+                }
+            }
+            return
+        }
+        withPoints { points in
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: points.count) { buffer in
+                var sorted = buffer
+                for (i, p) in points.enumerated() { sorted.initializeElement(at: i, to: p.value) }
+                sorted.sort()
+                for agg in aggregates {
+                    if case .quantile(let q) = agg {
+                        guard q >= 0, q <= 1 else {
+                            out.append(nil)
+                            continue
+                        }
+                        let rank = Int((Double(sorted.count) * q + 0.5).rounded(.down)) - 1
+                        out.append(sorted[Swift.min(Swift.max(rank, 0), sorted.count - 1)])
+                    } else {
+                        out.append(agg == .count ? Double(count) : aggregate.value(of: agg))
+                    }
                 }
             }
         }

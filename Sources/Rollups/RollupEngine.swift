@@ -270,8 +270,7 @@ public final class RollupEngine: Sendable {
                 case .invalidName:
                     result.invalidNames += 1
                     return
-                }
-                guard state.slots[Int(slot)].kind == kind else {
+                case .typeConflict:
                     result.typeConflicts += 1
                     return
                 }
@@ -719,13 +718,17 @@ private struct SeriesEntry {
 private struct FieldKey {
     static let inlineBytes = 24
     var slot: Int32
-    let length: Int32
+    /// The name's length (names are at most 65,535 bytes: ``RollupEngine`` refuses longer ones).
+    let length: UInt16
+    /// The field's kind, fixed by its first value (checked here, without reading the slot's ``SlotInfo``).
+    let kind: FieldKind
     let head: (UInt64, UInt64, UInt64)
     let tail: [UInt8]
 
-    init(slot: Int32, name: UnsafeBufferPointer<UInt8>) {
+    init(slot: Int32, name: UnsafeBufferPointer<UInt8>, kind: FieldKind) {
         self.slot = slot
-        length = Int32(name.count)
+        self.kind = kind
+        length = UInt16(name.count)
         head = (Self.word(name, 0), Self.word(name, 8), Self.word(name, 16))
         tail = name.count > Self.inlineBytes ? Array(name[Self.inlineBytes...]) : []
     }
@@ -818,6 +821,16 @@ private enum Lookup {
     case overLimit
     /// Its name is not valid UTF-8.
     case invalidName
+}
+
+/// What looking up (or creating) a field of a series gave.
+private enum SlotLookup {
+    case found(Int32)
+    case overLimit
+    /// Its name is not valid UTF-8, or longer than 65,535 bytes.
+    case invalidName
+    /// The field exists with another kind of value.
+    case typeConflict
 }
 
 private struct SlotInfo {
@@ -1057,30 +1070,32 @@ private struct ShardState: ~Copyable {
     /// tried first; a series with many fields finds the others by hash, a few by a scan of their names.
     mutating func slot(
         series index: Int32, key: UnsafeBufferPointer<UInt8>, kind: FieldKind, integer: Bool, position: Int, limit: Int
-    ) -> Lookup {
-        let found: Int32? = series.withUnsafeBufferPointer { all in
+    ) -> SlotLookup {
+        let found: (slot: Int32, kind: FieldKind)? = series.withUnsafeBufferPointer { all in
             all[Int(index)].fields.withUnsafeBufferPointer { fields in
-                if position < fields.count, fields[position].matches(key) { return fields[position].slot }
+                if position < fields.count, fields[position].matches(key) {
+                    return (fields[position].slot, fields[position].kind)
+                }
                 if !all[Int(index)].fieldIndex.isEmpty {
                     if let k = all[Int(index)].fieldIndex[nameHash(key)], fields[Int(k)].matches(key) {
-                        return fields[Int(k)].slot
+                        return (fields[Int(k)].slot, fields[Int(k)].kind)
                     }
                     // Not indexed (a hash shared by two names): the scan below decides.
                 }
-                for k in 0..<fields.count where fields[k].matches(key) { return fields[k].slot }
+                for k in 0..<fields.count where fields[k].matches(key) { return (fields[k].slot, fields[k].kind) }
                 return nil
             }
         }
-        if let found { return .found(found) }
+        if let found { return found.kind == kind ? .found(found.slot) : .typeConflict }
         let entry = series[Int(index)]
         guard entry.fields.count < limit else { return .overLimit }
-        guard Self.isText(key) else { return .invalidName }
+        guard key.count <= Int(UInt16.max), Self.isText(key) else { return .invalidName }
         let slot = Int32(slots.count)
         let field = String(decoding: key, as: UTF8.self)
         slots.append(
             SlotInfo(series: index, field: field, kind: kind, type: FieldType(kind: kind, integer: integer)))
         let k = Int32(entry.fields.count)
-        series[Int(index)].fields.append(FieldKey(slot: slot, name: key))
+        series[Int(index)].fields.append(FieldKey(slot: slot, name: key, kind: kind))
         if k >= Self.indexedFields {
             if k == Self.indexedFields {
                 // Index the fields so far, then each new one.

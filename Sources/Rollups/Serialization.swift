@@ -334,13 +334,16 @@ extension FieldRollup {
         w.varint(UInt64(bitPattern: count))
         switch kind {
         case .numeric:
-            numeric.write(to: &w, base: base)
+            let aggregate = numeric
+            aggregate.write(to: &w, base: base)
             if exact {
-                var previous = numeric.firstTime
-                for p in points {
-                    w.zigzag(p.time &- previous)
-                    w.number(p.value)
-                    previous = p.time
+                var previous = aggregate.firstTime
+                withPoints { points in
+                    for p in points {
+                        w.zigzag(p.time &- previous)
+                        w.number(p.value)
+                        previous = p.time
+                    }
                 }
             } else {
                 sketch.write(to: &w)
@@ -414,18 +417,20 @@ extension FieldRollup {
         self.count = Int64(bitPattern: count)
         let exact = flags & Self.exactFlag != 0
         if exact && (count > 4_096 || kind == .distinct) { return nil }
+        var decoded: [ExactPoint] = []
         switch kind {
         case .numeric:
             guard let numeric = NumericAggregate(reading: &r, base: base, version: version) else { return nil }
-            self.numeric = numeric
+            // A cell keeping its points derives its aggregate from them (the stored one is the same).
+            if !exact { self.numeric = numeric }
             isInteger = version >= 3 && flags & Self.integerFlag != 0
             if exact {
-                points.reserveCapacity(Int(count))
+                decoded.reserveCapacity(Int(count))
                 var time = numeric.firstTime
                 for _ in 0..<count {
                     guard let delta = r.zigzag(), let value = r.number() else { return nil }
                     time &+= delta
-                    points.append(ExactPoint(time: time, value: value))
+                    decoded.append(ExactPoint(time: time, value: value))
                 }
             } else if sketches {
                 guard let sketch = QuantileSketch(reading: &r) else { return nil }
@@ -452,14 +457,14 @@ extension FieldRollup {
                         time &+= delta
                         times.append(time)
                     }
-                    points.reserveCapacity(times.count)
+                    decoded.reserveCapacity(times.count)
                     var byte: UInt8 = 0
                     for (k, t) in times.enumerated() {
                         if k & 7 == 0 {
                             guard let b = r.u8() else { return nil }
                             byte = b
                         }
-                        points.append(ExactPoint(time: t, value: byte & (1 << UInt8(k & 7)) != 0 ? 1 : 0))
+                        decoded.append(ExactPoint(time: t, value: byte & (1 << UInt8(k & 7)) != 0 ? 1 : 0))
                     }
                 }
             } else {
@@ -486,7 +491,7 @@ extension FieldRollup {
                         time &+= delta
                         let word = UInt64(text.count) << 32 | UInt64(bytes.count)
                         text.append(contentsOf: bytes)
-                        points.append(ExactPoint(time: time, value: Double(bitPattern: word)))
+                        decoded.append(ExactPoint(time: time, value: Double(bitPattern: word)))
                     }
                 }
             } else {
@@ -505,7 +510,9 @@ extension FieldRollup {
         }
         // Points come in time order; a row that says otherwise is not trusted.
         if exact {
-            for k in points.indices.dropFirst() where points[k - 1].time > points[k].time { return nil }
+            for k in decoded.indices.dropFirst() where decoded[k - 1].time > decoded[k].time { return nil }
+            guard decoded.count == count else { return nil }
+            setPoints(decoded)
         }
     }
 

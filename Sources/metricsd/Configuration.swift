@@ -647,7 +647,8 @@ extension Configuration {
     /// toml++ (inside TOMLKit) asserts, and so aborts the whole process, on text it should refuse with an error
     /// (found by the config fuzzer): a table header whose name starts with a non-ASCII character (`[é]`) or with
     /// anything but a letter, digit, `_`, `-` or a quote (`[.a]`, `[[,b]]`), or a `}` where an array expects a value
-    /// (`x = [}`). Such files are rejected here first,
+    /// (`x = [}`), or a date followed by a space and one digit (`x = 1979-05-27 7`: it looks for a time there and
+    /// asserts when it finds a single digit before the value ends). Such files are rejected here first,
     /// with the position — a bad file given to `check-config`, `serve` or a SIGHUP reload must never crash the
     /// daemon.
     static func unparseable(_ text: String) -> (line: Int, column: Int, reason: String)? {
@@ -684,6 +685,9 @@ extension Configuration {
             switch state {
             case .normal:
                 if b >= 0x80 { return (line, column, "a non-ASCII character outside a string or comment") }
+                if b == UInt8(ascii: " ") && dateThenOneDigit(bytes, space: i) {
+                    return (line, column + 1, "a date followed by a space and a single digit (a time is hh:mm:ss)")
+                }
                 if b == UInt8(ascii: " ") || b == UInt8(ascii: "\t") || b == UInt8(ascii: "\r") { break }
                 if b == UInt8(ascii: "[") && lineStart && open.isEmpty {
                     // A table header: its name must start as a key does.
@@ -738,6 +742,36 @@ extension Configuration {
             i += 1
         }
         return nil
+    }
+
+    /// Whether the space at `space` follows a value shaped as a date (10 characters, `_` not counted, with `-`
+    /// fifth and eighth, starting with a digit) and precedes one digit and then the value's end: what makes toml++
+    /// assert. Never valid TOML (after a date and a space only a time may follow).
+    static func dateThenOneDigit(_ bytes: [UInt8], space: Int) -> Bool {
+        func ends(_ c: UInt8) -> Bool {
+            c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") || c == UInt8(ascii: "\n") || c == UInt8(ascii: "\r")
+                || c == UInt8(ascii: ",") || c == UInt8(ascii: "]") || c == UInt8(ascii: "}") || c == UInt8(ascii: "#")
+        }
+        guard space + 2 < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[space + 1]),
+            ends(bytes[space + 2])
+        else { return false }
+        // The value before the space: back to whitespace or a bracket. toml++ reads an `=` inside a value as part
+        // of it (`x = 2inm----l= 2 2` asserts too), so both the whole run and what follows its last `=` are tried.
+        var start = space
+        while start > 0, !ends(bytes[start - 1]), bytes[start - 1] != UInt8(ascii: "["),
+            bytes[start - 1] != UInt8(ascii: "{"), space - start <= 64
+        {
+            start -= 1
+        }
+        func dateShaped(_ run: ArraySlice<UInt8>) -> Bool {
+            let chars = run.filter { $0 != UInt8(ascii: "_") }
+            return chars.count == 10 && (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(chars[0])
+                && chars[4] == UInt8(ascii: "-") && chars[7] == UInt8(ascii: "-")
+        }
+        let run = bytes[start..<space]
+        if dateShaped(run) { return true }
+        if let equals = run.lastIndex(of: UInt8(ascii: "=")) { return dateShaped(bytes[(equals + 1)..<space]) }
+        return false
     }
 
     /// The position of the first non-ASCII character outside strings and comments.

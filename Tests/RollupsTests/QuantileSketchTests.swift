@@ -129,9 +129,25 @@ import Testing
 
     /// A cell's side state (a string's first and last value, a numeric cell's sketch) is copied on write: a copy
     /// changed later does not change the cell it came from.
-    /// The common cell stays small: the kinds' rare state is out of line (memory per series-field, step 11).
-    @Test func aCellIsAtMost136BytesInline() {
-        #expect(MemoryLayout<FieldRollup>.size <= 136, "FieldRollup is \(MemoryLayout<FieldRollup>.size) bytes")
+    /// The common cell stays small: a minute of Telegraf's points inline, the aggregate derived from them, the kinds'
+    /// rare state out of line (memory per series-field, step 11).
+    @Test func aCellIsAtMost128BytesWithSixPoints() {
+        #expect(MemoryLayout<FieldRollup>.size <= 128, "FieldRollup is \(MemoryLayout<FieldRollup>.size) bytes")
+        var cell = FieldRollup(kind: .numeric)
+        for i in 0..<FieldRollup.inlineLimit { cell.add(Double(i), at: Int64(5 - i)) }
+        #expect(cell.points.map(\.time) == [0, 1, 2, 3, 4, 5])
+        #expect(cell.numeric.min == 0 && cell.numeric.max == 5 && cell.numeric.first == 5 && cell.numeric.last == 0)
+        // Past the inline points, then past the kept ones: the same aggregate, incrementally.
+        var exact = NumericAggregate()
+        for i in 0..<40 {
+            if i >= FieldRollup.inlineLimit { cell.add(Double(i), at: Int64(i)) }
+            exact.add(Double(i), at: Int64(i < FieldRollup.inlineLimit ? 5 - i : i))
+            if i == 10 { #expect(cell.isExact && cell.pointCount == 11) }
+        }
+        #expect(!cell.isExact && cell.count == 40)
+        #expect(cell.numeric.sum == exact.sum && cell.numeric.min == exact.min && cell.numeric.max == exact.max)
+        #expect(cell.numeric.first == exact.first && cell.numeric.last == exact.last)
+        #expect(abs(cell.numeric.value(of: .stddev)! - exact.value(of: .stddev)!) < 1e-12)
     }
 
     @Test func cellsKeepValueSemantics() {

@@ -83,6 +83,22 @@ import Testing
         #expect(throws: ConfigError.self) { try Configuration(toml: text) }
     }
 
+    /// Found by FuzzConfig (in `make test`'s brief fuzzing): a date, a space and one digit (`1979-05-27 7`) made
+    /// toml++ look for a time and assert, aborting the process — at start, `check-config` or a SIGHUP reload.
+    @Test(arguments: [
+        "x = 1979-05-27 7\n", "[influx]\nugn = 2inm----l= 2 2\n", "x = [1979-05-27 7]\n", "x=1979-05-27 7\n",
+        "x = 19_79-05-27 7,\n", "x = {a = 1979-05-27 7}\n",
+    ])
+    func aDateBeforeALoneDigitIsAnErrorNotACrash(text: String) {
+        #expect(throws: ConfigError.self) { try Configuration(toml: text) }
+    }
+
+    @Test func datesAndTimesStillPassTheCheck() {
+        for text in ["x = 1979-05-27 07:32:00\n", "x = 1979-05-27\n", "x = 1979-05-27 # 7\n", "x = 12 7 \n"] {
+            #expect(Configuration.unparseable(text) == nil, "\(text)")
+        }
+    }
+
     /// Found by FuzzConfig: a value holding a control character (from a `\u0001` escape) printed raw, so
     /// `check-config`'s output was not TOML.
     @Test func controlCharactersInValuesPrintAsEscapes() throws {
