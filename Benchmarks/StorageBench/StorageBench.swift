@@ -69,7 +69,7 @@ enum StorageBench {
         let records = 4096
         let tw = try seconds {
             for _ in 0..<records { _ = try payload.withUnsafeBytes { try wal.append($0, receivedAt: 1, precision: 0) } }
-            wal.syncAll()
+            try wal.syncAll()
         }
         wal.close()
         var replayed = 0
