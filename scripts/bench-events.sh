@@ -16,10 +16,11 @@ MPORT=$(free_port)
 MPID=""
 CHPID=""
 CHPORT=$(free_port)
-cleanup() {
-    [ -f "$TMP/mpid" ] &&     [ -n "$MPID" ] && kill "$MPID" 2>/dev/null
-    [ -f "$TMP/chpid" ] && CHPID=$(cat "$TMP/chpid")
-    [ -n "$CHPID" ] && scripts/peers.sh stop "$CHPID"
+cleanup() {  # never fails: a server already gone must not fail the benchmark after its results are written
+    if [ -f "$TMP/mpid" ]; then MPID=$(cat "$TMP/mpid"); fi  # the daemon restarted for the fleet part
+    if [ -n "$MPID" ]; then kill "$MPID" 2>/dev/null || true; fi
+    if [ -f "$TMP/chpid" ]; then CHPID=$(cat "$TMP/chpid"); fi
+    if [ -n "$CHPID" ]; then scripts/peers.sh stop "$CHPID" || true; fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT

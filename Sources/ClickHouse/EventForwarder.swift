@@ -74,6 +74,18 @@ public final class EventForwarder: Sendable {
     let gate: IntakeGate?
     /// `drop_newest` past the bound: events after this `seq` are not sent (nil: not holding).
     private let frozenAt = Atomic<Int64>(-1)
+    /// The backlog after a cursor, kept by ranges (``backlog(after:)``): read and written by the forwarder's
+    /// thread only, never held across SQLite work.
+    private let tally = Mutex<Tally?>(nil)
+
+    /// The events (and bytes) stored after `cursor` up to `through`, and when they were last counted in full.
+    struct Tally: Equatable {
+        var cursor: Int64
+        var through: Int64
+        var events: Int
+        var bytes: Int
+        var counted: Int64
+    }
 
     public init(
         store: EventStore, configuration: ClickHouseConfiguration, logger: Logger, gate: IntakeGate? = nil
@@ -317,7 +329,7 @@ public final class EventForwarder: Sendable {
     }
 
     private func refresh(_ cursor: Int64, status: String) {
-        let backlog = (try? store.backlog(after: cursor)) ?? (events: 0, bytes: 0)
+        let backlog = self.backlog(after: cursor) ?? (events: 0, bytes: 0)
         stats.state.withLock {
             $0.backlog = backlog.events
             $0.backlogBytes = backlog.bytes
@@ -333,7 +345,7 @@ public final class EventForwarder: Sendable {
     /// - `block`: events are refused (HTTP 429, UDP/TCP event lines kept as dead letters) until the backlog is
     ///   below 90 % of the bound.
     private func enforce(_ cursor: Int64, _ configuration: ClickHouseConfiguration) -> Int64 {
-        guard let backlog = try? store.backlog(after: cursor) else { return cursor }
+        guard let backlog = self.backlog(after: cursor) else { return cursor }
         let limit = configuration.maxBacklog
         let over = backlog.bytes > limit
         let relieved = backlog.bytes <= limit / 10 * 9
@@ -393,6 +405,42 @@ public final class EventForwarder: Sendable {
             gate?.setEvents(now)
             return cursor
         }
+    }
+
+    /// The backlog after `cursor`: the last count, less the range sent since, plus the rows stored since — each row
+    /// read about once, where counting everything unsent for every batch made draining a large backlog quadratic
+    /// (1,000,000 events forwarded at 47,000/s with 20 µs of CPU each). Counted in full again every 30 s (rows the
+    /// retention removed meanwhile) and whenever the cursor is outside the counted range.
+    func backlog(after cursor: Int64) -> (events: Int, bytes: Int)? {
+        let now = Self.now()
+        var t = tally.withLock { $0 }
+        do throws(StoreError) {
+            t = try Self.advance(t, to: cursor, now: now, store: store)
+        } catch {
+            return nil
+        }
+        tally.withLock { $0 = t }
+        return t.map { ($0.events, $0.bytes) }
+    }
+
+    /// ``backlog(after:)``'s step (a function of the store, for tests).
+    static func advance(_ t: Tally?, to cursor: Int64, now: Int64, store: EventStore) throws(StoreError) -> Tally {
+        if let t, cursor >= t.cursor, cursor <= t.through, now &- t.counted < 30_000_000_000 {
+            var next = t
+            if cursor > t.cursor {
+                let sent = try store.backlog(after: t.cursor, through: cursor)
+                next.events -= sent.events
+                next.bytes -= sent.bytes
+                next.cursor = cursor
+            }
+            let added = try store.backlog(after: t.through, through: .max)
+            next.events += added.events
+            next.bytes += added.bytes
+            next.through = added.last
+            return next
+        }
+        let all = try store.backlog(after: cursor, through: .max)
+        return Tally(cursor: cursor, through: all.last, events: all.events, bytes: all.bytes, counted: now)
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1e9) }

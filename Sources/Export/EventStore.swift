@@ -202,6 +202,22 @@ public final class EventStore: Sendable {
         }
     }
 
+    /// Events stored with `after < seq <= through`, their bytes, and the last such `seq` (`after` when none): a
+    /// range of the backlog, so a forwarder keeps its backlog by the ranges it sends and the rows added since
+    /// instead of scanning everything unsent per batch.
+    public func backlog(after: Int64, through: Int64) throws(StoreError) -> (events: Int, bytes: Int, last: Int64) {
+        try connection.withLock { h throws(StoreError) in
+            let s = try Statement(
+                h.db,
+                "SELECT count(*), coalesce(sum(\(Self.rowBytes)), 0), coalesce(max(seq), ?1) FROM events "
+                    + "WHERE seq > ?1 AND seq <= ?2")
+            try s.bind(1, after)
+            try s.bind(2, through)
+            _ = try s.step()
+            return (Int(s.int64(0)), Int(s.int64(1)), s.int64(2))
+        }
+    }
+
     /// The `seq` past the oldest events after `seq` that weigh at least `bytes`, and how many they are (for
     /// `backlog_policy = "drop_oldest"`).
     public func dropPoint(after seq: Int64, atLeast bytes: Int) throws(StoreError) -> (seq: Int64, events: Int)? {
