@@ -150,6 +150,11 @@ public final class Forwarder: Sendable {
     private let signal = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
+    /// The last pass over the outbox (``refreshBacklog(_:status:sent:)``), and the backlog since: the forwarder's
+    /// thread only, never held across SQLite work.
+    private let measured = Mutex<(at: Int64, backlog: (minutes: Int, points: Int, bytes: Int))?>(nil)
+    /// How often a draining forwarder passes over the whole outbox for its backlog (nanoseconds).
+    static let measureInterval: Int64 = 5_000_000_000
     /// Where points InfluxDB refused for good go (with its error); nil: they are only counted.
     let deadLetters: DeadLetterQueue?
     /// Told how many points each refused batch lost (`metricsd_rejected_total{reason="rejected_by_influxdb"}`).
@@ -336,7 +341,7 @@ public final class Forwarder: Sendable {
                     $0.status = "sending"
                 }
                 attempt = 0
-                refreshBacklog(&cursor, status: "sending")
+                refreshBacklog(&cursor, status: "sending", sent: (batch.rows, batch.bytes))
             case .tooLarge:
                 // 413: halve the batch and send again at once (the outbox keeps its order).
                 batchSize = max(1, batchSize / 2)
@@ -575,8 +580,29 @@ public final class Forwarder: Sendable {
 
     /// Measures the backlog after `cursor` and keeps it within `max_backlog` by the policy (each round, outage or
     /// not: a retry round measures too).
-    private func refreshBacklog(_ cursor: inout SQLiteStore.OutboxCursor, status: String) {
-        guard var backlog = try? store.outboxBacklog(after: cursor) else { return }
+    ///
+    /// A pass over the unsent outbox costs what the backlog holds, so while a backlog drains it is made at most every
+    /// ``measureInterval``: in between, the rows and bytes of each batch sent are taken off the last pass (minutes
+    /// stored meanwhile join at the next). A pass after every batch made draining a large backlog quadratic.
+    private func refreshBacklog(
+        _ cursor: inout SQLiteStore.OutboxCursor, status: String, sent: (rows: Int, bytes: Int)? = nil
+    ) {
+        let now = Self.now()
+        let previous = measured.withLock { $0 }
+        let backlogNow: (minutes: Int, points: Int, bytes: Int)?
+        if let sent, let previous, now &- previous.at < Self.measureInterval {
+            backlogNow = (
+                previous.backlog.minutes, max(0, previous.backlog.points - sent.rows),
+                max(0, previous.backlog.bytes - sent.bytes)
+            )
+        } else {
+            backlogNow = try? store.outboxBacklog(after: cursor)
+            if let backlogNow { measured.withLock { $0 = (now, backlogNow) } }
+        }
+        guard var backlog = backlogNow else { return }
+        if sent != nil, let previous, now &- previous.at < Self.measureInterval {
+            measured.withLock { $0 = (previous.at, backlog) }
+        }
         let configuration = self.configuration
         let limit = configuration.maxBacklog
         let over = backlog.bytes > limit
@@ -594,6 +620,7 @@ public final class Forwarder: Sendable {
                     "forwarding: the outbox passed [influx] max_backlog (\(limit) bytes): the oldest \(dropped.points) points (\(dropped.bytes) bytes) will not be forwarded (drop_oldest)"
                 )
                 backlog = (try? store.outboxBacklog(after: cursor)) ?? backlog
+                measured.withLock { $0 = (now, backlog) }
             }
         case .dropNewest:
             stats.blocking.store(false, ordering: .relaxed)
@@ -650,6 +677,8 @@ public final class Forwarder: Sendable {
         var limit: Int
         var generation: Int
         var rows: Int
+        /// The stored rows' bytes.
+        var bytes: Int
         var cursor: SQLiteStore.OutboxCursor
         var body: (lines: [UInt8], points: Int)
     }
@@ -660,8 +689,8 @@ public final class Forwarder: Sendable {
         let batch = try store.outboxBatch(after: cursor, limit: limit)
         let body = encoder.state.withLock { encode(batch.rows, with: &$0) }
         return Prepared(
-            after: cursor, limit: limit, generation: generation, rows: batch.rows.count, cursor: batch.cursor,
-            body: body)
+            after: cursor, limit: limit, generation: generation, rows: batch.rows.count,
+            bytes: batch.rows.reduce(0) { $0 + $1.bytes }, cursor: batch.cursor, body: body)
     }
 
     /// The next batch, made on another thread while the current one is sent.

@@ -53,6 +53,8 @@ extension SQLiteStore {
         public var rowID: Int64
         public var series: SeriesInfo
         public var fields: [(name: String, rollup: FieldRollup)]
+        /// The stored row's size (what `[influx] max_backlog` counts).
+        public var bytes = 0
     }
 
     /// The persisted cursor (``OutboxCursor/start`` before anything was forwarded).
@@ -148,7 +150,9 @@ extension SQLiteStore {
         }
         var named: [(name: String, rollup: FieldRollup)] = []
         for (field, rollup) in fields { named.append((try Self.fieldName(field, in: &c), rollup)) }
-        return OutboxRow(start: start, rowID: id, series: info, fields: named)
+        var row = OutboxRow(start: start, rowID: id, series: info, fields: named)
+        row.bytes = data.count
+        return row
     }
 
     /// Quarantined rows, oldest first: when, where from, their position (minute and series id), why, and size.
