@@ -30,8 +30,9 @@ public struct ExactPoint: Sendable, Hashable {
 
 /// The rollup of one (series, field, bucket): every aggregate metricsd keeps, mergeable exactly.
 ///
-/// - numeric: ``NumericAggregate`` (count, sum, min and max with their times, first, last, stddev), and either the
-///   points themselves (while the cell holds at most ``exactLimit``) or a ``QuantileSketch`` of the values;
+/// - numeric: ``NumericAggregate`` (count, sum, min and max with their times, first, last, stddev) — computed from
+///   the points, in time order, while the cell keeps them (at most ``exactLimit``), kept with a ``QuantileSketch`` of
+///   the values beyond;
 /// - boolean: count, count of `true`, first and last value by timestamp, the points while few;
 /// - string: count, first and last value by timestamp, the points (and their bytes) while few;
 /// - distinct: count, last time, and a ``DistinctSketch`` of the values' hashes.
