@@ -588,21 +588,20 @@ public final class Forwarder: Sendable {
         _ cursor: inout SQLiteStore.OutboxCursor, status: String, sent: (rows: Int, bytes: Int)? = nil
     ) {
         let now = Self.now()
-        let previous = measured.withLock { $0 }
         let backlogNow: (minutes: Int, points: Int, bytes: Int)?
-        if let sent, let previous, now &- previous.at < Self.measureInterval {
-            backlogNow = (
-                previous.backlog.minutes, max(0, previous.backlog.points - sent.rows),
-                max(0, previous.backlog.bytes - sent.bytes)
+        if let sent, let previous = measured.withLock({ $0 }), now &- previous.at < Self.measureInterval {
+            // Between passes: the batch sent taken off the last one (which keeps its time).
+            let left = (
+                minutes: previous.backlog.minutes, points: max(0, previous.backlog.points - sent.rows),
+                bytes: max(0, previous.backlog.bytes - sent.bytes)
             )
+            measured.withLock { $0 = (previous.at, left) }
+            backlogNow = left
         } else {
             backlogNow = try? store.outboxBacklog(after: cursor)
             if let backlogNow { measured.withLock { $0 = (now, backlogNow) } }
         }
         guard var backlog = backlogNow else { return }
-        if sent != nil, let previous, now &- previous.at < Self.measureInterval {
-            measured.withLock { $0 = (previous.at, backlog) }
-        }
         let configuration = self.configuration
         let limit = configuration.maxBacklog
         let over = backlog.bytes > limit

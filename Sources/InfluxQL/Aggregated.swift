@@ -331,7 +331,7 @@ extension SelectExecution {
 
     /// The cell of some of `cell`'s points.
     static func subset(_ cell: FieldRollup, _ points: [ExactPoint]) -> FieldRollup {
-        if points.count == cell.points.count { return cell }
+        if points.count == cell.pointCount { return cell }
         var out = FieldRollup(kind: cell.kind)
         for p in points {
             switch cell.kind {

@@ -123,49 +123,49 @@ public struct FieldRollup: @unchecked Sendable {
 
     /// Numeric values past ``exactLimit`` points (empty while the cell keeps its points).
     public internal(set) var sketch: QuantileSketch {
-        get { extra?.header.sketch ?? QuantileSketch() }
+        get { extra?.header.sketch ?? Self.noExtra.sketch }
         _modify { yield &mutableExtra().header.sketch }
         set { mutableExtra().header.sketch = newValue }
     }
     public internal(set) var trueCount: Int64 {
-        get { extra?.header.trueCount ?? 0 }
+        get { extra?.header.trueCount ?? Self.noExtra.trueCount }
         set { mutableExtra().header.trueCount = newValue }
     }
     /// First value by time (booleans and strings; numeric fields keep theirs in ``numeric``).
     public internal(set) var firstTime: Int64 {
-        get { extra?.header.firstTime ?? .max }
+        get { extra?.header.firstTime ?? Self.noExtra.firstTime }
         set { mutableExtra().header.firstTime = newValue }
     }
     public internal(set) var firstBool: Bool {
-        get { extra?.header.firstBool ?? false }
+        get { extra?.header.firstBool ?? Self.noExtra.firstBool }
         set { mutableExtra().header.firstBool = newValue }
     }
     public internal(set) var firstBytes: [UInt8] {
-        get { extra?.header.firstBytes ?? [] }
+        get { extra?.header.firstBytes ?? Self.noExtra.firstBytes }
         _modify { yield &mutableExtra().header.firstBytes }
         set { mutableExtra().header.firstBytes = newValue }
     }
     public internal(set) var lastTime: Int64 {
-        get { extra?.header.lastTime ?? .min }
+        get { extra?.header.lastTime ?? Self.noExtra.lastTime }
         set { mutableExtra().header.lastTime = newValue }
     }
     public internal(set) var lastBool: Bool {
-        get { extra?.header.lastBool ?? false }
+        get { extra?.header.lastBool ?? Self.noExtra.lastBool }
         set { mutableExtra().header.lastBool = newValue }
     }
     public internal(set) var lastBytes: [UInt8] {
-        get { extra?.header.lastBytes ?? [] }
+        get { extra?.header.lastBytes ?? Self.noExtra.lastBytes }
         _modify { yield &mutableExtra().header.lastBytes }
         set { mutableExtra().header.lastBytes = newValue }
     }
     public internal(set) var distinct: DistinctSketch {
-        get { extra?.header.distinct ?? DistinctSketch() }
+        get { extra?.header.distinct ?? Self.noExtra.distinct }
         _modify { yield &mutableExtra().header.distinct }
         set { mutableExtra().header.distinct = newValue }
     }
     /// String points' bytes (a point's value is `offset << 32 | length` into it).
     var text: [UInt8] {
-        get { extra?.header.text ?? [] }
+        get { extra?.header.text ?? Self.noExtra.text }
         _modify { yield &mutableExtra().header.text }
         set { mutableExtra().header.text = newValue }
     }
@@ -180,8 +180,11 @@ public struct FieldRollup: @unchecked Sendable {
         return extra.unsafelyUnwrapped
     }
 
+    /// What a cell without ``extra`` reads (the defaults, in one place).
+    private static let noExtra = Extra()
+
     /// The part of a cell only some cells need (``extra``), changed only through ``mutableExtra()``.
-    private struct Extra {
+    private struct Extra: Sendable {
         var numeric = NumericAggregate()
         var sketch = QuantileSketch()
         var trueCount: Int64 = 0
@@ -437,29 +440,31 @@ public struct FieldRollup: @unchecked Sendable {
     /// `nil` when none is in the range.
     public func points(from: Int64, through: Int64) -> FieldRollup? {
         precondition(isExact)
-        if let first = points.first, let last = points.last, first.time >= from, last.time <= through {
-            return self
-        }
-        var out = FieldRollup(kind: kind)
-        out.isInteger = isInteger
-        for p in points where p.time >= from && p.time <= through {
-            switch kind {
-            case .numeric: out.add(p.value, at: p.time, integer: isInteger)
-            case .boolean: out.add(p.value != 0, at: p.time)
-            case .string:
-                withBytes(of: p) { bytes in
-                    Array(bytes).withUnsafeBufferPointer { out.add($0, at: p.time) }
-                }
-            case .distinct: break
+        return withPoints { points -> FieldRollup? in
+            if let first = points.first, let last = points.last, first.time >= from, last.time <= through {
+                return self
             }
+            var out = FieldRollup(kind: kind)
+            out.isInteger = isInteger
+            for p in points where p.time >= from && p.time <= through {
+                switch kind {
+                case .numeric: out.add(p.value, at: p.time, integer: isInteger)
+                case .boolean: out.add(p.value != 0, at: p.time)
+                case .string:
+                    withBytes(of: p) { bytes in
+                        Array(bytes).withUnsafeBufferPointer { out.add($0, at: p.time) }
+                    }
+                case .distinct: break
+                }
+            }
+            return out.count > 0 ? out : nil
         }
-        return out.count > 0 ? out : nil
     }
 
     /// The values of a numeric cell that keeps its points, ascending; `nil` when it does not.
     public func sortedValues() -> [Double]? {
         guard isExact, kind != .string else { return nil }
-        return points.map(\.value).sorted()
+        return withPoints { $0.map(\.value).sorted() }
     }
 
     /// ``value(of:)`` of each aggregate, into `out` (reused): the numeric aggregate is made once and the kept points

@@ -355,17 +355,19 @@ extension FieldRollup {
             w.zigzag(lastTime &- firstTime)
             w.u8(lastBool ? 1 : 0)
             if exact {
-                var previous = firstTime
-                for p in points {
-                    w.zigzag(p.time &- previous)
-                    previous = p.time
-                }
-                var byte: UInt8 = 0
-                for (k, p) in points.enumerated() {
-                    if p.value != 0 { byte |= 1 << UInt8(k & 7) }
-                    if k & 7 == 7 || k == points.count - 1 {
-                        w.u8(byte)
-                        byte = 0
+                withPoints { points in
+                    var previous = firstTime
+                    for p in points {
+                        w.zigzag(p.time &- previous)
+                        previous = p.time
+                    }
+                    var byte: UInt8 = 0
+                    for (k, p) in points.enumerated() {
+                        if p.value != 0 { byte |= 1 << UInt8(k & 7) }
+                        if k & 7 == 7 || k == points.count - 1 {
+                            w.u8(byte)
+                            byte = 0
+                        }
                     }
                 }
             }
@@ -378,7 +380,7 @@ extension FieldRollup {
             w.bytes(lastBytes)
             if exact {
                 var previous = firstTime
-                for p in points {
+                for p in points {  // one array: a string cell's points come with its bytes
                     w.zigzag(p.time &- previous)
                     previous = p.time
                     withBytes(of: p) { bytes in
