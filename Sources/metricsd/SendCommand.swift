@@ -263,16 +263,10 @@ final class UDPTransport: Transport {
             while start < raw.count {
                 // The longest run of whole lines that fits (a longer line goes alone).
                 var end = start
-                var scan = start
-                while scan < raw.count {
-                    guard let nl = raw[scan...].firstIndex(of: 0x0A) else {
-                        scan = raw.count
-                        if scan - start <= maxDatagram || end == start { end = scan }
-                        break
-                    }
-                    if nl + 1 - start > maxDatagram && end > start { break }
-                    end = nl + 1
-                    scan = nl + 1
+                while end < raw.count {
+                    let next = raw[end...].firstIndex(of: 0x0A).map { $0 + 1 } ?? raw.count
+                    if next - start > maxDatagram && end > start { break }
+                    end = next
                 }
                 try sendDatagram(UnsafeRawBufferPointer(rebasing: raw[start..<end]))
                 start = end
