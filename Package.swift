@@ -121,8 +121,8 @@ let package = Package(
         .testTarget(
             name: "APITests", dependencies: ["API", "InfluxQL", "Query", "Rollups"], swiftSettings: strictSettings),
         .testTarget(
-            name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol"], exclude: ["Fixtures"],
-            swiftSettings: strictSettings),
+            name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol", "TestSupport"],
+            exclude: ["Fixtures"], swiftSettings: strictSettings),
         .testTarget(
             name: "IngestTests", dependencies: ["Ingest", "Export", "Rollups", "LineProtocol"],
             swiftSettings: strictSettings),

@@ -5,6 +5,7 @@
 # prepared before the clock starts). Once per content encoding (gzip, identity), each with a fresh influxd.
 # Writes the "Forwarding" section of docs/PERFORMANCE.md.
 # Usage: scripts/bench-forward.sh [SERIES] [MINUTES]   (defaults 5000, 10: 50,000 points to forward; 20000 10 is 200,000)
+# PERF_OUT=/tmp/fwd records a perf profile of metricsd over each drain (/tmp/fwd.gzip, /tmp/fwd.identity).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${1:-5000}
@@ -65,6 +66,10 @@ CONF
     done
     c1=$(cpu $MPID)
     IPID=$(scripts/peers.sh start-influxd $IPORT "$TMP/influxd")
+    PERFPID=""
+    if [ -n "${PERF_OUT:-}" ]; then  # PERF_OUT=file: a perf profile of metricsd over the drain, one file per encoding
+        perf record -g -p "$MPID" -o "$PERF_OUT.$ENC" > /dev/null 2>&1 & PERFPID=$!
+    fi
     t0=$(date +%s.%N)
     for _ in $(seq 1 6000); do
         h=$(health)
@@ -73,6 +78,7 @@ CONF
     done
     t1=$(date +%s.%N)
     c2=$(cpu $MPID)
+    [ -n "$PERFPID" ] && { kill -INT "$PERFPID"; wait "$PERFPID" || true; }
     kill "$MPID"; wait "$MPID" 2>/dev/null || true; MPID=""
     # The same points, read back from influxd, posted directly to a new database of the same influxd.
     python3 - "$IPORT" "$ENC" "$LINES" "$POINTS" "$c0" "$c1" "$c2" "$t0" "$t1" >> "$TMP/results" <<'PY'

@@ -57,6 +57,12 @@ out.append("| then the checkpoint of that flush (on the ticker, after the commit
 out.append("| flush of %d series-minutes that all merge into stored rows (late data, restarts) | %.2f s |" % (flush["cells"], flush["merge_flush_s"]))
 out.append("| WAL append (64 KiB records, no fsync) | %.0f MB/s |" % wal["append_mb_per_s"])
 out.append("| WAL replay (read + CRC32C check) | %.0f MB/s |" % wal["replay_mb_per_s"])
+fwd = next((r for r in rows if r["benchmark"] == "forward"), None)
+if fwd:
+    out.append("| forwarding before the network (`StorageBench forward`): %d stored points of `make bench-forward`'s shape "
+               "(4 fields × 11 aggregates), reading the outbox / writing line protocol, CPU per point (best of 8) "
+               "| %.2f µs / %.2f µs (%d bytes a point) |" % (
+        fwd["points"], fwd["read_us_per_point"], fwd["encode_us_per_point"], fwd["bytes_per_point"]))
 for d in dur:
     out.append("| HTTP ingest with `durability = \"%s\"` | %.0f lines/s (%.2f× of `none`) |" % (d["durability"], d["lines_per_second"], d["lines_per_second"] / none))
 out.append("")

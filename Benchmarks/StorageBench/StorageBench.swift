@@ -1,6 +1,7 @@
 // StorageBench: flush speed of the SQLite store (1,000,000 series-minutes: a first flush that creates the series,
 // then the next minutes of the same series — the steady state — then a flush that merges into every stored row) and
-// WAL replay speed. Prints JSON lines.
+// WAL replay speed; then what forwarding spends per point before the network: reading the outbox (50,000 rows:
+// 5,000 series × 10 minutes of `make bench-forward`'s cpu shape) and writing it as line protocol. Prints JSON lines.
 import Export
 import Foundation
 import Rollups
@@ -15,6 +16,12 @@ enum StorageBench {
 
     nonisolated static func main() throws {
         let arguments = CommandLine.arguments
+        if arguments.count > 1 && arguments[1] == "forward" {  // `StorageBench forward`: that part alone
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("storagebench-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            return try forward(dir.appendingPathComponent("forward.db").path)
+        }
         let cellsPerFlush = arguments.count > 1 ? Int(arguments[1])! : 1_000_000
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("storagebench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -61,6 +68,8 @@ enum StorageBench {
             #"{"benchmark":"flush","cells":\#(cellsPerFlush),"rows":\#(rows),"first_flush_new_series_s":\#(first.flush),"steady_flush_s":\#(flushes[2]),"steady_flush_min_s":\#(flushes[0]),"steady_flush_runs":\#(flushes),"steady_checkpoint_s":\#(checkpoints[2]),"merge_flush_s":\#(merge.flush)}"#
         )
 
+        try forward(dir.appendingPathComponent("forward.db").path)
+
         // WAL replay: 256 MiB of 64 KiB line-protocol records.
         let walDir = dir.appendingPathComponent("wal").path
         let wal = WriteAheadLog(directory: walDir, durability: .none)
@@ -80,6 +89,61 @@ enum StorageBench {
         let mb = Double(records * payload.count) / 1e6
         print(
             #"{"benchmark":"wal","megabytes":\#(mb),"append_mb_per_s":\#(mb / tw),"replay_mb_per_s":\#(mb / tr)}"#
+        )
+    }
+
+    /// The outbox read and the line-protocol encoding of the forwarder (what `Forwarder.prepare` does), timed
+    /// without the network: the CPU a forwarded point costs before libcurl.
+    static func forward(_ path: String) throws {
+        let store = try SQLiteStore(path: path, recordsOutbox: true)
+        let series = (0..<5000).map {
+            SeriesInfo(measurement: "cpu", tags: [TagPair("host", "h\($0 / 8)"), TagPair("cpu", "cpu\($0 % 8)")])
+        }
+        let fields = ["usage_user", "usage_system", "usage_idle", "usage_iowait"]
+        for m in 0..<10 {
+            let start = Int64(1_700_000_000 + m * 60) * 1_000_000_000
+            var cells: [ClosedCell] = []
+            for (s, info) in series.enumerated() {
+                for (f, name) in fields.enumerated() {
+                    var r = FieldRollup(kind: .numeric)
+                    for k in 0..<6 {
+                        let v = Double((s * 7 + m * 3 + k) % 97)
+                        let value = [v + 0.5, Double(Int(v) / 2) + 0.25, 100 - v, Double(Int(v) % 5) + 0.125][f]
+                        r.add(value, at: start + Int64(k) * 10_000_000_000)
+                    }
+                    cells.append(ClosedCell(series: info, field: name, rollup: r))
+                }
+            }
+            try store.store([ClosedBucket(start: start, cells: cells)])
+        }
+        var encoder = ForwardEncoder(ForwarderConfiguration())
+        var runs: [(read: Double, encode: Double)] = []
+        var points = 0
+        var bytes = 0
+        for _ in 0..<9 {  // the first run fills the encoder's and the store's caches, as a long drain would
+            var cursor = SQLiteStore.OutboxCursor.start
+            var read = 0.0
+            var encode = 0.0
+            points = 0
+            bytes = 0
+            while true {
+                var batch: (rows: [SQLiteStore.OutboxRow], cursor: SQLiteStore.OutboxCursor) = ([], cursor)
+                read += try seconds { batch = try store.outboxBatch(after: cursor, limit: 5000) }
+                if batch.rows.isEmpty { break }
+                var out: [UInt8] = []
+                out.reserveCapacity(batch.rows.count * 768)
+                encode += seconds {
+                    for row in batch.rows where (try? encoder.append(row, to: &out)) == true { points += 1 }
+                }
+                bytes += out.count
+                cursor = batch.cursor
+            }
+            runs.append((read, encode))
+        }
+        let best = runs.dropFirst().min { $0.read + $0.encode < $1.read + $1.encode }!
+        let us = { (s: Double) in s / Double(points) * 1e6 }
+        print(
+            #"{"benchmark":"forward","points":\#(points),"read_us_per_point":\#(us(best.read)),"encode_us_per_point":\#(us(best.encode)),"bytes_per_point":\#(bytes / max(1, points))}"#
         )
     }
 }

@@ -122,7 +122,20 @@ extension SQLiteStore {
     func outboxRow(start: Int64, series id: Int64, data: [UInt8], in c: inout Connection)
         throws(StoreError) -> OutboxRow?
     {
-        guard let fields = PackedRow.decode(data, start: start) else {
+        // The fields are decoded straight into the row with their names (one array, no intermediate list).
+        var named: [(name: String, rollup: FieldRollup)] = []
+        var unnamed: StoreError?
+        let decoded = PackedRow.visit(
+            data, start: start, sketches: true, wanted: { _ in true },
+            each: { field, rollup in
+                guard unnamed == nil else { return }
+                do throws(StoreError) {
+                    named.append((try Self.fieldName(field, in: &c), rollup))
+                } catch {
+                    unnamed = error
+                }
+            })
+        guard decoded else {
             // A row that does not decode (a damaged page): copied aside with its position, counted, skipped — the
             // rows after it are sent.
             let q = try Statement(
@@ -148,8 +161,7 @@ extension SQLiteStore {
                 id: UInt64(bitPattern: s.int64(0)), measurement: s.text(1), tags: Self.decodeTags(s.text(2)))
             c.seriesByRow[id] = info
         }
-        var named: [(name: String, rollup: FieldRollup)] = []
-        for (field, rollup) in fields { named.append((try Self.fieldName(field, in: &c), rollup)) }
+        if let unnamed { throw unnamed }
         var row = OutboxRow(start: start, rowID: id, series: info, fields: named)
         row.bytes = data.count
         return row

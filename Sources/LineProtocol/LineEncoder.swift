@@ -100,7 +100,7 @@ public enum LineEncoder {
                 magnitude /= 10
                 n += 1
             } while magnitude > 0
-            out.append(contentsOf: raw[(24 - n)...])
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[(24 - n)...]))
         }
     }
 

@@ -317,7 +317,9 @@ extension FieldRollup {
     /// first time, a boolean or string cell's first time, a distinct cell's last time.
     public var timeAnchor: Int64 {
         switch kind {
-        case .numeric: numeric.firstTime
+        case .numeric:
+            // Kept points are in time order: the first one's time, without deriving the whole aggregate.
+            isExact && pointCount > 0 ? withPoints { $0[0].time } : numeric.firstTime
         case .boolean, .string: firstTime
         case .distinct: lastTime
         }

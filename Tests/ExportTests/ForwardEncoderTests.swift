@@ -1,4 +1,5 @@
 import LineProtocol
+import TestSupport
 import Testing
 
 @testable import Export
@@ -136,6 +137,9 @@ import Testing
     @Test(arguments: [
         (3.0, "3"), (-12.0, "-12"), (-0.0, "-0.0"), (0.0, "0"), (0.1, "0.1"), (1e300, "1e+300"),
         (9_007_199_254_740_992.0, "9007199254740992.0"), (1e16, "1e+16"), (9_007_199_254_740_991.0, "9007199254740991"),
+        (91.0029, "91.0029"), (-0.5, "-0.5"), (0.0001, "0.0001"), (0.00012, "0.00012"), (1e-5, "1e-05"),
+        (0.30000000000000004, "0.30000000000000004"), (123_456_789.125, "123456789.125"),
+        (4_503_599_627_370_495.5, "4503599627370495.5"), (1.0 / 3, "0.3333333333333333"),
     ])
     func floatsAreWrittenToReadBackBitForBit(value: Double, text: String) throws {
         var out: [UInt8] = []
@@ -143,5 +147,38 @@ import Testing
         #expect(String(decoding: out, as: UTF8.self) == text)
         let point = try #require(try Self.decode(Array("m v=\(text)".utf8)).first)
         #expect(point.fields.first?.value.isIdentical(to: .float(value)) == true)
+    }
+
+    /// Short decimals are written without `String`; whatever the path, the text reads back bit for bit, and where
+    /// Swift writes no exponent it is Swift's shortest round-trip text (whole numbers without Swift's `.0`).
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func floatTextIsShortestAndReadsBack(seed: UInt64) throws {
+        var rng = SplitMix(seed: seed)
+        for i in 0..<20_000 {
+            let v: Double
+            switch i % 4 {
+            case 0:  // a short decimal, as gauges send them
+                let digits = Double(Int64.random(in: -10_000_000_000...10_000_000_000, using: &rng))
+                v = digits / [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e9, 1e12][Int.random(in: 0..<9, using: &rng)]
+            case 1:  // a mean: any 17-digit value
+                v = Double.random(in: -1e6...1e6, using: &rng) / 7
+            case 2:  // any finite bit pattern
+                let bits = Double(bitPattern: rng.next())
+                v = bits.isFinite ? bits : 1.5
+            default:  // near the edges of the fast path
+                v =
+                    [1e-4, 9e15, 9_007_199_254_740_992][Int.random(in: 0..<3, using: &rng)]
+                    * Double.random(in: 0.5...2, using: &rng)
+            }
+            var out: [UInt8] = []
+            ForwardEncoder.appendFloat(v, to: &out)
+            let text = String(decoding: out, as: UTF8.self)
+            let point = try #require(try Self.decode(Array("m v=\(text)".utf8)).first, "\(v): \(text)")
+            #expect(point.fields.first?.value.isIdentical(to: .float(v)) == true, "\(v) written as \(text)")
+            if v.magnitude >= 1e-4 && v.magnitude < 9_007_199_254_740_992 {
+                let swift = v.description
+                #expect(text == (swift.hasSuffix(".0") ? String(swift.dropLast(2)) : swift), "\(v)")
+            }
+        }
     }
 }
