@@ -35,6 +35,13 @@ enum PackedRow {
         for field in fields { append(field.field, field.rollup, base: &base, into: &w) }
     }
 
+    /// How many fields a row says it has (`nil` when its header is malformed): room to reserve before decoding.
+    static func fieldCount(_ bytes: [UInt8]) -> Int? {
+        var r = ByteReader(bytes)
+        guard r.u8() != nil, let n = r.varint(), n <= UInt64(bytes.count) else { return nil }
+        return Int(n)
+    }
+
     /// The fields of a row (only field `only`, when given); `nil` when the bytes are malformed or of a newer format.
     static func decode(_ bytes: [UInt8], start: Int64, only: Int64? = nil) -> [(field: Int64, rollup: FieldRollup)]? {
         var out: [(field: Int64, rollup: FieldRollup)] = []

@@ -124,6 +124,7 @@ extension SQLiteStore {
     {
         // The fields are decoded straight into the row with their names (one array, no intermediate list).
         var named: [(name: String, rollup: FieldRollup)] = []
+        named.reserveCapacity(PackedRow.fieldCount(data) ?? 0)
         var unnamed: StoreError?
         let decoded = PackedRow.visit(
             data, start: start, sketches: true, wanted: { _ in true },

@@ -349,7 +349,8 @@ public final class WriteAheadLog: Sendable {
     /// and the next append starts a new one.
     public func sync(upTo position: UInt64) throws {
         try syncLock.withLock { synced throws in
-            guard synced <= position else { return }
+            // Nothing written since the last sync: nothing to make durable (the `batch` timer ticks on idle logs).
+            guard synced < position else { return }
             let (fd, end) = state.withLock { ($0.fd, Self.position($0.segment, $0.offset)) }
             guard fd >= 0 else { throw WALError("WAL sync failed: no open segment") }
             // Fault injection for tests (a failing disk): while `inject-sync-fault` exists, every sync fails (EIO).

@@ -121,6 +121,18 @@ public struct FieldRollup: @unchecked Sendable {
         }
     }
 
+    /// Adds a point read from storage after those read before it, in a cell that will keep `total` points: inline
+    /// when they fit, else in one array reserved once (the reader checks their time order).
+    mutating func appendReadPoint(_ point: ExactPoint, of total: Int) {
+        if total <= Self.inlineLimit {
+            inlinePoints[Int(inlineCount)] = point
+            inlineCount += 1
+        } else {
+            if heapPoints.isEmpty { heapPoints.reserveCapacity(total) }
+            heapPoints.append(point)
+        }
+    }
+
     /// Numeric values past ``exactLimit`` points (empty while the cell keeps its points).
     public internal(set) var sketch: QuantileSketch {
         get { extra?.header.sketch ?? Self.noExtra.sketch }

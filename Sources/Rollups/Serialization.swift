@@ -429,12 +429,16 @@ extension FieldRollup {
             if !exact { self.numeric = numeric }
             isInteger = version >= 3 && flags & Self.integerFlag != 0
             if exact {
-                decoded.reserveCapacity(Int(count))
+                // Straight into the cell (inline for up to six points: no array); points come in time order, a
+                // row that says otherwise is not trusted.
                 var time = numeric.firstTime
+                var previous = Int64.min
                 for _ in 0..<count {
                     guard let delta = r.zigzag(), let value = r.number() else { return nil }
                     time &+= delta
-                    decoded.append(ExactPoint(time: time, value: value))
+                    guard time >= previous else { return nil }
+                    previous = time
+                    appendReadPoint(ExactPoint(time: time, value: value), of: Int(count))
                 }
             } else if sketches {
                 guard let sketch = QuantileSketch(reading: &r) else { return nil }
@@ -512,8 +516,8 @@ extension FieldRollup {
             lastTime = base &+ time
             distinct = sketch
         }
-        // Points come in time order; a row that says otherwise is not trusted.
-        if exact {
+        // Points come in time order; a row that says otherwise is not trusted (numeric cells checked as read).
+        if exact && kind != .numeric {
             for k in decoded.indices.dropFirst() where decoded[k - 1].time > decoded[k].time { return nil }
             guard decoded.count == count else { return nil }
             setPoints(decoded)

@@ -148,6 +148,24 @@ import Testing
         wal.close()
     }
 
+    /// The `batch` timer synced an idle log on every tick (an fdatasync, and a second of a forwarding drain's CPU in
+    /// every thirty): a sync with nothing written since the last one does not touch the disk — with a failing disk it
+    /// does not fail either, because there is nothing to lose.
+    @Test func aSyncWithNothingNewDoesNotSync() throws {
+        let dir = Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let wal = WriteAheadLog(directory: dir, durability: .batch)
+        _ = try wal.open(replayFrom: 0)
+        let first = try Array("a v=1\n".utf8).withUnsafeBytes { try wal.append($0, receivedAt: 1, precision: 0) }
+        try wal.sync(upTo: first)
+        _ = FileManager.default.createFile(atPath: dir + "/inject-sync-fault", contents: Data())
+        try wal.syncAll()
+        try wal.sync(upTo: first)
+        _ = try Array("a v=2\n".utf8).withUnsafeBytes { try wal.append($0, receivedAt: 2, precision: 0) }
+        #expect(throws: WALError.self) { try wal.syncAll() }
+        wal.close()
+    }
+
     @Test func emptyAndNewerSegmentsAreHandled() throws {
         let (dir, payloads, _) = try Self.written(3)
         defer { try? FileManager.default.removeItem(atPath: dir) }
