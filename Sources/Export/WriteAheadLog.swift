@@ -349,8 +349,7 @@ public final class WriteAheadLog: Sendable {
     /// and the next append starts a new one.
     public func sync(upTo position: UInt64) throws {
         try syncLock.withLock { synced throws in
-            // Nothing written since the last sync: nothing to make durable (the `batch` timer ticks on idle logs).
-            guard synced < position else { return }
+            guard synced <= position else { return }
             let (fd, end) = state.withLock { ($0.fd, Self.position($0.segment, $0.offset)) }
             guard fd >= 0 else { throw WALError("WAL sync failed: no open segment") }
             // Fault injection for tests (a failing disk): while `inject-sync-fault` exists, every sync fails (EIO).
@@ -370,7 +369,13 @@ public final class WriteAheadLog: Sendable {
     }
 
     /// Fsyncs what was written so far (the `batch` policy's timer, and shutdown).
-    public func syncAll() throws { try sync(upTo: written.load(ordering: .acquiring)) }
+    /// Nothing written since the last sync: nothing to do (the `batch` timer ticks on idle logs; `sync(upTo:)` takes
+    /// a record's start, so given the end it would sync again what is already durable).
+    public func syncAll() throws {
+        let end = written.load(ordering: .acquiring)
+        if syncLock.withLock({ $0 >= end }) { return }
+        try sync(upTo: end)
+    }
 
     /// The end of the log: positions below it are written.
     public var end: UInt64 { state.withLock { Self.position($0.segment, $0.offset) } }

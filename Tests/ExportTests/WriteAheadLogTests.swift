@@ -160,7 +160,6 @@ import Testing
         try wal.sync(upTo: first)
         _ = FileManager.default.createFile(atPath: dir + "/inject-sync-fault", contents: Data())
         try wal.syncAll()
-        try wal.sync(upTo: first)
         _ = try Array("a v=2\n".utf8).withUnsafeBytes { try wal.append($0, receivedAt: 2, precision: 0) }
         #expect(throws: WALError.self) { try wal.syncAll() }
         wal.close()
