@@ -80,7 +80,7 @@ CONF
         sleep 1
     done
     last=$(grep -o '"forwarding" *: *{[^}]*' <<< "$h" | grep -o '"last_success" *: *"[^"]*"' | grep -o '[0-9T:.-]*Z')
-    t1=$(date -d "$last" +%s.%N)
+    if [ -n "$last" ]; then t1=$(date -d "$last" +%s.%N); else t1=$(date +%s.%N); fi  # not drained: timed to now
     c2=$(cpu $MPID)
     [ -n "$PERFPID" ] && { kill -INT "$PERFPID"; wait "$PERFPID" || true; }
     kill "$MPID"; wait "$MPID" 2>/dev/null || true; MPID=""

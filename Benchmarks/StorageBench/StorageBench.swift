@@ -16,16 +16,13 @@ enum StorageBench {
 
     nonisolated static func main() throws {
         let arguments = CommandLine.arguments
-        if arguments.count > 1 && arguments[1] == "forward" {  // `StorageBench forward`: that part alone
-            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("storagebench-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: dir) }
-            return try forward(dir.appendingPathComponent("forward.db").path)
-        }
-        let cellsPerFlush = arguments.count > 1 ? Int(arguments[1])! : 1_000_000
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("storagebench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
+        if arguments.count > 1 && arguments[1] == "forward" {  // `StorageBench forward`: that part alone
+            return try forward(dir.appendingPathComponent("forward.db").path)
+        }
+        let cellsPerFlush = arguments.count > 1 ? Int(arguments[1])! : 1_000_000
         let store = try SQLiteStore(path: dir.appendingPathComponent("metricsd.db").path)
         let series = (0..<(cellsPerFlush / 4)).map {
             SeriesInfo(measurement: "cpu", tags: [TagPair("host", "host-\($0 / 10)"), TagPair("cpu", "cpu\($0 % 10)")])

@@ -35,11 +35,13 @@ enum PackedRow {
         for field in fields { append(field.field, field.rollup, base: &base, into: &w) }
     }
 
-    /// How many fields a row says it has (`nil` when its header is malformed): room to reserve before decoding.
+    /// How many fields a row says it has, at most what its bytes can hold (a field takes at least 4: id, length,
+    /// flags, count), so a damaged header cannot make the reader reserve more than the row's size warrants; `nil`
+    /// when the header is malformed. Room to reserve before decoding.
     static func fieldCount(_ bytes: [UInt8]) -> Int? {
         var r = ByteReader(bytes)
         guard r.u8() != nil, let n = r.varint(), n <= UInt64(bytes.count) else { return nil }
-        return Int(n)
+        return Swift.min(Int(n), bytes.count / 4)
     }
 
     /// The fields of a row (only field `only`, when given); `nil` when the bytes are malformed or of a newer format.

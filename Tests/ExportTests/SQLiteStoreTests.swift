@@ -38,6 +38,19 @@ import Testing
 
     /// Property: any rollup survives the packed row format exactly, whatever its values (integral or not, signed
     /// zero, extremes, subnormals) and times (relative to any base, in any order).
+    /// The outbox reader reserves a row's fields from its header: a damaged header that claims as many fields as the
+    /// row has bytes would have reserved 144 bytes per byte of row; the count is capped by what the bytes can hold.
+    @Test func aRowsFieldCountIsBoundedByItsSize() {
+        var w = ByteWriter()
+        PackedRow.header(fields: 400, into: &w)
+        let bytes = w.bytes + [UInt8](repeating: 0, count: 398)
+        #expect(PackedRow.fieldCount(bytes) == bytes.count / 4)
+        var one = ByteWriter()
+        PackedRow.header(fields: 1, into: &one)
+        #expect(PackedRow.fieldCount(one.bytes + [0, 0, 0, 0]) == 1)
+        #expect(PackedRow.fieldCount([]) == nil)
+    }
+
     @Test func packedRowsRoundTripExactly() throws {
         var rng = SystemRandomNumberGenerator()
         let specials: [Double] = [
