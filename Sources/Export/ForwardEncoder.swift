@@ -42,6 +42,28 @@ package struct ForwardEncoder {
         var message: String
     }
 
+    /// Appends the points of `rows` to `out`, each as ``append(_:to:)`` does; a row that cannot be written goes to
+    /// `rejected` and the rest are written. The number of points written. Room is reserved at the bytes a row
+    /// took in the previous batch, so a body of a thousand bytes a point is not copied as it grows.
+    package mutating func append(
+        _ rows: [SQLiteStore.OutboxRow], to out: inout [UInt8],
+        rejected: (SQLiteStore.OutboxRow, Failure) -> Void
+    ) -> Int {
+        let before = out.count
+        out.reserveCapacity(before + rows.count * rowBytes)
+        var points = 0
+        for row in rows {
+            do throws(Failure) {
+                if try append(row, to: &out) { points += 1 }
+            } catch {
+                rejected(row, error)
+            }
+        }
+        if !rows.isEmpty { rowBytes = Swift.max(64, (out.count - before) / rows.count + 64) }
+        return points
+    }
+    private var rowBytes = 768
+
     /// Appends the point of `row` (and a newline) to `out`; `false` when the row has nothing to write (no field
     /// with values). Throws when the row cannot be written as line protocol; `out` is then as it was.
     package mutating func append(_ row: SQLiteStore.OutboxRow, to out: inout [UInt8]) throws(Failure) -> Bool {
@@ -265,18 +287,43 @@ package struct ForwardEncoder {
                 self.digits(digits, fractionDigits: fraction)
                 return
             }
-            for b in v.description.utf8 { byte(b) }
+            // Swift's shortest round-trip digits, written by `Double.write(to:)` straight into the row (no String).
+            var sink = ASCIISink(at: base + count)
+            v.write(to: &sink)
+            count += sink.written
         }
     }
 
-    /// `magnitude` as `digits / 10^fraction` with the fewest fraction digits (at least one) and `digits` < 2^53:
+    /// Where `Double.write(to:)` puts its digits: the stream's ASCII entry point takes them as bytes, with no
+    /// String made (the caller has reserved the 24 bytes the longest form needs).
+    struct ASCIISink: TextOutputStream {
+        let at: UnsafeMutablePointer<UInt8>
+        var written = 0
+
+        mutating func write(_ string: String) {
+            for b in string.utf8 {
+                at[written] = b
+                written += 1
+            }
+        }
+
+        mutating func _writeASCII(_ buffer: UnsafeBufferPointer<UInt8>) {
+            guard let from = buffer.baseAddress else { return }
+            (at + written).update(from: from, count: buffer.count)
+            written += buffer.count
+        }
+    }
+
+    /// `magnitude` as `digits / 10^fraction` with the fewest fraction digits (one to ten) and `digits` < 2^53:
     /// then the decimal reads back as `magnitude` (a quotient of two exactly represented numbers is correctly
-    /// rounded, which is what reading a decimal is). `nil` when no such form exists. Each candidate costs a multiply
-    /// and a rounding; only one within two ulps of a whole number is checked by division.
+    /// rounded, which is what reading a decimal is). `nil` when no such form exists: the caller writes Swift's
+    /// digits, which are the same where this finds some. Each candidate costs a multiply and a rounding; only one
+    /// within two ulps of a whole number is checked by division. Ten digits: a mean or a standard deviation (17
+    /// digits) used to try fifteen candidates before Swift wrote it anyway.
     @inline(__always)
     static func shortDecimal(_ magnitude: Double) -> (digits: UInt64, fraction: Int)? {
         var scale = 1.0
-        for fraction in 1...22 {  // 10^22 is the largest power of ten a Double holds exactly
+        for fraction in 1...10 {
             scale *= 10
             let scaled = magnitude * scale
             guard scaled < 9_007_199_254_740_992 else { return nil }

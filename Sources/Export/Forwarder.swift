@@ -731,15 +731,9 @@ public final class Forwarder: Sendable {
     /// The line protocol for `rows`: one point per series and minute (see docs/forwarding.md).
     func encode(_ rows: [SQLiteStore.OutboxRow], with encoder: inout ForwardEncoder) -> (lines: [UInt8], points: Int) {
         var out: [UInt8] = []
-        out.reserveCapacity(rows.count * 768)
-        var points = 0
-        for row in rows {
-            do throws(ForwardEncoder.Failure) {
-                if try encoder.append(row, to: &out) { points += 1 }
-            } catch {
-                logger.error("forwarding: cannot encode a point of \(row.series): \(error.message)")
-                stats.pointsRejected.add(1, ordering: .relaxed)
-            }
+        let points = encoder.append(rows, to: &out) { row, error in
+            logger.error("forwarding: cannot encode a point of \(row.series): \(error.message)")
+            stats.pointsRejected.add(1, ordering: .relaxed)
         }
         return (out, points)
     }

@@ -134,6 +134,35 @@ import Testing
         #expect(try Self.decode(out).count == 1)
     }
 
+    /// A batch is written as its rows one by one, the rows that cannot be written reported and skipped, whatever
+    /// room the previous batch made the encoder reserve.
+    @Test func aBatchIsItsRowsInOrderWithoutTheRejectedOnes() throws {
+        var encoder = ForwardEncoder(ForwarderConfiguration())
+        var single = ForwardEncoder(ForwarderConfiguration())
+        func row(_ i: Int) -> SQLiteStore.OutboxRow {
+            let host = i % 7 == 3 ? "a\nb" : "h\(i)"
+            let values: [Double] = (0...i).map { Double($0) / 3 }
+            let fields: [(String, FieldRollup)] = (0..<(i % 5 + 1)).map { ("f\($0)", Self.numeric(values)) }
+            return Self.row(
+                Int64(i), SeriesInfo(id: UInt64(i), measurement: "m", tags: [TagPair("host", host)]), fields)
+        }
+        let rows = (0..<50).map(row)
+        for batch in [Array(rows[0..<1]), Array(rows[1..<50]), [], Array(rows[0..<50])] {
+            var out: [UInt8] = []
+            var rejected: [Int64] = []
+            let points = encoder.append(batch, to: &out) { row, _ in rejected.append(row.rowID) }
+            var expected: [UInt8] = []
+            var expectedPoints = 0
+            for row in batch where row.series.tag("host") != "a\nb" {
+                if try single.append(row, to: &expected) { expectedPoints += 1 }
+            }
+            #expect(out == expected)
+            #expect(points == expectedPoints)
+            let bad: [Int64] = batch.filter { $0.series.tag("host") == "a\nb" }.map { $0.rowID }
+            #expect(rejected == bad)
+        }
+    }
+
     @Test(arguments: [
         (3.0, "3"), (-12.0, "-12"), (-0.0, "-0.0"), (0.0, "0"), (0.1, "0.1"), (1e300, "1e+300"),
         (9_007_199_254_740_992.0, "9007199254740992.0"), (1e16, "1e+16"), (9_007_199_254_740_991.0, "9007199254740991"),
