@@ -163,6 +163,14 @@ import Testing
         }
     }
 
+    /// Outside a drain the backlog is passed over at most every 50 times a pass's cost, from 200 ms to 5 s.
+    @Test func retryRoundsPassOverTheOutboxAtABoundedRate() {
+        #expect(Forwarder.passGap(lastPassCost: 0) == 200_000_000)
+        #expect(Forwarder.passGap(lastPassCost: 27_000_000) == 1_350_000_000, "a 50,000-point backlog")
+        #expect(Forwarder.passGap(lastPassCost: 2_000_000_000) == Forwarder.measureInterval)
+        #expect(Forwarder.passGap(lastPassCost: .max) == Forwarder.measureInterval)
+    }
+
     @Test(arguments: [
         (3.0, "3"), (-12.0, "-12"), (-0.0, "-0.0"), (0.0, "0"), (0.1, "0.1"), (1e300, "1e+300"),
         (9_007_199_254_740_992.0, "9007199254740992.0"), (1e16, "1e+16"), (9_007_199_254_740_991.0, "9007199254740991"),
