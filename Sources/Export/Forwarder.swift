@@ -255,6 +255,7 @@ public final class Forwarder: Sendable {
         var batchSize = 0
         var encoder = SharedEncoder(ForwardEncoder(configuration))
         var ahead: Prefetch?
+        var unsent: Prepared?
         var cursor: SQLiteStore.OutboxCursor
         do {
             cursor = try store.outboxCursor()
@@ -292,8 +293,17 @@ public final class Forwarder: Sendable {
                 }
             }
             let batch: Prepared
-            let ready = ahead?.take()
-            ahead = nil
+            let kept = unsent
+            unsent = nil
+            let ready: Prepared?
+            if let kept, kept.after == cursor, kept.generation == generation, kept.limit == batchSize {
+                // The batch the last round could not send, sent again as it was read (a minute stored since then
+                // was queued again; it follows): a retry costs the request, not the reading and encoding again.
+                ready = kept
+            } else {
+                ready = ahead?.take()
+                ahead = nil
+            }
             if let ready, ready.after == cursor, ready.generation == generation, ready.limit == batchSize {
                 batch = ready
             } else {
@@ -319,7 +329,9 @@ public final class Forwarder: Sendable {
             }
             // A full batch: there is likely more. The next one is read and encoded while this one is sent (the
             // receiver works on the other core); it is used only if this one is acknowledged.
-            if batch.rows == batchSize { ahead = prefetch(after: batch.cursor, limit: batchSize, generation, encoder) }
+            if batch.rows == batchSize && ahead == nil {
+                ahead = prefetch(after: batch.cursor, limit: batchSize, generation, encoder)
+            }
             let quarantined = store.quarantinedRows
             if quarantined > reportedQuarantine {
                 logger.error(
@@ -352,12 +364,14 @@ public final class Forwarder: Sendable {
                 logger.warning("forwarding: request too large; batch size now \(batchSize)")
             case .retry(let after):
                 attempt += 1
+                unsent = batch
                 stats.retries.add(1, ordering: .relaxed)
                 refreshBacklog(&cursor, status: "retrying")
                 if isDraining { break rounds }
                 waitOut(backoff(attempt, retryAfter: after), &cursor, status: "retrying")
             case .refused:
                 attempt += 1
+                unsent = batch
                 stats.retries.add(1, ordering: .relaxed)
                 refreshBacklog(&cursor, status: "failing")
                 if isDraining { break rounds }
