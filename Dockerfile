@@ -8,13 +8,13 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libcurl4-openssl-dev libsqlite3-dev zlib1g-dev libre2-dev \
+ && apt-get install -y --no-install-recommends libcurl4-openssl-dev libsqlite3-dev zlib1g-dev libdeflate-dev libre2-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
 COPY Tests ./Tests
-# The Swift runtime and Foundation linked in (checked with ldd): the runtime image needs libcurl, libsqlite3, zlib,
+# The Swift runtime and Foundation linked in (checked with ldd): the runtime image needs libcurl, libsqlite3, zlib, libdeflate,
 # libre2 and libstdc++ only.
 RUN swift build -c release --static-swift-stdlib --product metricsd \
  && install -D -m 0755 "$(swift build -c release --show-bin-path)/metricsd" /out/usr/bin/metricsd
@@ -23,7 +23,7 @@ COPY grafana /out/usr/share/metricsd/grafana
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libcurl4 libsqlite3-0 zlib1g libre2-9 libstdc++6 ca-certificates \
+ && apt-get install -y --no-install-recommends libcurl4 libsqlite3-0 zlib1g libdeflate0 libre2-9 libstdc++6 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 metricsd \
  && useradd --system --uid 10001 --gid metricsd --home-dir /var/lib/metricsd --shell /usr/sbin/nologin metricsd \

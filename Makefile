@@ -16,7 +16,7 @@ INFLUX_TEST_GO := /usr/share/gocode/src/github.com/influxdata/influxdb/models/po
 
 # System packages: what the daemon links against, and what the tests use (the InfluxDB parser as an oracle,
 # a real influxd, Go to build the oracle and the peer benchmarks).
-APT_RUN  := libcurl4-openssl-dev libsqlite3-dev zlib1g-dev libre2-dev netcat-openbsd curl
+APT_RUN  := libcurl4-openssl-dev libsqlite3-dev zlib1g-dev libdeflate-dev libre2-dev netcat-openbsd curl
 APT_TEST := $(APT_RUN) golang-go golang-github-influxdb-influxdb-dev influxdb influxdb-client python3 python3-pip \
             python3-venv systemd procps strace clickhouse-server clickhouse-client chromium
 # Offline Kubernetes schema validation of deploy/kubernetes, pinned, in its own virtualenv (the test finds it there).

@@ -57,12 +57,12 @@ let package = Package(
         .target(
             name: "Export",
             dependencies: [
-                "Rollups", "LineProtocol", "CSQLite", "CCurl", "CZlib", .product(name: "Logging", package: "swift-log"),
+                "Rollups", "LineProtocol", "CSQLite", "CCurl", "CZlib", "CDeflate",
+                .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
-        // System libraries: SQLite (the rollup store) and zlib (gzip bodies).
         .target(
             name: "Ingest",
             dependencies: [
@@ -79,8 +79,10 @@ let package = Package(
             exclude: ["README.md"],
             swiftSettings: strictSettings
         ),
+        // System libraries: SQLite (the rollup store), zlib and libdeflate (gzip bodies), libcurl.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .executableTarget(
             name: "metricsd",

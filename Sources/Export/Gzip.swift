@@ -1,3 +1,4 @@
+import CDeflate
 import CZlib
 import Foundation
 import Synchronization
@@ -46,22 +47,22 @@ public enum Gzip {
         }
     }
 
-    /// Compresses with gzip framing (used by tests, `metricsd send --gzip` and forwarding).
+    /// Compresses with gzip framing (tests, `metricsd send --gzip`, forwarding to InfluxDB and ClickHouse), in one
+    /// call over the whole buffer with libdeflate: at level 1 about 1.7× zlib's speed at its level 1 on line
+    /// protocol, with output about 7 % smaller (docs/PERFORMANCE.md, Forwarding). `level`: 1 (fastest) to 12.
     public static func compress(_ input: [UInt8], level: Int32 = 6) -> [UInt8] {
-        var stream = z_stream()
-        precondition(czlib_deflate_init_gzip(&stream, level) == Z_OK)
-        defer { deflateEnd(&stream) }
-        var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))) + 32)
-        input.withUnsafeBufferPointer { inp in
-            output.withUnsafeMutableBufferPointer { out in
-                stream.next_in = UnsafeMutablePointer(mutating: inp.baseAddress)
-                stream.avail_in = uInt(inp.count)
-                stream.next_out = out.baseAddress
-                stream.avail_out = uInt(out.count)
-                _ = deflate(&stream, Z_FINISH)
+        guard let compressor = libdeflate_alloc_compressor(min(max(level, 1), 12)) else {
+            fatalError("libdeflate could not allocate a compressor")  // only when out of memory
+        }
+        defer { libdeflate_free_compressor(compressor) }
+        let bound = libdeflate_gzip_compress_bound(compressor, input.count)
+        return input.withUnsafeBytes { source in
+            [UInt8](unsafeUninitializedCapacity: bound) { output, written in
+                // The bound is enough for any input, so this cannot come back 0 for a lack of room.
+                written = libdeflate_gzip_compress(
+                    compressor, source.baseAddress, source.count, output.baseAddress, output.count)
+                precondition(written > 0, "libdeflate_gzip_compress failed within its own bound")
             }
         }
-        output.removeSubrange(Int(stream.total_out)...)
-        return output
     }
 }
