@@ -14,8 +14,13 @@ package struct ForwardEncoder {
     let hostname: String
     /// Escaped series prefixes by series row id; `nil` for a series that cannot be written (logged once).
     private var prefixes: [Int64: [UInt8]?] = [:]
-    private var keys: [String: FieldKeys?] = [:]
-    private var values: [Double?] = []
+    /// Each field name's keys: its index in `keyTable`, -1 for a name that cannot be written.
+    private var keyIndex: [String: Int32] = [:]
+    private var keyTable: [FieldKeys] = []
+    /// The names of the last row's fields and their `keyIndex`, by position: a series' rows, and a measurement's,
+    /// come with the same fields in the same order, so a name is compared where it was, not hashed.
+    private var lastNames: [String] = []
+    private var lastKeys: [Int32] = []
     /// The cache bounds: past them the caches start over (a series-flood costs encoding, never memory).
     static let maxPrefixes = 200_000
     static let maxKeys = 100_000
@@ -92,17 +97,22 @@ package struct ForwardEncoder {
         try row.fields.withUnsafeBufferPointer { fields throws(Failure) in
             var deferred: [Int] = []
             for i in fields.indices where fields[i].rollup.count > 0 {
-                let fieldKeys = try self.fieldKeys(fields[i].name)
-                if fieldKeys.leadsWithBlank {
-                    deferred.append(i)
-                    continue
+                let k = try self.keys(fields[i].name, at: i)
+                // Read in place: the keys are not copied (nor retained) per field.
+                let deferring = keyTable.withUnsafeBufferPointer { table in
+                    if table[k].leadsWithBlank { return true }
+                    written += writeFields(fields[i].rollup, table[k], written: written, to: &w)
+                    return false
                 }
-                written += writeFields(fields[i].rollup, fieldKeys, written: written, to: &w)
+                if deferring { deferred.append(i) }
             }
             guard !deferred.isEmpty else { return }
             if written == 0 { throw Failure(message: "no field key can come first: every key starts with tab or NUL") }
             for i in deferred {
-                written += writeFields(fields[i].rollup, try self.fieldKeys(fields[i].name), written: written, to: &w)
+                let k = try self.keys(fields[i].name, at: i)
+                keyTable.withUnsafeBufferPointer { table in
+                    written += writeFields(fields[i].rollup, table[k], written: written, to: &w)
+                }
             }
         }
         if written == 0 { return false }
@@ -115,7 +125,7 @@ package struct ForwardEncoder {
     }
 
     /// Writes the fields of one rollup; the number written.
-    private mutating func writeFields(
+    private func writeFields(
         _ rollup: borrowing FieldRollup, _ keys: borrowing FieldKeys, written: Int, to w: inout RowWriter
     ) -> Int {
         let count = aggregates.count
@@ -132,7 +142,8 @@ package struct ForwardEncoder {
             switch rollup.kind {
             case .numeric:
                 // Every aggregate at once: the kept points are sorted once for all the quantiles.
-                rollup.values(of: aggregateList, into: &values)
+                rollup.values(of: aggregateList, into: &scratch.values)
+                let values = scratch.values
                 for k in 0..<count {
                     if case .count = aggregates[k].aggregate {
                         key(count, &w)
@@ -188,6 +199,8 @@ package struct ForwardEncoder {
     final class Scratch: @unchecked Sendable {
         var base: UnsafeMutablePointer<UInt8>
         var capacity: Int
+        /// A numeric field's aggregates, in the order of ``ForwardEncoder/aggregates`` (kept between fields).
+        var values: [Double?] = []
         init(capacity: Int = 4096) {
             self.capacity = capacity
             base = .allocate(capacity: capacity)
@@ -359,10 +372,27 @@ package struct ForwardEncoder {
         return .success(bytes)
     }
 
-    private mutating func fieldKeys(_ name: String) throws(Failure) -> FieldKeys {
-        if let known = keys[name] {
-            guard let known else { throw Failure(message: "the field name \"\(name)\" cannot be written") }
-            return known
+    /// The index in `keyTable` of the keys of field `name`, the row's field number `position`.
+    @inline(__always)
+    private mutating func keys(_ name: String, at position: Int) throws(Failure) -> Int {
+        if position < lastNames.count, lastNames[position] == name, lastKeys[position] >= 0 {
+            return Int(lastKeys[position])
+        }
+        let k = try fieldKeys(name)
+        if position < lastNames.count {
+            lastNames[position] = name
+            lastKeys[position] = Int32(k)
+        } else if position == lastNames.count {
+            lastNames.append(name)
+            lastKeys.append(Int32(k))
+        }
+        return k
+    }
+
+    private mutating func fieldKeys(_ name: String) throws(Failure) -> Int {
+        if let known = keyIndex[name] {
+            guard known >= 0 else { throw Failure(message: "the field name \"\(name)\" cannot be written") }
+            return Int(known)
         }
         var made: FieldKeys? = FieldKeys()
         let names = aggregates.map { "\(name)_\($0.suffix)" } + ["\(name)_count", "\(name)_last", "\(name)_distinct"]
@@ -385,9 +415,18 @@ package struct ForwardEncoder {
             made!.bytes.append(contentsOf: escaped)
         }
         if let first = name.utf8.first, first == 0x09 || first == 0x00 { made?.leadsWithBlank = true }
-        if keys.count >= Self.maxKeys { keys.removeAll(keepingCapacity: true) }
-        keys[name] = .some(made)
-        guard let made else { throw Failure(message: "the field name \"\(name)\" cannot be written") }
-        return made
+        if keyIndex.count >= Self.maxKeys {
+            keyIndex.removeAll(keepingCapacity: true)
+            keyTable.removeAll(keepingCapacity: true)
+            lastNames.removeAll(keepingCapacity: true)
+            lastKeys.removeAll(keepingCapacity: true)
+        }
+        guard let made else {
+            keyIndex[name] = -1
+            throw Failure(message: "the field name \"\(name)\" cannot be written")
+        }
+        keyIndex[name] = Int32(keyTable.count)
+        keyTable.append(made)
+        return keyTable.count - 1
     }
 }

@@ -163,6 +163,33 @@ import Testing
         }
     }
 
+    /// Field keys are found by the field's position in the last row first: rows whose fields change names, order
+    /// and count from one to the next (and a name that cannot be written, in any position) are written as an encoder
+    /// without history writes each.
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func fieldsInAnyOrderAreWrittenAsByAFreshEncoder(seed: UInt64) throws {
+        var rng = SplitMix(seed: seed)
+        let pool = ["usage_idle", "usage_user", "a", "b", "tab\tfirst", "bad\nname", "a_long_field_name_past_24_bytes"]
+        var encoder = ForwardEncoder(ForwarderConfiguration())
+        for i in 0..<400 {
+            var names: [String] = []
+            for _ in 0..<Int(rng.next() % 5 + 1) {
+                let name = pool[Int(rng.next() % UInt64(pool.count))]
+                if !names.contains(name) { names.append(name) }
+            }
+            let row = Self.row(
+                Int64(i % 3), SeriesInfo(id: UInt64(i % 3), measurement: "m", tags: []),
+                names.map { ($0, Self.numeric([Double(i), 0.5])) })
+            var fresh = ForwardEncoder(ForwarderConfiguration())
+            var expected: [UInt8] = []
+            var out: [UInt8] = []
+            let expectedResult = Result { () throws(ForwardEncoder.Failure) in try fresh.append(row, to: &expected) }
+            let result = Result { () throws(ForwardEncoder.Failure) in try encoder.append(row, to: &out) }
+            #expect(out == expected, "row \(i): \(names)")
+            #expect((try? result.get()) == (try? expectedResult.get()), "row \(i): \(names)")
+        }
+    }
+
     /// Outside a drain the backlog is passed over at most every 50 times a pass's cost, from 200 ms to 5 s.
     @Test func retryRoundsPassOverTheOutboxAtABoundedRate() {
         #expect(Forwarder.passGap(lastPassCost: 0) == 200_000_000)
