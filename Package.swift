@@ -123,7 +123,10 @@ let package = Package(
         .testTarget(
             name: "APITests", dependencies: ["API", "InfluxQL", "Query", "Rollups"], swiftSettings: strictSettings),
         .testTarget(
-            name: "ExportTests", dependencies: ["Export", "Rollups", "LineProtocol", "TestSupport"],
+            name: "ExportTests",
+            dependencies: [
+                "Export", "Rollups", "LineProtocol", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["Fixtures"], swiftSettings: strictSettings),
         .testTarget(
             name: "IngestTests", dependencies: ["Ingest", "Export", "Rollups", "LineProtocol"],

@@ -158,6 +158,11 @@ public final class Forwarder: Sendable {
     /// What the last pass over the outbox took (nanoseconds): passes outside a drain (a retry round, an idle round)
     /// are at least 50 times that apart, so measuring costs at most 2 % of a core whatever the backlog holds.
     private let passCost = Atomic<Int64>(0)
+    /// The store's change count (``SQLiteStore/changeCount()``) and the cursor when the last pass began: a retry
+    /// round with both unchanged has the last pass's backlog, exactly, however old.
+    private let lastPass = Mutex<(changes: Int64, cursor: SQLiteStore.OutboxCursor)?>(nil)
+    /// Passes over the outbox made so far (the tests count them).
+    let backlogPasses = Atomic<Int>(0)
     static let minimumPassGap: Int64 = 200_000_000
     /// Where points InfluxDB refused for good go (with its error); nil: they are only counted.
     let deadLetters: DeadLetterQueue?
@@ -622,14 +627,20 @@ public final class Forwarder: Sendable {
             measured.withLock { $0 = (previous.at, left) }
             backlogNow = left
         } else if sent == nil, status != "idle", let previous = measured.withLock({ $0 }),
-            now &- previous.at < Self.passGap(lastPassCost: passCost.load(ordering: .relaxed))
+            lastPass.withLock({ $0 }).map({ $0.changes == store.changeCount() && $0.cursor == cursor }) ?? false
+                || now &- previous.at < Self.passGap(lastPassCost: passCost.load(ordering: .relaxed))
         {
-            // A retry round soon after the last pass (retries 100 ms apart while a receiver starts made a pass of a
-            // 50,000-point backlog, 27 ms, each time): the last pass stands. An idle round passes over an empty
-            // backlog, which costs nothing, and reports it exactly.
+            // A retry round with nothing stored, deleted or sent since the last pass (an outage between two
+            // flushes: a pass of a 5-million-point backlog takes seconds), or soon after the last pass (retries
+            // 100 ms apart while a receiver starts made a pass of a 50,000-point backlog, 27 ms, each time): the
+            // last pass stands. An idle round passes over an empty backlog, which costs nothing, and reports it
+            // exactly.
             backlogNow = previous.backlog
         } else {
+            let changes = store.changeCount()
+            backlogPasses.add(1, ordering: .relaxed)
             backlogNow = try? store.outboxBacklog(after: cursor)
+            lastPass.withLock { $0 = backlogNow == nil ? nil : (changes, cursor) }
             let after = Self.now()
             passCost.store(after &- now, ordering: .relaxed)
             if let backlogNow { measured.withLock { $0 = (after, backlogNow) } }

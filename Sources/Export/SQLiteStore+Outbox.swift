@@ -206,6 +206,12 @@ extension SQLiteStore {
         }
     }
 
+    /// How many rows the store's connection has inserted, updated or deleted since it opened (SQLite's
+    /// `total_changes`, every table, rolled back or not): while it and the cursor stand still, so does the backlog.
+    public func changeCount() -> Int64 {
+        connection.withLock { c in sqlite3_total_changes64(c.db) }
+    }
+
     /// What is still to forward after `cursor`: distinct minutes, rows (points) and the bytes of those rows as
     /// stored (what `[influx] max_backlog` bounds).
     public func outboxBacklog(after cursor: OutboxCursor) throws(StoreError) -> (minutes: Int, points: Int, bytes: Int)
