@@ -19,8 +19,7 @@ package struct ForwardEncoder {
     private var keyTable: [FieldKeys] = []
     /// The names of the last row's fields and their `keyIndex`, by position: a series' rows, and a measurement's,
     /// come with the same fields in the same order, so a name is compared where it was, not hashed.
-    private var lastNames: [String] = []
-    private var lastKeys: [Int32] = []
+    private var lastFields: [(name: String, key: Int32)] = []
     /// The cache bounds: past them the caches start over (a series-flood costs encoding, never memory).
     static let maxPrefixes = 200_000
     static let maxKeys = 100_000
@@ -375,16 +374,12 @@ package struct ForwardEncoder {
     /// The index in `keyTable` of the keys of field `name`, the row's field number `position`.
     @inline(__always)
     private mutating func keys(_ name: String, at position: Int) throws(Failure) -> Int {
-        if position < lastNames.count, lastNames[position] == name, lastKeys[position] >= 0 {
-            return Int(lastKeys[position])
-        }
+        if position < lastFields.count, lastFields[position].name == name { return Int(lastFields[position].key) }
         let k = try fieldKeys(name)
-        if position < lastNames.count {
-            lastNames[position] = name
-            lastKeys[position] = Int32(k)
-        } else if position == lastNames.count {
-            lastNames.append(name)
-            lastKeys.append(Int32(k))
+        if position < lastFields.count {
+            lastFields[position] = (name, Int32(k))
+        } else if position == lastFields.count {
+            lastFields.append((name, Int32(k)))
         }
         return k
     }
@@ -418,8 +413,7 @@ package struct ForwardEncoder {
         if keyIndex.count >= Self.maxKeys {
             keyIndex.removeAll(keepingCapacity: true)
             keyTable.removeAll(keepingCapacity: true)
-            lastNames.removeAll(keepingCapacity: true)
-            lastKeys.removeAll(keepingCapacity: true)
+            lastFields.removeAll(keepingCapacity: true)
         }
         guard let made else {
             keyIndex[name] = -1

@@ -23,15 +23,6 @@ import Testing
             })
     }
 
-    /// Waits (bounded: 30 s) until `condition` holds.
-    static func eventually(_ condition: () -> Bool) -> Bool {
-        for _ in 0..<3000 {
-            if condition() { return true }
-            usleep(10_000)
-        }
-        return condition()
-    }
-
     @Test func retryRoundsWithNothingStoredMakeNoNewPass() throws {
         let path = temporaryPath("outage", suffix: ".sqlite")
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
@@ -46,12 +37,12 @@ import Testing
         defer { forwarder.stop() }
         // 400 retry rounds (each 1–5 ms of backoff: over a second, five times the shortest gap between passes that
         // a pass's cost alone allows), with nothing stored or sent meanwhile: the first round's pass stands.
-        #expect(Self.eventually { forwarder.stats.retries.load(ordering: .relaxed) >= 400 })
+        #expect(eventually(timeout: 30, every: 0.01) { forwarder.stats.retries.load(ordering: .relaxed) >= 400 })
         #expect(forwarder.backlogPasses.load(ordering: .relaxed) == 1)
         #expect(forwarder.stats.state.withLock { $0.backlogPoints } == 50)
         // A minute stored: the next rounds pass again, and report it.
         try store.store([Self.bucket(2 * Self.minute, series: 30)])
-        #expect(Self.eventually { forwarder.stats.state.withLock { $0.backlogPoints } == 80 })
+        #expect(eventually(timeout: 30, every: 0.01) { forwarder.stats.state.withLock { $0.backlogPoints } == 80 })
         #expect(forwarder.backlogPasses.load(ordering: .relaxed) >= 2)
     }
 }

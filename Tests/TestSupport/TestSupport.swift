@@ -62,3 +62,16 @@ public func freePort() throws -> Int {
     }
     throw NoFreePort()
 }
+
+/// Waits (bounded by `timeout` seconds) until `condition` holds, re-evaluating it every `every` seconds; whether it
+/// did. For tests that watch a server or a thread reach a state, never for timing.
+public func eventually(
+    timeout: TimeInterval = 10, every interval: TimeInterval = 0.05, _ condition: () throws -> Bool
+) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        usleep(UInt32(interval * 1_000_000))
+    }
+    return try condition()
+}

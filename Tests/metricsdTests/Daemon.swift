@@ -203,12 +203,7 @@ final class Daemon: @unchecked Sendable {
 
     /// Waits (bounded) until `condition` holds, re-evaluating every 50 ms.
     func eventually(_ timeout: TimeInterval = 10, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return true }
-            usleep(50_000)
-        }
-        return try condition()
+        try TestSupport.eventually(timeout: timeout, condition)
     }
 
     // MARK: - Raw senders
